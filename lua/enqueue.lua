@@ -1,0 +1,65 @@
+-- enqueue: add one task, ready now or due later. Task-id conflicts, uniqueness locks and the
+-- scheduler's tick guard are options of this one script, not copies of it.
+--
+-- KEYS[1] msg        hash: id -> message
+-- KEYS[2] pending    list of ready ids
+-- KEYS[3] scheduled  zset: id -> due ms
+-- KEYS[4] marker     zset waking blocked workers
+-- KEYS[5] archived   zset: id -> archived at ms
+-- KEYS[6] completed  zset: id -> record expiry ms
+-- KEYS[7] result     hash: id -> result
+-- KEYS[8] unique     uniqueness lock (untouched unless ARGV[4] > 0)
+-- KEYS[9] guard      monotonic tick guard (untouched unless ARGV[5] ~= "")
+-- ARGV[1] id
+-- ARGV[2] encoded message
+-- ARGV[3] due ms; 0 means ready now
+-- ARGV[4] uniqueness TTL ms; 0 means not unique
+-- ARGV[5] guard value (fire time ms) or ""
+-- Returns: 1 when the task is pending, 2 when it is scheduled
+-- Errors: CONFLICT (id used by a live task), TICK_TAKEN (guard >= ARGV[5]),
+--         DUPLICATE (lock held; nothing written)
+--@include codes
+--@include marker
+--@include id_status
+local msg = KEYS[1]
+local pending = KEYS[2]
+local scheduled = KEYS[3]
+local marker = KEYS[4]
+local archived = KEYS[5]
+local completed = KEYS[6]
+local result = KEYS[7]
+local unique = KEYS[8]
+local guard = KEYS[9]
+local id = ARGV[1]
+local due = tonumber(ARGV[3])
+local unique_ttl = tonumber(ARGV[4])
+local guard_value = ARGV[5]
+
+local status = id_status(msg, archived, completed, id)
+if status == 'live' then
+  return CONFLICT
+end
+if guard_value ~= '' then
+  local last = redis.call('GET', guard)
+  if last and tonumber(last) >= tonumber(guard_value) then
+    return TICK_TAKEN
+  end
+end
+if unique_ttl > 0 and not redis.call('SET', unique, id, 'NX', 'PX', unique_ttl) then
+  return DUPLICATE
+end
+if guard_value ~= '' then
+  redis.call('SET', guard, guard_value)
+end
+if status == 'final' then
+  drop_final(archived, completed, result, id)
+end
+redis.call('HSET', msg, id, ARGV[2])
+if due > 0 then
+  redis.call('ZADD', scheduled, due, id)
+  signal_due(marker, due)
+  return 2
+end
+redis.call('LPUSH', pending, id)
+signal_ready(marker)
+return 1

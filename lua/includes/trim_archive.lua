@@ -1,0 +1,18 @@
+-- Drop archived tasks older than max_age_ms, then the oldest beyond max_size; at most `limit`
+-- per call so a huge archive is trimmed over several calls, never in one long script.
+local function trim_archive(archived, msg, result, now, max_size, max_age_ms, limit)
+  local ids = redis.call('ZRANGE', archived, '-inf', now - max_age_ms, 'BYSCORE', 'LIMIT', 0, limit)
+  local extra = redis.call('ZCARD', archived) - #ids - max_size
+  if extra > 0 and #ids < limit then
+    local more = redis.call('ZRANGE', archived, #ids, #ids + math.min(extra, limit - #ids) - 1)
+    for _, id in ipairs(more) do
+      ids[#ids + 1] = id
+    end
+  end
+  if #ids > 0 then
+    redis.call('ZREM', archived, unpack(ids))
+    redis.call('HDEL', msg, unpack(ids))
+    redis.call('HDEL', result, unpack(ids))
+  end
+  return #ids
+end

@@ -1,0 +1,45 @@
+-- run_now: make a scheduled, retry or archived task ready at once.
+--
+-- KEYS[1] msg        hash: id -> message
+-- KEYS[2] pending    list of ready ids
+-- KEYS[3] lease      zset: active id -> lease expiry ms
+-- KEYS[4] scheduled  zset: id -> due ms
+-- KEYS[5] retry      zset: id -> next attempt ms
+-- KEYS[6] archived   zset: id -> archived at ms
+-- KEYS[7] completed  zset: id -> record expiry ms
+-- KEYS[8] marker     zset waking blocked workers
+-- ARGV[1] id
+-- Returns: 1
+-- Errors: NOT_FOUND, TASK_ACTIVE, WRONG_STATE (already pending, or completed)
+--@include codes
+--@include task_state
+--@include marker
+local msg = KEYS[1]
+local pending = KEYS[2]
+local lease = KEYS[3]
+local scheduled = KEYS[4]
+local retry = KEYS[5]
+local archived = KEYS[6]
+local completed = KEYS[7]
+local marker = KEYS[8]
+local id = ARGV[1]
+
+local state = task_state(msg, lease, scheduled, retry, archived, completed, id)
+if not state then
+  return NOT_FOUND
+end
+if state == 'active' then
+  return TASK_ACTIVE
+end
+if state == 'scheduled' then
+  redis.call('ZREM', scheduled, id)
+elseif state == 'retry' then
+  redis.call('ZREM', retry, id)
+elseif state == 'archived' then
+  redis.call('ZREM', archived, id)
+else
+  return WRONG_STATE
+end
+redis.call('LPUSH', pending, id)
+signal_ready(marker)
+return 1

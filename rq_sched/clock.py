@@ -1,0 +1,57 @@
+"""Time sources: the system clock, and a manual clock that tests and simulations advance."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """Where rq_sched reads the time. Components take one so tests can control time."""
+
+    def now(self) -> float:
+        """Seconds since the Unix epoch."""
+        ...
+
+
+class SystemClock:
+    """The wall clock (``time.time``)."""
+
+    def now(self) -> float:
+        return time.time()
+
+
+class ManualClock:
+    """A clock that moves only when told to; for tests and model checks."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self._now = start
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by ``seconds`` (must be >= 0)."""
+        if seconds < 0:
+            raise ValueError("a clock only moves forward")
+        self._now += seconds
+
+    def set(self, when: float | datetime) -> None:
+        """Jump to ``when`` (epoch seconds or an aware datetime)."""
+        self._now = when.timestamp() if isinstance(when, datetime) else float(when)
+
+
+def to_ms(seconds: float) -> int:
+    """Epoch seconds to integer milliseconds, the unit stored in Redis."""
+    return int(seconds * 1000)
+
+
+def from_ms(ms: int | float) -> datetime:
+    """Integer milliseconds to an aware UTC datetime."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def utc_day(seconds: float) -> str:
+    """The UTC calendar day of ``seconds`` as ``YYYY-MM-DD`` (the daily counter suffix)."""
+    return time.strftime("%Y-%m-%d", time.gmtime(seconds))

@@ -1,0 +1,200 @@
+"""Admin queries and operator actions on queues and tasks (the dashboard and CLI build on it).
+
+Kept apart from the hot path (client, worker): everything here reads a bounded amount of data
+per call and may take a few round trips.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from rq_sched import ops, scripts
+from rq_sched.clock import Clock, SystemClock, from_ms, utc_day
+from rq_sched.connection import connect, translate_errors
+from rq_sched.errors import TaskNotFoundError, raise_for_code
+from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys
+from rq_sched.message import decode
+from rq_sched.models import QueueInfo, TaskInfo, TaskState
+from rq_sched.options import check_queue
+from rq_sched.scripts import Call, SyncRedis
+
+_ZSET_STATES = (
+    TaskState.ACTIVE,
+    TaskState.SCHEDULED,
+    TaskState.RETRY,
+    TaskState.ARCHIVED,
+    TaskState.COMPLETED,
+)
+
+
+class Inspector:
+    """Reads queue and task state; runs operator actions (pause, delete, run now, archive)."""
+
+    def __init__(
+        self,
+        redis: SyncRedis,
+        *,
+        namespace: str = DEFAULT_NAMESPACE,
+        clock: Clock | None = None,
+        archive_limits: ops.ArchiveLimits | None = None,
+    ) -> None:
+        self.redis = redis
+        self.namespace = namespace
+        self.clock: Clock = clock or SystemClock()
+        self.global_keys = GlobalKeys(namespace)
+        self.archive_limits = archive_limits or ops.ArchiveLimits()
+
+    @classmethod
+    def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Self:
+        return cls(connect(url, cluster=cluster), **options)
+
+    def close(self) -> None:
+        self.redis.close()
+
+    def keys(self, queue: str) -> QueueKeys:
+        return QueueKeys(self.namespace, check_queue(queue))
+
+    def queues(self) -> list[str]:
+        """Names of every queue that has had a task enqueued, sorted."""
+        with translate_errors(self.redis):
+            names = self.redis.smembers(self.global_keys.queues)
+        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)  # type: ignore[union-attr]
+
+    def queue_info(self, queue: str) -> QueueInfo:
+        """Counts per state, paused flag and processed/failed totals of one queue."""
+        keys = self.keys(queue)
+        day = utc_day(self.clock.now())
+        with translate_errors(self.redis):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.llen(keys.pending)
+            for key in (keys.lease, keys.scheduled, keys.retry, keys.archived, keys.completed):
+                pipe.zcard(key)
+            pipe.exists(keys.paused)
+            pipe.mget(keys.processed, keys.failed, keys.processed_on(day), keys.failed_on(day))
+            pending, active, scheduled, retry, archived, completed, paused, counters = (
+                pipe.execute()
+            )
+        processed, failed, processed_today, failed_today = (int(c or 0) for c in counters)
+        return QueueInfo(
+            queue=queue,
+            pending=pending,
+            active=active,
+            scheduled=scheduled,
+            retry=retry,
+            archived=archived,
+            completed=completed,
+            paused=bool(paused),
+            processed=processed,
+            failed=failed,
+            processed_today=processed_today,
+            failed_today=failed_today,
+        )
+
+    def get_task(self, queue: str, task_id: str) -> TaskInfo:
+        """Everything known about one task.
+
+        Raises:
+            TaskNotFoundError: no such task in that queue.
+            CorruptTaskError: the stored message cannot be decoded.
+        """
+        keys = self.keys(queue)
+        with translate_errors(self.redis):
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hget(keys.msg, task_id)
+            for key in (keys.lease, keys.scheduled, keys.retry, keys.archived, keys.completed):
+                pipe.zscore(key, task_id)
+            pipe.hget(keys.lost, task_id)
+            pipe.hget(keys.result, task_id)
+            data, *scores, lost, result = pipe.execute()
+        if data is None:
+            raise TaskNotFoundError(f"no task {task_id!r} in queue {queue!r}")
+        message = decode(data, task_id=task_id)
+        state, score = next(
+            ((s, sc) for s, sc in zip(_ZSET_STATES, scores, strict=True) if sc is not None),
+            (TaskState.PENDING, None),
+        )
+        due = from_ms(score) if score is not None else None
+        return TaskInfo(
+            id=task_id,
+            queue=queue,
+            type=message.type,
+            state=state,
+            process_at=due if state in (TaskState.SCHEDULED, TaskState.RETRY) else None,
+            payload=message.payload,
+            max_retry=message.max_retry,
+            retry_count=message.retried,
+            last_error=message.last_error,
+            last_failed_at=from_ms(message.last_failed_at) if message.last_failed_at else None,
+            next_process_at=due if state in (TaskState.SCHEDULED, TaskState.RETRY) else None,
+            timeout=message.timeout or None,
+            deadline=from_ms(message.deadline) if message.deadline else None,
+            retention=float(message.retention) or None,
+            unique=message.unique is not None,
+            headers=dict(message.headers or {}),
+            enqueued_at=from_ms(message.enqueued_at) if message.enqueued_at else None,
+            lease_expires_at=due if state is TaskState.ACTIVE else None,
+            lost_count=int(lost or 0),
+            result=result,
+            expires_at=due if state is TaskState.COMPLETED else None,
+        )
+
+    def pause(self, queue: str) -> bool:
+        """Stop workers taking tasks from ``queue``; returns False if it was already paused."""
+        return bool(self._run(ops.set_paused(self.keys(queue), True), queue, ""))
+
+    def unpause(self, queue: str) -> bool:
+        """Let workers take tasks from ``queue`` again; returns False if it was not paused."""
+        return bool(self._run(ops.set_paused(self.keys(queue), False), queue, ""))
+
+    def delete_task(self, queue: str, task_id: str) -> None:
+        """Delete a task that is not active, releasing its uniqueness lock.
+
+        Raises:
+            TaskNotFoundError: no such task.
+            TaskStateError: the task is active (cancel it instead).
+        """
+        unique = self._unique_of(queue, task_id)
+        self._run(ops.delete(self.keys(queue), task_id, unique), queue, task_id)
+
+    def run_task(self, queue: str, task_id: str) -> None:
+        """Make a scheduled, retry or archived task ready now.
+
+        Raises:
+            TaskNotFoundError: no such task.
+            TaskStateError: the task is active, already pending, or completed.
+        """
+        self._run(ops.run_now(self.keys(queue), task_id), queue, task_id)
+
+    def archive_task(self, queue: str, task_id: str) -> None:
+        """Archive a pending, scheduled or retry task.
+
+        Raises:
+            TaskNotFoundError: no such task.
+            TaskStateError: the task is active, archived or completed.
+        """
+        unique = self._unique_of(queue, task_id)
+        call = ops.archive(
+            self.keys(queue),
+            task_id,
+            encoded=None,
+            unique=unique,
+            now_s=self.clock.now(),
+            limits=self.archive_limits,
+            count_failure=False,
+        )
+        self._run(call, queue, task_id)
+
+    def _unique_of(self, queue: str, task_id: str) -> str | None:
+        with translate_errors(self.redis):
+            data = self.redis.hget(self.keys(queue).msg, task_id)
+        if data is None:
+            raise TaskNotFoundError(f"no task {task_id!r} in queue {queue!r}")
+        return decode(data, task_id=task_id).unique  # type: ignore[arg-type]
+
+    def _run(self, call: Call, queue: str, task_id: str) -> Any:
+        script, keys, args = call
+        with translate_errors(self.redis):
+            reply = scripts.run(self.redis, script, keys, args)
+        if isinstance(reply, int):
+            raise_for_code(reply, queue=queue, task_id=task_id)
+        return reply

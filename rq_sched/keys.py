@@ -1,0 +1,191 @@
+"""Every Redis key and channel name rq_sched uses, built in this one module.
+
+Per-queue keys share the hash tag ``{<queue>}`` so a queue lives in one Redis Cluster slot and
+every Lua script runs on one shard. Global keys (the queue registry, servers, scheduler state)
+sit outside any queue tag and are never passed to a script together with queue keys.
+
+Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
+
+    ns:{q}:msg          hash   task id -> encoded task message (every live or kept task)
+    ns:{q}:pending      list   ids ready to run (LPUSH in, RPOP out: FIFO)
+    ns:{q}:lease        zset   active ids -> lease expiry (ms); "active" is lease membership
+    ns:{q}:scheduled    zset   ids -> due time (ms)
+    ns:{q}:retry        zset   ids -> next attempt (ms)
+    ns:{q}:archived     zset   ids -> archived at (ms)
+    ns:{q}:completed    zset   ids -> expiry of the kept record (ms)
+    ns:{q}:result       hash   id -> result bytes written by the handler (sparse)
+    ns:{q}:lost         hash   id -> times its lease expired with no ack (sparse)
+    ns:{q}:marker       zset   "r" -> 0 when tasks are ready; "d" -> next due time (ms)
+    ns:{q}:paused       string present while the queue is paused
+    ns:{q}:unique:<d>   string id holding the uniqueness lock for digest <d> (with TTL)
+    ns:{q}:guard:<g>    string last fire time claimed for guard <g> (scheduler ticks)
+    ns:{q}:processed    string total processed; ns:{q}:processed:<yyyy-mm-dd> per day
+    ns:{q}:failed       string total failed;    ns:{q}:failed:<yyyy-mm-dd> per day
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+DEFAULT_NAMESPACE = "rqs"
+NO_UNIQUE_DIGEST = "-"
+"""Digest used for the unique-lock key of tasks that are not unique; that key is never set."""
+
+
+@dataclass(frozen=True)
+class QueueKeys:
+    """The keys of one queue. Cheap to build; clients cache one per queue name."""
+
+    namespace: str
+    queue: str
+
+    @cached_property
+    def prefix(self) -> str:
+        return f"{self.namespace}:{{{self.queue}}}"
+
+    @cached_property
+    def msg(self) -> str:
+        return f"{self.prefix}:msg"
+
+    @cached_property
+    def pending(self) -> str:
+        return f"{self.prefix}:pending"
+
+    @cached_property
+    def lease(self) -> str:
+        return f"{self.prefix}:lease"
+
+    @cached_property
+    def scheduled(self) -> str:
+        return f"{self.prefix}:scheduled"
+
+    @cached_property
+    def retry(self) -> str:
+        return f"{self.prefix}:retry"
+
+    @cached_property
+    def archived(self) -> str:
+        return f"{self.prefix}:archived"
+
+    @cached_property
+    def completed(self) -> str:
+        return f"{self.prefix}:completed"
+
+    @cached_property
+    def result(self) -> str:
+        return f"{self.prefix}:result"
+
+    @cached_property
+    def lost(self) -> str:
+        return f"{self.prefix}:lost"
+
+    @cached_property
+    def marker(self) -> str:
+        return f"{self.prefix}:marker"
+
+    @cached_property
+    def paused(self) -> str:
+        return f"{self.prefix}:paused"
+
+    @cached_property
+    def processed(self) -> str:
+        return f"{self.prefix}:processed"
+
+    @cached_property
+    def failed(self) -> str:
+        return f"{self.prefix}:failed"
+
+    def processed_on(self, day: str) -> str:
+        """Daily processed counter; ``day`` is ``YYYY-MM-DD`` in UTC."""
+        return f"{self.prefix}:processed:{day}"
+
+    def failed_on(self, day: str) -> str:
+        """Daily failed counter; ``day`` is ``YYYY-MM-DD`` in UTC."""
+        return f"{self.prefix}:failed:{day}"
+
+    def unique(self, digest: str | None) -> str:
+        """The uniqueness lock for ``digest`` (a never-set key when the task is not unique)."""
+        return f"{self.prefix}:unique:{digest or NO_UNIQUE_DIGEST}"
+
+    def guard(self, name: str) -> str:
+        """A monotonic guard (the scheduler's per-entry last fire time)."""
+        return f"{self.prefix}:guard:{name}"
+
+    @cached_property
+    def state_keys(self) -> tuple[str, ...]:
+        """msg, pending, lease, scheduled, retry, archived, completed: the order the scripts'
+        KEYS start with whenever they need to find a task's state."""
+        return (
+            self.msg,
+            self.pending,
+            self.lease,
+            self.scheduled,
+            self.retry,
+            self.archived,
+            self.completed,
+        )
+
+    def all_fixed(self) -> tuple[str, ...]:
+        """Every fixed key of the queue (for deleting a queue; pattern keys are scanned)."""
+        return (
+            *self.state_keys,
+            self.result,
+            self.lost,
+            self.marker,
+            self.paused,
+            self.processed,
+            self.failed,
+        )
+
+    def pattern(self) -> str:
+        """SCAN pattern matching every key of this queue."""
+        return f"{self.namespace}:{{{_glob_escape(self.queue)}}}:*"
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalKeys:
+    """Keys outside any queue tag."""
+
+    namespace: str
+
+    @property
+    def queues(self) -> str:
+        """Set of known queue names."""
+        return f"{self.namespace}:queues"
+
+    @property
+    def servers(self) -> str:
+        """Sorted set: server id -> expiry of its heartbeat (ms)."""
+        return f"{self.namespace}:servers"
+
+    def server(self, server_id: str) -> str:
+        """Encoded server info, with a TTL."""
+        return f"{self.namespace}:server:{server_id}"
+
+    def workers(self, server_id: str) -> str:
+        """Hash: task id -> encoded info about the worker running it, with a TTL."""
+        return f"{self.namespace}:workers:{server_id}"
+
+    @property
+    def cancel_channel(self) -> str:
+        """Pub/sub channel on which task cancellations are announced to every server."""
+        return f"{self.namespace}:cancel"
+
+    @property
+    def scheduler_entries(self) -> str:
+        """Hash: entry id -> encoded entry (spec, type, queue, next and previous fire)."""
+        return f"{self.namespace}:scheduler:entries"
+
+    def scheduler_history(self, entry_id: str) -> str:
+        """Capped list of recent enqueues of one entry."""
+        return f"{self.namespace}:scheduler:history:{entry_id}"
+
+    @property
+    def schedulers(self) -> str:
+        """Sorted set: scheduler instance id -> expiry of its heartbeat (ms)."""
+        return f"{self.namespace}:schedulers"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)

@@ -1,0 +1,161 @@
+"""Loading and running the Lua scripts in ``lua/``: includes, SHA caching, NOSCRIPT recovery.
+
+Each script is one command, read from its file once per process; ``--@include name`` lines pull
+in ``lua/includes/name.lua`` (each include at most once per script). Scripts run by EVALSHA; when
+Redis answers NOSCRIPT (first use, restart, SCRIPT FLUSH) the script is loaded and the call
+repeated. Pipelines run optimistically by EVALSHA too: calls that came back NOSCRIPT had no
+effect, so exactly those are repeated after loading — unlike redis-py's own pipeline script
+support, this costs no SCRIPT EXISTS round trip per pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.client import Pipeline, Redis
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+
+LUA_DIR = Path(__file__).resolve().parent / "lua"
+_INCLUDE = re.compile(r"^--@include\s+(\w+)\s*$", re.MULTILINE)
+_KEY_DECL = re.compile(r"^-- KEYS\[(\d+)\](\.\.)?", re.MULTILINE)
+
+SyncRedis = Redis | RedisCluster
+AnyAsyncRedis = AsyncRedis | AsyncRedisCluster
+Arg = str | bytes | int | float
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    """One Lua command: its expanded source, SHA1 and the number of KEYS it declares."""
+
+    name: str
+    source: str
+    sha: str
+    numkeys: int
+    """How many fixed KEYS the header declares."""
+    variadic_keys: bool
+    """True when the header declares ``KEYS[n..]``: callers may pass more keys after the fixed ones."""
+
+    def check_keys(self, keys: Sequence[str]) -> None:
+        """Fail when a caller passes a key count the script's contract does not allow."""
+        if len(keys) == self.numkeys or (self.variadic_keys and len(keys) > self.numkeys):
+            return
+        raise TypeError(f"script {self.name} takes {self.numkeys} keys, got {len(keys)}")
+
+
+def expand(source: str, includes_dir: Path) -> str:
+    """Replace ``--@include name`` lines with the include's text, once per include."""
+    seen: set[str] = set()
+
+    def include(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in seen:
+            return ""
+        seen.add(name)
+        path = includes_dir / f"{name}.lua"
+        if not path.is_file():
+            raise FileNotFoundError(f"lua include {name!r} not found at {path}")
+        return _INCLUDE.sub(include, path.read_text())
+
+    return _INCLUDE.sub(include, source)
+
+
+def parse_script(name: str, text: str, includes_dir: Path) -> Script:
+    """Build a :class:`Script` from a file's text; the KEYS count comes from its header."""
+    declared = _KEY_DECL.findall(text)
+    numbers = [int(n) for n, _ in declared]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"lua/{name}.lua: header KEYS must be numbered 1..n, got {numbers}")
+    variadic = any(dots for _, dots in declared)
+    source = expand(text, includes_dir)
+    sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+    return Script(name, source, sha, len(numbers) - int(variadic), variadic)
+
+
+@cache
+def load(name: str) -> Script:
+    """The script ``lua/<name>.lua``, read and expanded once per process."""
+    path = LUA_DIR / f"{name}.lua"
+    return parse_script(name, path.read_text(), LUA_DIR / "includes")
+
+
+def all_scripts() -> list[Script]:
+    """Every script in ``lua/`` (not the includes)."""
+    return [load(path.stem) for path in sorted(LUA_DIR.glob("*.lua"))]
+
+
+def run(redis: SyncRedis, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    """Run ``script`` by EVALSHA, loading it on NOSCRIPT."""
+    try:
+        return redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+    except NoScriptError:
+        _load_into(redis, script)
+        return redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+
+
+async def arun(
+    redis: AnyAsyncRedis, script: Script, keys: Sequence[str], args: Sequence[Arg]
+) -> Any:
+    """Async :func:`run`."""
+    try:
+        return await redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+    except NoScriptError:
+        await redis.script_load(script.source)
+        return await redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+
+
+Call = tuple[Script, Sequence[str], Sequence[Arg]]
+
+
+def run_pipeline(redis: SyncRedis, calls: Sequence[Call]) -> list[Any]:
+    """Run many script calls in one round trip; results in order, exceptions as values."""
+    results = _pipeline_once(redis, calls)
+    missing = [i for i, res in enumerate(results) if isinstance(res, NoScriptError)]
+    if missing:
+        for script in {calls[i][0] for i in missing}:
+            _load_into(redis, script)
+        retried = _pipeline_once(redis, [calls[i] for i in missing])
+        for i, res in zip(missing, retried, strict=True):
+            results[i] = res
+    return results
+
+
+async def arun_pipeline(redis: AnyAsyncRedis, calls: Sequence[Call]) -> list[Any]:
+    """Async :func:`run_pipeline`."""
+    results = await _apipeline_once(redis, calls)
+    missing = [i for i, res in enumerate(results) if isinstance(res, NoScriptError)]
+    if missing:
+        for script in {calls[i][0] for i in missing}:
+            await redis.script_load(script.source)
+        retried = await _apipeline_once(redis, [calls[i] for i in missing])
+        for i, res in zip(missing, retried, strict=True):
+            results[i] = res
+    return results
+
+
+def _pipeline_once(redis: SyncRedis, calls: Sequence[Call]) -> list[Any]:
+    pipe: Pipeline = redis.pipeline(transaction=False)  # type: ignore[assignment]
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+    return list(pipe.execute(raise_on_error=False))
+
+
+async def _apipeline_once(redis: AnyAsyncRedis, calls: Sequence[Call]) -> list[Any]:
+    pipe = redis.pipeline(transaction=False)
+    for script, keys, args in calls:
+        pipe.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+    return list(await pipe.execute(raise_on_error=False))
+
+
+def _load_into(redis: SyncRedis, script: Script) -> None:
+    # In a cluster, redis-py sends SCRIPT LOAD to every primary, so any shard can run it.
+    redis.script_load(script.source)
