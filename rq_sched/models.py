@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -91,3 +92,109 @@ class QueueInfo:
     def size(self) -> int:
         """Tasks not yet finished: pending, active, scheduled and retry."""
         return self.pending + self.active + self.scheduled + self.retry
+
+
+def _ms(value: datetime | None) -> int | None:
+    return int(value.timestamp() * 1000) if value is not None else None
+
+
+def _dt(value: int | None) -> datetime | None:
+    return datetime.fromtimestamp(value / 1000, tz=UTC) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One task running on a server, as its heartbeat reports it (``ns:workers:<server>``)."""
+
+    task_id: str
+    task_type: str
+    queue: str
+    started_at: datetime
+    deadline: datetime | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "task_id": self.task_id,
+                "task_type": self.task_type,
+                "queue": self.queue,
+                "started_at": _ms(self.started_at),
+                "deadline": _ms(self.deadline),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WorkerInfo:
+        data = json.loads(text)
+        return cls(
+            task_id=data["task_id"],
+            task_type=data["task_type"],
+            queue=data["queue"],
+            started_at=_dt(data["started_at"]) or datetime.now(UTC),
+            deadline=_dt(data.get("deadline")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    """A worker server, as its heartbeat reports it (``ns:server:<id>``, with a TTL)."""
+
+    id: str
+    host: str
+    pid: int
+    queues: dict[str, int]
+    strict_priority: bool
+    concurrency: int
+    started_at: datetime
+    status: str
+    """"running" or "stopping"."""
+    active: int = 0
+    processed: int = 0
+    failed: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "host": self.host,
+                "pid": self.pid,
+                "queues": self.queues,
+                "strict_priority": self.strict_priority,
+                "concurrency": self.concurrency,
+                "started_at": _ms(self.started_at),
+                "status": self.status,
+                "active": self.active,
+                "processed": self.processed,
+                "failed": self.failed,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ServerInfo:
+        data = json.loads(text)
+        return cls(
+            id=data["id"],
+            host=data["host"],
+            pid=int(data["pid"]),
+            queues={str(k): int(v) for k, v in data["queues"].items()},
+            strict_priority=bool(data["strict_priority"]),
+            concurrency=int(data["concurrency"]),
+            started_at=_dt(data["started_at"]) or datetime.now(UTC),
+            status=str(data["status"]),
+            active=int(data.get("active", 0)),
+            processed=int(data.get("processed", 0)),
+            failed=int(data.get("failed", 0)),
+        )
+
+
+def encode_cancel(queue: str, task_id: str) -> str:
+    """The message published on the cancel channel to cancel an active task on any server."""
+    return json.dumps({"queue": queue, "id": task_id})
+
+
+def decode_cancel(text: str | bytes) -> tuple[str, str]:
+    """``(queue, task_id)`` from a cancel message; raises ValueError when malformed."""
+    data = json.loads(text)
+    if not isinstance(data, dict) or not isinstance(data.get("queue"), str):
+        raise ValueError(f"malformed cancel message: {text!r}")
+    return data["queue"], str(data["id"])
