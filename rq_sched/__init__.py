@@ -1,4 +1,4 @@
-"""rq_sched: a distributed task queue for Python on Redis, with a beanstalkd (go-queue dq) bridge."""
+"""rq_sched: a distributed task queue on Redis, with a beanstalkd (go-queue dq) bridge."""
 
 from rq_sched.client import AsyncClient, Client, EnqueueManyError
 from rq_sched.clock import Clock, ManualClock, SystemClock

@@ -41,9 +41,7 @@ class EnqueueManyError(RqSchedError):
 class _Producer:
     """What both clients share: configuration, validation and building the calls."""
 
-    def __init__(
-        self, *, namespace: str, max_payload_bytes: int, clock: Clock | None
-    ) -> None:
+    def __init__(self, *, namespace: str, max_payload_bytes: int, clock: Clock | None) -> None:
         if not namespace or "{" in namespace or "}" in namespace:
             raise ValidationError(f"namespace must be non-empty and brace-free, got {namespace!r}")
         if max_payload_bytes <= 0:
@@ -168,7 +166,7 @@ class Client:
 
     def enqueue(
         self,
-        type: str,  # noqa: A002 - the public name of the argument
+        type: str,
         payload: Any = None,
         *,
         queue: str = "default",
@@ -293,7 +291,7 @@ class AsyncClient:
 
     async def enqueue(
         self,
-        type: str,  # noqa: A002 - the public name of the argument
+        type: str,
         payload: Any = None,
         *,
         queue: str = "default",
@@ -343,7 +341,7 @@ class AsyncClient:
     async def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)
         if new:
-            await self.redis.sadd(self._p.global_keys.queues, *new)  # type: ignore[misc]
+            await self.redis.sadd(self._p.global_keys.queues, *new)
             self._p._registered.update(new)
 
     async def close(self) -> None:

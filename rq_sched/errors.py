@@ -46,7 +46,7 @@ class TickTakenError(RqSchedError):
 
 
 class TaskStateError(RqSchedError):
-    """The operation does not apply to the task in its current state (e.g. deleting an active task)."""
+    """The action does not apply to the task in its current state (e.g. deleting it, active)."""
 
 
 class LeaseLostError(RqSchedError):
@@ -84,7 +84,7 @@ class TaskCancelledError(RqSchedError):
     """The task was cancelled while it ran; it ends archived as cancelled and is not retried."""
 
 
-# Codes returned by the Lua scripts (see the headers in lua/). Keep in step with lua/includes/codes.lua.
+# Codes returned by the Lua scripts; keep in step with lua/includes/codes.lua.
 CONFLICT = -1
 DUPLICATE = -2
 TICK_TAKEN = -3

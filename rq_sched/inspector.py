@@ -58,7 +58,7 @@ class Inspector:
         """Names of every queue that has had a task enqueued, sorted."""
         with translate_errors(self.redis):
             names = self.redis.smembers(self.global_keys.queues)
-        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)  # type: ignore[union-attr]
+        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
     def queue_info(self, queue: str) -> QueueInfo:
         """Counts per state, paused flag and processed/failed totals of one queue."""

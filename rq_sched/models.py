@@ -198,3 +198,89 @@ def decode_cancel(text: str | bytes) -> tuple[str, str]:
     if not isinstance(data, dict) or not isinstance(data.get("queue"), str):
         raise ValueError(f"malformed cancel message: {text!r}")
     return data["queue"], str(data["id"])
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleEntryInfo:
+    """A periodic entry as the scheduler publishes it (``ns:scheduler:entries``, by entry id)."""
+
+    id: str
+    name: str
+    spec: str
+    type: str
+    queue: str
+    timezone: str
+    misfire: str
+    payload_preview: str
+    """The payload as short text, for display only."""
+    next_fire: datetime | None
+    prev_fire: datetime | None
+    updated_at: datetime
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "id": self.id,
+                "name": self.name,
+                "spec": self.spec,
+                "type": self.type,
+                "queue": self.queue,
+                "timezone": self.timezone,
+                "misfire": self.misfire,
+                "payload_preview": self.payload_preview,
+                "next_fire": _ms(self.next_fire),
+                "prev_fire": _ms(self.prev_fire),
+                "updated_at": _ms(self.updated_at),
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ScheduleEntryInfo:
+        data = json.loads(text)
+        return cls(
+            id=data["id"],
+            name=data["name"],
+            spec=data["spec"],
+            type=data["type"],
+            queue=data["queue"],
+            timezone=data["timezone"],
+            misfire=data["misfire"],
+            payload_preview=data.get("payload_preview", ""),
+            next_fire=_dt(data.get("next_fire")),
+            prev_fire=_dt(data.get("prev_fire")),
+            updated_at=_dt(data.get("updated_at")) or datetime.now(UTC),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRecord:
+    """One fire of a periodic entry (``ns:scheduler:history:<entry id>``, newest first, capped)."""
+
+    fire_time: datetime
+    enqueued_at: datetime
+    task_id: str
+    queue: str
+    error: str | None = None
+    """Why nothing was enqueued (e.g. a validation error); None on success."""
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "fire_time": _ms(self.fire_time),
+                "enqueued_at": _ms(self.enqueued_at),
+                "task_id": self.task_id,
+                "queue": self.queue,
+                "error": self.error,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ScheduleRecord:
+        data = json.loads(text)
+        return cls(
+            fire_time=_dt(data["fire_time"]) or datetime.now(UTC),
+            enqueued_at=_dt(data["enqueued_at"]) or datetime.now(UTC),
+            task_id=data["task_id"],
+            queue=data["queue"],
+            error=data.get("error"),
+        )

@@ -207,9 +207,7 @@ def set_paused(keys: QueueKeys, paused: bool) -> Call:
     return scripts.load("set_paused"), (keys.paused, keys.marker), ("1" if paused else "0",)
 
 
-def trim(
-    keys: QueueKeys, now_ms: int, limits: ArchiveLimits, limit: int = BATCH_LIMIT
-) -> Call:
+def trim(keys: QueueKeys, now_ms: int, limits: ArchiveLimits, limit: int = BATCH_LIMIT) -> Call:
     return (
         scripts.load("trim"),
         (keys.completed, keys.archived, keys.msg, keys.result),

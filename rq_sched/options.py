@@ -83,9 +83,7 @@ def check_type(task_type: object) -> str:
     if not isinstance(task_type, str) or not task_type:
         raise ValidationError(f"task type must be a non-empty str, got {task_type!r}")
     if len(task_type) > MAX_TYPE_CHARS:
-        raise ValidationError(
-            f"task type is {len(task_type)} chars; the limit is {MAX_TYPE_CHARS}"
-        )
+        raise ValidationError(f"task type is {len(task_type)} chars; the limit is {MAX_TYPE_CHARS}")
     return task_type
 
 
@@ -116,9 +114,7 @@ def aware_ms(value: datetime, name: str) -> int:
     return to_ms(value.timestamp())
 
 
-def due_ms(
-    process_in: timedelta | float | None, process_at: datetime | None, now_ms: int
-) -> int:
+def due_ms(process_in: timedelta | float | None, process_at: datetime | None, now_ms: int) -> int:
     """When the task becomes ready, in ms; 0 for now."""
     if process_in is not None and process_at is not None:
         raise ValidationError("pass process_in or process_at, not both")

@@ -20,7 +20,7 @@ from typing import Any
 
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
-from redis.client import Pipeline, Redis
+from redis.client import Redis
 from redis.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
@@ -43,7 +43,7 @@ class Script:
     numkeys: int
     """How many fixed KEYS the header declares."""
     variadic_keys: bool
-    """True when the header declares ``KEYS[n..]``: callers may pass more keys after the fixed ones."""
+    """True when the header declares ``KEYS[n..]``: more keys may follow the fixed ones."""
 
     def check_keys(self, keys: Sequence[str]) -> None:
         """Fail when a caller passes a key count the script's contract does not allow."""
@@ -96,10 +96,10 @@ def all_scripts() -> list[Script]:
 def run(redis: SyncRedis, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
     """Run ``script`` by EVALSHA, loading it on NOSCRIPT."""
     try:
-        return redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        return redis.evalsha(script.sha, len(keys), *keys, *args)
     except NoScriptError:
         _load_into(redis, script)
-        return redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        return redis.evalsha(script.sha, len(keys), *keys, *args)
 
 
 async def arun(
@@ -107,10 +107,10 @@ async def arun(
 ) -> Any:
     """Async :func:`run`."""
     try:
-        return await redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        return await redis.evalsha(script.sha, len(keys), *keys, *args)
     except NoScriptError:
         await redis.script_load(script.source)
-        return await redis.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        return await redis.evalsha(script.sha, len(keys), *keys, *args)
 
 
 Call = tuple[Script, Sequence[str], Sequence[Arg]]
@@ -143,16 +143,16 @@ async def arun_pipeline(redis: AnyAsyncRedis, calls: Sequence[Call]) -> list[Any
 
 
 def _pipeline_once(redis: SyncRedis, calls: Sequence[Call]) -> list[Any]:
-    pipe: Pipeline = redis.pipeline(transaction=False)  # type: ignore[assignment]
+    pipe = redis.pipeline(transaction=False)
     for script, keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
     return list(pipe.execute(raise_on_error=False))
 
 
 async def _apipeline_once(redis: AnyAsyncRedis, calls: Sequence[Call]) -> list[Any]:
     pipe = redis.pipeline(transaction=False)
     for script, keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+        pipe.evalsha(script.sha, len(keys), *keys, *args)
     return list(await pipe.execute(raise_on_error=False))
 
 
