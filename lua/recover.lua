@@ -15,7 +15,9 @@ local marker = KEYS[3]
 local lost = KEYS[4]
 
 local ids = redis.call('ZRANGE', lease, '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
-for _, id in ipairs(ids) do
+-- Pushed in reverse so the task whose lease expired first is dequeued first.
+for i = #ids, 1, -1 do
+  local id = ids[i]
   redis.call('ZREM', lease, id)
   redis.call('HINCRBY', lost, id, 1)
   redis.call('RPUSH', pending, id)

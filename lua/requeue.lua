@@ -1,5 +1,5 @@
 -- requeue: hand active tasks back at once (graceful shutdown); they go to the front of the
--- queue because they were taken first.
+-- queue because they were taken first, in the order given (the first id is dequeued next).
 --
 -- KEYS[1] lease    zset: active id -> lease expiry ms
 -- KEYS[2] pending  list of ready ids
@@ -12,7 +12,8 @@ local pending = KEYS[2]
 local marker = KEYS[3]
 
 local moved = 0
-for _, id in ipairs(ARGV) do
+for i = #ARGV, 1, -1 do
+  local id = ARGV[i]
   if redis.call('ZREM', lease, id) == 1 then
     redis.call('RPUSH', pending, id)
     moved = moved + 1

@@ -26,7 +26,7 @@ from redis.exceptions import NoScriptError
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 _INCLUDE = re.compile(r"^--@include\s+(\w+)\s*$", re.MULTILINE)
-_KEY_DECL = re.compile(r"^-- KEYS\[(\d+)\](\.\.)?", re.MULTILINE)
+_KEY_DECL = re.compile(r"^-- KEYS\[(\d+)(\.\.)?\]", re.MULTILINE)
 
 SyncRedis = Redis | RedisCluster
 AnyAsyncRedis = AsyncRedis | AsyncRedisCluster
