@@ -297,10 +297,12 @@ def test_enqueue_many_enqueues_every_kind_in_order(
     assert inspector.queues() == ["default", "other"]
 
 
-def test_enqueue_many_splits_large_batches_and_keeps_fifo(client: Client, r: redis.Redis) -> None:
+def test_enqueue_many_splits_large_batches_and_keeps_fifo(
+    client: Client, r: redis.Redis, namespace: str
+) -> None:
     count = BATCH_LIMIT * 2 + 7
     infos = client.enqueue_many(NewTask(type="t", payload=i) for i in range(count))
-    popped: Any = r.rpop(QueueKeys(client._p.namespace, "default").pending, count)
+    popped: Any = r.rpop(QueueKeys(namespace, "default").pending, count)
     assert [raw.decode() for raw in popped] == [i.id for i in infos]
 
 
@@ -439,10 +441,15 @@ def test_get_task_of_unknown_id_is_not_found(inspector: Inspector) -> None:
     ],
 )
 def test_get_task_with_garbage_stored_is_corrupt(
-    client: Client, inspector: Inspector, r: redis.Redis, stored: bytes, message: str
+    client: Client,
+    inspector: Inspector,
+    r: redis.Redis,
+    namespace: str,
+    stored: bytes,
+    message: str,
 ) -> None:
     info = client.enqueue("t")
-    r.hset(QueueKeys(client._p.namespace, "default").msg, info.id, stored)
+    r.hset(QueueKeys(namespace, "default").msg, info.id, stored)
     with pytest.raises(CorruptTaskError, match=message):
         inspector.get_task("default", info.id)
 
