@@ -1,0 +1,66 @@
+"""The shape every background component of a worker server shares: start, stop, tick, wake.
+
+A component's ``tick()`` does one iteration and says how long to sleep; tests call ``tick()``
+directly. ``wake()`` runs the next tick at once. Redis errors are logged and retried with a
+growing pause, so a Redis restart stalls a component but never kills it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from redis.exceptions import RedisError
+
+from rq_sched.errors import RqSchedError
+
+log = logging.getLogger("rq_sched")
+
+MAX_ERROR_PAUSE = 2.0
+
+
+class Component:
+    """Base class: subclasses implement :meth:`tick`."""
+
+    name = "component"
+
+    def __init__(self) -> None:
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def tick(self) -> float:
+        """Do one iteration; return the seconds until the next one."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Run ticks in the background on the current event loop."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=f"rq_sched.{self.name}")
+
+    async def stop(self) -> None:
+        """Stop after the current tick (or at once, when sleeping)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def wake(self) -> None:
+        """Run the next tick now instead of after the sleep."""
+        self._wake.set()
+
+    async def _loop(self) -> None:
+        failures = 0
+        while True:
+            self._wake.clear()
+            try:
+                delay = await self.tick()
+                failures = 0
+            except (RedisError, RqSchedError, OSError) as exc:
+                failures += 1
+                delay = min(MAX_ERROR_PAUSE, 0.05 * 2**failures)
+                log.warning("%s: %s (retrying in %.2fs)", self.name, exc, delay)
+            if delay > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)

@@ -1,0 +1,100 @@
+"""Worker server configuration: one frozen, keyword-only dataclass, validated on construction."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from rq_sched.backoff import Backoff, default_backoff
+from rq_sched.errors import ValidationError
+from rq_sched.keys import DEFAULT_NAMESPACE
+from rq_sched.ops import ArchiveLimits
+from rq_sched.options import check_queue
+from rq_sched.router import Middleware
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerConfig:
+    """How a worker server runs. Every duration is in seconds.
+
+    ``queues`` maps queue names to weights: with ``strict_priority=False`` a queue of weight 6 is
+    asked first about six times as often as one of weight 1; with ``strict_priority=True`` a
+    queue is asked only when every heavier queue is empty.
+    """
+
+    queues: Mapping[str, int] = field(default_factory=lambda: {"default": 1})
+    strict_priority: bool = False
+    concurrency: int = 10
+    """Handlers running at once (async tasks, threads and child processes together)."""
+    processes: int = 0
+    """0: sync handlers run in threads. N > 0: every sync handler runs in a child process,
+    at most N at once (handlers registered with ``process=True`` always do)."""
+    lease_duration: float = 10.0
+    """A dequeued task's lease; renewed every third of it while the handler runs. A worker
+    that dies loses its tasks' leases, and they run again soon after it expires."""
+    shutdown_timeout: float = 10.0
+    batch_size: int = 100
+    """Most tasks taken from Redis in one call."""
+    idle_timeout: float = 30.0
+    """Longest single blocking wait for a wake-up; after it, queues are checked anyway."""
+    forward_sweep_interval: float = 30.0
+    """Safety sweep for due tasks whose wake-up was lost (normally forwarded on time)."""
+    recover_interval: float = 4.0
+    heartbeat_interval: float = 5.0
+    janitor_interval: float = 60.0
+    archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
+    backoff: Backoff = default_backoff
+    middleware: tuple[Middleware, ...] = ()
+    namespace: str = DEFAULT_NAMESPACE
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            raise ValidationError("queues must name at least one queue, e.g. {'default': 1}")
+        for name, weight in self.queues.items():
+            check_queue(name)
+            if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+                raise ValidationError(f"queue {name!r}: weight must be an int >= 1, got {weight!r}")
+        for name in ("concurrency", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValidationError(f"{name} must be an int >= 1, got {value!r}")
+        if not isinstance(self.processes, int) or self.processes < 0:
+            raise ValidationError(f"processes must be an int >= 0, got {self.processes!r}")
+        for name in (
+            "lease_duration",
+            "idle_timeout",
+            "forward_sweep_interval",
+            "recover_interval",
+            "heartbeat_interval",
+            "janitor_interval",
+        ):
+            if getattr(self, name) <= 0:
+                raise ValidationError(f"{name} must be > 0 seconds")
+        if self.shutdown_timeout < 0:
+            raise ValidationError("shutdown_timeout must be >= 0 seconds")
+
+    @property
+    def process_slots(self) -> int:
+        """How many child processes may run handlers at once."""
+        return self.processes or os.cpu_count() or 1
+
+
+def parse_queues(text: str) -> dict[str, int]:
+    """Parse ``critical=6,default=3,low=1`` (a bare name has weight 1).
+
+    Raises:
+        ValidationError: malformed text, with what was expected.
+    """
+    queues: dict[str, int] = {}
+    for part in text.split(","):
+        name, _, weight = part.strip().partition("=")
+        if not name:
+            raise ValidationError(
+                f"bad --queues {text!r}; expected e.g. critical=6,default=3,low=1"
+            )
+        try:
+            queues[check_queue(name)] = int(weight) if weight else 1
+        except ValueError as exc:
+            raise ValidationError(f"bad weight in --queues {part!r}: {exc}") from exc
+    return queues

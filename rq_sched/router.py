@@ -1,0 +1,112 @@
+"""The handler registry: which function runs which task type, and middleware around them."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from rq_sched.backoff import Backoff
+from rq_sched.errors import ValidationError
+from rq_sched.options import check_type, seconds
+from rq_sched.task import Task
+
+Next = Callable[[Task], Awaitable[None]]
+Middleware = Callable[[Task, Next], Awaitable[None]]
+"""``async def mw(task, call_next)``: run code around ``await call_next(task)``; raise to fail."""
+
+HandlerKind = Literal["async", "thread", "process"]
+Handler = Callable[[Task], Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """A registered handler and how to run it."""
+
+    type: str
+    handler: Handler
+    kind: HandlerKind
+    backoff: Backoff | None = None
+    timeout: float | None = None
+    """Default per-attempt timeout for this type when the task sets none."""
+
+
+@dataclass
+class Router:
+    """Maps task types to handlers.
+
+    Example::
+
+        router = Router()
+
+        @router.task("email:welcome")
+        async def welcome(task: Task) -> None: ...
+
+        @router.task("report:render", process=True, timeout=60)
+        def render(task: Task) -> bytes: ...
+    """
+
+    routes: dict[str, Route] = field(default_factory=dict)
+    middleware: list[Middleware] = field(default_factory=list)
+
+    def task(
+        self,
+        task_type: str,
+        *,
+        process: bool = False,
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register the decorated function for ``task_type``.
+
+        ``async def`` handlers run on the event loop, plain ``def`` handlers in a thread pool,
+        and ``process=True`` handlers (module-level ``def``) in a child process that a timeout or
+        cancellation kills.
+
+        Raises:
+            ValidationError: the type is already registered, or the handler does not fit.
+        """
+
+        def register(handler: Handler) -> Handler:
+            self.add(task_type, handler, process=process, backoff=backoff, timeout=timeout)
+            return handler
+
+        return register
+
+    def add(
+        self,
+        task_type: str,
+        handler: Handler,
+        *,
+        process: bool = False,
+        backoff: Backoff | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Register ``handler`` for ``task_type`` (the non-decorator form of :meth:`task`)."""
+        check_type(task_type)
+        if task_type in self.routes:
+            raise ValidationError(f"task type {task_type!r} already has a handler")
+        if not callable(handler):
+            raise ValidationError(f"handler for {task_type!r} is not callable: {handler!r}")
+        is_async = inspect.iscoroutinefunction(handler)
+        if process and is_async:
+            raise ValidationError(
+                f"handler for {task_type!r}: process=True needs a plain `def` function"
+            )
+        kind: HandlerKind = "process" if process else "async" if is_async else "thread"
+        limit = seconds(timeout, "timeout") if timeout is not None else None
+        self.routes[task_type] = Route(task_type, handler, kind, backoff, limit)
+
+    def use(self, middleware: Middleware) -> Middleware:
+        """Add middleware; the first added runs outermost. Usable as a decorator."""
+        self.middleware.append(middleware)
+        return middleware
+
+    def include(self, other: Router) -> None:
+        """Add every route and middleware of ``other``."""
+        for route in other.routes.values():
+            if route.type in self.routes:
+                raise ValidationError(f"task type {route.type!r} already has a handler")
+            self.routes[route.type] = route
+        self.middleware.extend(other.middleware)

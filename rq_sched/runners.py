@@ -1,0 +1,164 @@
+"""Running one handler call: async on the loop, sync in a thread, or in a child process.
+
+Timeouts and cancellation differ by kind, honestly: an async handler is cancelled; a process
+handler's child is killed; a thread cannot be stopped by Python, so its task is failed (or
+cancelled) at once, ``task.is_cancelled()`` turns true, and the thread is left to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import Any
+
+from rq_sched.errors import Retry, RqSchedError, SkipRetry
+from rq_sched.router import Route
+from rq_sched.task import Task
+
+
+class HandlerTimeoutError(RqSchedError, TimeoutError):
+    """The handler ran longer than its timeout or past the task's deadline."""
+
+
+class ProcessHandlerError(RqSchedError):
+    """A handler running in a child process raised; the message carries its traceback."""
+
+
+class Runners:
+    """Owns the thread pool and the process slots of one worker server."""
+
+    def __init__(self, *, threads: int, processes: int) -> None:
+        self.threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rq-sched")
+        self.process_slots = asyncio.Semaphore(processes)
+        self._mp = multiprocessing.get_context("forkserver")
+
+    async def run(self, route: Route, task: Task, timeout: float | None) -> None:
+        """Run ``route``'s handler for ``task``; raise what it raised, or HandlerTimeoutError."""
+        try:
+            if route.kind == "async":
+                await self._run_async(route, task, timeout)
+            elif route.kind == "thread":
+                await self._run_thread(route, task, timeout)
+            else:
+                await self._run_process(route, task, timeout)
+        except BaseException:
+            task._cancelled.set()
+            raise
+
+    async def _run_async(self, route: Route, task: Task, timeout: float | None) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await route.handler(task)
+        except TimeoutError as exc:
+            raise HandlerTimeoutError(f"timed out after {timeout:g}s") from exc
+
+    async def _run_thread(self, route: Route, task: Task, timeout: float | None) -> None:
+        future = asyncio.get_running_loop().run_in_executor(self.threads, route.handler, task)
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError as exc:
+            raise HandlerTimeoutError(
+                f"timed out after {timeout:g}s (the handler's thread cannot be stopped by Python "
+                "and may still be running; check task.is_cancelled() in long sync handlers)"
+            ) from exc
+
+    async def _run_process(self, route: Route, task: Task, timeout: float | None) -> None:
+        async with self.process_slots:
+            receiver, sender = self._mp.Pipe(duplex=False)
+            child = self._mp.Process(
+                target=_child_main, args=(sender, route.handler, _TaskState.of(task)), daemon=True
+            )
+            child.start()
+            sender.close()
+            try:
+                reply = await asyncio.wait_for(asyncio.to_thread(_receive, receiver), timeout)
+            except TimeoutError as exc:
+                raise HandlerTimeoutError(f"timed out after {timeout:g}s; child killed") from exc
+            finally:
+                if child.is_alive():
+                    child.kill()
+                await asyncio.to_thread(child.join, 5)
+                receiver.close()
+        _raise_child_outcome(reply, task, child.exitcode)
+
+    def close(self) -> None:
+        self.threads.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskState:
+    """What a child process needs to rebuild the Task (picklable)."""
+
+    type: str
+    payload: Any
+    id: str
+    queue: str
+    retry_count: int
+    max_retry: int
+    headers: dict[str, str]
+    timeout: float | None
+
+    @classmethod
+    def of(cls, task: Task) -> _TaskState:
+        return cls(
+            task.type,
+            task.payload,
+            task.id,
+            task.queue,
+            task.retry_count,
+            task.max_retry,
+            task.headers,
+            task.timeout,
+        )
+
+
+def _receive(conn: Connection) -> Any:
+    try:
+        return conn.recv()
+    except EOFError:
+        return None
+
+
+def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
+    task = Task(
+        type=state.type,
+        payload=state.payload,
+        id=state.id,
+        queue=state.queue,
+        retry_count=state.retry_count,
+        max_retry=state.max_retry,
+        headers=state.headers,
+        timeout=state.timeout,
+    )
+    try:
+        value = handler(task)
+        if isinstance(value, bytes | str) and task.result is None:
+            task.write_result(value)
+        conn.send(("ok", task.result))
+    except Retry as exc:
+        conn.send(("retry", exc.delay, str(exc)))
+    except SkipRetry as exc:
+        conn.send(("skip", str(exc)))
+    except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def _raise_child_outcome(reply: Any, task: Task, exitcode: int | None) -> None:
+    if reply is None:
+        raise ProcessHandlerError(f"handler process died without a reply (exit code {exitcode})")
+    kind = reply[0]
+    if kind == "ok":
+        if reply[1] is not None:
+            task.result = reply[1]
+        return
+    if kind == "retry":
+        raise Retry(reply[1], reply[2])
+    if kind == "skip":
+        raise SkipRetry(reply[1])
+    raise ProcessHandlerError(f"{reply[1]}\n{reply[2]}")

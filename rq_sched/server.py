@@ -1,0 +1,240 @@
+"""The worker server: wires the processor and the background components, runs and stops them.
+
+Example::
+
+    server = Server.from_url("redis://localhost:6379/0", queues={"critical": 6, "default": 3})
+    server.run(router)  # until SIGTERM / SIGINT, then a graceful shutdown
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import threading
+from typing import Any, Self
+
+from redis.asyncio import Redis as AsyncRedis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+
+from rq_sched.cancellation import CancelListener
+from rq_sched.clock import Clock, SystemClock
+from rq_sched.component import Component
+from rq_sched.config import ServerConfig
+from rq_sched.connection import aconnect
+from rq_sched.errors import ValidationError
+from rq_sched.forwarder import Forwarder
+from rq_sched.heartbeat import Heartbeat, LeaseKeeper, new_server_id
+from rq_sched.janitor import Janitor
+from rq_sched.keys import GlobalKeys, QueueKeys
+from rq_sched.processor import Processor
+from rq_sched.recoverer import Recoverer
+from rq_sched.router import Route, Router
+from rq_sched.runners import Runners
+from rq_sched.scripts import AnyAsyncRedis
+from rq_sched.wakeup import MarkerWatcher
+
+log = logging.getLogger("rq_sched")
+
+
+class Server:
+    """Runs handlers from a :class:`Router` for the configured queues."""
+
+    def __init__(
+        self,
+        redis: AnyAsyncRedis,
+        *,
+        config: ServerConfig | None = None,
+        clock: Clock | None = None,
+        **options: Any,
+    ) -> None:
+        if config is not None and options:
+            raise ValidationError("pass either config= or keyword options, not both")
+        self.redis = redis
+        self.config = config or ServerConfig(**options)
+        self.clock: Clock = clock or SystemClock()
+        self.id = new_server_id()
+        self.processor: Processor | None = None
+        self.started = threading.Event()
+        self.stopped = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._status = "starting"
+
+    @classmethod
+    def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Self:
+        """A server on its own connection pool to ``url``; options are :class:`ServerConfig`'s."""
+        clock = options.pop("clock", None)
+        return cls(aconnect(url, cluster=cluster), clock=clock, **options)
+
+    def run(self, router: Router) -> None:
+        """Serve until SIGTERM or SIGINT, then shut down gracefully (blocking)."""
+        asyncio.run(self.serve(router, handle_signals=True))
+
+    def stop(self) -> None:
+        """Ask a running server to shut down gracefully; safe from any thread."""
+        loop, stop = self._loop, self._stop
+        if loop is not None and stop is not None:
+            loop.call_soon_threadsafe(stop.set)
+
+    async def serve(self, router: Router, *, handle_signals: bool = False) -> None:
+        """Serve on the running event loop until :meth:`stop` (or a signal)."""
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._loop.add_signal_handler(sig, self._stop.set)
+        router = self._effective_router(router)
+        keys = {q: QueueKeys(self.config.namespace, q) for q in self.config.queues}
+        runners = Runners(threads=self.config.concurrency, processes=self.config.process_slots)
+        processor = self.processor = Processor(
+            self.redis,
+            config=self.config,
+            router=router,
+            runners=runners,
+            clock=self.clock,
+            keys=keys,
+        )
+        components = self._components(processor, keys)
+        tasks = self._background(processor, keys, components)
+        self._status = "running"
+        self.started.set()
+        log.info(
+            "rq_sched server %s: queues %s, concurrency %d, %d task type(s)",
+            self.id,
+            dict(self.config.queues),
+            self.config.concurrency,
+            len(router.routes),
+        )
+        try:
+            await self._stop.wait()
+        finally:
+            self._status = "stopping"
+            await self._shutdown(processor, components, tasks, runners)
+
+    def _effective_router(self, router: Router) -> Router:
+        if not self.config.processes:
+            return router
+        # --processes N: every plain `def` handler runs in a child process.
+        moved = Router(middleware=list(router.middleware))
+        for route in router.routes.values():
+            kind = "process" if route.kind == "thread" else route.kind
+            moved.routes[route.type] = Route(
+                route.type, route.handler, kind, route.backoff, route.timeout
+            )
+        return moved
+
+    def _components(self, processor: Processor, keys: dict[str, QueueKeys]) -> list[Component]:
+        cfg = self.config
+        self.forwarder = Forwarder(
+            self.redis,
+            keys,
+            clock=self.clock,
+            sweep_interval=cfg.forward_sweep_interval,
+            on_forwarded=processor.notify_work,
+        )
+        return [
+            self.forwarder,
+            Recoverer(
+                self.redis,
+                keys,
+                clock=self.clock,
+                interval=cfg.recover_interval,
+                on_recovered=processor.notify_work,
+            ),
+            Janitor(
+                self.redis,
+                keys,
+                clock=self.clock,
+                interval=cfg.janitor_interval,
+                limits=cfg.archive_limits,
+            ),
+            Heartbeat(
+                self.redis,
+                server_id=self.id,
+                config=cfg,
+                processor=processor,
+                clock=self.clock,
+                status=lambda: self._status,
+            ),
+            LeaseKeeper(
+                self.redis,
+                keys,
+                processor=processor,
+                clock=self.clock,
+                lease_duration=cfg.lease_duration,
+            ),
+        ]
+
+    def _background(
+        self,
+        processor: Processor,
+        keys: dict[str, QueueKeys],
+        components: list[Component],
+    ) -> list[asyncio.Task[None]]:
+        for component in components:
+            component.start()
+        markers = {k.marker: q for q, k in keys.items()}
+        groups = (
+            [{m: q} for m, q in markers.items()]
+            if isinstance(self.redis, AsyncRedisCluster)
+            else [markers]
+        )
+        watchers = [
+            MarkerWatcher(
+                self.redis,
+                group,
+                on_ready=processor.notify_work,
+                on_due=self.forwarder.due_at,
+                timeout=self.config.idle_timeout,
+            )
+            for group in groups
+        ]
+        listener = CancelListener(
+            self._pubsub_client(),
+            GlobalKeys(self.config.namespace).cancel_channel,
+            processor.cancel,
+        )
+        self.cancel_listener = listener
+        coroutines = [
+            processor.fetch_loop(),
+            processor.ack_loop(),
+            listener.run(),
+            *(w.run() for w in watchers),
+        ]
+        return [asyncio.create_task(c) for c in coroutines]
+
+    def _pubsub_client(self) -> AsyncRedis:
+        if isinstance(self.redis, AsyncRedisCluster):
+            # Pub/sub messages reach every node of a cluster: any one node will do.
+            node = self.redis.get_default_node()
+            return AsyncRedis(host=node.host, port=int(node.port))
+        return self.redis
+
+    async def _shutdown(
+        self,
+        processor: Processor,
+        components: list[Component],
+        tasks: list[asyncio.Task[None]],
+        runners: Runners,
+    ) -> None:
+        log.info("rq_sched server %s: shutting down", self.id)
+        try:
+            await processor.drain(self.config.shutdown_timeout)
+        except Exception:
+            log.exception("graceful shutdown could not hand every task back")
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for component in components:
+            await component.stop()
+        for component in components:
+            if isinstance(component, Heartbeat):
+                with contextlib.suppress(Exception):
+                    await component.clear()
+        runners.close()
+        self.stopped.set()
+        log.info("rq_sched server %s: stopped", self.id)
