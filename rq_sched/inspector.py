@@ -1,17 +1,28 @@
 """Admin queries and operator actions on queues and tasks (the dashboard and CLI build on it).
 
 Kept apart from the hot path (client, worker): everything here reads a bounded amount of data
-per call and may take a few round trips.
+per call and may take a few round trips. :class:`Inspector` is the one public entry point; the
+work is split by seam into ``inspector_lists`` (queue reads), ``inspector_actions`` (bulk and
+queue-wide actions) and ``inspector_processes`` (servers, scheduler, Redis INFO).
 """
 
 from __future__ import annotations
 
 from typing import Any, Self
 
-from rq_sched import ops, scripts
-from rq_sched.clock import Clock, SystemClock, from_ms, utc_day
+from rq_sched import inspector_actions, inspector_lists, inspector_processes, ops, scripts
+from rq_sched.clock import Clock, SystemClock, from_ms, to_ms, utc_day
 from rq_sched.connection import connect, translate_errors
 from rq_sched.errors import TaskNotFoundError, raise_for_code
+from rq_sched.inspector_models import (
+    BulkResult,
+    DailyStats,
+    QueueStats,
+    RedisNode,
+    SchedulerStatus,
+    ServerStatus,
+    TaskPage,
+)
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys
 from rq_sched.message import decode
 from rq_sched.models import QueueInfo, TaskInfo, TaskState
@@ -183,6 +194,125 @@ class Inspector:
             count_failure=False,
         )
         self._run(call, queue, task_id)
+
+    def cancel_task(self, queue: str, task_id: str) -> int:
+        """Ask the worker server running an active task to cancel it (it is not retried).
+
+        Returns:
+            How many servers heard the request; 0 means no server is listening.
+
+        Raises:
+            TaskNotFoundError: no such task.
+            TaskStateError: the task is not active (delete or archive it instead).
+        """
+        with translate_errors(self.redis):
+            return inspector_actions.cancel(self.redis, self.global_keys, self.keys(queue), task_id)
+
+    def has_queue(self, queue: str) -> bool:
+        """Whether ``queue`` is in the registry of queue names."""
+        with translate_errors(self.redis):
+            return bool(self.redis.sismember(self.global_keys.queues, check_queue(queue)))
+
+    def queue_stats(self, queue: str, *, memory: bool = False) -> QueueStats:
+        """:meth:`queue_info` plus the latency of the oldest pending task and, with
+        ``memory=True``, an estimate of the queue's memory use (MEMORY USAGE with sampling)."""
+        with translate_errors(self.redis):
+            stats = inspector_lists.read_stats(
+                self.redis, [self.keys(queue)], self.clock.now(), memory=memory
+            )
+        return stats[0]
+
+    def all_queue_stats(self) -> list[QueueStats]:
+        """:meth:`queue_stats` (without memory) of every queue, in two round trips."""
+        keys = [self.keys(q) for q in self.queues()]
+        with translate_errors(self.redis):
+            return inspector_lists.read_stats(self.redis, keys, self.clock.now())
+
+    def history(self, queue: str | None = None, *, days: int = 7) -> list[DailyStats]:
+        """Processed and failed per UTC day for the last ``days`` days (oldest first), of one
+        queue or, with ``queue=None``, summed over all queues.
+
+        Raises:
+            ValidationError: ``days`` outside 1..90 (daily counters are kept 90 days).
+        """
+        names = [queue] if queue is not None else self.queues()
+        keys = [self.keys(q) for q in names]
+        with translate_errors(self.redis):
+            return inspector_lists.read_history(self.redis, keys, self.clock.now(), days)
+
+    def list_tasks(
+        self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20
+    ) -> TaskPage:
+        """One page of the tasks of ``queue`` in ``state`` (pages start at 1). Pending tasks
+        are listed in the order they will run; active, scheduled and retry by time; archived and
+        completed newest first.
+
+        Raises:
+            ValidationError: unknown state, page < 1 or size outside 1..500.
+        """
+        parsed = inspector_lists.parse_state(state)
+        keys = self.keys(queue)
+        with translate_errors(self.redis):
+            return inspector_lists.read_page(self.redis, keys, parsed, page, size)
+
+    def bulk(self, queue: str, state: TaskState | str, action: str) -> BulkResult:
+        """Apply ``action`` ("run", "delete" or "archive") to every task of ``queue`` in
+        ``state``, in bounded batches. Tasks that move meanwhile are skipped and counted.
+
+        Raises:
+            ValidationError: unknown state or action, or an action the state does not allow
+                (run: scheduled, retry, archived; archive: pending, scheduled, retry; delete:
+                every state but active).
+            RqSchedError: a script failed unexpectedly.
+        """
+        parsed, name = inspector_actions.check_bulk(state, action)
+        with translate_errors(self.redis):
+            return inspector_actions.bulk(
+                self.redis,
+                self.keys(queue),
+                parsed,
+                name,
+                now_s=self.clock.now(),
+                limits=self.archive_limits,
+            )
+
+    def delete_queue(self, queue: str, *, force: bool = False) -> int:
+        """Delete every key of ``queue`` and remove it from the registry.
+
+        Returns:
+            How many keys were deleted.
+
+        Raises:
+            TaskStateError: the queue has active tasks and ``force`` is false.
+        """
+        with translate_errors(self.redis):
+            return inspector_actions.delete_queue(
+                self.redis, self.global_keys, self.keys(queue), force=force
+            )
+
+    def servers(self) -> list[ServerStatus]:
+        """Live worker servers (heartbeat not expired) and the tasks each is running."""
+        with translate_errors(self.redis):
+            return inspector_processes.read_servers(
+                self.redis, self.global_keys, to_ms(self.clock.now())
+            )
+
+    def scheduler(self, *, history: int = 10) -> SchedulerStatus:
+        """Periodic entries with next/previous fire and their last ``history`` fires, and the
+        live scheduler instances.
+
+        Raises:
+            ValidationError: ``history`` outside 0..100.
+        """
+        with translate_errors(self.redis):
+            return inspector_processes.read_scheduler(
+                self.redis, self.global_keys, to_ms(self.clock.now()), history
+            )
+
+    def redis_info(self) -> list[RedisNode]:
+        """A summary of Redis INFO per node (every primary of a cluster)."""
+        with translate_errors(self.redis):
+            return inspector_processes.read_redis_info(self.redis)
 
     def _unique_of(self, queue: str, task_id: str) -> str | None:
         with translate_errors(self.redis):

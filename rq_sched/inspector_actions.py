@@ -1,0 +1,202 @@
+"""Operator actions on many tasks, or on a whole queue: bulk run / delete / archive per state,
+cancelling an active task, and deleting a queue.
+
+Bulk actions never run one unbounded script: they read the state's ids a bounded batch at a
+time and run the same per-task scripts as the single-task actions, a batch per pipeline. Tasks
+that change state meanwhile (a worker took it, another operator moved it) are skipped, counted,
+and left where they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rq_sched import ops, scripts
+from rq_sched.errors import (
+    CorruptTaskError,
+    RqSchedError,
+    TaskNotFoundError,
+    TaskStateError,
+    ValidationError,
+)
+from rq_sched.inspector_lists import parse_state, state_key
+from rq_sched.inspector_models import BulkResult
+from rq_sched.keys import GlobalKeys, QueueKeys
+from rq_sched.message import decode
+from rq_sched.models import TaskState, encode_cancel
+from rq_sched.scripts import Call, SyncRedis
+
+BULK_BATCH = 200
+"""Tasks read and acted on per round trip in bulk actions."""
+DELETE_BATCH = 500
+"""Keys deleted per DEL when removing a queue's pattern keys."""
+
+BULK_ACTIONS: dict[str, frozenset[TaskState]] = {
+    "run": frozenset({TaskState.SCHEDULED, TaskState.RETRY, TaskState.ARCHIVED}),
+    "delete": frozenset(
+        {
+            TaskState.PENDING,
+            TaskState.SCHEDULED,
+            TaskState.RETRY,
+            TaskState.ARCHIVED,
+            TaskState.COMPLETED,
+        }
+    ),
+    "archive": frozenset({TaskState.PENDING, TaskState.SCHEDULED, TaskState.RETRY}),
+}
+"""Which states each bulk action applies to (active tasks are cancelled one by one)."""
+
+
+def check_bulk(state: object, action: object) -> tuple[TaskState, str]:
+    """Validate a bulk request.
+
+    Raises:
+        ValidationError: unknown state or action, or an action that does not apply to the state.
+    """
+    parsed = parse_state(state)
+    if action not in BULK_ACTIONS:
+        raise ValidationError(f"unknown bulk action {action!r}; use one of: run, delete, archive")
+    name = str(action)
+    if parsed not in BULK_ACTIONS[name]:
+        allowed = ", ".join(sorted(s.value for s in BULK_ACTIONS[name]))
+        raise ValidationError(
+            f"{name} does not apply to {parsed.value} tasks; it applies to: {allowed}"
+        )
+    return parsed, name
+
+
+def bulk(
+    redis: SyncRedis,
+    keys: QueueKeys,
+    state: TaskState,
+    action: str,
+    *,
+    now_s: float,
+    limits: ops.ArchiveLimits,
+    batch: int = BULK_BATCH,
+) -> BulkResult:
+    """Apply ``action`` to every task in ``state`` (as many as there were when it started).
+
+    Raises:
+        ValidationError: the action does not apply to the state.
+        RqSchedError: a script failed unexpectedly.
+    """
+    state, action = check_bulk(state, action)
+    key = state_key(keys, state)
+    total = redis.llen(key) if state is TaskState.PENDING else redis.zcard(key)
+    done = skipped = 0
+    while done + skipped < total:
+        ids = _window(redis, keys, state, skipped, min(batch, total - done - skipped))
+        if not ids:
+            break
+        calls = _calls(redis, keys, action, ids, now_s=now_s, limits=limits)
+        applied = _count_applied(ids, scripts.run_pipeline(redis, calls), action)
+        done += applied
+        # Tasks the action skipped stay at the front of the window; step over them.
+        skipped += len(ids) - applied
+    return BulkResult(keys.queue, state, action, done, skipped)
+
+
+def _window(
+    redis: SyncRedis, keys: QueueKeys, state: TaskState, offset: int, count: int
+) -> list[str]:
+    """``count`` ids of ``state`` after the first ``offset`` (oldest end of pending)."""
+    raw: list[Any]
+    if state is TaskState.PENDING:
+        raw = list(reversed(redis.lrange(keys.pending, -(offset + count), -(offset + 1))))
+    else:
+        raw = list(redis.zrange(state_key(keys, state), offset, offset + count - 1))
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
+
+
+def _calls(
+    redis: SyncRedis,
+    keys: QueueKeys,
+    action: str,
+    ids: Sequence[str],
+    *,
+    now_s: float,
+    limits: ops.ArchiveLimits,
+) -> list[Call]:
+    if action == "run":
+        return [ops.run_now(keys, task_id) for task_id in ids]
+    uniques = _unique_digests(redis, keys, ids)
+    if action == "delete":
+        return [ops.delete(keys, i, u) for i, u in zip(ids, uniques, strict=True)]
+    return [
+        ops.archive(
+            keys, i, encoded=None, unique=u, now_s=now_s, limits=limits, count_failure=False
+        )
+        for i, u in zip(ids, uniques, strict=True)
+    ]
+
+
+def _unique_digests(redis: SyncRedis, keys: QueueKeys, ids: Sequence[str]) -> list[str | None]:
+    """The uniqueness digest each task holds (None when none, missing or unreadable)."""
+    out: list[str | None] = []
+    found: list[Any] = redis.hmget(keys.msg, list(ids))
+    for task_id, data in zip(ids, found, strict=True):
+        try:
+            out.append(decode(data, task_id=task_id).unique if data else None)
+        except CorruptTaskError:
+            out.append(None)
+    return out
+
+
+def _count_applied(ids: Sequence[str], results: Sequence[Any], action: str) -> int:
+    applied = 0
+    for task_id, result in zip(ids, results, strict=True):
+        if isinstance(result, Exception):
+            raise RqSchedError(f"bulk {action} failed on task {task_id!r}: {result}") from result
+        applied += int(result == 1)
+    return applied
+
+
+def cancel(redis: SyncRedis, global_keys: GlobalKeys, keys: QueueKeys, task_id: str) -> int:
+    """Announce the cancellation of an active task to every worker server.
+
+    Returns:
+        How many servers received the announcement (the one running the task cancels it).
+
+    Raises:
+        TaskNotFoundError: no such task.
+        TaskStateError: the task is not active (delete or archive it instead).
+    """
+    pipe = redis.pipeline(transaction=False)
+    pipe.hexists(keys.msg, task_id)
+    pipe.zscore(keys.lease, task_id)
+    exists, lease = pipe.execute()
+    if not exists:
+        raise TaskNotFoundError(f"no task {task_id!r} in queue {keys.queue!r}")
+    if lease is None:
+        raise TaskStateError(
+            f"task {task_id!r} in queue {keys.queue!r} is not active, so there is nothing to "
+            "cancel; delete or archive it instead"
+        )
+    return int(redis.publish(global_keys.cancel_channel, encode_cancel(keys.queue, task_id)))
+
+
+def delete_queue(redis: SyncRedis, global_keys: GlobalKeys, keys: QueueKeys, *, force: bool) -> int:
+    """Delete every key of a queue and drop it from the registry; returns keys deleted.
+
+    Raises:
+        TaskStateError: the queue has active tasks and ``force`` is false.
+    """
+    active = int(redis.zcard(keys.lease))
+    if active and not force:
+        raise TaskStateError(
+            f"queue {keys.queue!r} has {active} active task(s); stop its workers first, "
+            "or force the deletion (their results will be dropped)"
+        )
+    redis.srem(global_keys.queues, keys.queue)
+    deleted = int(redis.delete(*keys.all_fixed()))
+    found: list[Any] = []
+    for key in redis.scan_iter(match=keys.pattern(), count=1000):
+        found.append(key)
+        if len(found) >= DELETE_BATCH:
+            deleted += int(redis.delete(*found))
+            found = []
+    if found:
+        deleted += int(redis.delete(*found))
+    return deleted

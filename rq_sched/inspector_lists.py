@@ -1,0 +1,267 @@
+"""Bounded reads of queues for the inspector: stats with latency and memory, daily history, and
+pages of task summaries per state.
+
+Every function reads a bounded amount of data: counts are O(1) commands, lists are read one page
+at a time (LRANGE / ZRANGE by index), and stats for many queues cost two round trips in total.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rq_sched.clock import from_ms, utc_day
+from rq_sched.errors import CorruptTaskError, ValidationError
+from rq_sched.inspector_models import (
+    DailyStats,
+    QueueStats,
+    TaskPage,
+    TaskSummary,
+    error_preview,
+    payload_preview,
+)
+from rq_sched.keys import QueueKeys
+from rq_sched.message import decode
+from rq_sched.models import QueueInfo, TaskState
+from rq_sched.ops import DAILY_COUNTER_DAYS
+from rq_sched.scripts import SyncRedis
+
+MAX_PAGE_SIZE = 500
+"""Largest page of a task list."""
+MAX_HISTORY_DAYS = DAILY_COUNTER_DAYS
+"""Daily counters are kept this long, so older days read as zero."""
+MEMORY_SAMPLES = 5
+"""Nested values MEMORY USAGE samples per key: an estimate, cheap even on large hashes."""
+NEWEST_FIRST = frozenset({TaskState.ARCHIVED, TaskState.COMPLETED})
+"""States listed with the highest score first (the most recent failure or completion)."""
+
+
+def state_key(keys: QueueKeys, state: TaskState) -> str:
+    """The key listing the tasks of ``state`` (a list for pending, a sorted set otherwise)."""
+    return {
+        TaskState.PENDING: keys.pending,
+        TaskState.ACTIVE: keys.lease,
+        TaskState.SCHEDULED: keys.scheduled,
+        TaskState.RETRY: keys.retry,
+        TaskState.ARCHIVED: keys.archived,
+        TaskState.COMPLETED: keys.completed,
+    }[state]
+
+
+def parse_state(state: object) -> TaskState:
+    """A :class:`TaskState` from its name.
+
+    Raises:
+        ValidationError: not one of the six state names.
+    """
+    try:
+        return TaskState(str(state))
+    except ValueError:
+        names = ", ".join(s.value for s in TaskState)
+        raise ValidationError(f"unknown task state {state!r}; use one of: {names}") from None
+
+
+def read_stats(
+    redis: SyncRedis, queues: Sequence[QueueKeys], now_s: float, *, memory: bool = False
+) -> list[QueueStats]:
+    """Counts, paused flag, counters and latency of each queue (plus memory if asked)."""
+    if not queues:
+        return []
+    day = utc_day(now_s)
+    pipe = redis.pipeline(transaction=False)
+    for keys in queues:
+        pipe.llen(keys.pending)
+        for key in (keys.lease, keys.scheduled, keys.retry, keys.archived, keys.completed):
+            pipe.zcard(key)
+        pipe.exists(keys.paused)
+        pipe.mget(keys.processed, keys.failed, keys.processed_on(day), keys.failed_on(day))
+        pipe.lindex(keys.pending, -1)
+    replies = pipe.execute()
+    per_queue = [replies[i * 9 : (i + 1) * 9] for i in range(len(queues))]
+    oldest = [_text(reply[8]) if reply[8] is not None else None for reply in per_queue]
+    enqueued = _enqueued_at(redis, queues, oldest)
+    sizes = _memory(redis, queues) if memory else [None] * len(queues)
+    out = []
+    for keys, reply, head, at_ms, size in zip(
+        queues, per_queue, oldest, enqueued, sizes, strict=True
+    ):
+        latency = max(0.0, now_s - at_ms / 1000) if at_ms else 0.0
+        out.append(QueueStats(_info(keys.queue, reply), latency, head, size))
+    return out
+
+
+def _info(queue: str, reply: list[Any]) -> QueueInfo:
+    pending, active, scheduled, retry, archived, completed, paused, counters, _ = reply
+    processed, failed, processed_today, failed_today = (int(c or 0) for c in counters)
+    return QueueInfo(
+        queue=queue,
+        pending=pending,
+        active=active,
+        scheduled=scheduled,
+        retry=retry,
+        archived=archived,
+        completed=completed,
+        paused=bool(paused),
+        processed=processed,
+        failed=failed,
+        processed_today=processed_today,
+        failed_today=failed_today,
+    )
+
+
+def _enqueued_at(
+    redis: SyncRedis, queues: Sequence[QueueKeys], ids: Sequence[str | None]
+) -> list[int]:
+    """Enqueue time (ms) of each queue's oldest pending task; 0 when none or unreadable."""
+    wanted = [(keys, task_id) for keys, task_id in zip(queues, ids, strict=True) if task_id]
+    if not wanted:
+        return [0] * len(queues)
+    pipe = redis.pipeline(transaction=False)
+    for keys, wanted_id in wanted:
+        pipe.hget(keys.msg, wanted_id)
+    found = iter(pipe.execute())
+    out = []
+    for task_id in ids:
+        data = next(found) if task_id else None
+        if data is None:
+            out.append(0)
+            continue
+        try:
+            out.append(decode(data, task_id=str(task_id)).enqueued_at)
+        except CorruptTaskError:
+            out.append(0)
+    return out
+
+
+def _memory(redis: SyncRedis, queues: Sequence[QueueKeys]) -> list[int | None]:
+    pipe = redis.pipeline(transaction=False)
+    for keys in queues:
+        for key in keys.all_fixed():
+            pipe.memory_usage(key, samples=MEMORY_SAMPLES)
+    replies = pipe.execute()
+    width = len(queues[0].all_fixed())
+    return [
+        sum(int(r or 0) for r in replies[i * width : (i + 1) * width]) for i in range(len(queues))
+    ]
+
+
+def read_history(
+    redis: SyncRedis, queues: Sequence[QueueKeys], now_s: float, days: int
+) -> list[DailyStats]:
+    """Processed and failed per UTC day, oldest day first, summed over ``queues``.
+
+    Raises:
+        ValidationError: ``days`` is not between 1 and MAX_HISTORY_DAYS.
+    """
+    if not 1 <= days <= MAX_HISTORY_DAYS:
+        raise ValidationError(f"days must be between 1 and {MAX_HISTORY_DAYS}, got {days}")
+    names = [utc_day(now_s - 86400 * back) for back in range(days - 1, -1, -1)]
+    processed = [0] * days
+    failed = [0] * days
+    if queues:
+        pipe = redis.pipeline(transaction=False)
+        for keys in queues:
+            pipe.mget([keys.processed_on(d) for d in names] + [keys.failed_on(d) for d in names])
+        for counts in pipe.execute():
+            for i in range(days):
+                processed[i] += int(counts[i] or 0)
+                failed[i] += int(counts[days + i] or 0)
+    return [DailyStats(d, p, f) for d, p, f in zip(names, processed, failed, strict=True)]
+
+
+def read_page(
+    redis: SyncRedis, keys: QueueKeys, state: TaskState, page: int, size: int
+) -> TaskPage:
+    """One page of the tasks in ``state``: pending from the oldest (next to run), active,
+    scheduled and retry by time due, archived and completed newest first.
+
+    Raises:
+        ValidationError: ``page`` < 1 or ``size`` outside 1..MAX_PAGE_SIZE.
+    """
+    check_paging(page, size)
+    start = (page - 1) * size
+    pipe = redis.pipeline(transaction=False)
+    scores: list[float | None]
+    if state is TaskState.PENDING:
+        pipe.llen(keys.pending)
+        pipe.lrange(keys.pending, -(start + size), -(start + 1))
+        total, raw = pipe.execute()
+        ids = [_text(i) for i in reversed(raw)]
+        scores = [None] * len(ids)
+    else:
+        key = state_key(keys, state)
+        pipe.zcard(key)
+        pipe.zrange(key, start, start + size - 1, desc=state in NEWEST_FIRST, withscores=True)
+        total, pairs = pipe.execute()
+        ids = [_text(member) for member, _ in pairs]
+        scores = [score for _, score in pairs]
+    tasks = summaries(redis, keys, state, ids, scores)
+    return TaskPage(keys.queue, state, page, size, int(total), tasks)
+
+
+def check_paging(page: int, size: int) -> None:
+    """Raises ValidationError unless page >= 1 and 1 <= size <= MAX_PAGE_SIZE."""
+    if page < 1:
+        raise ValidationError(f"page numbers start at 1, got {page}")
+    if not 1 <= size <= MAX_PAGE_SIZE:
+        raise ValidationError(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {size}")
+
+
+def summaries(
+    redis: SyncRedis,
+    keys: QueueKeys,
+    state: TaskState,
+    ids: Sequence[str],
+    scores: Sequence[float | None],
+) -> list[TaskSummary]:
+    """Decode the messages of ``ids`` into list rows; unreadable ones say so in last_error."""
+    if not ids:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    pipe.hmget(keys.msg, list(ids))
+    pipe.hmget(keys.lost, list(ids))
+    messages, lost = pipe.execute()
+    return [
+        _summary(keys.queue, state, task_id, data, score=score, lost=int(times or 0))
+        for task_id, data, score, times in zip(ids, messages, scores, lost, strict=True)
+    ]
+
+
+def _summary(
+    queue: str,
+    state: TaskState,
+    task_id: str,
+    data: bytes | None,
+    *,
+    score: float | None,
+    lost: int,
+) -> TaskSummary:
+    at = from_ms(score) if score is not None else None
+    due = at if state in (TaskState.SCHEDULED, TaskState.RETRY) else None
+    try:
+        if data is None:
+            raise CorruptTaskError("its message is missing (deleted meanwhile)")
+        message = decode(data, task_id=task_id)
+    except CorruptTaskError as exc:
+        return TaskSummary(
+            task_id, queue, state, "?", "", 0, 0, f"unreadable: {exc}", None, None, due, at, lost
+        )
+    return TaskSummary(
+        id=task_id,
+        queue=queue,
+        state=state,
+        type=message.type,
+        payload_preview=payload_preview(message.payload),
+        retried=message.retried,
+        max_retry=message.max_retry,
+        last_error=error_preview(message.last_error),
+        last_failed_at=from_ms(message.last_failed_at) if message.last_failed_at else None,
+        enqueued_at=from_ms(message.enqueued_at) if message.enqueued_at else None,
+        next_process_at=due,
+        score_at=at,
+        lost_count=lost,
+    )
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

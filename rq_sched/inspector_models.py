@@ -1,0 +1,210 @@
+"""What the inspector returns beyond a single task or queue, and how any of it becomes JSON.
+
+The dashboard's API and the CLI's ``--json`` output both go through :func:`jsonable`, so the two
+show the same field names. Payloads are user data of any msgpack type: :func:`payload_text` and
+:func:`payload_preview` turn them into text for display (never into markup).
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import Enum
+from typing import Any
+
+from rq_sched.models import (
+    QueueInfo,
+    ScheduleEntryInfo,
+    ScheduleRecord,
+    ServerInfo,
+    TaskState,
+    WorkerInfo,
+)
+
+PREVIEW_CHARS = 120
+"""Longest payload preview in a task list."""
+ERROR_PREVIEW_CHARS = 200
+"""Longest last-error text in a task list (its first line only)."""
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A queue's counts plus what costs an extra round trip: latency and memory."""
+
+    info: QueueInfo
+    latency: float
+    """Seconds the oldest pending task has waited since it was enqueued (0 when none)."""
+    oldest_pending_id: str | None
+    memory_bytes: int | None = None
+    """Estimate from MEMORY USAGE of the queue's fixed keys; None unless asked for."""
+
+
+@dataclass(frozen=True, slots=True)
+class DailyStats:
+    """Processed and failed counts of one UTC day."""
+
+    day: str
+    processed: int
+    failed: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskSummary:
+    """One row of a task list: enough to recognise a task and decide what to do with it."""
+
+    id: str
+    queue: str
+    state: TaskState
+    type: str
+    payload_preview: str
+    retried: int
+    max_retry: int
+    last_error: str | None
+    """First line of the last error, cut to ERROR_PREVIEW_CHARS."""
+    last_failed_at: datetime | None
+    enqueued_at: datetime | None
+    next_process_at: datetime | None
+    """Due time of scheduled and retry tasks."""
+    score_at: datetime | None
+    """The time the state's sorted set holds: lease expiry (active), due (scheduled, retry),
+    archived at (archived), record expiry (completed); None for pending."""
+    lost_count: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    """One page of a state's task list (page numbers start at 1)."""
+
+    queue: str
+    state: TaskState
+    page: int
+    size: int
+    total: int
+    tasks: list[TaskSummary]
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.size))
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult:
+    """Outcome of a bulk action on every task of one state."""
+
+    queue: str
+    state: TaskState
+    action: str
+    done: int
+    """Tasks the action applied to."""
+    skipped: int
+    """Tasks that changed state or vanished meanwhile and were left alone."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """A live worker server (its heartbeat has not expired) and the tasks it runs."""
+
+    info: ServerInfo
+    heartbeat_expires_at: datetime
+    workers: list[WorkerInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerEntry:
+    """A periodic entry with its most recent fires, newest first."""
+
+    info: ScheduleEntryInfo
+    history: list[ScheduleRecord]
+
+
+@dataclass(frozen=True, slots=True)
+class SchedulerStatus:
+    """Live scheduler instances and every published entry."""
+
+    instances: list[str]
+    entries: list[SchedulerEntry]
+
+
+@dataclass(frozen=True, slots=True)
+class RedisNode:
+    """The INFO fields an operator looks at first, for one Redis node."""
+
+    address: str
+    info: dict[str, str]
+
+
+def payload_text(payload: Any) -> str:
+    """The whole payload as readable text: JSON pretty-printed, text as is, binary as base64."""
+    if isinstance(payload, bytes):
+        text = _utf8(payload)
+        if text is None:
+            return "base64:" + base64.b64encode(payload).decode()
+        try:
+            return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        except ValueError:
+            return text
+    if isinstance(payload, str):
+        return payload
+    return json.dumps(payload, indent=2, ensure_ascii=False, default=_json_default)
+
+
+def payload_preview(payload: Any, limit: int = PREVIEW_CHARS) -> str:
+    """A one-line, shortened form of :func:`payload_text`."""
+    if isinstance(payload, bytes) and _utf8(payload) is None:
+        text = f"<{len(payload)} bytes> {payload[:limit].hex()}"
+    elif isinstance(payload, bytes | str):
+        text = payload_text(payload)
+        text = " ".join(text.split()) if text.lstrip().startswith(("{", "[")) else text
+    else:
+        text = json.dumps(payload, ensure_ascii=False, default=_json_default)
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def error_preview(error: str | None) -> str | None:
+    """First line of an error text, shortened for a list."""
+    if not error:
+        return error
+    first = error.strip().splitlines()[0] if error.strip() else error
+    return first if len(first) <= ERROR_PREVIEW_CHARS else first[: ERROR_PREVIEW_CHARS - 1] + "…"
+
+
+def jsonable(value: Any) -> Any:
+    """Plain JSON data for any inspector result: dataclasses become objects, times ISO 8601
+    strings (UTC), enums their value, bytes text (or base64), payloads stay as given."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _dataclass_dict(value)
+    if isinstance(value, datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return _json_default(value) if isinstance(value, bytes) else value
+
+
+def _dataclass_dict(value: Any) -> dict[str, Any]:
+    out = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    for name, attr in vars(type(value)).items():
+        if isinstance(attr, property):  # derived fields such as QueueInfo.size
+            out[name] = jsonable(getattr(value, name))
+    return out
+
+
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, bytes):
+        text = _utf8(value)
+        return text if text is not None else "base64:" + base64.b64encode(value).decode()
+    return repr(value)
