@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
+import sys
+
+from rq_sched.errors import ValidationError
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -23,3 +27,32 @@ def add_redis_options(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("RQ_SCHED_NAMESPACE", "rqs"),
         help="key namespace (env RQ_SCHED_NAMESPACE; default %(default)s)",
     )
+
+
+def import_object(spec: str) -> object:
+    """Import ``package.module:attribute`` (the attribute may be dotted).
+
+    Raises:
+        ValidationError: the spec is malformed or names nothing importable.
+    """
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise ValidationError(f"expected module:attribute (e.g. myapp.tasks:router), got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like `python -m`, find the user's package in the cwd
+    try:
+        target: object = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValidationError(f"cannot import {module_name!r}: {exc}") from exc
+    for part in attribute.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as exc:
+            raise ValidationError(f"{module_name!r} has no attribute {attribute!r}") from exc
+    return target
+
+
+def fail(message: str) -> int:
+    """Print an error for the operator and return the exit code for bad usage."""
+    print(f"rq-sched: error: {message}", file=sys.stderr)
+    return 2

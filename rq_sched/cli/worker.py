@@ -1,9 +1,59 @@
-"""rq-sched worker subcommands (placeholder until its issue lands)."""
+"""``rq-sched worker``: run a worker server for a router given as ``module:attribute``."""
 
 from __future__ import annotations
 
 import argparse
 
+from rq_sched.cli.common import add_redis_options, fail, import_object
+from rq_sched.config import parse_queues
+from rq_sched.errors import ValidationError
+from rq_sched.router import Router
+from rq_sched.server import Server
+
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this module's subcommands to the parser."""
+    parser = sub.add_parser(
+        "worker",
+        help="run a worker server",
+        description="Run handlers from ROUTER (module:attribute, e.g. myapp.tasks:router).",
+    )
+    parser.add_argument("router", help="module:attribute of a rq_sched.Router")
+    add_redis_options(parser)
+    parser.add_argument(
+        "--queues", default="default", help="weighted queues, e.g. critical=6,default=3,low=1"
+    )
+    parser.add_argument(
+        "--strict", action="store_true", help="strict priority: heavier queues always first"
+    )
+    parser.add_argument("--concurrency", type=int, default=10, help="handlers at once")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=0,
+        help="run every sync handler in child processes, at most N at once",
+    )
+    parser.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument("--lease", type=float, default=10.0, metavar="SECONDS")
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        router = import_object(args.router)
+        if not isinstance(router, Router):
+            return fail(f"{args.router} is a {type(router).__name__}, not a rq_sched.Router")
+        server = Server.from_url(
+            args.url,
+            cluster=args.cluster,
+            queues=parse_queues(args.queues),
+            strict_priority=args.strict,
+            concurrency=args.concurrency,
+            processes=args.processes,
+            shutdown_timeout=args.shutdown_timeout,
+            lease_duration=args.lease,
+            namespace=args.namespace,
+        )
+    except ValidationError as exc:
+        return fail(str(exc))
+    server.run(router)
+    return 0
