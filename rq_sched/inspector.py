@@ -81,8 +81,9 @@ class Inspector:
             for key in (keys.lease, keys.scheduled, keys.retry, keys.archived, keys.completed):
                 pipe.zcard(key)
             pipe.exists(keys.paused)
-            pipe.mget(keys.processed, keys.failed, keys.processed_on(day), keys.failed_on(day))
-            pending, active, scheduled, retry, archived, completed, paused, counters = (
+            for key in (keys.processed, keys.failed, keys.processed_on(day), keys.failed_on(day)):
+                pipe.get(key)  # not MGET: refused in cluster pipelines
+            pending, active, scheduled, retry, archived, completed, paused, *counters = (
                 pipe.execute()
             )
         processed, failed, processed_today, failed_today = (int(c or 0) for c in counters)

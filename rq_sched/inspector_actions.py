@@ -12,6 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from redis.cluster import RedisCluster
+from redis.exceptions import ResponseError
+
 from rq_sched import ops, scripts
 from rq_sched.errors import (
     CorruptTaskError,
@@ -91,7 +94,7 @@ def bulk(
         if not ids:
             break
         calls = _calls(redis, keys, action, ids, now_s=now_s, limits=limits)
-        applied = _count_applied(ids, scripts.run_pipeline(redis, calls), action)
+        applied = _count_applied(ids, _run_calls(redis, calls), action)
         done += applied
         # Tasks the action skipped stay at the front of the window; step over them.
         skipped += len(ids) - applied
@@ -141,6 +144,20 @@ def _unique_digests(redis: SyncRedis, keys: QueueKeys, ids: Sequence[str]) -> li
             out.append(decode(data, task_id=task_id).unique if data else None)
         except CorruptTaskError:
             out.append(None)
+    return out
+
+
+def _run_calls(redis: SyncRedis, calls: Sequence[Call]) -> list[Any]:
+    """Results of ``calls`` in order, script errors as values (like ``run_pipeline``)."""
+    if not isinstance(redis, RedisCluster):
+        return scripts.run_pipeline(redis, calls)
+    # redis-py refuses EVALSHA in cluster pipelines, so a cluster gets one call per task.
+    out: list[Any] = []
+    for script, keys, args in calls:
+        try:
+            out.append(scripts.run(redis, script, keys, args))
+        except ResponseError as exc:
+            out.append(exc)
     return out
 
 

@@ -74,11 +74,14 @@ def read_stats(
         for key in (keys.lease, keys.scheduled, keys.retry, keys.archived, keys.completed):
             pipe.zcard(key)
         pipe.exists(keys.paused)
-        pipe.mget(keys.processed, keys.failed, keys.processed_on(day), keys.failed_on(day))
+        # GETs, not MGET: redis-py refuses MGET in cluster pipelines even within one slot.
+        for key in (keys.processed, keys.failed, keys.processed_on(day), keys.failed_on(day)):
+            pipe.get(key)
         pipe.lindex(keys.pending, -1)
     replies = pipe.execute()
-    per_queue = [replies[i * 9 : (i + 1) * 9] for i in range(len(queues))]
-    oldest = [_text(reply[8]) if reply[8] is not None else None for reply in per_queue]
+    width = _STATS_REPLIES
+    per_queue = [replies[i * width : (i + 1) * width] for i in range(len(queues))]
+    oldest = [_text(reply[-1]) if reply[-1] is not None else None for reply in per_queue]
     enqueued = _enqueued_at(redis, queues, oldest)
     sizes = _memory(redis, queues) if memory else [None] * len(queues)
     out = []
@@ -90,9 +93,13 @@ def read_stats(
     return out
 
 
+_STATS_REPLIES = 12
+"""Replies per queue in read_stats: 6 counts, paused, 4 counters, the oldest pending id."""
+
+
 def _info(queue: str, reply: list[Any]) -> QueueInfo:
-    pending, active, scheduled, retry, archived, completed, paused, counters, _ = reply
-    processed, failed, processed_today, failed_today = (int(c or 0) for c in counters)
+    pending, active, scheduled, retry, archived, completed, paused = reply[:7]
+    processed, failed, processed_today, failed_today = (int(c or 0) for c in reply[7:11])
     return QueueInfo(
         queue=queue,
         pending=pending,
@@ -161,11 +168,14 @@ def read_history(
     if queues:
         pipe = redis.pipeline(transaction=False)
         for keys in queues:
-            pipe.mget([keys.processed_on(d) for d in names] + [keys.failed_on(d) for d in names])
-        for counts in pipe.execute():
+            for d in names:
+                pipe.get(keys.processed_on(d))
+                pipe.get(keys.failed_on(d))
+        counts = pipe.execute()
+        for start in range(0, len(counts), 2 * days):
             for i in range(days):
-                processed[i] += int(counts[i] or 0)
-                failed[i] += int(counts[days + i] or 0)
+                processed[i] += int(counts[start + 2 * i] or 0)
+                failed[i] += int(counts[start + 2 * i + 1] or 0)
     return [DailyStats(d, p, f) for d, p, f in zip(names, processed, failed, strict=True)]
 
 
