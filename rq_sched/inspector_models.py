@@ -20,6 +20,7 @@ from rq_sched.models import (
     ScheduleEntryInfo,
     ScheduleRecord,
     ServerInfo,
+    TaskInfo,
     TaskState,
     WorkerInfo,
 )
@@ -208,3 +209,11 @@ def _json_default(value: object) -> Any:
         text = _utf8(value)
         return text if text is not None else "base64:" + base64.b64encode(value).decode()
     return repr(value)
+
+
+def task_json(info: TaskInfo) -> dict[str, Any]:
+    """A task as JSON data, with its payload and result also as display text."""
+    data: dict[str, Any] = jsonable(info)
+    data["payload_text"] = payload_text(info.payload)
+    data["result_text"] = payload_text(info.result) if info.result is not None else None
+    return data

@@ -1,9 +1,426 @@
-"""rq-sched admin subcommands (placeholder until its issue lands)."""
+"""Operations subcommands: look at queues, tasks, servers and cron entries, act on them, and
+enqueue a task from the shell. Human tables by default; ``--json`` prints the same data the
+dashboard's API returns, for scripts.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from rq_sched.cli.common import add_redis_options, fail
+from rq_sched.client import Client
+from rq_sched.cron import parse_duration_ms
+from rq_sched.errors import RqSchedError, ValidationError
+from rq_sched.inspector import Inspector
+from rq_sched.inspector_actions import BULK_ACTIONS
+from rq_sched.inspector_models import QueueStats, jsonable, payload_text, task_json
+from rq_sched.models import TaskInfo, TaskState
+
+Handler = Callable[[Inspector, argparse.Namespace], Any]
+STATES = [s.value for s in TaskState]
+TASK_ACTIONS = ("run", "delete", "archive", "cancel")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this module's subcommands to the parser."""
+    """Add the operations subcommands to the parser."""
+    _command(sub, "queues", "list queues with counts per state", _queues)
+    queue = _command(sub, "queue", "one queue: counts, latency, memory, daily history", _queue)
+    queue.add_argument("name")
+    queue.add_argument("--days", type=int, default=7, help="days of history (%(default)s)")
+    queue.add_argument("--delete", action="store_true", help="delete the queue and its tasks")
+    queue.add_argument("--force", action="store_true", help="with --delete: even if tasks run")
+    tasks = _command(sub, "tasks", "list a queue's tasks in one state", _tasks)
+    tasks.add_argument("queue")
+    tasks.add_argument("state", choices=STATES)
+    tasks.add_argument("--page", type=int, default=1)
+    tasks.add_argument("--size", type=int, default=20)
+    tasks.add_argument(
+        "--bulk", choices=sorted(BULK_ACTIONS), help="apply this action to every task instead"
+    )
+    task = _command(sub, "task", "show one task, or run/delete/archive/cancel it", _task)
+    task.add_argument("queue")
+    task.add_argument("id")
+    task.add_argument("action", nargs="?", choices=TASK_ACTIONS)
+    for name, verb in (("pause", "stop"), ("unpause", "resume")):
+        paused = _command(sub, name, f"{verb} processing a queue", _pause)
+        paused.add_argument("queue")
+    _command(sub, "servers", "live worker servers and the tasks they run", _servers)
+    cron = _command(sub, "cron", "periodic scheduler entries and recent fires", _cron)
+    cron.add_argument("--history", type=int, default=5, help="fires per entry (%(default)s)")
+    stats = _command(sub, "stats", "totals over all queues, daily history, Redis", _stats)
+    stats.add_argument("--days", type=int, default=7, help="days of history (%(default)s)")
+    _register_enqueue(sub)
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    handler: Handler,
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:])
+    add_redis_options(parser)
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.set_defaults(handler=lambda args: _run(handler, args))
+    return parser
+
+
+def _run(handler: Handler, args: argparse.Namespace) -> int:
+    try:
+        inspector = Inspector.from_url(args.url, cluster=args.cluster, namespace=args.namespace)
+    except ValueError as exc:
+        return fail(f"bad --url {args.url!r}: {exc}")
+    try:
+        result = handler(inspector, args)
+    except ValidationError as exc:
+        return fail(str(exc))
+    except RqSchedError as exc:
+        print(f"rq-sched: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        inspector.close()
+    if args.json:
+        print(json.dumps(result if isinstance(result, dict | list) else jsonable(result), indent=2))
+    elif isinstance(result, str):
+        print(result)
+    return 0
+
+
+def _queues(inspector: Inspector, args: argparse.Namespace) -> Any:
+    stats = inspector.all_queue_stats()
+    if args.json:
+        return stats
+    if not stats:
+        return "no queues yet (a queue appears when its first task is enqueued)"
+    headers = [
+        "QUEUE",
+        "STATE",
+        *(s.upper() for s in STATES),
+        "LATENCY",
+        "DONE TODAY",
+        "FAILED TODAY",
+    ]
+    return render_table(headers, [_queue_row(s) for s in stats])
+
+
+def _queue_row(stats: QueueStats) -> list[str]:
+    i = stats.info
+    counts = [i.pending, i.active, i.scheduled, i.retry, i.archived, i.completed]
+    state = "paused" if i.paused else "running"
+    today = [str(i.processed_today), str(i.failed_today)]
+    return [i.queue, state, *(str(c) for c in counts), duration(stats.latency), *today]
+
+
+def _queue(inspector: Inspector, args: argparse.Namespace) -> Any:
+    if args.delete:
+        deleted = inspector.delete_queue(args.name, force=args.force)
+        return {"deleted_keys": deleted} if args.json else f"deleted queue {args.name!r}"
+    if not inspector.has_queue(args.name):
+        raise RqSchedError(f"no queue {args.name!r}; `rq-sched queues` lists them")
+    stats = inspector.queue_stats(args.name, memory=True)
+    history = inspector.history(args.name, days=args.days)
+    if args.json:
+        return {"stats": jsonable(stats), "history": jsonable(history)}
+    info = stats.info
+    lines = [
+        f"queue      {info.queue} ({'paused' if info.paused else 'running'})",
+        f"size       {info.size} unfinished; latency {duration(stats.latency)}",
+        f"memory     ~{(stats.memory_bytes or 0) / 1024:.1f} KiB",
+        f"processed  {info.processed_today} today, {info.processed} total",
+        f"failed     {info.failed_today} today, {info.failed} total",
+        "",
+        render_table(STATES, [[str(getattr(info, s)) for s in STATES]]),
+        "",
+        render_table(
+            ["DAY", "PROCESSED", "FAILED"],
+            [[d.day, str(d.processed), str(d.failed)] for d in history],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _tasks(inspector: Inspector, args: argparse.Namespace) -> Any:
+    if args.bulk:
+        result = inspector.bulk(args.queue, args.state, args.bulk)
+        if args.json:
+            return result
+        return f"{args.bulk}: {result.done} {args.state} task(s); {result.skipped} skipped"
+    page = inspector.list_tasks(args.queue, args.state, page=args.page, size=args.size)
+    if args.json:
+        return page
+    now = inspector.clock.now()
+    rows = [
+        [
+            t.id,
+            t.type,
+            t.payload_preview[:40],
+            f"{t.retried}/{t.max_retry}",
+            when(t.next_process_at or t.score_at, now),
+            (t.last_error or "")[:50],
+        ]
+        for t in page.tasks
+    ]
+    headers = ["ID", "TYPE", "PAYLOAD", "RETRIED", "TIME", "LAST ERROR"]
+    footer = f"page {page.page}/{page.pages} of {page.total} {page.state.value} task(s)"
+    return render_table(headers, rows) + "\n" + footer
+
+
+def _task(inspector: Inspector, args: argparse.Namespace) -> Any:
+    queue, task_id = args.queue, args.id
+    if args.action == "cancel":
+        heard = inspector.cancel_task(queue, task_id)
+        if args.json:
+            return {"cancelled": task_id, "servers_notified": heard}
+        return f"cancel of {task_id} sent to {heard} server(s)"
+    if args.action:
+        action = {
+            "run": inspector.run_task,
+            "delete": inspector.delete_task,
+            "archive": inspector.archive_task,
+        }[args.action]
+        action(queue, task_id)
+        return {args.action: task_id} if args.json else f"{args.action}: done for {task_id}"
+    info = inspector.get_task(queue, task_id)
+    return task_json(info) if args.json else _describe(info, inspector.clock.now())
+
+
+def _describe(info: TaskInfo, now: float) -> str:
+    fields = [
+        ("id", info.id),
+        ("queue", info.queue),
+        ("type", info.type),
+        ("state", info.state.value),
+        ("retried", f"{info.retry_count} of {info.max_retry}"),
+        ("enqueued", when(info.enqueued_at, now)),
+        ("next run", when(info.next_process_at, now)),
+        ("lease ends", when(info.lease_expires_at, now)),
+        ("kept until", when(info.expires_at, now)),
+        ("last failed", when(info.last_failed_at, now)),
+        ("lost", str(info.lost_count) if info.lost_count else ""),
+    ]
+    lines = [f"{name:<12}{value}" for name, value in fields if value]
+    lines += ["", "payload:", payload_text(info.payload)]
+    if info.last_error:
+        lines += ["", "last error:", info.last_error]
+    if info.result is not None:
+        lines += ["", "result:", payload_text(info.result)]
+    return "\n".join(lines)
+
+
+def _pause(inspector: Inspector, args: argparse.Namespace) -> Any:
+    pause = args.command == "pause"
+    changed = inspector.pause(args.queue) if pause else inspector.unpause(args.queue)
+    if args.json:
+        return {"queue": args.queue, "paused": pause, "changed": changed}
+    state = "paused" if pause else "running"
+    return f"queue {args.queue} {'is now' if changed else 'was already'} {state}"
+
+
+def _servers(inspector: Inspector, args: argparse.Namespace) -> Any:
+    servers = inspector.servers()
+    if args.json:
+        return servers
+    if not servers:
+        return "no live worker servers"
+    now = inspector.clock.now()
+    blocks = []
+    for s in servers:
+        i = s.info
+        queues = ",".join(f"{q}={w}" for q, w in i.queues.items())
+        head = (
+            f"{i.id}  {i.host} pid {i.pid}  {i.status}  queues {queues}  "
+            f"{i.active}/{i.concurrency} busy  up {ago(i.started_at, now)}"
+        )
+        rows = [[w.task_id, w.task_type, w.queue, ago(w.started_at, now)] for w in s.workers]
+        table = render_table(["TASK", "TYPE", "QUEUE", "RUNNING"], rows) if rows else "  idle"
+        blocks.append(head + "\n" + table)
+    return "\n\n".join(blocks)
+
+
+def _cron(inspector: Inspector, args: argparse.Namespace) -> Any:
+    status = inspector.scheduler(history=args.history)
+    if args.json:
+        return status
+    if not status.entries:
+        return "no periodic entries (is `rq-sched scheduler` running?)"
+    now = inspector.clock.now()
+    rows = [
+        [
+            e.info.name,
+            e.info.spec,
+            e.info.type,
+            e.info.queue,
+            when(e.info.next_fire, now),
+            when(e.info.prev_fire, now),
+            ", ".join(("error: " + h.error) if h.error else h.task_id for h in e.history),
+        ]
+        for e in status.entries
+    ]
+    headers = ["NAME", "SPEC", "TYPE", "QUEUE", "NEXT", "PREVIOUS", "RECENT TASKS"]
+    live = f"{len(status.instances)} scheduler instance(s) live"
+    return render_table(headers, rows) + "\n" + live
+
+
+def _stats(inspector: Inspector, args: argparse.Namespace) -> Any:
+    stats = inspector.all_queue_stats()
+    history = inspector.history(days=args.days)
+    nodes = inspector.redis_info()
+    totals = {s: sum(getattr(q.info, s) for q in stats) for s in STATES}
+    if args.json:
+        return {
+            "queues": len(stats),
+            "totals": totals,
+            "history": jsonable(history),
+            "redis": jsonable(nodes),
+        }
+    days = [[d.day, str(d.processed), str(d.failed)] for d in history]
+    redis_rows = [
+        [n.address, n.info.get("redis_version", "?"), n.info.get("used_memory_human", "?")]
+        for n in nodes
+    ]
+    return "\n\n".join(
+        [
+            f"{len(stats)} queue(s)",
+            render_table([s.upper() for s in STATES], [[str(totals[s]) for s in STATES]]),
+            render_table(["DAY", "PROCESSED", "FAILED"], days),
+            render_table(["REDIS", "VERSION", "MEMORY"], redis_rows),
+        ]
+    )
+
+
+def _register_enqueue(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "enqueue",
+        help="enqueue one task",
+        description="Enqueue a task of TYPE with a JSON payload, now or later.",
+    )
+    parser.add_argument("type")
+    parser.add_argument("payload", nargs="?", help="JSON, e.g. '{\"to\": 42}' (default: null)")
+    add_redis_options(parser)
+    parser.add_argument("--queue", default="default")
+    later = parser.add_mutually_exclusive_group()
+    later.add_argument("--in", dest="process_in", metavar="DURATION", help="e.g. 30s, 5m, 1h30m")
+    later.add_argument("--at", dest="process_at", metavar="ISO", help="e.g. 2030-01-01T09:00Z")
+    parser.add_argument("--max-retry", type=int, default=25)
+    parser.add_argument("--task-id", help="your own id (idempotent enqueue)")
+    parser.add_argument("--unique", metavar="DURATION", help="refuse duplicates for this long")
+    parser.add_argument("--retention", metavar="DURATION", help="keep the completed task")
+    parser.add_argument("--timeout", metavar="DURATION", help="limit on one attempt")
+    parser.add_argument("--json", action="store_true", help="print the task as JSON")
+    parser.set_defaults(handler=_enqueue)
+
+
+def _enqueue(args: argparse.Namespace) -> int:
+    try:
+        options = _enqueue_options(args)
+        client = Client.from_url(args.url, cluster=args.cluster, namespace=args.namespace)
+    except ValidationError as exc:
+        return fail(str(exc))
+    try:
+        info = client.enqueue(args.type, options.pop("payload"), **options)
+    except ValidationError as exc:
+        return fail(str(exc))
+    except RqSchedError as exc:
+        print(f"rq-sched: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    if args.json:
+        print(json.dumps(task_json(info), indent=2))
+    else:
+        due = f" due {when(info.next_process_at, None)}" if info.next_process_at else ""
+        print(f"enqueued {info.id} ({info.type}) on {info.queue}: {info.state.value}{due}")
+    return 0
+
+
+def _enqueue_options(args: argparse.Namespace) -> dict[str, Any]:
+    try:
+        payload = json.loads(args.payload) if args.payload is not None else None
+    except ValueError as exc:
+        raise ValidationError(
+            f"payload must be JSON ({exc}); quote strings, e.g. '\"hello\"' or '{{\"to\": 42}}'"
+        ) from None
+    return {
+        "payload": payload,
+        "queue": args.queue,
+        "process_in": _seconds(args.process_in, "--in"),
+        "process_at": _instant(args.process_at),
+        "max_retry": args.max_retry,
+        "task_id": args.task_id,
+        "unique": _seconds(args.unique, "--unique"),
+        "retention": _seconds(args.retention, "--retention"),
+        "timeout": _seconds(args.timeout, "--timeout"),
+    }
+
+
+def _seconds(text: str | None, option: str) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration_ms(text) / 1000
+    except ValidationError as exc:
+        raise ValidationError(f"{option}: {exc}") from None
+
+
+def _instant(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(
+            f"--at {text!r} is not an ISO 8601 time; write e.g. 2030-01-01T09:00:00Z"
+        ) from None
+    if at.tzinfo is None:
+        raise ValidationError(
+            f"--at {text!r} has no UTC offset; add one, e.g. {text}Z or {text}+02:00"
+        )
+    return at.astimezone(UTC)
+
+
+def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns padded to their widest cell; control characters in cells shown escaped."""
+    cells = [[_printable(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def _printable(text: str) -> str:
+    # Task data is user data: a payload must not move the operator's cursor or clear the screen.
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def duration(seconds: float) -> str:
+    """``3725.0`` -> ``1h2m``; short and rounded, for tables."""
+    seconds = abs(seconds)
+    if seconds < 1:
+        return "0s" if seconds == 0 else f"{seconds * 1000:.0f}ms"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size:
+            count, seconds = divmod(seconds, size)
+            parts.append(f"{int(count)}{unit}")
+    return "".join(parts[:2])
+
+
+def when(at: datetime | None, now: float | None) -> str:
+    """A UTC time, with how far from ``now`` it is ("in 5m" / "5m ago") when now is given."""
+    if at is None:
+        return ""
+    text = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    if now is None:
+        return text
+    delta = at.timestamp() - now
+    return f"{text} ({'in ' + duration(delta) if delta >= 0 else duration(delta) + ' ago'})"
+
+
+def ago(at: datetime, now: float) -> str:
+    """How long ago ``at`` was, e.g. ``5m3s``."""
+    return duration(now - at.timestamp())
