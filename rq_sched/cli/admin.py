@@ -85,7 +85,7 @@ def _run(handler: Handler, args: argparse.Namespace) -> int:
     finally:
         inspector.close()
     if args.json:
-        print(json.dumps(result if isinstance(result, dict | list) else jsonable(result), indent=2))
+        print(json.dumps(jsonable(result), indent=2))
     elif isinstance(result, str):
         print(result)
     return 0
