@@ -1,9 +1,85 @@
-"""rq-sched web subcommands (placeholder until its issue lands)."""
+"""``rq-sched web``: serve the dashboard (JSON API, UI, /metrics) for one Redis.
+
+Safe by default: it binds 127.0.0.1 and then only answers to loopback Host names. Binding
+another address without ``--auth-token`` logs a warning, since anyone who can reach the port
+could then act on the queues.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
+
+from rq_sched.cli.common import add_redis_options, fail
+from rq_sched.errors import RqSchedError
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add this module's subcommands to the parser."""
+    """Add ``web`` to the parser."""
+    parser = sub.add_parser(
+        "web",
+        help="serve the web dashboard",
+        description="Serve the dashboard: JSON API under /api, the UI at /, and /metrics.",
+    )
+    add_redis_options(parser)
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (%(default)s)")
+    parser.add_argument("--port", type=int, default=8080, help="port (%(default)s)")
+    parser.add_argument(
+        "--auth-token",
+        default=os.environ.get("RQ_SCHED_AUTH_TOKEN") or None,
+        help="require 'Authorization: Bearer TOKEN' on the API (env RQ_SCHED_AUTH_TOKEN)",
+    )
+    parser.add_argument(
+        "--read-only", action="store_true", help="refuse every action; only show state"
+    )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="Host name the dashboard answers to (repeatable; loopback names are allowed "
+        "by default when binding a loopback address)",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        from rq_sched.web import create_app, make_server  # noqa: PLC0415 - optional extra
+    except ImportError as exc:
+        return fail(f"the dashboard needs the web extra: pip install 'rq_sched[web]' ({exc})")
+    from rq_sched.inspector import Inspector  # noqa: PLC0415
+    from rq_sched.web.security import LOOPBACK_HOSTS  # noqa: PLC0415
+
+    loopback = args.host in LOOPBACK_HOSTS or args.host.startswith("127.")
+    allowed = [*args.allow_host, *((*LOOPBACK_HOSTS, args.host) if loopback else ())]
+    if not loopback and not args.auth_token:
+        log.warning(
+            "the dashboard on %s is reachable from other hosts without --auth-token: anyone "
+            "who can reach it can act on your queues",
+            args.host,
+        )
+    try:
+        inspector = Inspector.from_url(args.url, cluster=args.cluster, namespace=args.namespace)
+        app = create_app(
+            inspector,
+            auth_token=args.auth_token,
+            read_only=args.read_only,
+            allowed_hosts=allowed or None,
+        )
+    except (RqSchedError, ValueError) as exc:
+        return fail(str(exc))
+    server = make_server(
+        app, host=args.host, port=args.port, log_level=args.log_level.lower(), embedded=False
+    )
+    scheme_host = f"[{args.host}]" if ":" in args.host else args.host
+    mode = " (read-only)" if args.read_only else ""
+    print(f"rq-sched web: dashboard on http://{scheme_host}:{args.port}/{mode}", flush=True)
+    try:
+        server.run()
+    finally:
+        inspector.close()
+    return 0

@@ -1,0 +1,87 @@
+"""Prometheus metrics for ``/metrics``, read from Redis at scrape time.
+
+A custom collector rather than gauges updated in the background: the numbers live in Redis
+(shared by every worker), so each scrape reads them fresh with the inspector's bounded queries,
+and an idle dashboard sends Redis nothing. Each app has its own registry, so several apps (or
+tests) in one process do not collide.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rq_sched.errors import RqSchedError
+from rq_sched.inspector import Inspector
+from rq_sched.models import TaskState
+
+log = logging.getLogger(__name__)
+
+
+class QueueCollector(Collector):
+    """Queue sizes per state, processed/failed totals, latency, paused flags, live servers."""
+
+    def __init__(self, inspector: Inspector) -> None:
+        self.inspector = inspector
+
+    def describe(self) -> list[Metric]:
+        # Returning nothing keeps registration from calling collect() (and Redis).
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("rq_sched_redis_up", "1 when Redis answered this scrape")
+        try:
+            stats = self.inspector.all_queue_stats()
+            servers = len(self.inspector.servers())
+        except RqSchedError as exc:
+            log.warning("metrics scrape could not read Redis: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        size = GaugeMetricFamily(
+            "rq_sched_queue_tasks", "Tasks in the queue by state", labels=["queue", "state"]
+        )
+        processed = CounterMetricFamily(
+            "rq_sched_processed", "Tasks processed successfully", labels=["queue"]
+        )
+        failed = CounterMetricFamily("rq_sched_failed", "Failed task attempts", labels=["queue"])
+        latency = GaugeMetricFamily(
+            "rq_sched_queue_latency_seconds",
+            "How long the oldest pending task has waited",
+            labels=["queue"],
+        )
+        paused = GaugeMetricFamily("rq_sched_queue_paused", "1 when paused", labels=["queue"])
+        for s in stats:
+            q = s.info.queue
+            for state in TaskState:
+                size.add_metric([q, state.value], getattr(s.info, state.value))
+            processed.add_metric([q], s.info.processed)
+            failed.add_metric([q], s.info.failed)
+            latency.add_metric([q], s.latency)
+            paused.add_metric([q], int(s.info.paused))
+        servers_gauge = GaugeMetricFamily("rq_sched_servers", "Live worker servers")
+        servers_gauge.add_metric([], servers)
+        yield from (size, processed, failed, latency, paused, servers_gauge)
+
+
+def registry_for(inspector: Inspector) -> CollectorRegistry:
+    """A registry holding only the queue collector of ``inspector``."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(QueueCollector(inspector))
+    return registry
+
+
+async def metrics(request: Request) -> Response:
+    """GET /metrics in the Prometheus text format."""
+    registry: CollectorRegistry = request.app.state.metrics_registry
+    body = await run_in_threadpool(generate_latest, registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
