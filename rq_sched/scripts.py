@@ -145,14 +145,16 @@ async def arun_pipeline(redis: AnyAsyncRedis, calls: Sequence[Call]) -> list[Any
 def _pipeline_once(redis: SyncRedis, calls: Sequence[Call]) -> list[Any]:
     pipe = redis.pipeline(transaction=False)
     for script, keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        # Not pipe.evalsha(): redis-py's cluster pipeline blocks that method, though it routes
+        # EVALSHA by its keys like any other command.
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     return list(pipe.execute(raise_on_error=False))
 
 
 async def _apipeline_once(redis: AnyAsyncRedis, calls: Sequence[Call]) -> list[Any]:
     pipe = redis.pipeline(transaction=False)
     for script, keys, args in calls:
-        pipe.evalsha(script.sha, len(keys), *keys, *args)
+        pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
     return list(await pipe.execute(raise_on_error=False))
 
 

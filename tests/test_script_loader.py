@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -44,9 +46,15 @@ def every_call(keys: QueueKeys) -> list[Call]:
     ]
 
 
-def test_every_script_in_lua_dir_has_a_builder_in_ops() -> None:
+def test_every_call_covers_every_script_ops_builds() -> None:
     built = {call[0].name for call in every_call(QueueKeys("ns", "q"))}
-    assert built == {script.name for script in scripts.all_scripts()}
+    assert built == set(re.findall(r'scripts\.load\("(\w+)"\)', inspect.getsource(ops)))
+
+
+def test_every_script_in_lua_dir_loads_with_a_consistent_header() -> None:
+    for script in scripts.all_scripts():
+        assert script.numkeys >= 1, script.name
+        assert "--@include" not in script.source
 
 
 def test_every_builder_passes_the_key_count_its_script_declares() -> None:
