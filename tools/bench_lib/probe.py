@@ -1,0 +1,86 @@
+"""What every benchmarked handler calls: counts tasks and records handler-start timestamps.
+
+Runs inside the workers of every system, so it depends on redis-py only. The mode comes from
+the environment the bench gives the worker:
+
+- ``BENCH_PROBE=count``: count hits in memory; a daemon thread flushes the count and the
+  first/last hit time to Redis every few milliseconds (so the probe costs the measured worker
+  almost nothing). With ``BENCH_PROBE_DIRECT=1`` (workers that fork a child per task, whose
+  memory is lost) every hit is written at once.
+- ``BENCH_PROBE=stamp``: the task's argument is the time it was sent (or due); each hit pushes
+  "sent start" to a list at once, which the producer waits on with BLPOP.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import redis
+
+DONE = "bench:done"
+SPAN = "bench:span"
+STAMPS = "bench:stamps"
+FLUSH_EVERY = 0.005
+
+
+class Probe:
+    """Counts or stamps handler starts in one worker process."""
+
+    def __init__(self) -> None:
+        self.mode = os.environ.get("BENCH_PROBE", "count")
+        self.direct = os.environ.get("BENCH_PROBE_DIRECT") == "1"
+        self.url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+        self._pid = 0
+        self._redis: redis.Redis | None = None
+        self._count = 0
+        self._first = 0.0
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def _conn(self) -> redis.Redis:
+        if self._redis is None or self._pid != os.getpid():
+            self._pid = os.getpid()
+            self._redis = redis.Redis.from_url(self.url)
+            self._count = 0
+            if self.mode == "count" and not self.direct:
+                threading.Thread(target=self._flusher, name="bench-probe", daemon=True).start()
+        return self._redis
+
+    def hit(self, arg: Any = None) -> None:
+        """Record one handler start (``arg``: the task's argument)."""
+        now = time.time()
+        conn = self._conn()
+        if self.mode == "stamp":
+            conn.rpush(STAMPS, f"{float(arg or 0.0):.6f} {now:.6f}")
+        elif self.direct:
+            pipe = conn.pipeline(transaction=False)
+            pipe.incr(DONE).zadd(SPAN, {"first": now}, lt=True).zadd(SPAN, {"last": now}, gt=True)
+            pipe.execute()
+        else:
+            with self._lock:
+                if not self._count:
+                    self._first = now
+                self._count += 1
+                self._last = now
+
+    def _flusher(self) -> None:
+        sent = 0
+        conn = self._conn()
+        while True:
+            time.sleep(FLUSH_EVERY)
+            with self._lock:
+                count, first, last = self._count, self._first, self._last
+            if count == sent:
+                continue
+            pipe = conn.pipeline(transaction=False)
+            pipe.incrby(DONE, count - sent)
+            pipe.zadd(SPAN, {"first": first}, lt=True).zadd(SPAN, {"last": last}, gt=True)
+            pipe.execute()
+            sent = count
+
+
+PROBE = Probe()
+"""The process's probe; handlers call ``PROBE.hit(arg)``."""

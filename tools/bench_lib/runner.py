@@ -1,0 +1,154 @@
+"""Running a system's processes (producer actions, worker processes) and reading Redis.
+
+Worker processes start in their own session and are stopped by their process-group id (the
+id of the process we started), so pools and forked children stop with them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bench_lib import envs
+from bench_lib.probe import DONE, SPAN
+from bench_lib.systems import CONCURRENCY, System
+
+
+class BenchError(RuntimeError):
+    """A producer or worker of a benchmarked system failed."""
+
+
+class Runner:
+    """Starts one system's processes against one Redis and reads the probe's keys."""
+
+    def __init__(self, url: str, logs: Path) -> None:
+        self.url = url
+        self.r = redis.Redis.from_url(url)
+        self.logs = logs
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def fresh(self) -> None:
+        """An empty database, no cached scripts: each scenario starts from nothing."""
+        self.r.flushall()
+        self.r.script_flush()
+
+    def env(self, system: System, probe: str) -> dict[str, str]:
+        return envs.child_env(
+            {
+                "BENCH_REDIS_URL": self.url,
+                "BENCH_PROBE": probe,
+                "BENCH_CONCURRENCY": str(CONCURRENCY),
+                **system.worker_env,
+            }
+        )
+
+    def produce(self, system: System, action: str, timeout: float, **params: Any) -> dict[str, Any]:
+        """Run one producer action in the system's interpreter; its JSON answer.
+
+        Raises:
+            BenchError: the action failed or ran past ``timeout`` seconds.
+        """
+        argv = system.producer_argv(action, json.dumps(params))
+        try:
+            proc = subprocess.run(
+                argv,
+                cwd=envs.ROOT,
+                env=self.env(system, "count"),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"{system.name} {action}: no answer within {timeout:.0f} s") from exc
+        lines = proc.stdout.strip().splitlines()
+        if proc.returncode != 0 or not lines:
+            tail = "\n".join(proc.stderr.strip().splitlines()[-8:])
+            raise BenchError(f"{system.name} {action} failed (exit {proc.returncode}):\n{tail}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        if "error" in result:
+            raise BenchError(f"{system.name} {action}: {result['error']}")
+        return result
+
+    @contextmanager
+    def workers(self, system: System, count: int = 1, probe: str = "count") -> Iterator[None]:
+        """``count`` worker processes of ``system`` while the block runs."""
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for i in range(count):
+                log = (self.logs / f"{system.name}-worker{i}.log").open("ab")
+                procs.append(
+                    subprocess.Popen(
+                        system.worker_argv(self.url),
+                        cwd=envs.ROOT,
+                        env=self.env(system, probe),
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+                log.close()
+            yield
+        finally:
+            stop(procs)
+
+    def done(self) -> int:
+        return int(self.r.get(DONE) or 0)
+
+    def wait_done(self, n: int, budget: float, startup: float = 60.0) -> int:
+        """Wait for ``n`` handler starts: up to ``startup`` s for the first, ``budget`` s after it."""
+        deadline = time.monotonic() + startup
+        done = self.done()
+        while done == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+            done = self.done()
+        deadline = time.monotonic() + budget
+        while done < n and time.monotonic() < deadline:
+            time.sleep(0.02)
+            done = self.done()
+        time.sleep(0.03)  # the probes' last flush
+        return self.done()
+
+    def span(self) -> tuple[float, float]:
+        """First and last handler start (epoch seconds) over every worker process."""
+        scores = dict(self.r.zrange(SPAN, 0, -1, withscores=True))
+        return float(scores.get(b"first", 0.0)), float(scores.get(b"last", 0.0))
+
+    def command_calls(self) -> dict[str, int]:
+        """Calls per command so far (INFO commandstats), without INFO itself."""
+        stats = self.r.info("commandstats")
+        return {
+            name.removeprefix("cmdstat_"): int(v["calls"])
+            for name, v in stats.items()
+            if name != "cmdstat_info"
+        }
+
+
+def stop(procs: list[subprocess.Popen[bytes]], grace: float = 8.0) -> None:
+    """SIGTERM each process group we started, then SIGKILL what is left after ``grace``."""
+    for proc in procs:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        _signal_group(proc, signal.SIGKILL)
+        proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
