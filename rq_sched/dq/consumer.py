@@ -1,0 +1,317 @@
+"""The dq Consumer: reserves jobs from every beanstalkd node and runs the tube's handler.
+
+Worker threads (``concurrency`` per node and tube, each with its own connection, since
+beanstalkd ties a reservation to its connection) reserve jobs and pass them to the
+:class:`~rq_sched.dq.handling.Processor`, which deduplicates with go-queue's exact Redis key and
+makes sure every job ends deleted after success, released for a retry or repeat, or buried.
+Handlers run in a thread pool, so the worker can keep the job alive while they run.
+
+``start()`` / ``stop()`` run the threads; ``run_once()`` is one synchronous round (one reserve
+per node and tube), which tests and scripts drive directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from types import TracebackType
+from typing import Self
+
+from rq_sched.clock import Clock
+from rq_sched.connection import connect
+from rq_sched.dq import wire
+from rq_sched.dq.beanstalk import Beanstalk, Connection, check_tube, node_list
+from rq_sched.dq.dedup import Dedup, DedupOn
+from rq_sched.dq.errors import DqConfigError, DqError, NodeUnavailableError
+from rq_sched.dq.handling import (
+    Backoff,
+    Handler,
+    Outcome,
+    Processor,
+    Route,
+    Timing,
+    default_backoff,
+)
+from rq_sched.scripts import SyncRedis
+
+log = logging.getLogger(__name__)
+
+_DEFAULT = object()
+
+
+def _seconds(value: timedelta | float, what: str) -> float:
+    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
+    if seconds <= 0:
+        raise DqConfigError(f"{what} must be > 0 seconds, got {value!r}")
+    return seconds
+
+
+class Consumer:
+    """Consumes dq jobs from beanstalkd nodes, deduplicated in Redis, losing none.
+
+    Example::
+
+        consumer = Consumer(nodes, redis="redis://127.0.0.1:6379/0")
+        consumer.register("emails", send_email)            # handler(job) -> None
+        consumer.register("reports", refresh, repeat_every=timedelta(minutes=1))
+        consumer.start()
+        ...
+        consumer.stop()
+
+    Args:
+        nodes: the beanstalkd nodes (their tubes get ``handler`` when it is given).
+        redis: Redis URL or client for the dedup keys (shared with Go consumers).
+        handler: optional handler for the nodes' own tubes (go-queue's ``Consume(handler)``).
+        concurrency: worker threads per node and tube (default for :meth:`register`).
+        max_failures: failed attempts before a job is buried (default for :meth:`register`).
+        backoff: seconds before retry n (default for :meth:`register`).
+        stale_after: bury jobs first delivered this long after their target time (None: never).
+        lease: how long a consumer's hold on a running job lasts without renewal; a job whose
+            consumer died is taken over after it lapses.
+        touch_interval: seconds between keep-alive touches of a job whose handler runs.
+        busy_recheck: delay before a copy held by another consumer is looked at again.
+        redis_retry_delay: delay before a job is retried after Redis was unreachable.
+        early_wait: arriving up to this many seconds early, a job is held, not released.
+        poll_timeout: seconds one reserve waits (bounds how long :meth:`stop` takes).
+        reconnect_delay: seconds between attempts to reach a node that is down.
+        dedup_on: ``"wrapped"`` (the contract: MD5 of the whole body) or ``"body"`` (MD5 of the
+            raw body, as go-queue's latest consumer computes it).
+        clock: time source for target-time checks.
+
+    Raises:
+        DqConfigError: no nodes, or a setting out of range.
+    """
+
+    def __init__(
+        self,
+        nodes: Sequence[Beanstalk],
+        *,
+        redis: str | SyncRedis,
+        handler: Handler | None = None,
+        concurrency: int = 1,
+        max_failures: int = 5,
+        backoff: Backoff = default_backoff,
+        stale_after: timedelta | None = wire.STALE_AFTER,
+        lease: timedelta | float = 15.0,
+        touch_interval: timedelta | float = 1.0,
+        busy_recheck: timedelta | float = 2.0,
+        redis_retry_delay: timedelta | float = 1.0,
+        early_wait: timedelta | float = 1.0,
+        poll_timeout: int = 1,
+        reconnect_delay: timedelta | float = 1.0,
+        dedup_on: DedupOn = "wrapped",
+        clock: Clock | None = None,
+    ) -> None:
+        self.nodes = _check_consumer_nodes(nodes)
+        self.endpoints = list(dict.fromkeys(n.endpoint for n in self.nodes))
+        self._owns_redis = isinstance(redis, str)
+        client = (
+            connect(redis, socket_timeout=5, socket_connect_timeout=2)
+            if isinstance(redis, str)
+            else redis
+        )
+        self.redis: SyncRedis = client
+        lease_s = _seconds(lease, "lease")
+        self._defaults = (concurrency, max_failures, backoff, stale_after)
+        self._timing = Timing(
+            touch_interval=_seconds(touch_interval, "touch_interval"),
+            busy_recheck=_seconds(busy_recheck, "busy_recheck"),
+            redis_retry_delay=_seconds(redis_retry_delay, "redis_retry_delay"),
+            early_wait=_seconds(early_wait, "early_wait"),
+        )
+        if not isinstance(poll_timeout, int) or poll_timeout < 0:
+            raise DqConfigError("poll_timeout must be a whole number of seconds >= 0")
+        self.poll_timeout = poll_timeout
+        self.reconnect_delay = _seconds(reconnect_delay, "reconnect_delay")
+        self._dedup = Dedup(client, lease_ms=round(lease_s * 1000), dedup_on=dedup_on)
+        self._stopping = threading.Event()
+        self._clock = clock
+        self.routes: dict[str, Route] = {}
+        self._threads: list[threading.Thread] = []
+        self._conns: list[Connection] = []
+        self._once_conns: dict[tuple[str, str], Connection] = {}
+        self._pool: ThreadPoolExecutor | None = None
+        self._counts: Counter[Outcome] = Counter()
+        self._counts_lock = threading.Lock()
+        if handler is not None:
+            for tube in dict.fromkeys(n.tube for n in self.nodes):
+                self.register(tube, handler)
+
+    def register(
+        self,
+        tube: str,
+        handler: Handler,
+        *,
+        repeat_every: timedelta | float | None = None,
+        stale_after: timedelta | object | None = _DEFAULT,
+        max_failures: int | None = None,
+        backoff: Backoff | None = None,
+        concurrency: int | None = None,
+    ) -> None:
+        """Run ``handler(job)`` for the jobs of ``tube`` on every node.
+
+        The handler returns None when done, or ``Repeat(delay)`` to run the job again after
+        ``delay``; with ``repeat_every`` the job repeats after every success (return ``Stop()``
+        to end it) and is never judged stale. A handler that raises has its job retried.
+
+        Raises:
+            DqConfigError: bad tube name or settings, the tube has a handler already, or the
+                consumer is running.
+        """
+        check_tube(tube)
+        if self._threads:
+            raise DqConfigError("register handlers before start()")
+        if tube in self.routes:
+            raise DqConfigError(f"tube {tube!r} already has a handler")
+        default_concurrency, default_failures, default_backoff_fn, default_stale = self._defaults
+        repeat_ns = None if repeat_every is None else wire.duration_ns(repeat_every, "repeat_every")
+        if stale_after is _DEFAULT:
+            stale_after = None if repeat_every is not None else default_stale
+        if stale_after is not None and not isinstance(stale_after, timedelta):
+            raise DqConfigError(f"stale_after must be a timedelta or None, got {stale_after!r}")
+        self.routes[tube] = Route(
+            tube=tube,
+            handler=handler,
+            repeat_every_ns=repeat_ns,
+            stale_after_ns=None if stale_after is None else wire.duration_ns(stale_after),
+            max_failures=default_failures if max_failures is None else max_failures,
+            backoff=backoff or default_backoff_fn,
+            concurrency=default_concurrency if concurrency is None else concurrency,
+        )
+
+    def start(self) -> None:
+        """Start the worker threads (concurrency per node and tube).
+
+        Raises:
+            DqConfigError: no handler is registered, or the consumer already started.
+        """
+        if not self.routes:
+            raise DqConfigError("register a handler (consumer.register(tube, fn)) before start()")
+        if self._threads or self._stopping.is_set():
+            raise DqConfigError("this Consumer already started; make a new one to start again")
+        workers = [
+            (endpoint, route)
+            for endpoint in self.endpoints
+            for route in self.routes.values()
+            for _ in range(route.concurrency)
+        ]
+        self._pool = ThreadPoolExecutor(len(workers), thread_name_prefix="dq-handler")
+        processor = self._processor(self._pool)
+        for index, (endpoint, route) in enumerate(workers):
+            conn = Connection(Beanstalk(endpoint, route.tube), io_timeout=10.0)
+            self._conns.append(conn)
+            thread = threading.Thread(
+                target=self._work,
+                args=(conn, route, processor),
+                name=f"dq-{endpoint}-{route.tube}-{index}",
+                daemon=True,
+            )
+            self._threads.append(thread)
+            thread.start()
+
+    def stop(self, timeout: float | None = 30.0) -> bool:
+        """Stop reserving, let running handlers finish, and close connections.
+
+        Returns:
+            True when every worker ended within ``timeout``.
+        """
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(timeout)
+        stopped = not any(t.is_alive() for t in self._threads)
+        if self._pool is not None:
+            self._pool.shutdown(wait=stopped)
+        for conn in [*self._conns, *self._once_conns.values()]:
+            conn.close()
+        if self._owns_redis:
+            self.redis.close()
+        return stopped
+
+    def run_once(self, timeout: int = 0) -> list[Outcome]:
+        """Reserve at most one job per node and tube (waiting up to ``timeout`` s each) and
+        handle it in this thread; returns what became of each job handled.
+
+        Raises:
+            DqConfigError: no handler is registered.
+        """
+        if not self.routes:
+            raise DqConfigError("register a handler (consumer.register(tube, fn)) first")
+        outcomes: list[Outcome] = []
+        with ThreadPoolExecutor(1, thread_name_prefix="dq-handler") as pool:
+            processor = self._processor(pool)
+            for endpoint in self.endpoints:
+                for route in self.routes.values():
+                    conn = self._once_conns.setdefault(
+                        (endpoint, route.tube), Connection(Beanstalk(endpoint, route.tube))
+                    )
+                    outcome = self._round(conn, route, processor, timeout)
+                    if outcome is not None:
+                        outcomes.append(outcome)
+        return outcomes
+
+    def counts(self) -> dict[Outcome, int]:
+        """How many reserved jobs ended each way so far."""
+        with self._counts_lock:
+            return dict(self._counts)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _processor(self, pool: ThreadPoolExecutor) -> Processor:
+        return Processor(self._dedup, pool, self._timing, self._stopping, self._clock)
+
+    def _work(self, conn: Connection, route: Route, processor: Processor) -> None:
+        down = False
+        while not self._stopping.is_set():
+            try:
+                self._round(conn, route, processor, self.poll_timeout)
+            except NodeUnavailableError as exc:
+                if not down:
+                    log.warning("dq: %s; retrying every %ss", exc, self.reconnect_delay)
+                down = True
+                self._stopping.wait(self.reconnect_delay)
+                continue
+            except Exception:  # a bug must not silently end the worker; log and go on
+                log.exception("dq: unexpected error in the worker for %s", conn)
+                self._stopping.wait(self.reconnect_delay)
+                continue
+            if down:
+                log.info("dq: beanstalkd at %s is reachable again", conn.node.endpoint)
+                down = False
+
+    def _round(
+        self, conn: Connection, route: Route, processor: Processor, timeout: int
+    ) -> Outcome | None:
+        reserved = conn.reserve(timeout)
+        if reserved is None:
+            return None
+        job_id, body = reserved
+        try:
+            outcome = processor.process(conn, route, job_id, body)
+        except NodeUnavailableError:
+            raise
+        except DqError as exc:
+            log.warning("dq: beanstalkd at %s: %s", conn.node.endpoint, exc)
+            outcome = Outcome.NODE_ERROR
+        with self._counts_lock:
+            self._counts[outcome] += 1
+        return outcome
+
+
+def _check_consumer_nodes(nodes: Sequence[Beanstalk]) -> list[Beanstalk]:
+    found = node_list(nodes)
+    if not found:
+        raise DqConfigError("a dq consumer needs at least one Beanstalk(endpoint, tube) node")
+    return found

@@ -1,0 +1,331 @@
+"""What the consumer does with one reserved job: the decision table that makes it lose nothing.
+
+go-queue's consumer deletes a job *before* running its handler and drops jobs it cannot parse,
+jobs more than 30 minutes late, and jobs whose dedup check hit a Redis error. Here a reserved
+job always ends in exactly one of these ways:
+
+========================  ===================================================================
+unparseable body          buried (logged)
+before its target time    held (a moment) or released until then: never run early
+Redis unreachable         released after ``redis_retry_delay``; not a failure
+another copy ran it       this copy deleted
+another consumer runs it  released for ``busy_recheck``; deleted once that run succeeds
+first seen > stale_after  buried (logged); kicking it runs it
+  late
+handler succeeded         dedup key marked done, job deleted
+handler asked to repeat   released after the repeat delay; only this copy keeps repeating
+handler raised            released with backoff, counting the failure in the job's priority
+                          (2 + failures); buried (logged) after ``max_failures``
+========================  ===================================================================
+
+While the handler runs, the job is touched (beanstalkd's TTR is 5 s) and the Redis hold
+renewed, so slow handlers keep their job and a dead consumer's job is taken over.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from rq_sched.clock import Clock
+from rq_sched.dq import wire
+from rq_sched.dq.beanstalk import Connection
+from rq_sched.dq.dedup import Claim, Dedup, Hold, RedisDownError
+from rq_sched.dq.errors import DqConfigError, DqError
+from rq_sched.dq.producer import now_ns
+
+log = logging.getLogger("rq_sched.dq.consumer")
+
+_NS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as the handler sees it."""
+
+    ref: wire.JobRef
+    """Which node, tube and beanstalkd id this copy is."""
+    body: bytes
+    """The raw body the producer passed."""
+    at_ns: int
+    """Target time written by the producer, Unix nanoseconds."""
+    wrapped: bytes
+    """The body as stored in beanstalkd (``<at_ns>/<body>``)."""
+
+    @property
+    def at(self) -> datetime:
+        """Target time as an aware UTC datetime."""
+        return wire.Unwrapped(self.at_ns, self.body).at
+
+    @property
+    def tube(self) -> str:
+        return self.ref.tube
+
+
+class Repeat:
+    """Returned by a handler: run this job again after ``delay`` (timedelta or seconds)."""
+
+    __slots__ = ("delay_ns",)
+
+    def __init__(self, delay: timedelta | float) -> None:
+        self.delay_ns = wire.duration_ns(delay, "Repeat delay")
+
+    def __repr__(self) -> str:
+        return f"Repeat({self.delay_ns / _NS:g}s)"
+
+
+class Stop:
+    """Returned by a handler of a repeating tube: the job is done, do not repeat it."""
+
+    __slots__ = ()
+
+
+HandlerResult = Repeat | Stop | None
+Handler = Callable[[Job], HandlerResult]
+Backoff = Callable[[int], float]
+
+
+def default_backoff(failures: int) -> float:
+    """Seconds before retry number ``failures``: 1, 2, 4, ... capped at 60."""
+    return float(min(2 ** max(failures - 1, 0), 60))
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """How one tube's jobs are handled."""
+
+    tube: str
+    handler: Handler
+    repeat_every_ns: int | None
+    stale_after_ns: int | None
+    max_failures: int
+    backoff: Backoff
+    concurrency: int
+
+    def __post_init__(self) -> None:
+        if not callable(self.handler):
+            raise DqConfigError(f"handler for tube {self.tube!r} must be callable")
+        if self.max_failures < 1:
+            raise DqConfigError(f"max_failures must be >= 1, got {self.max_failures}")
+        if self.concurrency < 1:
+            raise DqConfigError(f"concurrency must be >= 1, got {self.concurrency}")
+
+
+class Outcome(enum.Enum):
+    """How the handling of one reserved job ended."""
+
+    DONE = "done"
+    REPEAT = "repeat"
+    RETRY = "retry"
+    BURIED = "buried"
+    DUPLICATE = "duplicate"
+    BUSY = "busy"
+    EARLY = "early"
+    REDIS_DOWN = "redis_down"
+    STOPPING = "stopping"
+    NODE_ERROR = "node_error"
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The consumer's timing knobs, in seconds."""
+
+    touch_interval: float
+    busy_recheck: float
+    redis_retry_delay: float
+    early_wait: float
+
+
+class Processor:
+    """Handles reserved jobs for a consumer; shared by its worker threads."""
+
+    def __init__(
+        self,
+        dedup: Dedup,
+        pool: Executor,
+        timing: Timing,
+        stopping: threading.Event,
+        clock: Clock | None = None,
+    ) -> None:
+        self.dedup = dedup
+        self.pool = pool
+        self.timing = timing
+        self.stopping = stopping
+        self.clock = clock
+
+    def process(self, conn: Connection, route: Route, job_id: int, wrapped: bytes) -> Outcome:
+        """Handle one job reserved on ``conn``; it ends deleted, released or buried.
+
+        Raises:
+            DqError: the node failed mid-way; the job returns to ready by itself (TTR or
+                connection close), so nothing is lost.
+        """
+        ref = wire.JobRef(conn.node.endpoint, route.tube, job_id)
+        try:
+            parts = wire.unwrap(wrapped)
+        except wire.UnwrapError as exc:
+            log.error("dq: burying %s: unparseable body (%s)", ref, exc)
+            conn.bury(job_id, priority=wire.PUT_PRIORITY)
+            return Outcome.BURIED
+        job = Job(ref, parts.body, parts.at_ns, wrapped)
+        early = self._hold_if_early(conn, job)
+        if early is not None:
+            return early
+        try:
+            hold = self.dedup.claim(self.dedup.key(wrapped, parts.body), ref)
+        except RedisDownError as exc:
+            log.warning("dq: %s; releasing %s for %ss", exc, ref, self.timing.redis_retry_delay)
+            self._release_as_is(conn, job_id, self.timing.redis_retry_delay)
+            return Outcome.REDIS_DOWN
+        return self._after_claim(conn, route, job, hold)
+
+    def _after_claim(self, conn: Connection, route: Route, job: Job, hold: Hold) -> Outcome:
+        if hold.claim is Claim.DUPLICATE:
+            conn.delete(job.ref.job_id)
+            return Outcome.DUPLICATE
+        if hold.claim is Claim.BUSY:
+            wait = min(hold.busy_ms / 1000, self.timing.busy_recheck)
+            self._release_as_is(conn, job.ref.job_id, wait)
+            return Outcome.BUSY
+        if hold.claim is not Claim.OWN_TURN and self._is_stale(conn, route, job):
+            self._settle(hold, job.ref, lambda: self.dedup.hand_to(hold, job.ref))
+            conn.bury(job.ref.job_id, priority=wire.PUT_PRIORITY)
+            return Outcome.BURIED
+        if self.stopping.is_set():
+            # Stop came between reserve and run: hand the job back untouched.
+            self._settle(hold, job.ref, lambda: self.dedup.hand_to(hold, job.ref))
+            self._release_as_is(conn, job.ref.job_id, 0)
+            return Outcome.STOPPING
+        return self._run(conn, route, job, hold)
+
+    def _run(self, conn: Connection, route: Route, job: Job, hold: Hold) -> Outcome:
+        try:
+            result = self._call(conn, route.handler, job, hold)
+        except Exception as exc:  # noqa: BLE001 - a handler may raise anything; it is a failure
+            return self._failed(conn, route, job, hold, exc)
+        repeat_ns = result.delay_ns if isinstance(result, Repeat) else None
+        if repeat_ns is None and result is None:
+            repeat_ns = route.repeat_every_ns
+        if repeat_ns is not None:
+            ttl_ms = 2 * repeat_ns // 1_000_000 + self.dedup.lease_ms
+            self._settle(hold, job.ref, lambda: self.dedup.hand_to(hold, job.ref, ttl_ms))
+            conn.release(
+                job.ref.job_id, priority=wire.PUT_PRIORITY, delay=wire.delay_seconds(repeat_ns)
+            )
+            return Outcome.REPEAT
+        self._settle(hold, job.ref, lambda: self.dedup.finish(hold))
+        conn.delete(job.ref.job_id)
+        return Outcome.DONE
+
+    def _failed(
+        self, conn: Connection, route: Route, job: Job, hold: Hold, exc: Exception
+    ) -> Outcome:
+        priority = self._priority(conn, job.ref.job_id)
+        failures = max(priority - wire.PUT_PRIORITY, 0) + 1
+        self._settle(hold, job.ref, lambda: self.dedup.hand_to(hold, job.ref))
+        if failures >= route.max_failures:
+            log.error(
+                "dq: burying %s after %d failed attempt(s); last error: %s: %s",
+                job.ref,
+                failures,
+                type(exc).__name__,
+                exc,
+            )
+            conn.bury(job.ref.job_id, priority=wire.PUT_PRIORITY + failures)
+            return Outcome.BURIED
+        delay = route.backoff(failures)
+        log.warning(
+            "dq: %s failed (attempt %d of %d), retrying in %ss: %s: %s",
+            job.ref,
+            failures,
+            route.max_failures,
+            delay,
+            type(exc).__name__,
+            exc,
+        )
+        conn.release(
+            job.ref.job_id,
+            priority=wire.PUT_PRIORITY + failures,
+            delay=wire.delay_seconds(round(delay * _NS)),
+        )
+        return Outcome.RETRY
+
+    def _call(self, conn: Connection, handler: Handler, job: Job, hold: Hold) -> HandlerResult:
+        """Run the handler in the pool; meanwhile touch the job and renew the hold."""
+        future: Future[HandlerResult] = self.pool.submit(handler, job)
+        renew_every = self.dedup.lease_ms / 3000
+        next_renew = time.monotonic() + renew_every
+        while True:
+            try:
+                return future.result(timeout=self.timing.touch_interval)
+            except FutureTimeout:
+                pass
+            try:
+                conn.touch(job.ref.job_id)
+            except DqError as exc:
+                log.warning("dq: could not touch %s while its handler runs: %s", job.ref, exc)
+            if time.monotonic() >= next_renew:
+                next_renew = time.monotonic() + renew_every
+                self._settle(hold, job.ref, lambda: self.dedup.renew(hold))
+
+    def _hold_if_early(self, conn: Connection, job: Job) -> Outcome | None:
+        """Keep a job that arrived before its target time (dq's truncated delays, clock skew)
+        from running early: wait out a short gap, release for a long one."""
+        remaining = job.at_ns - now_ns(self.clock)
+        if remaining <= 0:
+            return None
+        if remaining <= self.timing.early_wait * _NS:
+            if not self.stopping.wait(remaining / _NS):
+                return None
+            self._release_as_is(conn, job.ref.job_id, 0)
+            return Outcome.STOPPING
+        self._release_as_is(conn, job.ref.job_id, remaining / _NS)
+        return Outcome.EARLY
+
+    def _is_stale(self, conn: Connection, route: Route, job: Job) -> bool:
+        """True when the job is first delivered more than ``stale_after`` after its target.
+        Retried, repeated or kicked jobs are never stale: they arrived in time once."""
+        if route.stale_after_ns is None:
+            return False
+        late = now_ns(self.clock) - job.at_ns
+        if late <= route.stale_after_ns:
+            return False
+        stats = conn.stats_job(job.ref.job_id)
+        if stats.get("reserves", 1) > 1 or stats.get("kicks", 0) > 0:
+            return False
+        log.error(
+            "dq: burying %s: stale, first delivered %.0f s after its target time %s "
+            "(stale_after is %.0f s); kick it to run it anyway",
+            job.ref,
+            late / _NS,
+            job.at.isoformat(),
+            route.stale_after_ns / _NS,
+        )
+        return True
+
+    def _release_as_is(self, conn: Connection, job_id: int, delay: float) -> None:
+        """Release without touching the failure count kept in the priority."""
+        priority = self._priority(conn, job_id)
+        conn.release(job_id, priority=priority, delay=wire.delay_seconds(round(delay * _NS)))
+
+    def _priority(self, conn: Connection, job_id: int) -> int:
+        try:
+            return int(conn.stats_job(job_id).get("pri", wire.PUT_PRIORITY))
+        except DqError:
+            return wire.PUT_PRIORITY
+
+    def _settle(self, hold: Hold, ref: wire.JobRef, action: Callable[[], bool]) -> None:
+        """Run a dedup update; if Redis is down or the hold was lost, log and go on: the
+        job stays in beanstalkd either way, at worst it runs once more."""
+        try:
+            if not action():
+                log.warning("dq: the hold on %s lapsed and was taken over meanwhile", ref)
+        except RedisDownError as exc:
+            log.warning("dq: %s while settling %s; its hold will lapse", exc, ref)
