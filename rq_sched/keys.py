@@ -25,6 +25,7 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -185,6 +186,15 @@ class GlobalKeys:
     def schedulers(self) -> str:
         """Sorted set: scheduler instance id -> expiry of its heartbeat (ms)."""
         return f"{self.namespace}:schedulers"
+
+
+def dq_dedup(wrapped: bytes) -> str:
+    """go-queue dq's consumer dedup key: the hex MD5 of a job body, with no namespace.
+
+    Kept outside the namespace on purpose: Go dq consumers compute the same key, so Go and
+    Python consumers sharing tubes run each job once (see ``rq_sched.dq``).
+    """
+    return hashlib.md5(wrapped, usedforsecurity=False).hexdigest()
 
 
 def _glob_escape(text: str) -> str:
