@@ -215,7 +215,10 @@ ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
 async def error_response(request: Request, exc: Exception) -> Response:
     """Exception handler: rq_sched errors and HTTP errors as ``{"error": ...}``."""
     if isinstance(exc, HTTPException):
-        return JSONResponse({"error": exc.detail}, status_code=exc.status_code)
+        detail = exc.detail
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"no endpoint {request.url.path}; see docs/dashboard.md for the API"
+        return JSONResponse({"error": detail}, status_code=exc.status_code)
     for cls, status in ERROR_STATUS:
         if isinstance(exc, cls):
             if status >= 500:

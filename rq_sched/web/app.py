@@ -57,7 +57,6 @@ def create_app(
         )
     routes: list[BaseRoute] = [
         *api.routes(),
-        Route("/api/{rest:path}", _api_not_found, methods=["GET", "POST", "DELETE", "PUT"]),
         Route("/metrics", metrics),
         Route("/", _index),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
@@ -68,7 +67,11 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[guard],
-        exception_handlers={Exception: api.error_response, HTTPException: api.error_response},
+        exception_handlers={
+            RqSchedError: api.error_response,
+            HTTPException: api.error_response,
+            Exception: api.error_response,
+        },
         max_body_size=MAX_BODY_BYTES,
     )
     app.state.inspector = inspector
@@ -80,10 +83,6 @@ def create_app(
 
 async def _index(request: Request) -> Response:
     return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
-
-
-async def _api_not_found(request: Request) -> Response:
-    raise HTTPException(404, f"no API endpoint {request.url.path}; see docs/dashboard.md")
 
 
 class EmbeddedServer(uvicorn.Server):
