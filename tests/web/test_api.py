@@ -39,7 +39,8 @@ def api(inspector: Inspector) -> Iterator[Api]:
 
 
 @pytest.fixture
-def client(api: Api) -> httpx.Client:  # type: ignore[override]
+def http(api: Api) -> httpx.Client:
+    """The default dashboard (no token, not read-only)."""
     return api()
 
 
@@ -58,10 +59,10 @@ def state_of(inspector: Inspector, task_id: str) -> TaskState:
 
 
 def test_queues_lists_counts_per_state(
-    client: httpx.Client, clock: ManualClock, seeded: Seeded
+    http: httpx.Client, clock: ManualClock, seeded: Seeded
 ) -> None:
     clock.advance(5)
-    resp = client.get("/api/queues")
+    resp = http.get("/api/queues")
     assert resp.status_code == 200
     [queue] = resp.json()
     assert queue["info"]["queue"] == "default"
@@ -69,21 +70,21 @@ def test_queues_lists_counts_per_state(
     assert queue["latency"] == pytest.approx(5)
 
 
-def test_queue_detail_has_memory_and_history(client: httpx.Client, seeded: Seeded) -> None:
-    data = client.get("/api/queues/default?days=3").json()
+def test_queue_detail_has_memory_and_history(http: httpx.Client, seeded: Seeded) -> None:
+    data = http.get("/api/queues/default?days=3").json()
     assert data["stats"]["memory_bytes"] > 0
     assert [(d["processed"], d["failed"]) for d in data["history"]] == [(0, 0), (0, 0), (2, 4)]
 
 
-def test_unknown_queue_is_404(client: httpx.Client, seeded: Seeded) -> None:
-    resp = client.get("/api/queues/nope")
+def test_unknown_queue_is_404(http: httpx.Client, seeded: Seeded) -> None:
+    resp = http.get("/api/queues/nope")
     assert resp.status_code == 404
     assert resp.json() == {"error": "no queue 'nope'"}
 
 
-def test_tasks_page_through_pending(client: httpx.Client, seeded: Seeded) -> None:
-    first = client.get("/api/queues/default/tasks?state=pending&page=1&size=10").json()
-    last = client.get("/api/queues/default/tasks?state=pending&page=3&size=10").json()
+def test_tasks_page_through_pending(http: httpx.Client, seeded: Seeded) -> None:
+    first = http.get("/api/queues/default/tasks?state=pending&page=1&size=10").json()
+    last = http.get("/api/queues/default/tasks?state=pending&page=3&size=10").json()
     assert (first["total"], first["pages"], len(first["tasks"])) == (25, 3, 10)
     assert [t["id"] for t in last["tasks"]] == [f"pending-{i}" for i in range(20, 25)]
 
@@ -96,63 +97,63 @@ def test_tasks_page_through_pending(client: httpx.Client, seeded: Seeded) -> Non
         ("state=pending&size=1000", "page size must be between 1 and 500"),
     ],
 )
-def test_bad_task_queries_are_400(client: httpx.Client, query: str, message: str) -> None:
-    resp = client.get(f"/api/queues/default/tasks?{query}")
+def test_bad_task_queries_are_400(http: httpx.Client, query: str, message: str) -> None:
+    resp = http.get(f"/api/queues/default/tasks?{query}")
     assert resp.status_code == 400
     assert message in resp.json()["error"]
 
 
-def test_task_detail_has_payload_text_and_full_error(client: httpx.Client, seeded: Seeded) -> None:
-    data = client.get("/api/queues/default/tasks/archived-0").json()
+def test_task_detail_has_payload_text_and_full_error(http: httpx.Client, seeded: Seeded) -> None:
+    data = http.get("/api/queues/default/tasks/archived-0").json()
     assert data["state"] == "archived"
     assert data["payload"] == {"task": "archived-0", "n": 1}
     assert data["payload_text"] == '{\n  "task": "archived-0",\n  "n": 1\n}'
     assert data["last_error"] == ERROR
-    done = client.get("/api/queues/default/tasks/completed-1").json()
+    done = http.get("/api/queues/default/tasks/completed-1").json()
     assert done["result_text"] == '{\n  "ok": true\n}'
 
 
-def test_missing_task_is_404(client: httpx.Client, seeded: Seeded) -> None:
-    resp = client.get("/api/queues/default/tasks/ghost")
+def test_missing_task_is_404(http: httpx.Client, seeded: Seeded) -> None:
+    resp = http.get("/api/queues/default/tasks/ghost")
     assert resp.status_code == 404 and "no task 'ghost'" in resp.json()["error"]
 
 
 def test_run_moves_a_task_to_pending(
-    client: httpx.Client, inspector: Inspector, seeded: Seeded
+    http: httpx.Client, inspector: Inspector, seeded: Seeded
 ) -> None:
-    resp = client.post("/api/queues/default/tasks/retry-1/run", headers=MUTATE)
+    resp = http.post("/api/queues/default/tasks/retry-1/run", headers=MUTATE)
     assert resp.status_code == 200 and resp.json() == {"run": "retry-1"}
     assert state_of(inspector, "retry-1") is TaskState.PENDING
 
 
 def test_an_action_the_state_forbids_is_409(
-    client: httpx.Client, inspector: Inspector, seeded: Seeded
+    http: httpx.Client, inspector: Inspector, seeded: Seeded
 ) -> None:
-    resp = client.post("/api/queues/default/tasks/pending-0/run", headers=MUTATE)
+    resp = http.post("/api/queues/default/tasks/pending-0/run", headers=MUTATE)
     assert resp.status_code == 409 and "not in a state" in resp.json()["error"]
-    resp = client.delete("/api/queues/default/tasks/active-0", headers=MUTATE)
+    resp = http.delete("/api/queues/default/tasks/active-0", headers=MUTATE)
     assert resp.status_code == 409 and "is active" in resp.json()["error"]
     assert state_of(inspector, "active-0") is TaskState.ACTIVE
 
 
 def test_archive_then_delete_a_task(
-    client: httpx.Client, r: redis.Redis, inspector: Inspector, seeded: Seeded
+    http: httpx.Client, r: redis.Redis, inspector: Inspector, seeded: Seeded
 ) -> None:
-    assert client.post("/api/queues/default/tasks/scheduled-0/archive", headers=MUTATE).is_success
+    assert http.post("/api/queues/default/tasks/scheduled-0/archive", headers=MUTATE).is_success
     assert state_of(inspector, "scheduled-0") is TaskState.ARCHIVED
-    resp = client.delete("/api/queues/default/tasks/scheduled-0", headers=MUTATE)
+    resp = http.delete("/api/queues/default/tasks/scheduled-0", headers=MUTATE)
     assert resp.json() == {"deleted": "scheduled-0"}
     assert not r.hexists(seeded.keys.msg, "scheduled-0")
 
 
 def test_cancel_an_active_task_reaches_listening_servers(
-    client: httpx.Client, r: redis.Redis, namespace: str, seeded: Seeded
+    http: httpx.Client, r: redis.Redis, namespace: str, seeded: Seeded
 ) -> None:
     sub = r.pubsub()  # type: ignore[no-untyped-call]
     sub.subscribe(GlobalKeys(namespace).cancel_channel)
     sub.get_message(timeout=5)
     try:
-        resp = client.post("/api/queues/default/tasks/active-0/cancel", headers=MUTATE)
+        resp = http.post("/api/queues/default/tasks/active-0/cancel", headers=MUTATE)
         message = sub.get_message(timeout=5)
     finally:
         sub.close()
@@ -160,25 +161,23 @@ def test_cancel_an_active_task_reaches_listening_servers(
     assert message is not None and b"active-0" in message["data"]
 
 
-def test_unknown_task_action_is_404(client: httpx.Client, seeded: Seeded) -> None:
-    resp = client.post("/api/queues/default/tasks/pending-0/explode", headers=MUTATE)
+def test_unknown_task_action_is_404(http: httpx.Client, seeded: Seeded) -> None:
+    resp = http.post("/api/queues/default/tasks/pending-0/explode", headers=MUTATE)
     assert resp.status_code == 404 and "unknown task action" in resp.json()["error"]
 
 
-def test_pause_and_unpause(client: httpx.Client, r: redis.Redis, seeded: Seeded) -> None:
-    resp = client.post("/api/queues/default/pause", headers=MUTATE)
+def test_pause_and_unpause(http: httpx.Client, r: redis.Redis, seeded: Seeded) -> None:
+    resp = http.post("/api/queues/default/pause", headers=MUTATE)
     assert resp.json() == {"queue": "default", "paused": True, "changed": True}
     assert r.exists(seeded.keys.paused)
-    assert client.get("/api/queues").json()[0]["info"]["paused"] is True
-    client.post("/api/queues/default/unpause", headers=MUTATE)
+    assert http.get("/api/queues").json()[0]["info"]["paused"] is True
+    http.post("/api/queues/default/unpause", headers=MUTATE)
     assert not r.exists(seeded.keys.paused)
 
 
-def test_bulk_runs_every_archived_task(
-    client: httpx.Client, r: redis.Redis, seeded: Seeded
-) -> None:
+def test_bulk_runs_every_archived_task(http: httpx.Client, r: redis.Redis, seeded: Seeded) -> None:
     body = {"state": "archived", "action": "run"}
-    resp = client.post("/api/queues/default/tasks:bulk", json=body)
+    resp = http.post("/api/queues/default/tasks:bulk", json=body)
     assert resp.status_code == 200
     assert (resp.json()["done"], resp.json()["skipped"]) == (2, 0)
     assert r.zcard(seeded.keys.archived) == 0 and r.llen(seeded.keys.pending) == 27
@@ -194,61 +193,61 @@ def test_bulk_runs_every_archived_task(
     ],
 )
 def test_bad_bulk_requests_are_400(
-    client: httpx.Client, r: redis.Redis, seeded: Seeded, body: str, message: str
+    http: httpx.Client, r: redis.Redis, seeded: Seeded, body: str, message: str
 ) -> None:
     headers = {"Content-Type": "application/json"}
-    resp = client.post("/api/queues/default/tasks:bulk", content=body, headers=headers)
+    resp = http.post("/api/queues/default/tasks:bulk", content=body, headers=headers)
     assert resp.status_code == 400 and message in resp.json()["error"]
     assert r.llen(seeded.keys.pending) == 25
 
 
 def test_delete_queue_needs_force_while_tasks_run(
-    client: httpx.Client, r: redis.Redis, seeded: Seeded
+    http: httpx.Client, r: redis.Redis, seeded: Seeded
 ) -> None:
-    resp = client.delete("/api/queues/default", headers=MUTATE)
+    resp = http.delete("/api/queues/default", headers=MUTATE)
     assert resp.status_code == 409 and "active task" in resp.json()["error"]
-    resp = client.delete("/api/queues/default?force=1", headers=MUTATE)
+    resp = http.delete("/api/queues/default?force=1", headers=MUTATE)
     assert resp.status_code == 200 and resp.json()["deleted_keys"] > 0
     assert list(r.scan_iter(match=seeded.keys.pattern())) == []
-    assert client.get("/api/queues").json() == []
+    assert http.get("/api/queues").json() == []
 
 
 def test_stats_history_sums_queues(
-    client: httpx.Client, r: redis.Redis, namespace: str, clock: ManualClock, seeded: Seeded
+    http: httpx.Client, r: redis.Redis, namespace: str, clock: ManualClock, seeded: Seeded
 ) -> None:
     seed_queue(r, namespace, clock, "low", counts={"pending": 0, "active": 0})
-    days = client.get("/api/stats/history?days=2").json()
+    days = http.get("/api/stats/history?days=2").json()
     assert [(d["processed"], d["failed"]) for d in days] == [(0, 0), (4, 8)]
-    assert client.get("/api/stats/history?days=2&queue=low").json()[1]["processed"] == 2
+    assert http.get("/api/stats/history?days=2&queue=low").json()[1]["processed"] == 2
 
 
-def test_servers_scheduler_redis_and_config(client: httpx.Client, namespace: str) -> None:
-    assert client.get("/api/servers").json() == []
-    assert client.get("/api/scheduler").json() == {"instances": [], "entries": []}
-    [node] = client.get("/api/redis").json()
+def test_servers_scheduler_redis_and_config(http: httpx.Client, namespace: str) -> None:
+    assert http.get("/api/servers").json() == []
+    assert http.get("/api/scheduler").json() == {"instances": [], "entries": []}
+    [node] = http.get("/api/redis").json()
     assert node["info"]["redis_version"]
-    config = client.get("/api/config").json()
+    config = http.get("/api/config").json()
     assert config["read_only"] is False and config["namespace"] == namespace
     assert config["states"][0] == "pending"
 
 
-def test_unknown_api_path_and_wrong_method_are_json(client: httpx.Client) -> None:
-    missing = client.get("/api/nothing/here")
+def test_unknown_api_path_and_wrong_method_are_json(http: httpx.Client) -> None:
+    missing = http.get("/api/nothing/here")
     assert missing.status_code == 404 and "no endpoint /api/nothing/here" in missing.json()["error"]
-    wrong = client.get("/api/queues/default/pause")
+    wrong = http.get("/api/queues/default/pause")
     assert wrong.status_code == 405 and "error" in wrong.json()
 
 
 def test_redis_down_is_503(r: redis.Redis, namespace: str) -> None:
     dead = Inspector(unreachable(), namespace=namespace)
-    with serving(create_app(dead)) as client:
-        resp = client.get("/api/queues")
+    with serving(create_app(dead)) as http:
+        resp = http.get("/api/queues")
     assert resp.status_code == 503
     assert "cannot talk to Redis" in resp.json()["error"]
 
 
-def test_metrics_report_sizes_counters_and_latency(client: httpx.Client, seeded: Seeded) -> None:
-    resp = client.get("/metrics")
+def test_metrics_report_sizes_counters_and_latency(http: httpx.Client, seeded: Seeded) -> None:
+    resp = http.get("/metrics")
     assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
     text = resp.text
     assert "rq_sched_redis_up 1.0" in text
@@ -261,8 +260,8 @@ def test_metrics_report_sizes_counters_and_latency(client: httpx.Client, seeded:
 
 def test_metrics_say_when_redis_is_down(namespace: str) -> None:
     dead = Inspector(unreachable(), namespace=namespace)
-    with serving(create_app(dead)) as client:
-        resp = client.get("/metrics")
+    with serving(create_app(dead)) as http:
+        resp = http.get("/metrics")
     assert resp.status_code == 200 and "rq_sched_redis_up 0.0" in resp.text
 
 
