@@ -25,6 +25,7 @@ from rq_sched.errors import (
 from rq_sched.inspector import Inspector
 from rq_sched.models import NewTask, QueueInfo, TaskInfo, TaskState
 from rq_sched.router import Middleware, Router
+from rq_sched.scheduler import Scheduler
 from rq_sched.server import Server
 from rq_sched.task import Task
 
@@ -48,6 +49,7 @@ __all__ = [
     "Retry",
     "Router",
     "RqSchedError",
+    "Scheduler",
     "ScriptError",
     "Server",
     "ServerConfig",
