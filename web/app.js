@@ -32,6 +32,7 @@
     completed: "Kept until",
   };
   const ACTION_LABEL = { run: "Run now", archive: "Archive", delete: "Delete", cancel: "Cancel" };
+  const BULK_LABEL = { run: "Run all", archive: "Archive all", delete: "Delete all" };
   const PAGE_SIZE = 20;
   const REFRESH_MS = 3000;
   const TOKEN_KEY = "rq-sched-token";
@@ -155,12 +156,20 @@
     return ok;
   }
 
+  // A one-line report of an action's JSON result.
   function describe(result) {
-    if (result && result.action !== undefined && result.done !== undefined) {
+    if (!result) return "done";
+    if (result.action !== undefined && result.done !== undefined) {
       return result.action + ": " + result.done + " task(s) done, " + result.skipped + " skipped";
     }
-    if (result && result.cancelled) {
-      return "cancel sent to " + result.servers_notified + " server(s)";
+    if (result.cancelled) return "cancel of " + result.cancelled + " sent to "
+      + result.servers_notified + " server(s)";
+    if (result.run) return "moved to pending: " + result.run;
+    if (result.archive) return "archived: " + result.archive;
+    if (result.deleted) return "deleted: " + result.deleted;
+    if (result.deleted_keys !== undefined) return "deleted queue " + result.queue;
+    if (result.paused !== undefined) {
+      return "queue " + result.queue + (result.paused ? " paused" : " resumed");
     }
     return "done";
   }
@@ -344,8 +353,8 @@
         class: action === "delete" ? "danger" : "",
         "data-bulk": action,
         onclick: () => act("POST", base + "/tasks:bulk", { state: r.state, action },
-          `${ACTION_LABEL[action]}: all ${page.total} ${r.state} task(s) in "${info.queue}"?`),
-      }, ACTION_LABEL[action] + " all")));
+          `${BULK_LABEL[action]}: all ${page.total} ${r.state} task(s) in "${info.queue}"?`),
+      }, BULK_LABEL[action])));
     return h("div", {}, head, h("div", { class: "card" },
       h("div", { class: "row spread" }, tabs, bulk),
       taskTable(r, page),
