@@ -107,8 +107,17 @@ class Scheduler:
         heartbeat_interval: timedelta | float = HEARTBEAT_INTERVAL_S,
         instance_id: str | None = None,
     ) -> None:
-        """Raises:
-        ValidationError: an argument is out of range.
+        """Args:
+            redis: a sync Redis or Redis Cluster client.
+            namespace: the key namespace (as for Client and the workers).
+            clock: where time comes from (tests pass a ManualClock).
+            tolerance: how late a tick may be handled and still count as on time.
+            history_length: enqueue records kept per entry.
+            heartbeat_interval: how often the instance and its entries are republished.
+            instance_id: this process's name in ``schedulers`` (default host:pid:random).
+
+        Raises:
+            ValidationError: an argument is out of range.
         """
         if not namespace or "{" in namespace or "}" in namespace:
             raise ValidationError(f"namespace must be non-empty and brace-free, got {namespace!r}")

@@ -19,7 +19,7 @@ from rq_sched.message import TaskMessage, decode
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord
 from rq_sched.schedule_config import build_entry
 from rq_sched.scheduler import Scheduler
-from rq_sched.servers import RedisServer
+from rq_sched.servers import RedisCluster, RedisServer
 
 T0 = 1_800_000_000.0  # a multiple of 60 s (and of 1 h)
 MakeScheduler = Callable[..., Scheduler]
@@ -432,3 +432,29 @@ def test_tick_reports_an_unreachable_redis(tmp_path: Path, namespace: str) -> No
     with pytest.raises(RedisUnavailableError):
         scheduler.tick(T0 + 10)
     scheduler.redis.close()
+
+
+@pytest.mark.cluster
+def test_schedulers_on_a_cluster_enqueue_each_tick_once(
+    cluster: RedisCluster, namespace: str
+) -> None:
+    clock = ManualClock(T0)
+    schedulers = [
+        Scheduler.from_url(cluster.url, cluster=True, namespace=namespace, clock=clock)
+        for _ in range(2)
+    ]
+    try:
+        for scheduler in schedulers:
+            for queue in ("alpha", "beta", "gamma"):
+                scheduler.add(f"beat-{queue}", "@every 10s", "beat", queue=queue)
+        for step in range(3):
+            for scheduler in schedulers:
+                scheduler.tick(T0 + 10 * step)
+        inspector = Inspector(schedulers[0].redis, namespace=namespace)
+        for queue in ("alpha", "beta", "gamma"):
+            assert inspector.queue_info(queue).pending == 3
+        entries = schedulers[0].redis.hkeys(GlobalKeys(namespace).scheduler_entries)
+        assert len(entries) == 3
+    finally:
+        for scheduler in schedulers:
+            scheduler.redis.close()
