@@ -11,16 +11,14 @@ keys), which is called again at every reload.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from rq_sched.cli.common import add_redis_options
+from rq_sched.cli.common import add_redis_options, import_object
 from rq_sched.cron import zone
 from rq_sched.errors import RedisUnavailableError, ValidationError
 from rq_sched.schedule_config import Entry, check_unique_names, entry_from_mapping, load_config
@@ -130,24 +128,10 @@ def resolve_app(spec: str) -> tuple[Scheduler | None, EntryFactory]:
     Raises:
         ValidationError: the module or attribute cannot be found, or is of the wrong kind.
     """
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise ValidationError(
-            f"--app takes MODULE:ATTR, e.g. myapp.schedule:scheduler; got {spec!r}"
-        )
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
     try:
-        target: object = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValidationError(f"--app {spec}: cannot import {module_name!r}: {exc}") from None
-    for part in attr.split("."):
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise ValidationError(
-                f"--app {spec}: {module_name} has no attribute {attr!r}"
-            ) from None
+        target = import_object(spec)
+    except ValidationError as exc:
+        raise ValidationError(f"--app {spec}: {exc}") from None
     if isinstance(target, Scheduler):
         fixed = target.entries
         return target, lambda: list(fixed)
@@ -190,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
     if args.check:
         _print_entries(entries)
         return 0
+    if app_scheduler is not None:
+        log.info("running the Scheduler from --app %s (its own connection and namespace)", args.app)
     scheduler = app_scheduler or Scheduler.from_url(
         args.url, cluster=args.cluster, namespace=args.namespace
     )
