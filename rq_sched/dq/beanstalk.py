@@ -15,7 +15,12 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import greenstalk
+try:
+    import greenstalk
+except ImportError as exc:  # an optional dependency: say which extra brings it
+    raise ImportError(
+        "rq_sched.dq needs the greenstalk package: pip install 'rq_sched[dq]'"
+    ) from exc
 
 from rq_sched.dq.errors import (
     BeanstalkError,

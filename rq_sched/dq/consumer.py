@@ -73,7 +73,8 @@ class Consumer:
         lease: how long a consumer's hold on a running job lasts without renewal; a job whose
             consumer died is taken over after it lapses.
         touch_interval: seconds between keep-alive touches of a job whose handler runs.
-        busy_recheck: delay before a copy held by another consumer is looked at again.
+        busy_wait: how long a copy held by another consumer is watched before it is released.
+        busy_recheck: delay before a released copy held by another consumer is looked at again.
         redis_retry_delay: delay before a job is retried after Redis was unreachable.
         early_wait: arriving up to this many seconds early, a job is held, not released.
         poll_timeout: seconds one reserve waits (bounds how long :meth:`stop` takes).
@@ -98,6 +99,7 @@ class Consumer:
         stale_after: timedelta | None = wire.STALE_AFTER,
         lease: timedelta | float = 15.0,
         touch_interval: timedelta | float = 1.0,
+        busy_wait: timedelta | float = 0.25,
         busy_recheck: timedelta | float = 2.0,
         redis_retry_delay: timedelta | float = 1.0,
         early_wait: timedelta | float = 1.0,
@@ -119,6 +121,7 @@ class Consumer:
         self._defaults = (concurrency, max_failures, backoff, stale_after)
         self._timing = Timing(
             touch_interval=_seconds(touch_interval, "touch_interval"),
+            busy_wait=_seconds(busy_wait, "busy_wait"),
             busy_recheck=_seconds(busy_recheck, "busy_recheck"),
             redis_retry_delay=_seconds(redis_retry_delay, "redis_retry_delay"),
             early_wait=_seconds(early_wait, "early_wait"),

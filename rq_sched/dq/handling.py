@@ -9,7 +9,8 @@ unparseable body          buried (logged)
 before its target time    held (a moment) or released until then: never run early
 Redis unreachable         released after ``redis_retry_delay``; not a failure
 another copy ran it       this copy deleted
-another consumer runs it  released for ``busy_recheck``; deleted once that run succeeds
+another consumer runs it  looked at again for ``busy_wait``, then released for
+                          ``busy_recheck``; deleted once that run succeeds
 first seen > stale_after  buried (logged); kicking it runs it
   late
 handler succeeded         dedup key marked done, job deleted
@@ -138,6 +139,7 @@ class Timing:
     """The consumer's timing knobs, in seconds."""
 
     touch_interval: float
+    busy_wait: float
     busy_recheck: float
     redis_retry_delay: float
     early_wait: float
@@ -179,12 +181,25 @@ class Processor:
         if early is not None:
             return early
         try:
-            hold = self.dedup.claim(self.dedup.key(wrapped, parts.body), ref)
+            hold = self._claim(self.dedup.key(wrapped, parts.body), ref)
         except RedisDownError as exc:
             log.warning("dq: %s; releasing %s for %ss", exc, ref, self.timing.redis_retry_delay)
             self._release_as_is(conn, job_id, self.timing.redis_retry_delay)
             return Outcome.REDIS_DOWN
         return self._after_claim(conn, route, job, hold)
+
+    def _claim(self, key: str, ref: wire.JobRef) -> Hold:
+        """Claim the job; while another consumer runs it, look again for up to ``busy_wait``:
+        copies of one job become ready together, and most handlers finish in milliseconds."""
+        hold = self.dedup.claim(key, ref)
+        waited, step = 0.0, 0.005
+        while hold.claim is Claim.BUSY and waited < self.timing.busy_wait:
+            if self.stopping.wait(step):
+                break
+            waited += step
+            step = min(step * 2, max(self.timing.busy_wait - waited, 0.001))
+            hold = self.dedup.claim(key, ref)
+        return hold
 
     def _after_claim(self, conn: Connection, route: Route, job: Job, hold: Hold) -> Outcome:
         if hold.claim is Claim.DUPLICATE:
