@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import greenstalk
 import pytest
 
+from rq_sched import ManualClock
 from rq_sched.dq import Beanstalk, DqConfigError, DqError, Producer, PutError, wire
 from tests.dq.conftest import StartServers, nodes_of
 
@@ -62,6 +63,15 @@ def test_at_writes_the_exact_target_time_and_rounds_the_delay_up(
         stats = client.stats_job(ref.job_id)
     assert body == b"%d/x" % wire.to_ns(when)
     assert stats["delay"] == 2
+
+
+def test_the_body_time_comes_from_the_injected_clock(beanstalkds: StartServers, tube: str) -> None:
+    servers = beanstalkds(2)
+    clock = ManualClock(1_800_000_000.0)
+    with Producer(nodes_of(servers, tube), clock=clock) as producer:
+        ref = wire.split_ids(producer.delay(b"tick", 1.5))[0]
+    with servers[0].client(tube) as client:
+        assert client.peek(ref.job_id).body == b"1800000001500000000/tick"
 
 
 def test_at_refuses_past_and_naive_times(beanstalkds: StartServers, tube: str) -> None:
