@@ -70,6 +70,7 @@ RETRY_DELAY_S = 1.0
 PREVIEW_CHARS = 200
 MAX_CATCHUP_STEPS = 100_000
 """Most fire times walked through when looking for missed ticks (bounds a per-second entry)."""
+LOOKBACK_START_MS = 60_000
 
 
 @dataclass
@@ -497,14 +498,22 @@ def _fires_between(schedule: Schedule, after_ms: int, until_ms: int) -> Iterator
 
 
 def _newest_between(schedule: Schedule, after_ms: int, until_ms: int) -> int | None:
-    """The newest fire time in ``(after_ms, until_ms]``, if any."""
+    """The newest fire time in ``(after_ms, until_ms]``, if any.
+
+    Looks back in doubling windows, so finding it costs about the number of fires in the window
+    that holds it, not the number of fires since ``after_ms``."""
     if isinstance(schedule, IntervalSchedule):
         newest = until_ms // schedule.interval_ms * schedule.interval_ms
         return newest if newest > after_ms else None
-    found = None
-    for found in _fires_between(schedule, after_ms, until_ms):  # noqa: B007 - keep the last
-        pass
-    return found
+    window = LOOKBACK_START_MS
+    while True:
+        start = max(after_ms, until_ms - window)
+        found = None
+        for found in _fires_between(schedule, start, until_ms):  # noqa: B007 - keep the last
+            pass
+        if found is not None or start == after_ms:
+            return found
+        window *= 2
 
 
 def _positive_ms(value: timedelta | float, name: str) -> int:

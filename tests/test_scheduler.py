@@ -190,6 +190,22 @@ def test_run_once_skips_missed_ticks_older_than_grace(
         ]
 
 
+def test_run_once_finds_the_newest_missed_tick_of_a_dense_spec(
+    make: MakeScheduler, r: redis.Redis, namespace: str
+) -> None:
+    day = datetime(2027, 1, 4, tzinfo=UTC).timestamp()
+    spec = "* * 3 * * *"  # every second from 03:00:00 to 03:59:59
+    before, after = make(), make()
+    for scheduler in (before, after):
+        scheduler.add("burst", spec, "burst", misfire="run_once", grace="60d")
+    before.tick(day - 40 * 86400 + 3 * 3600)  # fired 40 days ago; nothing ran since
+    after.tick(day + 10 * 3600)  # 144,000 missed ticks: more than a forward walk may visit
+    assert pending(r, namespace) == [
+        tick_id("burst", day - 40 * 86400 + 3 * 3600),
+        tick_id("burst", day + 4 * 3600 - 1),
+    ]
+
+
 def test_run_once_with_several_schedulers_restarting_gives_one_task(
     make: MakeScheduler, r: redis.Redis, namespace: str
 ) -> None:
