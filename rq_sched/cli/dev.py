@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import threading
 from datetime import timedelta
 from pathlib import Path
 
@@ -59,35 +58,32 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(redis: RedisServer, router: Router, args: argparse.Namespace) -> None:
-    import uvicorn  # noqa: PLC0415 - the web extra is only needed here
-
-    from rq_sched.inspector import Inspector  # noqa: PLC0415
+    from rq_sched.inspector import Inspector  # noqa: PLC0415 - the web extra is only needed here
     from rq_sched.scheduler import Scheduler  # noqa: PLC0415
-    from rq_sched.web import create_app  # noqa: PLC0415
+    from rq_sched.web import create_app, make_server  # noqa: PLC0415
+    from rq_sched.web.security import LOOPBACK_HOSTS  # noqa: PLC0415
 
     url = redis.url
     scheduler = Scheduler.from_url(url)
     if args.app == "rq_sched.demo:router":
         scheduler.add("demo-hello", "@every 15s", "demo:hello", "the scheduler")
         scheduler.add("demo-flaky", "* * * * *", "demo:flaky", queue="low")
-    web = uvicorn.Server(
-        uvicorn.Config(
-            create_app(Inspector.from_url(url)), host=args.host, port=args.port, log_level="warning"
-        )
-    )
-    web_thread = threading.Thread(target=web.run, name="rq-sched-web", daemon=True)
+    # On loopback, also refuse foreign Host headers (DNS rebinding).
+    hosts = LOOPBACK_HOSTS if args.host in LOOPBACK_HOSTS else None
+    app = create_app(Inspector.from_url(url), allowed_hosts=hosts)
+    web = make_server(app, host=args.host, port=args.port)
     server = Server.from_url(url, queues=DEV_QUEUES, concurrency=20)
     if not args.no_demo and args.app == "rq_sched.demo:router":
         _seed_demo(url)
     scheduler.start()
-    web_thread.start()
+    web_task = asyncio.create_task(web.serve())
     _banner(redis, args, len(router.routes))
     try:
         await server.serve(router, handle_signals=True)
     finally:
         scheduler.stop()
         web.should_exit = True
-        await asyncio.to_thread(web_thread.join, 10)
+        await asyncio.wait_for(web_task, 10)
 
 
 def _seed_demo(url: str) -> None:
