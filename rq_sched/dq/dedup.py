@@ -19,7 +19,7 @@ import redis.exceptions
 
 from rq_sched import scripts
 from rq_sched.dq import wire
-from rq_sched.dq.errors import DqError
+from rq_sched.dq.errors import DqConfigError, DqError
 from rq_sched.keys import dq_dedup
 from rq_sched.scripts import SyncRedis
 
@@ -75,7 +75,7 @@ class Dedup:
 
     def __init__(self, redis: SyncRedis, *, lease_ms: int, dedup_on: DedupOn = "wrapped") -> None:
         if dedup_on not in ("wrapped", "body"):
-            raise DqError(f"dedup_on must be 'wrapped' or 'body', got {dedup_on!r}")
+            raise DqConfigError(f"dedup_on must be 'wrapped' or 'body', got {dedup_on!r}")
         self.redis = redis
         self.lease_ms = lease_ms
         self.dedup_on = dedup_on
