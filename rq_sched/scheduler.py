@@ -297,6 +297,8 @@ class Scheduler:
 
     def _process(self, state: _State, now_ms: int) -> None:
         assert state.last_ms is not None
+        if state.next_ms > now_ms:
+            return  # not due: skip the cron arithmetic
         for fire_ms in self._due(state, now_ms):
             self._fire(state, fire_ms, now_ms)
             state.last_ms = fire_ms
