@@ -14,17 +14,20 @@ from bench_lib import report
 
 
 def draw(doc: dict[str, object], png: Path) -> None:
-    import matplotlib  # noqa: PLC0415 - only the bench env has it
+    import matplotlib  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]  # noqa: PLC0415
 
     results = doc["results"]
     assert isinstance(results, dict)
     sizes = doc["meta"]["sizes"] if isinstance(doc["meta"], dict) else {}
     backlogs = tuple(sizes.get("backlogs", ())) if "backlog" in json.dumps(results) else ()
-    shown = [m for m in report.all_metrics(backlogs) if any(
-        report.lookup(r, m.path) is not None for r in results.values())]
+    shown = [
+        m
+        for m in report.all_metrics(backlogs)
+        if any(report.lookup(r, m.path) is not None for r in results.values())
+    ]
     cols = 3
     rows = (len(shown) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.2 * rows), squeeze=False)
@@ -37,9 +40,11 @@ def draw(doc: dict[str, object], png: Path) -> None:
         better = "higher is better" if metric.higher_is_better else "lower is better"
         ax.set_title(f"{metric.path}\n({better})", fontsize=9)
         ax.tick_params(labelsize=8)
-        if not metric.higher_is_better and max(values, default=0) > 50 * (min(values, default=1) or 1):
+        if not metric.higher_is_better and max(values, default=0) > 50 * (
+            min(values, default=1) or 1
+        ):
             ax.set_xscale("log")
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
     meta = doc["meta"] if isinstance(doc["meta"], dict) else {}
     fig.suptitle(f"tools/bench {meta.get('mode', '')} run {meta.get('started', '')}", fontsize=11)

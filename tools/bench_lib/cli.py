@@ -34,7 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="rq_sched side by side with peer task queues on one local Redis; "
         "prints rq_sched's advantage over each peer (see docs/bench.md).",
     )
-    p.add_argument("--quick", action="store_true", help="small sizes, rq_sched + a few peers (~1 min)")
+    p.add_argument(
+        "--quick", action="store_true", help="small sizes, rq_sched + a few peers (~1 min)"
+    )
     p.add_argument("--only", help=f"comma-separated systems (of: {', '.join(SYSTEMS)})")
     p.add_argument("--scenarios", help=f"comma-separated scenarios (of: {', '.join(SCENARIOS)})")
     p.add_argument(
@@ -49,8 +51,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def pick(args: argparse.Namespace) -> tuple[list[System], list[str]]:
-    names = args.only.split(",") if args.only else (
-        ["rq_sched", *QUICK_PEERS] if args.quick else list(SYSTEMS)
+    names = (
+        args.only.split(",")
+        if args.only
+        else (["rq_sched", *QUICK_PEERS] if args.quick else list(SYSTEMS))
     )
     unknown = [n for n in names if n not in SYSTEMS]
     if unknown:
@@ -62,8 +66,9 @@ def pick(args: argparse.Namespace) -> tuple[list[System], list[str]]:
     return [SYSTEMS[n] for n in names], scenarios
 
 
-def run_system(runner: Runner, system: System, scenarios: list[str], sizes: Sizes,
-               done: dict[str, Metrics]) -> Metrics:
+def run_system(
+    runner: Runner, system: System, scenarios: list[str], sizes: Sizes, done: dict[str, Metrics]
+) -> Metrics:
     results: Metrics = {}
     try:
         caps = runner.produce(system, "caps", timeout=60)
@@ -81,8 +86,11 @@ def run_system(runner: Runner, system: System, scenarios: list[str], sizes: Size
             results[name] = SCENARIOS[name](ctx, system)
         except (BenchError, redis.RedisError, OSError, KeyError, TimeoutError) as exc:
             results[name] = {"error": str(exc).strip().splitlines()[-1][:300]}
-        print(f"[bench] {system.name:<10} {name:<8} {time.monotonic() - start:5.1f}s  "
-              f"{_brief(results[name])}", flush=True)
+        print(
+            f"[bench] {system.name:<10} {name:<8} {time.monotonic() - start:5.1f}s  "
+            f"{_brief(results[name])}",
+            flush=True,
+        )
     return results
 
 
@@ -97,8 +105,13 @@ def versions(systems: list[System]) -> dict[str, dict[str, str]]:
     for env in sorted({s.env for s in systems}):
         if env == "node":
             pkg = envs.node_dir() / "node_modules" / "bullmq" / "package.json"
-            node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
-            out[env] = {"bullmq": json.loads(pkg.read_text())["version"], "node": node.stdout.strip()}
+            node = subprocess.run(
+                ["node", "--version"], capture_output=True, text=True, check=False
+            )
+            out[env] = {
+                "bullmq": json.loads(pkg.read_text())["version"],
+                "node": node.stdout.strip(),
+            }
             continue
         code = (
             "import importlib.metadata as m, json, sys\n"
@@ -109,8 +122,12 @@ def versions(systems: list[System]) -> dict[str, dict[str, str]]:
             "v['python'] = sys.version.split()[0]\n"
             "print(json.dumps(v))\n"
         )
-        proc = subprocess.run([envs.python_for(env), "-c", code], capture_output=True, text=True, check=False)
-        out[env] = json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-200:]}
+        proc = subprocess.run(
+            [envs.python_for(env), "-c", code], capture_output=True, text=True, check=False
+        )
+        out[env] = (
+            json.loads(proc.stdout) if proc.returncode == 0 else {"error": proc.stderr[-200:]}
+        )
     return out
 
 
@@ -122,7 +139,10 @@ def chart(json_path: Path, png_path: Path) -> str:
             continue
         proc = subprocess.run(
             [python, "-m", "bench_lib.chart", str(json_path), str(png_path)],
-            env=envs.child_env({}), capture_output=True, text=True, check=False,
+            env=envs.child_env({}),
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if proc.returncode == 0:
             return f"chart: {png_path}"
@@ -152,8 +172,15 @@ def main(argv: list[str] | None = None) -> int:
         tmp.cleanup()
 
 
-def _run(args: argparse.Namespace, systems: list[System], scenarios: list[str], sizes: Sizes,
-         url: str, out: Path, stamp: str) -> int:
+def _run(
+    args: argparse.Namespace,
+    systems: list[System],
+    scenarios: list[str],
+    sizes: Sizes,
+    url: str,
+    out: Path,
+    stamp: str,
+) -> int:
     runner = Runner(url, out / "logs" / stamp)
     meta: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -165,8 +192,11 @@ def _run(args: argparse.Namespace, systems: list[System], scenarios: list[str], 
         "sizes": sizes.__dict__,
         "versions": versions(systems),
     }
-    print(f"[bench] {meta['mode']} run on Redis {meta['redis']} at {url}; "
-          f"load average {meta['loadavg_start'][0]:.2f} on {meta['cpus']} CPUs", flush=True)
+    print(
+        f"[bench] {meta['mode']} run on Redis {meta['redis']} at {url}; "
+        f"load average {meta['loadavg_start'][0]:.2f} on {meta['cpus']} CPUs",
+        flush=True,
+    )
     results: dict[str, Metrics] = {}
     for system in systems:
         results[system.name] = run_system(runner, system, scenarios, sizes, results)
@@ -181,8 +211,10 @@ def _run(args: argparse.Namespace, systems: list[System], scenarios: list[str], 
     lines = ["", "== settings =="]
     lines += [f"  {name:<10} {k}: {v}" for name, s in settings.items() for k, v in s.items()]
     lines += [f"  versions: {json.dumps(meta['versions'])}"]
-    lines += [f"  load average: start {meta['loadavg_start'][0]:.2f}, end {meta['loadavg_end'][0]:.2f} "
-              f"({meta['cpus']} CPUs)"]
+    lines += [
+        f"  load average: start {meta['loadavg_start'][0]:.2f}, end {meta['loadavg_end'][0]:.2f} "
+        f"({meta['cpus']} CPUs)"
+    ]
     full_text = text + "\n" + "\n".join(lines)
     (out / f"bench-{stamp}.txt").write_text(full_text + "\n")
     print(full_text)

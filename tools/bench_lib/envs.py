@@ -67,7 +67,9 @@ def ensure(env: str, *, install: bool) -> None:
     if marker.exists():
         return
     if not install:
-        raise EnvError(f"bench environment {env!r} is missing; run tools/bench without --no-install")
+        raise EnvError(
+            f"bench environment {env!r} is missing; run tools/bench without --no-install"
+        )
     print(f"[bench] creating bench environment bench-env/{env} (one time, needs the registries)")
     if env == "node":
         _make_node()
@@ -86,7 +88,14 @@ def _run(args: list[str], cwd: Path | None = None) -> None:
 def _make_venv(env: str) -> None:
     target = ENV_DIR / env
     _run([sys.executable, "-m", "venv", "--clear", str(target)])
-    pip = [str(target / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    pip = [
+        str(target / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+    ]
     _run([*pip, *PYTHON_ENVS[env]])
     if env == "py":
         # rq_sched too, so profiles and ad-hoc comparisons can run next to the peers.
@@ -107,7 +116,9 @@ def _make_node() -> None:
 def child_env(extra: dict[str, str]) -> dict[str, str]:
     """Environment for a bench child process: bench_lib importable, BullMQ resolvable."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(TOOLS) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(TOOLS) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env["NODE_PATH"] = str(node_dir() / "node_modules")
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)

@@ -41,13 +41,20 @@ class Probe:
         self._lock = threading.Lock()
 
     def _conn(self) -> redis.Redis:
-        if self._redis is None or self._pid != os.getpid():
-            self._pid = os.getpid()
-            self._redis = redis.Redis.from_url(self.url)
-            self._count = 0
-            if self.mode == "count" and not self.direct:
-                threading.Thread(target=self._flusher, name="bench-probe", daemon=True).start()
-        return self._redis
+        conn = self._redis
+        if conn is not None and self._pid == os.getpid():
+            return conn
+        with self._lock:  # several handler threads may arrive first at once
+            if self._redis is None or self._pid != os.getpid():
+                self._redis = redis.Redis.from_url(self.url)
+                self._pid = os.getpid()
+                self._count = 0
+                if self.mode == "count" and not self.direct:
+                    flusher = threading.Thread(
+                        target=self._flusher, name="bench-probe", daemon=True
+                    )
+                    flusher.start()
+            return self._redis
 
     def hit(self, arg: Any = None) -> None:
         """Record one handler start (``arg``: the task's argument)."""
@@ -57,7 +64,9 @@ class Probe:
             conn.rpush(STAMPS, f"{float(arg or 0.0):.6f} {now:.6f}")
         elif self.direct:
             pipe = conn.pipeline(transaction=False)
-            pipe.incr(DONE).zadd(SPAN, {"first": now}, lt=True).zadd(SPAN, {"last": now}, gt=True)
+            pipe.incr(DONE)
+            pipe.zadd(SPAN, {"first": now}, lt=True)
+            pipe.zadd(SPAN, {"last": now}, gt=True)
             pipe.execute()
         else:
             with self._lock:
@@ -68,7 +77,7 @@ class Probe:
 
     def _flusher(self) -> None:
         sent = 0
-        conn = self._conn()
+        conn = redis.Redis.from_url(self.url)
         while True:
             time.sleep(FLUSH_EVERY)
             with self._lock:
@@ -77,7 +86,8 @@ class Probe:
                 continue
             pipe = conn.pipeline(transaction=False)
             pipe.incrby(DONE, count - sent)
-            pipe.zadd(SPAN, {"first": first}, lt=True).zadd(SPAN, {"last": last}, gt=True)
+            pipe.zadd(SPAN, {"first": first}, lt=True)
+            pipe.zadd(SPAN, {"last": last}, gt=True)
             pipe.execute()
             sent = count
 

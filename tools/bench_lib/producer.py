@@ -43,7 +43,7 @@ class Producer(Protocol):
 
 
 async def fill(p: Producer, r: redis.Redis, params: dict[str, Any]) -> dict[str, Any]:
-    """Enqueue ``n`` tasks (one by one, or with the bulk API); with ``backlog``, all due in 1-2 days."""
+    """Enqueue ``n`` tasks (one by one or in bulk); with ``backlog``, all due in 1-2 days."""
     n, backlog = int(params["n"]), bool(params.get("backlog"))
     bulk = bool(params.get("bulk")) and (p.bulk_delayed if backlog else p.bulk)
     arg: Any = params.get("payload") or 0
@@ -70,7 +70,7 @@ async def fill(p: Producer, r: redis.Redis, params: dict[str, Any]) -> dict[str,
 async def pickup(p: Producer, r: redis.Redis, params: dict[str, Any]) -> dict[str, Any]:
     """One task at a time into an idle worker: enqueue -> handler start, in milliseconds."""
     n, warm = int(params["n"]), int(params.get("warm", 3))
-    gap = (float(params.get("gap_min", 0.02)), float(params.get("gap_max", 0.06)))
+    gap = (float(params.get("gap_min", 0.02)), float(params.get("gap_max", 0.1)))
     out: list[float] = []
     for i in range(warm + n):
         await asyncio.sleep(random.uniform(*gap))

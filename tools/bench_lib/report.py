@@ -46,7 +46,9 @@ def metrics(backlogs: tuple[int, ...] = ()) -> dict[str, list[Metric]]:
             Metric("delayed.max", "max", False),
         ],
         "5. memory per pending task (bytes, 100-byte payload)": [
-            Metric("memory.bytes_per_task", "bytes/task", False, "below every peer, <= 240 B", 1.0, 240),
+            Metric(
+                "memory.bytes_per_task", "bytes/task", False, "below every peer, <= 240 B", 1.0, 240
+            ),
         ],
         "6. idle worker (Redis commands/s)": [
             Metric("idle.per_s", "commands/s", False, "<= 2/s", None, 2.0),
@@ -151,14 +153,19 @@ def render(results: dict[str, dict[str, Any]], backlogs: tuple[int, ...]) -> str
             row = f"{name:<12}"
             for m in group:
                 value = lookup(results[name], m.path)
-                adv = None if name == OURS else advantage(m, lookup(results.get(OURS, {}), m.path), value)
+                adv = (
+                    None
+                    if name == OURS
+                    else advantage(m, lookup(results.get(OURS, {}), m.path), value)
+                )
                 row += f"{fmt(value):>16}{fmt_adv(adv) if name != OURS else '':>9}"
             lines.append(row)
         for m in group:
             best = best_peer(m, results)
             if best:
                 adv = advantage(m, lookup(results.get(OURS, {}), m.path), best[1])
-                lines.append(f"  best peer for {m.label}: {best[0]} {fmt(best[1])} -> rq_sched {fmt_adv(adv)}")
+                peer = f"{best[0]} {fmt(best[1])}"
+                lines.append(f"  best peer for {m.label}: {peer} -> rq_sched {fmt_adv(adv)}")
         notes = _notes(results, group)
         lines += [f"  note: {n}" for n in notes]
     checks = [c for m in all_metrics(backlogs) if (c := target_check(m, results))]
@@ -166,9 +173,10 @@ def render(results: dict[str, dict[str, Any]], backlogs: tuple[int, ...]) -> str
         lines += ["", "== targets (rq_sched vs. the best peer in this run) =="]
         for c in checks:
             mark = "MET " if c["met"] else "MISS"
+            peer = f"{c['best_peer'] or '-'} {fmt(c['best_peer_value'])}"
             lines.append(
-                f"  [{mark}] {c['metric']:<24} target {c['target']:<26} rq_sched {fmt(c['rq_sched'])}"
-                f"  best peer {c['best_peer'] or '-'} {fmt(c['best_peer_value'])}  adv {fmt_adv(c['advantage'])}"
+                f"  [{mark}] {c['metric']:<24} target {c['target']:<26} "
+                f"rq_sched {fmt(c['rq_sched'])}  best peer {peer}  adv {fmt_adv(c['advantage'])}"
             )
     return "\n".join(lines)
 

@@ -11,8 +11,8 @@ import os
 import signal
 import subprocess
 import time
-from contextlib import contextmanager
 from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ class Runner:
         return int(self.r.get(DONE) or 0)
 
     def wait_done(self, n: int, budget: float, startup: float = 60.0) -> int:
-        """Wait for ``n`` handler starts: up to ``startup`` s for the first, ``budget`` s after it."""
+        """Wait for ``n`` handler starts: ``startup`` s for the first, then ``budget`` s more."""
         deadline = time.monotonic() + startup
         done = self.done()
         while done == 0 and time.monotonic() < deadline:
@@ -120,7 +120,8 @@ class Runner:
 
     def span(self) -> tuple[float, float]:
         """First and last handler start (epoch seconds) over every worker process."""
-        scores = dict(self.r.zrange(SPAN, 0, -1, withscores=True))
+        pairs: list[tuple[bytes, float]] = self.r.zrange(SPAN, 0, -1, withscores=True)  # type: ignore[assignment]
+        scores = dict(pairs)
         return float(scores.get(b"first", 0.0)), float(scores.get(b"last", 0.0))
 
     def command_calls(self) -> dict[str, int]:
@@ -139,16 +140,12 @@ def stop(procs: list[subprocess.Popen[bytes]], grace: float = 8.0) -> None:
         _signal_group(proc, signal.SIGTERM)
     deadline = time.monotonic() + grace
     for proc in procs:
-        try:
+        with suppress(subprocess.TimeoutExpired):
             proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            pass
         _signal_group(proc, signal.SIGKILL)
         proc.wait()
 
 
 def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
+    with suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass

@@ -7,6 +7,7 @@ storage off where the docs offer that for fire-and-forget tasks, everything else
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,8 @@ from bench_lib import envs
 
 CONCURRENCY = 100
 """Handlers at once per worker process, for every system that has such a knob."""
+
+JS = str(envs.TOOLS / "bench_lib" / "adapters" / "bullmq_peer.js")
 
 Argv = Callable[[Path, str], list[str]]
 """(bin directory of the system's interpreter, Redis URL) -> worker command."""
@@ -34,13 +37,15 @@ class System:
     """Enqueue-side results are the same as this system's (only the worker differs)."""
     no_delayed: str | None = None
     """Why delayed tasks are not measured, if they are not."""
+    no_backlog: str | None = None
+    """Why the scheduled-backlog scenario is not run, if it is not."""
 
     def bin_dir(self) -> Path:
         return Path(envs.python_for(self.env)).parent
 
     def producer_argv(self, action: str, params: str) -> list[str]:
         if self.env == "node":
-            return ["node", str(envs.TOOLS / "bench_lib" / "adapters" / self.adapter), "produce", action, params]
+            return ["node", JS, "produce", action, params]
         return [envs.python_for(self.env), "-m", "bench_lib.producer", self.adapter, action, params]
 
     def worker_argv(self, url: str) -> list[str]:
@@ -48,12 +53,14 @@ class System:
 
 
 C = str(CONCURRENCY)
-JS = str(envs.TOOLS / "bench_lib" / "adapters" / "bullmq_peer.js")
+
+
+RQ_FLAGS = ["--with-scheduler", "-q", "bench"]
 
 
 def _rq(worker_class: str) -> Argv:
     def argv(b: Path, url: str) -> list[str]:
-        return [str(b / "rq"), "worker", "-u", url, "-w", worker_class, "--with-scheduler", "-q", "bench"]
+        return [str(b / "rq"), "worker", "-u", url, "-w", worker_class, *RQ_FLAGS]
 
     return argv
 
@@ -65,7 +72,7 @@ SYSTEMS: dict[str, System] = {
             "rq_sched",
             "project",
             "sys_rq_sched",
-            lambda b, url: [envs.python_for("project"), "-m", "bench_lib.adapters.sys_rq_sched", "worker"],
+            lambda b, url: [sys.executable, "-m", "bench_lib.adapters.sys_rq_sched", "worker"],
             {
                 "worker": f"Server(queues={{'default': 1}}, concurrency={C}, batch_size=100)",
                 "handler": "async def",
@@ -103,7 +110,7 @@ SYSTEMS: dict[str, System] = {
             "peer_arq",
             lambda b, url: [str(b / "arq"), "bench_lib.adapters.peer_arq.WorkerSettings"],
             {
-                "worker": f"arq WorkerSettings(max_jobs={C}, keep_result=0), poll_delay 0.5 s (default)",
+                "worker": f"arq WorkerSettings(max_jobs={C}, keep_result=0), poll_delay 0.5 s",
                 "handler": "async def",
                 "client": "ArqRedis.enqueue_job (_defer_until=)",
             },
@@ -112,7 +119,11 @@ SYSTEMS: dict[str, System] = {
             "saq",
             "py",
             "peer_saq",
-            lambda b, url: [str(b / "saq"), "bench_lib.adapters.peer_saq.settings", "--workers", "1"],
+            lambda b, url: [
+                str(b / "saq"),
+                "bench_lib.adapters.peer_saq.settings",
+                *["--workers", "1"],
+            ],
             {
                 "worker": f"saq settings(concurrency={C}) --workers 1",
                 "handler": "async def",
@@ -124,23 +135,27 @@ SYSTEMS: dict[str, System] = {
             "py",
             "peer_celery",
             lambda b, url: [
-                str(b / "celery"), "-A", "bench_lib.adapters.peer_celery", "worker",
-                "-P", "gevent", "-c", C, "-l", "WARNING",
-            ],  # fmt: skip
+                str(b / "celery"),
+                *["-A", "bench_lib.adapters.peer_celery", "worker"],
+                *["-P", "gevent", "-c", C, "-l", "WARNING"],
+            ],
             {
                 "worker": f"celery worker -P gevent -c {C} (Redis broker, prefetch multiplier 4)",
                 "handler": "def (gevent)",
                 "client": "apply_async (eta=), no result backend",
             },
+            no_backlog="Celery holds ETA tasks in worker memory, and its Redis transport "
+            "redelivers ETAs beyond the 1 h visibility timeout; its docs advise against long ETAs",
         ),
         System(
             "dramatiq",
             "py",
             "peer_dramatiq",
             lambda b, url: [
-                str(b / "dramatiq"), "bench_lib.adapters.peer_dramatiq",
-                "--processes", "1", "--threads", "16", "-Q", "bench",
-            ],  # fmt: skip
+                str(b / "dramatiq"),
+                "bench_lib.adapters.peer_dramatiq",
+                *["--processes", "1", "--threads", "16", "-Q", "bench"],
+            ],
             {
                 "worker": "dramatiq --processes 1 --threads 16 (RedisBroker)",
                 "handler": "def (threads)",
@@ -152,12 +167,12 @@ SYSTEMS: dict[str, System] = {
             "py",
             "peer_huey",
             lambda b, url: [
-                str(b / "huey_consumer"), "bench_lib.adapters.peer_huey.huey",
-                "-k", "greenlet", "-w", "32", "-q",
-            ],  # fmt: skip
+                str(b / "huey_consumer"),
+                *["bench_lib.adapters.peer_huey.huey", "-k", "thread", "-w", "16", "-q"],
+            ],
             {
-                "worker": "huey_consumer -k greenlet -w 32 (RedisHuey blocking BRPOP, results=False)",
-                "handler": "def (greenlets)",
+                "worker": "huey_consumer -k thread -w 16 (RedisHuey, blocking BRPOP, no results)",
+                "handler": "def (threads)",
                 "client": "task() / task.schedule(eta=)",
             },
         ),
@@ -166,11 +181,12 @@ SYSTEMS: dict[str, System] = {
             "py-redis5",
             "peer_taskiq",
             lambda b, url: [
-                str(b / "taskiq"), "worker", "bench_lib.adapters.peer_taskiq:broker",
-                "--workers", "1", "--max-async-tasks", C, "--no-configure-logging",
-            ],  # fmt: skip
+                str(b / "taskiq"),
+                *["worker", "bench_lib.adapters.peer_taskiq:broker", "--workers", "1"],
+                *["--max-async-tasks", C, "--no-configure-logging"],
+            ],
             {
-                "worker": f"taskiq worker --workers 1 --max-async-tasks {C} (taskiq-redis ListQueueBroker)",
+                "worker": f"taskiq worker --workers 1 --max-async-tasks {C} (ListQueueBroker)",
                 "handler": "async def",
                 "client": "task.kiq",
             },

@@ -28,10 +28,10 @@ function makeProbe() {
   if (mode === 'count') {
     setInterval(async () => {
       if (count === sent) return;
-      const c = count;
-      await redis.pipeline().incrby('bench:done', c - sent)
+      const delta = count - sent;
+      sent = count; // before the await: the next tick must not send the same hits again
+      await redis.pipeline().incrby('bench:done', delta)
         .zadd('bench:span', 'LT', first, 'first').zadd('bench:span', 'GT', last, 'last').exec();
-      sent = c;
     }, 5).unref();
   }
   return async (arg) => {
@@ -97,7 +97,7 @@ const actions = {
   async pickup(queue, redis, p) {
     const warm = p.warm ?? 3, out = [];
     for (let i = 0; i < warm + p.n; i++) {
-      await sleep(uniform(p.gap_min ?? 0.02, p.gap_max ?? 0.06));
+      await sleep(uniform(p.gap_min ?? 0.02, p.gap_max ?? 0.1));
       await queue.add('noop', { arg: now() }, JOB_OPTS);
       const stamp = await blpop(redis, i < warm ? 30 : 10);
       if (!stamp) return { error: `no handler start within the timeout (task ${i})`, latencies_ms: out };

@@ -1,4 +1,4 @@
-"""arq in the bench: an async job function, ``WorkerSettings`` for the ``arq`` CLI, ``enqueue_job``."""
+"""arq in the bench: an async job function, ``WorkerSettings`` for the arq CLI, ``enqueue_job``."""
 
 from __future__ import annotations
 

@@ -37,9 +37,7 @@ class Producer:
         raise NotImplementedError
 
     async def enqueue_at(self, arg: Any, due: float) -> None:
-        # huey (utc=True) compares naive UTC datetimes.
-        eta = datetime.fromtimestamp(due, UTC).replace(tzinfo=None)
-        noop.schedule(args=(arg,), eta=eta)
+        noop.schedule(args=(arg,), eta=datetime.fromtimestamp(due, UTC))
 
     async def enqueue_many_at(self, items: list[tuple[Any, float]]) -> None:
         raise NotImplementedError

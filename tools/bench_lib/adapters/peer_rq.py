@@ -1,4 +1,4 @@
-"""RQ in the bench: a plain function as the job, ``Queue.enqueue`` / ``enqueue_many`` / ``enqueue_at``.
+"""RQ in the bench: a plain function as the job; Queue.enqueue / enqueue_many / enqueue_at.
 
 Workers are RQ's own CLI (``rq worker``, fork Worker or SimpleWorker; see bench_lib.systems).
 ``result_ttl=0``: nobody reads the results, as RQ's docs suggest for fire-and-forget jobs.
