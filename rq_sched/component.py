@@ -10,6 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Iterable
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -42,9 +45,7 @@ class Component:
         """Stop after the current tick (or at once, when sleeping)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait([task])
 
     def wake(self) -> None:
         """Run the next tick now instead of after the sleep."""
@@ -64,3 +65,24 @@ class Component:
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Task[Any]], timeout: float = 10.0) -> None:
+    """Cancel ``tasks`` and wait until they end (at most ``timeout`` seconds), ignoring how.
+
+    A cancellation can be swallowed: on Python 3.11, ``asyncio.wait_for`` (which redis-py uses
+    to send commands when a socket timeout is set) drops a cancel that arrives just as the
+    command completes, and the task carries on. So the cancel is repeated until the task ends.
+    """
+    tasks = list(tasks)
+    pending = {t for t in tasks if not t.done()}
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+    for task in pending:
+        log.warning("%s did not stop within %.0fs", task.get_name(), timeout)
+    for task in tasks:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not report it as never retrieved

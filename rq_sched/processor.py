@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 import traceback
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -31,6 +32,9 @@ from rq_sched.task import Task
 
 log = logging.getLogger("rq_sched")
 
+ACK_GRACE = 3.0
+"""Seconds a shutdown keeps trying to write buffered acknowledgements while Redis is away;
+tasks still unacknowledged after that run again once their lease expires."""
 CORRUPT_TYPE = "rq_sched:corrupt"
 """Type given to an archived task whose stored message could not be decoded (kept as payload)."""
 
@@ -74,6 +78,8 @@ class Processor:
         self.failed = 0
         self._acks: dict[str, list[ops.Ack]] = {}
         self._ack_event = asyncio.Event()
+        self._ack_lock = asyncio.Lock()
+        self._ack_deadline: float | None = None
         self._work = asyncio.Event()
         self._slot = asyncio.Event()
         self._stopping = False
@@ -296,10 +302,17 @@ class Processor:
             self._ack_event.clear()
             await self.flush_acks()
 
-    async def flush_acks(self) -> None:
-        """Write every buffered acknowledgement, retrying through Redis outages."""
+    async def flush_acks(self) -> bool:
+        """Write every buffered acknowledgement, retrying through Redis outages (once a
+        shutdown began, for :data:`ACK_GRACE` seconds at most). Returns whether all were."""
+        async with self._ack_lock:  # one writer: a shutdown waits for the write in flight
+            return await self._flush_acks()
+
+    async def _flush_acks(self) -> bool:
         failures = 0
         while self._acks:
+            if self._ack_deadline is not None and time.monotonic() >= self._ack_deadline:
+                return False
             batches, self._acks = self._acks, {}
             try:
                 for queue, acks in batches.items():
@@ -314,6 +327,7 @@ class Processor:
                 pause = min(2.0, 0.05 * 2**failures)
                 log.warning("acknowledging tasks failed: %s (retrying in %.2fs)", exc, pause)
                 await asyncio.sleep(pause)
+        return True
 
     async def _ack_chunk(self, queue: str, acks: list[ops.Ack]) -> None:
         script, keys, args = ops.done(self.keys[queue], acks, self.clock.now())
@@ -345,6 +359,7 @@ class Processor:
     async def drain(self, timeout: float) -> None:
         """Stop taking tasks, wait up to ``timeout`` for handlers, hand the rest back at once."""
         self._stopping = True
+        self._ack_deadline = time.monotonic() + timeout + ACK_GRACE
         self._work.set()
         self._slot.set()
         jobs = [e.job for e in self.running.values() if e.job is not None]
@@ -358,7 +373,12 @@ class Processor:
             entry.job.cancel()
         if left:
             await asyncio.wait([e.job for e in left if e.job is not None], timeout=5)
-        await self.flush_acks()
+        if not await self.flush_acks():
+            log.warning(
+                "%d finished task(s) could not be acknowledged (Redis unreachable); they run "
+                "again once their lease expires",
+                sum(len(acks) for acks in self._acks.values()),
+            )
         await self._requeue(left)
         pending = [j for j in self._jobs if not j.done()]
         if pending:

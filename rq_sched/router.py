@@ -62,7 +62,8 @@ class Router:
 
         ``async def`` handlers run on the event loop, plain ``def`` handlers in a thread pool,
         and ``process=True`` handlers (module-level ``def``) in a child process that a timeout or
-        cancellation kills.
+        cancellation kills. A handler that returns ``bytes`` or ``str`` keeps it as the task's
+        result, as :meth:`Task.write_result` would (stored when the task has ``retention``).
 
         Raises:
             ValidationError: the type is already registered, or the handler does not fit.

@@ -8,6 +8,7 @@ cancelled) at once, ``task.is_cancelled()`` turns true, and the thread is left t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import traceback
 from concurrent.futures import ThreadPoolExecutor
@@ -52,14 +53,14 @@ class Runners:
     async def _run_async(self, route: Route, task: Task, timeout: float | None) -> None:
         try:
             async with asyncio.timeout(timeout):
-                await route.handler(task)
+                _keep_returned(task, await route.handler(task))
         except TimeoutError as exc:
             raise HandlerTimeoutError(f"timed out after {timeout:g}s") from exc
 
     async def _run_thread(self, route: Route, task: Task, timeout: float | None) -> None:
         future = asyncio.get_running_loop().run_in_executor(self.threads, route.handler, task)
         try:
-            await asyncio.wait_for(future, timeout)
+            _keep_returned(task, await asyncio.wait_for(future, timeout))
         except TimeoutError as exc:
             raise HandlerTimeoutError(
                 f"timed out after {timeout:g}s (the handler's thread cannot be stopped by Python "
@@ -75,13 +76,16 @@ class Runners:
             child.start()
             sender.close()
             try:
-                reply = await asyncio.wait_for(asyncio.to_thread(_receive, receiver), timeout)
+                await asyncio.wait_for(_readable(receiver.fileno()), timeout)
+                reply = _receive(receiver)  # ready: the reply, or EOF if the child died
             except TimeoutError as exc:
                 raise HandlerTimeoutError(f"timed out after {timeout:g}s; child killed") from exc
             finally:
                 if child.is_alive():
                     child.kill()
-                await asyncio.to_thread(child.join, 5)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_readable(child.sentinel), 5)
+                child.join(0)
                 receiver.close()
         _raise_child_outcome(reply, task, child.exitcode)
 
@@ -116,6 +120,33 @@ class _TaskState:
         )
 
 
+def _keep_returned(task: Task, value: object) -> None:
+    """A handler's returned bytes or str is its result, unless it wrote one itself."""
+    if isinstance(value, bytes | str) and task.result is None:
+        task.write_result(value)
+
+
+async def _readable(fd: int) -> None:
+    """Wait until ``fd`` can be read (data, or EOF) on the event loop itself.
+
+    Waiting in a thread instead (``asyncio.to_thread``) would hold one of the loop's few
+    default-executor threads per running child, and with more children than threads a finished
+    child's reply would wait in line behind long-running ones, past its timeout.
+    """
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_reader(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_reader(fd)
+
+
 def _receive(conn: Connection) -> Any:
     try:
         return conn.recv()
@@ -135,9 +166,7 @@ def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
         timeout=state.timeout,
     )
     try:
-        value = handler(task)
-        if isinstance(value, bytes | str) and task.result is None:
-            task.write_result(value)
+        _keep_returned(task, handler(task))
         conn.send(("ok", task.result))
     except Retry as exc:
         conn.send(("retry", exc.delay, str(exc)))

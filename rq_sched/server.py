@@ -20,7 +20,7 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 
 from rq_sched.cancellation import CancelListener
 from rq_sched.clock import Clock, SystemClock
-from rq_sched.component import Component
+from rq_sched.component import Component, cancel_and_wait
 from rq_sched.config import ServerConfig
 from rq_sched.connection import aconnect
 from rq_sched.errors import ValidationError
@@ -60,6 +60,7 @@ class Server:
         self.stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
+        self._stop_requested = False
         self._status = "starting"
 
     @classmethod
@@ -73,15 +74,19 @@ class Server:
         asyncio.run(self.serve(router, handle_signals=True))
 
     def stop(self) -> None:
-        """Ask a running server to shut down gracefully; safe from any thread."""
+        """Ask a running server to shut down gracefully; safe from any thread, and also before
+        :meth:`serve` started (it then stops right after starting)."""
+        self._stop_requested = True
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None:
             loop.call_soon_threadsafe(stop.set)
 
     async def serve(self, router: Router, *, handle_signals: bool = False) -> None:
         """Serve on the running event loop until :meth:`stop` (or a signal)."""
-        self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self._stop_requested:  # stop() ran before the event existed
+            self._stop.set()
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._stop.set)
@@ -224,11 +229,7 @@ class Server:
             await processor.drain(self.config.shutdown_timeout)
         except Exception:
             log.exception("graceful shutdown could not hand every task back")
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(tasks)
         for component in components:
             await component.stop()
         for component in components:

@@ -3,19 +3,29 @@
 A marker set holds "r" (tasks are ready) and "d" (score: when the next scheduled or retry task is
 due). One BZPOPMIN waits on every queue's marker at once; in Redis Cluster, where a blocking
 command cannot span slots, each queue gets its own waiter.
+
+A single BZPOPMIN never blocks longer than the client's socket read timeout allows (redis-py
+defaults to 5 s): a longer block would end in a read timeout, a dropped connection and a
+reconnect. Short blocks are simply repeated until ``timeout`` has passed in total.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
+import time
 from collections.abc import Callable
 
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from rq_sched.scripts import AnyAsyncRedis
 
 log = logging.getLogger("rq_sched")
+
+READ_TIMEOUT_MARGIN = 1.0
+"""Seconds a blocking call ends before the client's socket read timeout would cut it off."""
 
 
 class MarkerWatcher:
@@ -36,13 +46,17 @@ class MarkerWatcher:
         self.on_ready = on_ready
         self.on_due = on_due
         self.timeout = timeout
+        self.block = block_limit(redis, timeout)
+        """Longest single BZPOPMIN, in seconds."""
 
     async def run(self) -> None:
         """Wait forever (until cancelled), surviving Redis restarts."""
         failures = 0
+        idle_until = time.monotonic() + self.timeout
         while True:
+            block = max(0.01, min(self.block, idle_until - time.monotonic()))
             try:
-                reply = await self.redis.bzpopmin(self._keys, self.timeout)
+                reply = await self.redis.bzpopmin(self._keys, block)
                 failures = 0
             except (RedisError, OSError) as exc:
                 failures += 1
@@ -52,11 +66,39 @@ class MarkerWatcher:
                 self.on_ready()  # look once more after Redis comes back
                 continue
             if reply is None:
-                self.on_ready()
+                if time.monotonic() >= idle_until:
+                    idle_until = time.monotonic() + self.timeout
+                    self.on_ready()
                 continue
+            idle_until = time.monotonic() + self.timeout
             key, member, score = reply
             if member == b"d":
                 queue = self._queues.get(key, "") if isinstance(key, bytes) else str(key)
                 self.on_due(queue, int(score))
             else:
                 self.on_ready()
+
+
+def block_limit(redis: AnyAsyncRedis, timeout: float) -> float:
+    """The longest single blocking call ``redis`` can wait through: ``timeout``, or less when the
+    client's socket read timeout is shorter."""
+    read_timeout = socket_timeout(redis)
+    if not isinstance(read_timeout, int | float) or read_timeout <= 0:
+        return timeout
+    return max(0.1, min(timeout, float(read_timeout) - READ_TIMEOUT_MARGIN))
+
+
+def socket_timeout(redis: AnyAsyncRedis) -> object:
+    """The socket read timeout of ``redis``'s connections: set explicitly, or redis-py's default
+    (which is not in the connection kwargs when the URL does not name one)."""
+    kwargs = redis.get_connection_kwargs()
+    if "socket_timeout" in kwargs:
+        return kwargs["socket_timeout"]
+    pool = getattr(redis, "connection_pool", None)
+    connection_class = getattr(pool, "connection_class", AbstractConnection)
+    for cls in connection_class.__mro__:
+        init = vars(cls).get("__init__")
+        param = inspect.signature(init).parameters.get("socket_timeout") if init else None
+        if param is not None and param.default is not inspect.Parameter.empty:
+            return param.default
+    return None

@@ -1,0 +1,84 @@
+"""Module-level handlers for the worker tests.
+
+Process handlers are pickled by reference and run under multiprocessing's forkserver, and CLI
+workers import ``tests.handlers:router``, so everything here lives at module level. Handlers
+that run outside the test process report through Redis: their payload is a dict naming the
+Redis URL and the list to push to (see :func:`note`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+import redis
+
+from rq_sched import Router, SkipRetry, Task
+
+router = Router()
+NOT_A_ROUTER = "a string, not a Router"
+
+
+def note(task: Task, key: str = "log", value: str | None = None) -> None:
+    """RPUSH ``value`` (default: the task id) to ``payload[key]`` on ``payload["url"]``."""
+    payload: dict[str, Any] = task.payload
+    with redis.Redis.from_url(payload["url"]) as conn:
+        conn.rpush(payload[key], value if value is not None else task.id)
+
+
+@router.task("rec:push")
+def push(task: Task) -> None:
+    """Records the task id, after ``payload["sleep"]`` seconds (default none)."""
+    time.sleep(float(task.payload.get("sleep", 0)))
+    note(task)
+
+
+@router.task("rec:slow")
+def slow(task: Task) -> None:
+    """Records the start, works ``payload["sleep"]`` seconds, records the end."""
+    note(task, "started")
+    time.sleep(float(task.payload["sleep"]))
+    note(task, "done")
+
+
+@router.task("rec:hang")
+async def hang(task: Task) -> None:
+    """Records the start, then waits (cancellably) far longer than any test."""
+    note(task, "started")
+    await asyncio.sleep(600)
+
+
+def proc_fields(task: Task) -> bytes:
+    """Returns what a child process saw of the task, as JSON (kept as the result)."""
+    return json.dumps(
+        {
+            "pid": os.getpid(),
+            "type": task.type,
+            "payload_hex": task.payload.hex(),
+            "payload_is_bytes": isinstance(task.payload, bytes),
+            "id": task.id,
+            "queue": task.queue,
+            "retry_count": task.retry_count,
+            "max_retry": task.max_retry,
+            "headers": task.headers,
+        }
+    ).encode()
+
+
+def proc_pid_then_sleep(task: Task) -> None:
+    """Records its pid, then sleeps: a child for timeouts and cancellation to kill."""
+    note(task, value=str(os.getpid()))
+    time.sleep(600)
+
+
+def proc_raise(task: Task) -> None:
+    """Raises in the child process."""
+    raise ValueError(f"bad input in a child process: {task.payload!r}")
+
+
+def proc_skip(task: Task) -> None:
+    """Refuses the task for good from a child process."""
+    raise SkipRetry("refused by a child process")
