@@ -27,24 +27,17 @@ local earliest = nil
 for i = 1, #ARGV, 3 do
   local id = ARGV[i]
   local due = tonumber(ARGV[i + 2])
-  local status = id_status(msg, archived, completed, id)
-  if status == 'live' then
+  if not claim_id(msg, archived, completed, result, id, ARGV[i + 1]) then
     codes[#codes + 1] = CONFLICT
+  elseif due > 0 then
+    redis.call('ZADD', scheduled, due, id)
+    if not earliest or due < earliest then
+      earliest = due
+    end
+    codes[#codes + 1] = 2
   else
-    if status == 'final' then
-      drop_final(archived, completed, result, id)
-    end
-    redis.call('HSET', msg, id, ARGV[i + 1])
-    if due > 0 then
-      redis.call('ZADD', scheduled, due, id)
-      if not earliest or due < earliest then
-        earliest = due
-      end
-      codes[#codes + 1] = 2
-    else
-      ready[#ready + 1] = id
-      codes[#codes + 1] = 1
-    end
+    ready[#ready + 1] = id
+    codes[#codes + 1] = 1
   end
 end
 if #ready > 0 then

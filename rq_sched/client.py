@@ -12,10 +12,14 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, SystemClock, to_ms
-from rq_sched.connection import aconnect, connect, translate_errors
-from rq_sched.errors import RqSchedError, ValidationError, error_for_code, raise_for_code
+from rq_sched.connection import aconnect, connect, unavailable
+from rq_sched.errors import RqSchedError, ValidationError, error_for_code
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys
 from rq_sched.models import NewTask, TaskInfo
 from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES, Prepared, prepare
@@ -72,71 +76,92 @@ class _Producer:
         """Queues this client has not yet added to the registry of queue names."""
         return sorted({q for q in queues if q not in self._registered})
 
-    def plan_many(self, tasks: Sequence[NewTask]) -> tuple[list[Prepared], list[Call], list[int]]:
+    def plan_many(
+        self, tasks: Sequence[NewTask]
+    ) -> tuple[list[Prepared], list[Call], list[list[int]]]:
         """Prepare every task and group them into calls.
 
-        Returns the prepared tasks, the calls, and for each call the index of its first task
+        Returns the prepared tasks, the calls, and for each call the indexes of its tasks
         (plain tasks go in per-queue batches; unique ones each take a call of their own).
         """
-        prepared = [self.prepare(**_fields(task)) for task in tasks]
+        now_ms = to_ms(self.clock.now())  # one enqueue time for the whole batch
+        limit = self.max_payload_bytes
+        prepared: list[Prepared] = []
+        for task in tasks:
+            if not isinstance(task, NewTask):
+                raise ValidationError(f"enqueue_many takes NewTask items, got {task!r}")
+            prepared.append(
+                prepare(
+                    task.type,
+                    task.payload,
+                    queue=task.queue,
+                    process_in=task.process_in,
+                    process_at=task.process_at,
+                    max_retry=task.max_retry,
+                    timeout=task.timeout,
+                    deadline=task.deadline,
+                    unique=task.unique,
+                    task_id=task.task_id,
+                    retention=task.retention,
+                    headers=task.headers,
+                    now_ms=now_ms,
+                    max_payload_bytes=limit,
+                )
+            )
         plain: dict[str, list[int]] = defaultdict(list)
         calls: list[Call] = []
         owners: list[list[int]] = []
-        for index, task in enumerate(prepared):
-            if task.unique_ttl_ms:
-                calls.append(ops.enqueue(self.keys(task.queue), task))
+        for index, ready in enumerate(prepared):
+            if ready.unique_ttl_ms:
+                calls.append(ops.enqueue(self.keys(ready.queue), ready))
                 owners.append([index])
             else:
-                plain[task.queue].append(index)
+                plain[ready.queue].append(index)
+        size = ops.ENQUEUE_BATCH_LIMIT
         for queue, indexes in plain.items():
-            for start in range(0, len(indexes), ops.BATCH_LIMIT):
-                chunk = indexes[start : start + ops.BATCH_LIMIT]
+            for start in range(0, len(indexes), size):
+                chunk = indexes[start : start + size]
                 calls.append(ops.enqueue_batch(self.keys(queue), [prepared[i] for i in chunk]))
                 owners.append(chunk)
-        return prepared, calls, [i for chunk in owners for i in chunk]
+        return prepared, calls, owners
 
     def results_many(
-        self, prepared: list[Prepared], order: list[int], raw: list[Any]
+        self,
+        prepared: list[Prepared],
+        owners: list[list[int]],
+        raw: list[Any],
+        infos: list[TaskInfo],
     ) -> list[TaskInfo]:
-        codes = [code for reply in raw for code in _as_codes(reply)]
-        now_ms = to_ms(self.clock.now())
-        results: list[TaskInfo | RqSchedError] = [RqSchedError("not sent")] * len(prepared)
-        for index, code in zip(order, codes, strict=True):
-            task = prepared[index]
-            if isinstance(code, BaseException):
-                results[index] = RqSchedError(f"task {task.id!r}: {code}")
-            elif code < 0:
-                results[index] = error_for_code(code, queue=task.queue, task_id=task.id)
-            else:
-                results[index] = task.info(now_ms)
-        if any(isinstance(r, RqSchedError) for r in results):
+        """``infos`` (one per task) if every task was enqueued, else :class:`EnqueueManyError`."""
+        results: list[TaskInfo | RqSchedError] = list(infos)
+        failed = False
+        for chunk, reply in zip(owners, raw, strict=True):
+            if isinstance(reply, BaseException):
+                # The whole call failed (e.g. Redis refused it): none of its tasks was written.
+                for index in chunk:
+                    results[index] = refused(reply, f"task {prepared[index].id!r}")
+                failed = True
+                continue
+            codes = reply if isinstance(reply, list) else [reply]
+            for index, code in zip(chunk, codes, strict=True):
+                if code < 0:
+                    task = prepared[index]
+                    results[index] = error_for_code(code, queue=task.queue, task_id=task.id)
+                    failed = True
+        if failed:
             raise EnqueueManyError(results)
-        return [r for r in results if isinstance(r, TaskInfo)]
+        return infos
 
 
-def _as_codes(reply: Any) -> list[Any]:
-    if isinstance(reply, list):
-        return [int(code) for code in reply]
-    return [reply]
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
 
 
-def _fields(task: NewTask) -> dict[str, Any]:
-    if not isinstance(task, NewTask):
-        raise ValidationError(f"enqueue_many takes NewTask items, got {task!r}")
-    return {
-        "task_type": task.type,
-        "payload": task.payload,
-        "queue": task.queue,
-        "process_in": task.process_in,
-        "process_at": task.process_at,
-        "max_retry": task.max_retry,
-        "timeout": task.timeout,
-        "deadline": task.deadline,
-        "unique": task.unique,
-        "task_id": task.task_id,
-        "retention": task.retention,
-        "headers": task.headers,
-    }
+def refused(exc: BaseException, what: str) -> RqSchedError:
+    """The error for a write Redis refused (out of memory, ACL, wrong key type...)."""
+    return RqSchedError(
+        f"Redis refused to enqueue {what}: {exc}. Nothing was written for it; "
+        "check the Redis server (maxmemory, ACLs) and retry."
+    )
 
 
 class Client:
@@ -205,8 +230,10 @@ class Client:
             TaskIdConflictError: ``task_id`` is used by a live task.
             DuplicateTaskError: a ``unique`` lock for this type and payload is held.
             RedisUnavailableError: Redis cannot be reached.
+            RqSchedError: Redis refused the write (e.g. out of memory under ``maxmemory``).
         """
-        task = self._p.prepare(
+        p = self._p
+        task = prepare(
             type,
             payload,
             queue=queue,
@@ -219,12 +246,20 @@ class Client:
             task_id=task_id,
             retention=retention,
             headers=headers,
+            now_ms=to_ms(p.clock.now()),
+            max_payload_bytes=p.max_payload_bytes,
         )
-        with translate_errors(self.redis):
-            self._register([queue])
-            script, keys, args = ops.enqueue(self._p.keys(queue), task)
+        script, keys, args = ops.enqueue(p.keys(queue), task)
+        try:
+            if queue not in p._registered:
+                self._register([queue])
             code = scripts.run(self.redis, script, keys, args)
-        raise_for_code(code, queue=queue, task_id=task.id)
+        except REDIS_DOWN as exc:
+            raise unavailable(exc, self.redis) from exc
+        except ResponseError as exc:
+            raise refused(exc, f"task {task.id!r}") from exc
+        if code < 0:
+            raise error_for_code(code, queue=queue, task_id=task.id)
         return task.info(task.message.enqueued_at)
 
     def enqueue_many(self, tasks: Iterable[NewTask]) -> list[TaskInfo]:
@@ -235,18 +270,28 @@ class Client:
 
         Raises:
             ValidationError: a task's arguments are bad (nothing was enqueued).
-            EnqueueManyError: some tasks were refused (conflict, duplicate); the rest were
-                enqueued, and ``.results`` says which is which.
+            EnqueueManyError: some tasks were refused (conflict, duplicate, or Redis refused
+                their batch); the rest were enqueued, and ``.results`` says which is which.
             RedisUnavailableError: Redis cannot be reached.
+            RqSchedError: Redis refused every write (e.g. out of memory under ``maxmemory``).
         """
         task_list = list(tasks)
         if not task_list:
             return []
-        prepared, calls, order = self._p.plan_many(task_list)
-        with translate_errors(self.redis):
+        prepared, calls, owners = self._p.plan_many(task_list)
+        infos: list[TaskInfo] = []
+        now_ms = to_ms(self._p.clock.now())
+        try:
             self._register(t.queue for t in prepared)
-            raw = scripts.run_pipeline(self.redis, calls)
-        return self._p.results_many(prepared, order, raw)
+            # The TaskInfo objects are built while Redis runs the batch.
+            raw = scripts.run_pipeline(
+                self.redis, calls, lambda: infos.extend(t.info(now_ms) for t in prepared)
+            )
+        except REDIS_DOWN as exc:
+            raise unavailable(exc, self.redis) from exc
+        except ResponseError as exc:  # the queue registry write was refused
+            raise refused(exc, f"{len(prepared)} tasks") from exc
+        return self._p.results_many(prepared, owners, raw, infos)
 
     def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)
@@ -306,7 +351,8 @@ class AsyncClient:
         headers: dict[str, str] | None = None,
     ) -> TaskInfo:
         """Enqueue one task; see :meth:`Client.enqueue` for arguments, result and errors."""
-        task = self._p.prepare(
+        p = self._p
+        task = prepare(
             type,
             payload,
             queue=queue,
@@ -319,12 +365,20 @@ class AsyncClient:
             task_id=task_id,
             retention=retention,
             headers=headers,
+            now_ms=to_ms(p.clock.now()),
+            max_payload_bytes=p.max_payload_bytes,
         )
-        with translate_errors(self.redis):
-            await self._register([queue])
-            script, keys, args = ops.enqueue(self._p.keys(queue), task)
+        script, keys, args = ops.enqueue(p.keys(queue), task)
+        try:
+            if queue not in p._registered:
+                await self._register([queue])
             code = await scripts.arun(self.redis, script, keys, args)
-        raise_for_code(code, queue=queue, task_id=task.id)
+        except REDIS_DOWN as exc:
+            raise unavailable(exc, self.redis) from exc
+        except ResponseError as exc:
+            raise refused(exc, f"task {task.id!r}") from exc
+        if code < 0:
+            raise error_for_code(code, queue=queue, task_id=task.id)
         return task.info(task.message.enqueued_at)
 
     async def enqueue_many(self, tasks: Iterable[NewTask]) -> list[TaskInfo]:
@@ -332,11 +386,16 @@ class AsyncClient:
         task_list = list(tasks)
         if not task_list:
             return []
-        prepared, calls, order = self._p.plan_many(task_list)
-        with translate_errors(self.redis):
+        prepared, calls, owners = self._p.plan_many(task_list)
+        try:
             await self._register(t.queue for t in prepared)
             raw = await scripts.arun_pipeline(self.redis, calls)
-        return self._p.results_many(prepared, order, raw)
+        except REDIS_DOWN as exc:
+            raise unavailable(exc, self.redis) from exc
+        except ResponseError as exc:  # the queue registry write was refused
+            raise refused(exc, f"{len(prepared)} tasks") from exc
+        now_ms = to_ms(self._p.clock.now())
+        return self._p.results_many(prepared, owners, raw, [t.info(now_ms) for t in prepared])
 
     async def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)

@@ -7,6 +7,7 @@ in, which keeps pending tasks small and lets later versions append fields.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -42,24 +43,25 @@ class TaskMessage:
 
     def encode(self) -> bytes:
         """The msgpack bytes stored in Redis."""
-        fields: list[Any] = [
-            VERSION,
-            self.type,
-            self.payload,
+        timeout = self.timeout
+        tail = (
             self.max_retry,
             self.retried,
-            self.timeout,
+            int(timeout) if timeout == int(timeout) else timeout,  # 30 packs in 1 byte, 30.0 in 9
             self.deadline,
             self.retention,
             self.unique,
             self.headers,
-            self.enqueued_at,
             self.last_error,
             self.last_failed_at,
-        ]
+        )
+        if tail == _DEFAULT_TAIL:  # a fresh task with default options: the common case
+            fields: list[Any] = [VERSION, self.type, self.payload, self.enqueued_at]
+        else:
+            fields = [VERSION, self.type, self.payload, self.enqueued_at, *tail]
         while len(fields) > _REQUIRED and fields[-1] == _DEFAULTS[len(fields) - 1]:
             fields.pop()
-        return msgpack.packb(fields, use_bin_type=True)
+        return _packer().pack(fields)
 
     def failed(self, error: str, at_ms: int) -> TaskMessage:
         """A copy recording one more failed attempt with ``error`` (cut to MAX_ERROR_CHARS)."""
@@ -68,8 +70,23 @@ class TaskMessage:
         return replace(self, retried=self.retried + 1, last_error=error, last_failed_at=at_ms)
 
 
+# Stored order: version, type, payload, enqueued_at, max_retry, retried, timeout, deadline,
+# retention, unique, headers, last_error, last_failed_at. Fields that a fresh task leaves at
+# their default come last, so a pending task stores only the first four.
 _REQUIRED = 3  # version, type, payload
-_DEFAULTS: tuple[Any, ...] = (VERSION, "", None, 25, 0, 0.0, 0, 0, None, None, 0, None, 0)
+_DEFAULTS: tuple[Any, ...] = (VERSION, "", None, 0, 25, 0, 0, 0, 0, None, None, None, 0)
+_DEFAULT_TAIL = _DEFAULTS[4:]
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    # A Packer per thread: reusing one saves building it per message, and threads (sync
+    # handlers, the janitor) must not share one.
+    try:
+        packer: msgpack.Packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer
 
 
 def decode(data: bytes, *, task_id: str = "?") -> TaskMessage:
@@ -91,8 +108,21 @@ def decode(data: bytes, *, task_id: str = "?") -> TaskMessage:
         )
     fields.extend(_DEFAULTS[len(fields) :])
     try:
-        message = TaskMessage(*fields[1:13])
-    except TypeError as exc:
+        message = TaskMessage(
+            type=fields[1],
+            payload=fields[2],
+            enqueued_at=fields[3],
+            max_retry=fields[4],
+            retried=fields[5],
+            timeout=float(fields[6]),
+            deadline=fields[7],
+            retention=fields[8],
+            unique=fields[9],
+            headers=fields[10],
+            last_error=fields[11],
+            last_failed_at=fields[12],
+        )
+    except (TypeError, ValueError) as exc:
         raise CorruptTaskError(f"task {task_id!r}: malformed message ({exc})") from exc
     if not isinstance(message.type, str):
         raise CorruptTaskError(f"task {task_id!r}: task type is not a string")

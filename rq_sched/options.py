@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any
 
 import msgpack
@@ -40,42 +42,75 @@ class Prepared:
     unique_ttl_ms: int
 
     def info(self, now_ms: int) -> TaskInfo:
+        message = self.message
         scheduled = self.due_ms > 0
+        due = _datetime(self.due_ms) if scheduled else None
         return TaskInfo(
             id=self.id,
             queue=self.queue,
-            type=self.message.type,
+            type=message.type,
             state=TaskState.SCHEDULED if scheduled else TaskState.PENDING,
-            process_at=from_ms(self.due_ms if scheduled else now_ms),
-            payload=self.message.payload,
-            max_retry=self.message.max_retry,
-            next_process_at=from_ms(self.due_ms) if scheduled else None,
-            timeout=self.message.timeout or None,
-            deadline=from_ms(self.message.deadline) if self.message.deadline else None,
-            retention=float(self.message.retention) or None,
-            unique=self.message.unique is not None,
-            headers=dict(self.message.headers or {}),
-            enqueued_at=from_ms(self.message.enqueued_at),
+            process_at=due or _datetime(now_ms),
+            payload=message.payload,
+            max_retry=message.max_retry,
+            next_process_at=due,
+            timeout=message.timeout or None,
+            deadline=_datetime(message.deadline) if message.deadline else None,
+            retention=float(message.retention) or None,
+            unique=message.unique is not None,
+            headers=dict(message.headers) if message.headers else {},
+            enqueued_at=_datetime(message.enqueued_at),
         )
 
 
+@lru_cache(maxsize=256)
+def _datetime(ms: int) -> datetime:
+    # Tasks enqueued together share their timestamps; datetimes are immutable, so share them.
+    return from_ms(ms)
+
+
+_ID_BATCH = 256
+_spare_ids: deque[str] = deque()
+
+
 def new_task_id() -> str:
-    """A compact random id: 72 bits as 12 URL-safe characters."""
-    return base64.urlsafe_b64encode(os.urandom(9)).decode()
+    """A compact random id: 72 bits from ``os.urandom`` as 12 URL-safe characters."""
+    try:
+        return _spare_ids.popleft()
+    except IndexError:
+        # One urandom call and one base64 pass for a batch of ids: 9 bytes encode to exactly
+        # 12 characters, so the batch's encoding splits into ids without padding.
+        text = base64.urlsafe_b64encode(os.urandom(9 * _ID_BATCH)).decode()
+        _spare_ids.extend(text[i : i + 12] for i in range(12, len(text), 12))
+        return text[:12]
+
+
+# A forked child must not hand out the ids its parent has in stock.
+os.register_at_fork(after_in_child=_spare_ids.clear)
 
 
 def check_queue(queue: object) -> str:
     """Validate a queue name; braces would break the ``{queue}`` hash tag of its keys."""
     if not isinstance(queue, str) or not queue:
         raise ValidationError(f"queue must be a non-empty str, got {queue!r}")
+    problem = _queue_problem(queue)
+    if problem:
+        raise ValidationError(problem)
+    return queue
+
+
+@lru_cache(maxsize=1024)
+def _queue_problem(queue: str) -> str:
+    """What is wrong with a non-empty queue name ("" if nothing); cached, since a producer
+    names the same few queues again and again."""
     if len(queue) > MAX_QUEUE_CHARS:
-        raise ValidationError(f"queue name is {len(queue)} chars; the limit is {MAX_QUEUE_CHARS}")
+        return f"queue name is {len(queue)} chars; the limit is {MAX_QUEUE_CHARS}"
     if "{" in queue or "}" in queue or not queue.isprintable() or any(c.isspace() for c in queue):
-        raise ValidationError(
+        return (
             f"queue name {queue!r} may not contain braces, spaces or control characters; "
             "use letters, digits and . _ : - for example"
         )
-    return queue
+    return ""
 
 
 def check_type(task_type: object) -> str:
@@ -191,20 +226,24 @@ def prepare(
     check_queue(queue)
     if not isinstance(max_retry, int) or isinstance(max_retry, bool) or max_retry < 0:
         raise ValidationError(f"max_retry must be an int >= 0, got {max_retry!r}")
-    unique_ttl = seconds(unique, "unique")
-    deadline_ms = aware_ms(deadline, "deadline") if deadline is not None else 0
-    if deadline_ms and deadline_ms <= now_ms:
-        raise ValidationError(f"deadline {deadline} has already passed; pass a future time")
+    # Options left at None skip their checks: this runs once per task on the enqueue hot path.
+    unique_ttl = seconds(unique, "unique") if unique is not None else 0.0
+    deadline_ms = 0
+    if deadline is not None:
+        deadline_ms = aware_ms(deadline, "deadline")
+        if deadline_ms <= now_ms:
+            raise ValidationError(f"deadline {deadline} has already passed; pass a future time")
     message = TaskMessage(
-        type=task_type,
-        payload=payload,
-        max_retry=max_retry,
-        timeout=seconds(timeout, "timeout"),
-        deadline=deadline_ms,
-        retention=int(seconds(retention, "retention", allow_zero=True)),
-        unique=unique_digest(task_type, payload) if unique_ttl else None,
-        headers=check_headers(headers),
-        enqueued_at=now_ms,
+        task_type,
+        payload,
+        max_retry,
+        0,
+        seconds(timeout, "timeout") if timeout is not None else 0.0,
+        deadline_ms,
+        int(seconds(retention, "retention", allow_zero=True)) if retention is not None else 0,
+        unique_digest(task_type, payload) if unique_ttl else None,
+        check_headers(headers) if headers is not None else None,
+        now_ms,
     )
     try:
         encoded = message.encode()
@@ -217,10 +256,12 @@ def prepare(
             "(Client(max_payload_bytes=...)). Store large data elsewhere and pass a reference."
         )
     return Prepared(
-        id=check_task_id(task_id) if task_id is not None else new_task_id(),
-        queue=queue,
-        message=message,
-        encoded=encoded,
-        due_ms=due_ms(process_in, process_at, now_ms),
-        unique_ttl_ms=max(1, int(unique_ttl * 1000)) if unique_ttl else 0,
+        check_task_id(task_id) if task_id is not None else new_task_id(),
+        queue,
+        message,
+        encoded,
+        due_ms(process_in, process_at, now_ms)
+        if process_in is not None or process_at is not None
+        else 0,
+        max(1, int(unique_ttl * 1000)) if unique_ttl else 0,
     )

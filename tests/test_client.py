@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,6 +25,7 @@ from rq_sched import (
     NewTask,
     PayloadTooLargeError,
     RedisUnavailableError,
+    RqSchedError,
     TaskIdConflictError,
     TaskNotFoundError,
     TaskState,
@@ -31,7 +33,8 @@ from rq_sched import (
 )
 from rq_sched.clock import from_ms, to_ms
 from rq_sched.keys import QueueKeys
-from rq_sched.ops import BATCH_LIMIT
+from rq_sched.ops import ENQUEUE_BATCH_LIMIT
+from rq_sched.options import new_task_id
 from rq_sched.servers import RedisServer, free_port
 
 
@@ -67,6 +70,22 @@ def test_enqueue_now_returns_pending_info_and_stores_the_task(
 def test_generated_ids_are_distinct(client: Client) -> None:
     ids = {client.enqueue("t").id for _ in range(200)}
     assert len(ids) == 200
+    assert all(len(i) == 12 and i.replace("-", "").replace("_", "").isalnum() for i in ids)
+
+
+def test_a_forked_child_does_not_reuse_the_parents_ids() -> None:
+    new_task_id()  # the parent now holds a stock of ids
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report its next id and leave without running pytest's teardown
+        os.write(write_end, new_task_id().encode())
+        os._exit(0)
+    os.close(write_end)
+    child_id = os.read(read_end, 64).decode()
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    assert len(child_id) == 12
+    assert child_id not in {new_task_id() for _ in range(300)}
 
 
 @pytest.mark.parametrize(
@@ -300,7 +319,7 @@ def test_enqueue_many_enqueues_every_kind_in_order(
 def test_enqueue_many_splits_large_batches_and_keeps_fifo(
     client: Client, r: redis.Redis, namespace: str
 ) -> None:
-    count = BATCH_LIMIT * 2 + 7
+    count = ENQUEUE_BATCH_LIMIT * 2 + 7
     infos = client.enqueue_many(NewTask(type="t", payload=i) for i in range(count))
     popped: Any = r.rpop(QueueKeys(namespace, "default").pending, count)
     assert [raw.decode() for raw in popped] == [i.id for i in infos]
@@ -421,6 +440,24 @@ def test_async_client_to_a_stopped_redis_raises_unavailable(tmp_path: Path) -> N
         asyncio.run(scenario())
     finally:
         server.stop()
+
+
+def test_redis_refusing_writes_is_an_rq_sched_error(fresh_redis: RedisServer) -> None:
+    with Client.from_url(fresh_redis.url) as producer:
+        producer.enqueue("t", queue="a")
+        producer.enqueue("t", queue="b")
+        producer.redis.config_set("maxmemory", 1)  # every write is now refused (OOM)
+        with pytest.raises(RqSchedError, match=r"Redis refused to enqueue task .*maxmemory") as one:
+            producer.enqueue("t", queue="a")
+        assert not isinstance(one.value, RedisUnavailableError)
+        tasks = [NewTask(type="t", queue="a"), NewTask(type="t", queue="b", unique=5)]
+        with pytest.raises(EnqueueManyError, match="3 of 3 tasks") as many:
+            producer.enqueue_many([*tasks, NewTask(type="t", queue="a")])
+        assert all("maxmemory" in str(r) for r in many.value.results)
+        with pytest.raises(RqSchedError, match="Redis refused to enqueue 1 tasks"):
+            producer.enqueue_many([NewTask(type="t", queue="new-queue")])
+        producer.redis.config_set("maxmemory", 0)
+        assert Inspector(producer.redis).queue_info("a").pending == 1
 
 
 # --- inspector reads --------------------------------------------------------------------------

@@ -15,3 +15,17 @@ local function drop_final(archived, completed, result, id)
   redis.call('ZREM', completed, id)
   redis.call('HDEL', result, id)
 end
+
+-- Store a task's message unless a live task holds its id (returns false then); a finished
+-- record with that id is replaced. HSETNX first, so a fresh id (the common case) costs one call.
+local function claim_id(msg, archived, completed, result, id, message)
+  if redis.call('HSETNX', msg, id, message) == 1 then
+    return true
+  end
+  if redis.call('ZSCORE', archived, id) or redis.call('ZSCORE', completed, id) then
+    drop_final(archived, completed, result, id)
+    redis.call('HSET', msg, id, message)
+    return true
+  end
+  return false
+end
