@@ -6,10 +6,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from redis.asyncio import Redis as AsyncRedis
 from redis.exceptions import RedisError
 
 from rq_sched.models import decode_cancel
+from rq_sched.scripts import AnyAsyncRedis
 
 log = logging.getLogger("rq_sched")
 
@@ -21,15 +21,24 @@ class CancelListener:
     subscribes again.
     """
 
-    def __init__(self, redis: AsyncRedis, channel: str, cancel: Callable[[str, str], bool]) -> None:
+    def __init__(
+        self, redis: AnyAsyncRedis, channel: str, cancel: Callable[[str, str], bool]
+    ) -> None:
         self.redis = redis
         self.channel = channel
         self.cancel = cancel
         self.subscribed = asyncio.Event()
 
     async def run(self) -> None:
+        """Listen until cancelled, subscribing again after any failure."""
         failures = 0
         while True:
+            # A cluster client learns its nodes on its first command; pub/sub is not one.
+            try:
+                await self.redis.initialize()
+            except (RedisError, OSError) as exc:
+                failures = await self._failed(failures, exc)
+                continue
             pubsub = self.redis.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
@@ -38,13 +47,20 @@ class CancelListener:
                 async for message in pubsub.listen():
                     self._handle(message.get("data"))
             except (RedisError, OSError) as exc:
-                self.subscribed.clear()
-                failures += 1
-                pause = min(2.0, 0.05 * 2**failures)
-                log.warning("cancel listener: %s (resubscribing in %.2fs)", exc, pause)
-                await asyncio.sleep(pause)
+                failures = await self._failed(failures, exc)
+            except Exception as exc:
+                log.exception("cancel listener failed")
+                failures = await self._failed(failures, exc)
             finally:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def _failed(self, failures: int, exc: BaseException) -> int:
+        self.subscribed.clear()
+        failures += 1
+        pause = min(2.0, 0.05 * 2**failures)
+        log.warning("cancel listener: %s (resubscribing in %.2fs)", exc, pause)
+        await asyncio.sleep(pause)
+        return failures
 
     def _handle(self, data: object) -> None:
         if not isinstance(data, bytes | str):

@@ -15,8 +15,8 @@ import signal
 import threading
 from typing import Any, Self
 
-from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
+from redis.exceptions import RedisError
 
 from rq_sched.cancellation import CancelListener
 from rq_sched.clock import Clock, SystemClock
@@ -91,6 +91,11 @@ class Server:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 self._loop.add_signal_handler(sig, self._stop.set)
         router = self._effective_router(router)
+        if isinstance(self.redis, AsyncRedisCluster):
+            # Learn the cluster's nodes once, before every component asks at the same time
+            # (each first command would otherwise rebuild the node table under the others).
+            with contextlib.suppress(RedisError, OSError):
+                await self.redis.initialize()
         keys = {q: QueueKeys(self.config.namespace, q) for q in self.config.queues}
         runners = Runners(threads=self.config.concurrency, processes=self.config.process_slots)
         processor = self.processor = Processor(
@@ -196,8 +201,9 @@ class Server:
             )
             for group in groups
         ]
+        # In a cluster, redis-py's cluster pub/sub picks a node: PUBLISH reaches every node.
         listener = CancelListener(
-            self._pubsub_client(),
+            self.redis,
             GlobalKeys(self.config.namespace).cancel_channel,
             processor.cancel,
         )
@@ -209,13 +215,6 @@ class Server:
             *(w.run() for w in watchers),
         ]
         return [asyncio.create_task(c) for c in coroutines]
-
-    def _pubsub_client(self) -> AsyncRedis:
-        if isinstance(self.redis, AsyncRedisCluster):
-            # Pub/sub messages reach every node of a cluster: any one node will do.
-            node = self.redis.get_default_node()
-            return AsyncRedis(host=node.host, port=int(node.port))
-        return self.redis
 
     async def _shutdown(
         self,
