@@ -2,7 +2,9 @@
 
 Timeouts and cancellation differ by kind, honestly: an async handler is cancelled; a process
 handler's child is killed; a thread cannot be stopped by Python, so its task is failed (or
-cancelled) at once, ``task.is_cancelled()`` turns true, and the thread is left to finish.
+cancelled) at once, ``task.is_cancelled()`` turns true, and the thread is left to finish. Handler
+threads are daemon threads: one still stuck after a graceful shutdown handed its task back does
+not keep the worker process from exiting.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import queue
+import threading
 import traceback
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -19,6 +23,8 @@ from typing import Any
 from rq_sched.errors import Retry, RqSchedError, SkipRetry
 from rq_sched.router import Route
 from rq_sched.task import Task
+
+_Call = tuple[Callable[[Any], Any], Any, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
 
 
 class HandlerTimeoutError(RqSchedError, TimeoutError):
@@ -33,7 +39,7 @@ class Runners:
     """Owns the thread pool and the process slots of one worker server."""
 
     def __init__(self, *, threads: int, processes: int) -> None:
-        self.threads = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rq-sched")
+        self.threads = DaemonThreadPool(threads, name="rq-sched")
         self.process_slots = asyncio.Semaphore(processes)
         self._mp = multiprocessing.get_context("forkserver")
 
@@ -58,7 +64,7 @@ class Runners:
             raise HandlerTimeoutError(f"timed out after {timeout:g}s") from exc
 
     async def _run_thread(self, route: Route, task: Task, timeout: float | None) -> None:
-        future = asyncio.get_running_loop().run_in_executor(self.threads, route.handler, task)
+        future = self.threads.submit(route.handler, task)
         try:
             _keep_returned(task, await asyncio.wait_for(future, timeout))
         except TimeoutError as exc:
@@ -90,7 +96,65 @@ class Runners:
         _raise_child_outcome(reply, task, child.exitcode)
 
     def close(self) -> None:
-        self.threads.shutdown(wait=False, cancel_futures=True)
+        self.threads.close()
+
+
+class DaemonThreadPool:
+    """Up to ``size`` daemon threads running sync handlers for one event loop.
+
+    Not a ``ThreadPoolExecutor``: its threads are joined when the interpreter exits, so a single
+    handler stuck after a graceful shutdown (its task already handed back) would keep the
+    worker process alive for as long as the handler runs.
+    """
+
+    def __init__(self, size: int, *, name: str) -> None:
+        self.size = size
+        self.name = name
+        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
+        self._threads: list[threading.Thread] = []
+        self._idle = threading.Semaphore(0)
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any) -> asyncio.Future[Any]:
+        """Run ``fn(arg)`` on a pool thread; the future is resolved on the calling loop."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._calls.put((fn, arg, loop, future))
+        if not self._idle.acquire(blocking=False) and len(self._threads) < self.size:
+            thread = threading.Thread(
+                target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True
+            )
+            self._threads.append(thread)
+            thread.start()
+        return future
+
+    def close(self) -> None:
+        """Let idle threads end; busy ones end when their handler returns (or with the process)."""
+        for _ in self._threads:
+            self._calls.put(None)
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            fn, arg, loop, future = call
+            try:
+                outcome: tuple[bool, Any] = (True, fn(arg))
+            except StopIteration as exc:  # cannot be set on a future
+                outcome = (False, RuntimeError(f"handler raised StopIteration: {exc}"))
+            except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the loop
+                outcome = (False, exc)
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+                loop.call_soon_threadsafe(_resolve, future, outcome)
+            del call, fn, arg, future, outcome
+            self._idle.release()
+
+
+def _resolve(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
+    if future.done():  # cancelled: timed out, or the task was cancelled
+        return
+    ok, value = outcome
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
 
 
 @dataclass(frozen=True, slots=True)
