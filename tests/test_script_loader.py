@@ -11,7 +11,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from rq_sched import ops, scripts
+from rq_sched import errors, ops, scripts
 from rq_sched.keys import QueueKeys
 from rq_sched.scripts import Call
 from tests.script_support import NOW_MS, Store, task
@@ -146,3 +146,14 @@ def test_async_run_and_pipeline_reload_after_script_flush(redis_url: str, namesp
             await conn.aclose()
 
     assert asyncio.run(scenario()) == [1, 1, [0, -1]]
+
+
+def test_lua_failure_codes_match_the_python_error_map() -> None:
+    text = (scripts.LUA_DIR / "includes" / "codes.lua").read_text()
+    lua_codes = {name: int(code) for name, code in re.findall(r"local (\w+) = (-\d+)", text)}
+    assert lua_codes, "no codes found in codes.lua"
+    for name, code in lua_codes.items():
+        assert getattr(errors, name) == code, name
+        error = errors.error_for_code(code, queue="q", task_id="i")
+        assert not isinstance(error, errors.ScriptError), f"{name} has no exception mapped"
+    assert isinstance(errors.error_for_code(-99, queue="q", task_id="i"), errors.ScriptError)
