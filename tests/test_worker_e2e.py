@@ -4,12 +4,14 @@ queues run exactly once; async, thread and process handlers see the same Task; r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -29,6 +31,7 @@ from tests import handlers
 from tests.worker_support import Recorder, queue_state, running_server, wait_until
 
 QUEUES = {"critical": 6, "default": 3, "low": 1}
+NO_SWEEPS: dict[str, Any] = {"forward_sweep_interval": 3600.0, "idle_timeout": 3600.0}
 EMPTY = {k: 0 for k in ("msg", "pending", "lease", "scheduled", "retry", "archived", "completed")}
 
 
@@ -155,7 +158,7 @@ def test_async_thread_and_process_handlers_see_the_same_task_fields(
             **expected_payload,
         }, kind
     assert by_kind["thread"][0].startswith("rq-sched")  # the server's thread pool
-    assert by_kind["async"][0] == "rq-sched-test-server"  # the server's event loop
+    assert by_kind["async"][0].startswith("rq-sched-test-server")  # the event loop
 
 
 def _fields(task: Task) -> dict[str, object]:
@@ -254,3 +257,85 @@ def test_middleware_runs_around_handlers_in_order_and_can_fail_them(
     assert info.state is TaskState.ARCHIVED
     assert info.last_error is not None
     assert info.last_error.startswith("PermissionError: refused by middleware")
+
+
+@pytest.mark.parametrize("processes", [0, 2])
+def test_processes_option_moves_sync_handlers_into_child_processes(
+    processes: int, redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    router = Router()
+    router.add("p:pid", handlers.pid_of)
+    task = Client(r, namespace=namespace).enqueue("p:pid", None, retention=60)
+    inspector = Inspector(r, namespace=namespace)
+    with running_server(redis_url, router, namespace=namespace, processes=processes):
+        info = _wait_completed(inspector, "default", task.id)
+    ran_in = int(info.result or b"0")
+    assert (ran_in == os.getpid()) is (processes == 0)
+
+
+def test_a_paused_queue_is_skipped_until_unpaused(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    seen = Recorder()
+    router = _order_router(seen)
+    client = Client(r, namespace=namespace)
+    inspector = Inspector(r, namespace=namespace)
+    inspector.pause("held")
+    held = client.enqueue("e2e:order", "held", queue="held")
+    queues = {"held": 5, "open": 1}
+    with running_server(redis_url, router, namespace=namespace, queues=queues, **NO_SWEEPS):
+        client.enqueue("e2e:order", "open", queue="open")
+        assert seen.wait_for(1) == [("open", "open")]
+        assert inspector.get_task("held", held.id).state is TaskState.PENDING
+        inspector.unpause("held")  # wakes the idle worker
+        assert seen.wait_for(2)[1] == ("held", "held")
+
+
+def test_concurrency_caps_handlers_running_at_once(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    running = 0
+    peak = Recorder()
+    router = Router()
+
+    @router.task("c:t")
+    async def work(task: Task) -> None:
+        nonlocal running
+        running += 1
+        peak.add(running)
+        await asyncio.sleep(0.02)
+        running -= 1
+
+    _ = Client(r, namespace=namespace).enqueue_many(NewTask(type="c:t") for _ in range(24))
+    options: dict[str, Any] = {"concurrency": 3, "batch_size": 10}
+    with running_server(redis_url, router, namespace=namespace, **options):
+        counts = peak.wait_for(24)
+    assert max(counts) == 3
+
+
+def test_several_servers_share_the_queues_and_run_each_task_once(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    seen = Recorder()
+    router = Router()
+
+    @router.task("s:t")
+    async def work(task: Task) -> None:
+        await asyncio.sleep(0.001)
+        seen.add((task.payload, threading.current_thread().name))
+
+    client = Client(r, namespace=namespace)
+    options: dict[str, Any] = {"queues": QUEUES, "concurrency": 5, "batch_size": 5}
+    with (
+        running_server(redis_url, router, namespace=namespace, **options),
+        running_server(redis_url, router, namespace=namespace, **options),
+        running_server(redis_url, router, namespace=namespace, **options),
+    ):
+        client.enqueue_many(
+            NewTask(type="s:t", payload=i, queue=list(QUEUES)[i % 3]) for i in range(300)
+        )
+        seen.wait_for(300)
+    payloads = sorted(p for p, _ in seen.items)
+    assert payloads == list(range(300))  # each once, none twice
+    assert len(seen.items) == 300
+    assert len({thread for _, thread in seen.items}) >= 2, "one server did all the work"

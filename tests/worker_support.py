@@ -55,7 +55,7 @@ def running_server(url: str, router: Router, *, namespace: str, **options: Any) 
             errors.append(exc)
             server.started.set()
 
-    thread = threading.Thread(target=main, name="rq-sched-test-server", daemon=True)
+    thread = threading.Thread(target=main, name=f"rq-sched-test-server {server.id}", daemon=True)
     thread.start()
     assert server.started.wait(10), "server did not start within 10s"
     if errors:
