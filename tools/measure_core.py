@@ -5,12 +5,14 @@
   layout rq_sched uses (one ``{q}:msg`` hash entry + the ``pending`` list) and for the rejected
   alternative (one hash per task, as asynq stores tasks: fields ``msg`` and ``state``, plus the
   same pending list), so the layout choice rests on figures;
-* single-client ``Client.enqueue`` throughput (one call per task, one round trip each);
+* single-client ``Client.enqueue`` throughput (one call per task, one round trip each), also
+  with client and Redis pinned to one CPU (see :func:`same_cpu`);
 * ``Client.enqueue_many`` throughput (pipelined batches; the NewTask list is built beforehand).
 
 Targets: <= 240 B/task, >= 15k tasks/s single, >= 100k tasks/s bulk.
 
-Usage: ``python tools/measure_core.py [--memory-n N] [--single-n N] [--bulk-n N] [--rounds K]``
+Usage: ``python tools/measure_core.py [--memory-n N] [--single-n N] [--bulk-n N]
+[--single-rounds K] [--bulk-rounds K]``
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,6 +112,25 @@ def measure(
     )
 
 
+@contextmanager
+def same_cpu(server_pid: int) -> Iterator[None]:
+    """Run this process and Redis on one CPU for a while.
+
+    One client waiting on each reply is latency-bound; on a small VM a reply that has to wake
+    the other CPU costs about as much as the whole enqueue, so the single-client figure is also
+    measured with both processes on one CPU (as on a dedicated core), next to the unpinned one.
+    """
+    mine, theirs = os.sched_getaffinity(0), os.sched_getaffinity(server_pid)
+    cpu = {max(mine & theirs or mine)}
+    os.sched_setaffinity(0, cpu)
+    os.sched_setaffinity(server_pid, cpu)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, mine)
+        os.sched_setaffinity(server_pid, theirs)
+
+
 def single_rate(r: redis.Redis, n: int, count: int) -> Rate:
     r.flushall()
     client = Client(r, namespace="s")
@@ -165,7 +187,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--memory-n", type=int, default=100_000)
     parser.add_argument("--single-n", type=int, default=50_000)
     parser.add_argument("--bulk-n", type=int, default=500_000)
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--single-rounds", type=int, default=20)
+    parser.add_argument("--bulk-rounds", type=int, default=5)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="rq-sched-measure-") as tmp:
         server = RedisServer(Path(tmp)).start()
@@ -174,16 +197,22 @@ def main(argv: list[str]) -> int:
             version = r.info("server")["redis_version"]
             ours = per_task_memory(r, args.memory_n, lambda n: fill_ours(r, n))
             hashes = per_task_memory(r, args.memory_n, lambda n: fill_hash_per_task(r, n))
-            single = single_rate(r, args.single_n, args.rounds)
-            bulk = bulk_rate(r, args.bulk_n, args.rounds)
+            single = single_rate(r, args.single_n, args.single_rounds)
+            with same_cpu(server.pid):
+                pinned = single_rate(r, args.single_n, args.single_rounds)
+            bulk = bulk_rate(r, args.bulk_n, args.bulk_rounds)
             r.close()
         finally:
             server.stop()
     print(f"redis {version}, python {sys.version.split()[0]}, 100-byte payload, ", end="")
-    print(f"N={args.memory_n:,} for memory; rates: best of {args.rounds} rounds")
+    print(
+        f"N={args.memory_n:,} for memory; rates: best of {args.single_rounds} / "
+        f"{args.bulk_rounds} rounds"
+    )
     print(row("memory/task: msg hash + pending (ours)", ours, "B", "memory"))
     print(row("memory/task: hash per task + pending", hashes, "B", "memory"))
     print(row("Client.enqueue, one client", single.best, "tasks/s", "single", single))
+    print(row("  the same, client + Redis on one CPU", pinned.best, "tasks/s", "single", pinned))
     print(row("Client.enqueue_many (10k per call)", bulk.best, "tasks/s", "bulk", bulk))
     return 0
 
