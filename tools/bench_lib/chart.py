@@ -48,7 +48,7 @@ def draw(doc: dict[str, object], png: Path) -> None:
         ax.axis("off")
     meta = doc["meta"] if isinstance(doc["meta"], dict) else {}
     fig.suptitle(f"tools/bench {meta.get('mode', '')} run {meta.get('started', '')}", fontsize=11)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(png, dpi=90)
 
 

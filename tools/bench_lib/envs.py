@@ -32,7 +32,7 @@ PYTHON_ENVS: dict[str, list[str]] = {
     ],
     "py-redis5": [
         "arq==0.28.0",
-        "taskiq==0.13.0",
+        "taskiq==0.12.6",  # taskiq-redis 1.0.9 (the last for redis-py < 6) breaks on 0.13
         "taskiq-redis==1.0.9",
         "redis[hiredis]>=5,<6",
     ],

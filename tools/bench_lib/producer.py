@@ -70,9 +70,15 @@ async def fill(p: Producer, r: redis.Redis, params: dict[str, Any]) -> dict[str,
 async def pickup(p: Producer, r: redis.Redis, params: dict[str, Any]) -> dict[str, Any]:
     """One task at a time into an idle worker: enqueue -> handler start, in milliseconds."""
     n, warm = int(params["n"]), int(params.get("warm", 3))
+    budget = float(params.get("budget", 3600))
     gap = (float(params.get("gap_min", 0.02)), float(params.get("gap_max", 0.1)))
     out: list[float] = []
+    deadline = 0.0
     for i in range(warm + n):
+        if i == warm:
+            deadline = time.monotonic() + budget
+        elif i > warm and time.monotonic() > deadline:
+            break  # a slow (polling) worker: fewer samples rather than an unbounded run
         await asyncio.sleep(random.uniform(*gap))
         await p.enqueue(time.time())
         reply = r.blpop([STAMPS], timeout=30 if i < warm else 10)

@@ -134,7 +134,7 @@ class Runner:
         }
 
 
-def stop(procs: list[subprocess.Popen[bytes]], grace: float = 8.0) -> None:
+def stop(procs: list[subprocess.Popen[bytes]], grace: float = 3.0) -> None:
     """SIGTERM each process group we started, then SIGKILL what is left after ``grace``."""
     for proc in procs:
         _signal_group(proc, signal.SIGTERM)

@@ -96,7 +96,10 @@ const actions = {
   },
   async pickup(queue, redis, p) {
     const warm = p.warm ?? 3, out = [];
+    let deadline = Infinity;
     for (let i = 0; i < warm + p.n; i++) {
+      if (i === warm) deadline = Date.now() + (p.budget ?? 3600) * 1000;
+      else if (i > warm && Date.now() > deadline) break;
       await sleep(uniform(p.gap_min ?? 0.02, p.gap_max ?? 0.1));
       await queue.add('noop', { arg: now() }, JOB_OPTS);
       const stamp = await blpop(redis, i < warm ? 30 : 10);
