@@ -184,6 +184,16 @@ class Client:
         self.redis = redis
         self._p = _Producer(namespace=namespace, max_payload_bytes=max_payload_bytes, clock=clock)
 
+    @property
+    def namespace(self) -> str:
+        """The key namespace this client writes under."""
+        return self._p.namespace
+
+    @property
+    def clock(self) -> Clock:
+        """The clock that dates this client's tasks."""
+        return self._p.clock
+
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Self:
         """A client on its own connection pool to ``url``; ``close()`` releases it."""
@@ -328,6 +338,16 @@ class AsyncClient:
     ) -> None:
         self.redis = redis
         self._p = _Producer(namespace=namespace, max_payload_bytes=max_payload_bytes, clock=clock)
+
+    @property
+    def namespace(self) -> str:
+        """The key namespace this client writes under."""
+        return self._p.namespace
+
+    @property
+    def clock(self) -> Clock:
+        """The clock that dates this client's tasks."""
+        return self._p.clock
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Self:

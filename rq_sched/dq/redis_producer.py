@@ -46,7 +46,7 @@ class RedisProducer:
         self.queue = check_queue(queue)
         self.close_client = close_client
         # The Client keeps its namespace and clock private; revoke and at() must agree with it.
-        self._inspector = Inspector(client.redis, namespace=client._p.namespace)
+        self._inspector = Inspector(client.redis, namespace=client.namespace)
 
     def delay(self, body: bytes, delay: timedelta | float) -> str:
         """Enqueue ``body`` as a task processed after ``delay`` (timedelta or seconds, >= 0).
@@ -77,7 +77,7 @@ class RedisProducer:
         """
         data = check_body(body)
         target = wire.to_ns(when)
-        if target < round(self.client._p.clock.now() * 1_000_000_000):
+        if target < round(self.client.clock.now() * 1_000_000_000):
             raise DqConfigError(
                 f"at: {when.isoformat()} is in the past; use delay(body, 0) to process now"
             )
