@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any, Self
 
 from rq_sched import inspector_actions, inspector_lists, inspector_processes, ops, scripts
-from rq_sched.clock import Clock, SystemClock, from_ms, to_ms, utc_day
+from rq_sched.clock import Clock, SystemClock, from_ms, to_ms
 from rq_sched.connection import connect, translate_errors
 from rq_sched.errors import TaskNotFoundError, raise_for_code
 from rq_sched.inspector_models import (
@@ -72,35 +72,9 @@ class Inspector:
         return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)
 
     def queue_info(self, queue: str) -> QueueInfo:
-        """Counts per state, paused flag and processed/failed totals of one queue."""
-        keys = self.keys(queue)
-        day = utc_day(self.clock.now())
-        with translate_errors(self.redis):
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.llen(keys.pending)
-            for key in (keys.lease, keys.scheduled, keys.retry, keys.archived, keys.completed):
-                pipe.zcard(key)
-            pipe.exists(keys.paused)
-            for key in (keys.processed, keys.failed, keys.processed_on(day), keys.failed_on(day)):
-                pipe.get(key)  # not MGET: refused in cluster pipelines
-            pending, active, scheduled, retry, archived, completed, paused, *counters = (
-                pipe.execute()
-            )
-        processed, failed, processed_today, failed_today = (int(c or 0) for c in counters)
-        return QueueInfo(
-            queue=queue,
-            pending=pending,
-            active=active,
-            scheduled=scheduled,
-            retry=retry,
-            archived=archived,
-            completed=completed,
-            paused=bool(paused),
-            processed=processed,
-            failed=failed,
-            processed_today=processed_today,
-            failed_today=failed_today,
-        )
+        """Counts per state, paused flag and processed/failed totals of one queue, read in one
+        transaction so the counts are a consistent snapshot."""
+        return self.queue_stats(queue).info
 
     def get_task(self, queue: str, task_id: str) -> TaskInfo:
         """Everything known about one task.

@@ -68,7 +68,8 @@ def read_stats(
     if not queues:
         return []
     day = utc_day(now_s)
-    pipe = redis.pipeline(transaction=False)
+    # One queue is one slot, so its counts can be read as one consistent snapshot.
+    pipe = redis.pipeline(transaction=len(queues) == 1)
     for keys in queues:
         pipe.llen(keys.pending)
         for key in (keys.lease, keys.scheduled, keys.retry, keys.archived, keys.completed):
