@@ -345,7 +345,7 @@ class Processor:
         if entry is None or entry.job is None or entry.stop_reason is not None:
             return False
         entry.stop_reason = "cancel"
-        entry.task._cancelled.set()
+        entry.task._cancel()
         entry.job.cancel()
         return True
 
@@ -368,7 +368,7 @@ class Processor:
         left = [e for e in self.running.values() if e.job is not None and not e.job.done()]
         for entry in left:
             entry.stop_reason = "shutdown"
-            entry.task._cancelled.set()
+            entry.task._cancel()
             assert entry.job is not None
             entry.job.cancel()
         if left:

@@ -53,10 +53,13 @@ class Runners:
             else:
                 await self._run_process(route, task, timeout)
         except BaseException:
-            task._cancelled.set()
+            task._cancel()
             raise
 
     async def _run_async(self, route: Route, task: Task, timeout: float | None) -> None:
+        if timeout is None:  # the common case; entering asyncio.timeout costs a little per task
+            _keep_returned(task, await route.handler(task))
+            return
         try:
             async with asyncio.timeout(timeout):
                 _keep_returned(task, await route.handler(task))
