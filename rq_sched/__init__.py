@@ -1,9 +1,16 @@
-"""rq_sched: a distributed task queue on Redis, with a beanstalkd (go-queue dq) bridge."""
+"""rq_sched: a distributed task queue on Redis, with a beanstalkd (go-queue dq) bridge.
 
+The public API, grouped by area. The store and the producer live at the top of the package;
+the worker, the scheduler and the inspector each have a subpackage of their own.
+"""
+
+# Producing tasks
+# Running handlers
 from rq_sched.backoff import Backoff, exponential
 from rq_sched.client import AsyncClient, Client, EnqueueManyError
 from rq_sched.clock import Clock, ManualClock, SystemClock
-from rq_sched.config import ServerConfig
+
+# Errors and handler control flow
 from rq_sched.errors import (
     CorruptTaskError,
     DuplicateTaskError,
@@ -22,47 +29,73 @@ from rq_sched.errors import (
     TickTakenError,
     ValidationError,
 )
-from rq_sched.inspector import Inspector
+
+# Inspecting and operating queues
+from rq_sched.inspector import (
+    BulkResult,
+    DailyStats,
+    Inspector,
+    QueueStats,
+    RedisNode,
+    SchedulerStatus,
+    ServerStatus,
+    TaskPage,
+)
 from rq_sched.models import NewTask, QueueInfo, TaskInfo, TaskState
 from rq_sched.router import Middleware, Router
-from rq_sched.scheduler import Scheduler
-from rq_sched.server import Server
-from rq_sched.task import Task
 
-__all__ = [
+# Periodic tasks
+from rq_sched.scheduler import Scheduler
+from rq_sched.task import Task
+from rq_sched.worker import Server, ServerConfig
+
+__all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
+    # producing tasks
     "AsyncClient",
-    "Backoff",
     "Client",
     "Clock",
+    "EnqueueManyError",
+    "ManualClock",
+    "NewTask",
+    "SystemClock",
+    # task and queue records
+    "QueueInfo",
+    "TaskInfo",
+    "TaskState",
+    # running handlers
+    "Backoff",
+    "Middleware",
+    "Router",
+    "Server",
+    "ServerConfig",
+    "Task",
+    "exponential",
+    # periodic tasks
+    "Scheduler",
+    # inspecting and operating queues
+    "BulkResult",
+    "DailyStats",
+    "Inspector",
+    "QueueStats",
+    "RedisNode",
+    "SchedulerStatus",
+    "ServerStatus",
+    "TaskPage",
+    # errors and handler control flow
     "CorruptTaskError",
     "DuplicateTaskError",
-    "EnqueueManyError",
-    "Inspector",
     "LeaseLostError",
-    "ManualClock",
-    "Middleware",
-    "NewTask",
     "PayloadTooLargeError",
-    "QueueInfo",
     "QueuePausedError",
     "RedisUnavailableError",
     "Retry",
-    "Router",
     "RqSchedError",
-    "Scheduler",
     "ScriptError",
-    "Server",
-    "ServerConfig",
     "SkipRetry",
-    "SystemClock",
-    "Task",
     "TaskCancelledError",
     "TaskIdConflictError",
-    "TaskInfo",
     "TaskNotFoundError",
-    "TaskState",
     "TaskStateError",
     "TickTakenError",
     "ValidationError",
-    "exponential",
 ]

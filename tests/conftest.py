@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from rq_sched import Client, Inspector, ManualClock
-from rq_sched.servers import RedisCluster, RedisServer
+from rq_sched.local_redis import RedisCluster, RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -33,9 +33,9 @@ from rq_sched import (
 )
 from rq_sched.clock import from_ms, to_ms
 from rq_sched.keys import QueueKeys
+from rq_sched.local_redis import RedisServer, free_port
 from rq_sched.ops import ENQUEUE_BATCH_LIMIT
 from rq_sched.options import new_task_id
-from rq_sched.servers import RedisServer, free_port
 
 
 def namespace_keys(r: redis.Redis, namespace: str) -> list[Any]:

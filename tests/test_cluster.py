@@ -31,9 +31,9 @@ from rq_sched import (
 )
 from rq_sched.clock import to_ms
 from rq_sched.keys import QueueKeys
+from rq_sched.local_redis import RedisCluster
 from rq_sched.message import decode
 from rq_sched.scripts import Call
-from rq_sched.servers import RedisCluster
 
 pytestmark = pytest.mark.cluster
 

@@ -10,14 +10,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter
 
-from rq_sched.cron import (
+from rq_sched.errors import ValidationError
+from rq_sched.scheduler.cron import (
     CronSchedule,
     IntervalSchedule,
     duration_seconds,
     parse_duration_ms,
     parse_spec,
 )
-from rq_sched.errors import ValidationError
 
 NY = "America/New_York"
 BERLIN = "Europe/Berlin"

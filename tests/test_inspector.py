@@ -6,7 +6,7 @@ import pytest
 import redis
 
 from rq_sched import Client, Inspector, ManualClock, TaskState, ValidationError
-from rq_sched.inspector_models import jsonable
+from rq_sched.inspector.models import jsonable
 from rq_sched.keys import QueueKeys
 from tests.web.seed import ERROR, seed_queue
 

@@ -14,9 +14,9 @@ from rq_sched import (
     TaskState,
     TaskStateError,
     ValidationError,
-    inspector_actions,
     ops,
 )
+from rq_sched.inspector import actions as inspector_actions
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.models import NewTask, decode_cancel
 from tests.web.seed import seed_queue

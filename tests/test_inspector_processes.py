@@ -12,8 +12,8 @@ from rq_sched import Inspector, ManualClock, ValidationError
 from rq_sched.clock import from_ms, to_ms
 from rq_sched.connection import connect
 from rq_sched.keys import GlobalKeys
+from rq_sched.local_redis import RedisCluster
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord, ServerInfo, WorkerInfo
-from rq_sched.servers import RedisCluster
 from tests.web.seed import seed_queue
 
 

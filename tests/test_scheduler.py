@@ -15,11 +15,11 @@ import redis
 from rq_sched import Inspector, ManualClock
 from rq_sched.errors import RedisUnavailableError, ValidationError
 from rq_sched.keys import GlobalKeys, QueueKeys
+from rq_sched.local_redis import RedisCluster, RedisServer
 from rq_sched.message import TaskMessage, decode
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord
-from rq_sched.schedule_config import build_entry
-from rq_sched.scheduler import Scheduler
-from rq_sched.servers import RedisCluster, RedisServer
+from rq_sched.scheduler.entries import build_entry
+from rq_sched.scheduler.scheduler import Scheduler
 
 T0 = 1_800_000_000.0  # a multiple of 60 s (and of 1 h)
 MakeScheduler = Callable[..., Scheduler]

@@ -18,8 +18,8 @@ from rq_sched import ManualClock
 from rq_sched.cli.scheduler import EntrySource, Reloader, resolve_app
 from rq_sched.errors import ValidationError
 from rq_sched.keys import GlobalKeys, QueueKeys
-from rq_sched.schedule_config import Entry, load_config, parse_config
-from rq_sched.scheduler import Scheduler
+from rq_sched.scheduler.entries import Entry, load_config, parse_config
+from rq_sched.scheduler.scheduler import Scheduler
 
 FULL = """
 [[entry]]
@@ -114,8 +114,8 @@ def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
 def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     name = f"schedapp_{tmp_path.name.replace('-', '_')}"
     (tmp_path / f"{name}.py").write_text(
-        "from rq_sched.scheduler import Scheduler\n"
-        "from rq_sched.schedule_config import build_entry\n"
+        "from rq_sched.scheduler.scheduler import Scheduler\n"
+        "from rq_sched.scheduler.entries import build_entry\n"
         "import redis\n"
         "calls = []\n"
         "def entries():\n"

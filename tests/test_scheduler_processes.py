@@ -21,9 +21,9 @@ import pytest
 import redis
 
 from rq_sched import ops, scripts
-from rq_sched.cron import parse_spec
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.message import decode
+from rq_sched.scheduler.cron import parse_spec
 
 SOAK_S = float(os.environ.get("RQ_SCHED_SCHEDULER_SOAK_SECONDS", "20"))
 ENTRIES = {

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from rq_sched.servers import (
+from rq_sched.local_redis import (
     MissingBinaryError,
     RedisCluster,
     RedisServer,

@@ -10,7 +10,7 @@ import pytest
 
 from rq_sched import Client, Inspector, Router, Task, TaskState
 from rq_sched.connection import connect
-from rq_sched.servers import RedisCluster
+from rq_sched.local_redis import RedisCluster
 from tests.worker_support import Recorder, running_server, wait_until
 
 pytestmark = pytest.mark.cluster

@@ -30,17 +30,17 @@ from rq_sched import (
 )
 from rq_sched import ops as script_ops
 from rq_sched.clock import to_ms
-from rq_sched.component import cancel_and_wait
-from rq_sched.config import parse_queues
-from rq_sched.forwarder import Forwarder
-from rq_sched.heartbeat import Heartbeat
-from rq_sched.janitor import Janitor
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.models import ServerInfo, WorkerInfo
-from rq_sched.processor import Processor
-from rq_sched.recoverer import Recoverer
-from rq_sched.runners import Runners
-from rq_sched.wakeup import MarkerWatcher, block_limit
+from rq_sched.worker.component import cancel_and_wait
+from rq_sched.worker.config import parse_queues
+from rq_sched.worker.forwarder import Forwarder
+from rq_sched.worker.heartbeat import Heartbeat
+from rq_sched.worker.janitor import Janitor
+from rq_sched.worker.processor import Processor
+from rq_sched.worker.recoverer import Recoverer
+from rq_sched.worker.runners import Runners
+from rq_sched.worker.wakeup import MarkerWatcher, block_limit
 from tests.worker_support import Recorder, running_server, texts, wait_until
 
 T = TypeVar("T")

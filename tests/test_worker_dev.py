@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import IO
 
 from rq_sched import Inspector
-from rq_sched.servers import free_port, process_alive
+from rq_sched.local_redis import free_port, process_alive
 from tests.worker_support import ROOT, wait_until
 
 BANNER = "rq_sched dev is running"

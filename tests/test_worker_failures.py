@@ -25,9 +25,9 @@ from rq_sched import (
     TaskState,
 )
 from rq_sched.keys import GlobalKeys, QueueKeys
+from rq_sched.local_redis import process_alive
 from rq_sched.models import encode_cancel
-from rq_sched.processor import CORRUPT_TYPE
-from rq_sched.servers import process_alive
+from rq_sched.worker.processor import CORRUPT_TYPE
 from tests import handlers
 from tests.worker_support import (
     Recorder,

@@ -13,7 +13,7 @@ import redis
 
 from rq_sched import Client, NewTask, Router, Task
 from rq_sched.keys import GlobalKeys, QueueKeys
-from rq_sched.servers import RedisServer
+from rq_sched.local_redis import RedisServer
 from tests import handlers
 from tests.worker_support import (
     Recorder,

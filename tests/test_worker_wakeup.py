@@ -13,7 +13,7 @@ from typing import Any
 import redis
 
 from rq_sched import Client, Router, Task
-from rq_sched.servers import RedisServer
+from rq_sched.local_redis import RedisServer
 from tests.worker_support import Recorder, running_server, wait_until
 
 NO_SWEEPS: dict[str, Any] = {"forward_sweep_interval": 3600.0, "idle_timeout": 3600.0}

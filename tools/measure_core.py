@@ -31,9 +31,9 @@ import redis
 
 from rq_sched import Client, NewTask
 from rq_sched.keys import QueueKeys
+from rq_sched.local_redis import RedisServer
 from rq_sched.message import TaskMessage
 from rq_sched.options import new_task_id
-from rq_sched.servers import RedisServer
 
 PAYLOAD = os.urandom(100)
 TARGETS = {"memory": 240.0, "single": 15_000.0, "bulk": 100_000.0}

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import redis
 
-from rq_sched.cron import parse_spec
 from rq_sched.keys import GlobalKeys, QueueKeys
+from rq_sched.local_redis import RedisServer
 from rq_sched.message import decode
-from rq_sched.servers import RedisServer
+from rq_sched.scheduler.cron import parse_spec
 
 NAMESPACE = "measure"
 QUEUE = "cron"

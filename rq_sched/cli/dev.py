@@ -16,9 +16,9 @@ from pathlib import Path
 from rq_sched.cli.common import fail, import_object
 from rq_sched.client import Client
 from rq_sched.errors import RqSchedError
+from rq_sched.local_redis import MissingBinaryError, RedisServer
 from rq_sched.router import Router
-from rq_sched.server import Server
-from rq_sched.servers import MissingBinaryError, RedisServer
+from rq_sched.worker.server import Server
 
 DEV_QUEUES = {"critical": 6, "default": 3, "low": 1}
 
@@ -58,8 +58,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _serve(redis: RedisServer, router: Router, args: argparse.Namespace) -> None:
-    from rq_sched.inspector import Inspector  # noqa: PLC0415 - the web extra is only needed here
-    from rq_sched.scheduler import Scheduler  # noqa: PLC0415
+    from rq_sched.inspector.inspector import Inspector  # noqa: PLC0415 - the web extra is only needed here
+    from rq_sched.scheduler.scheduler import Scheduler  # noqa: PLC0415
     from rq_sched.web import create_app, make_server  # noqa: PLC0415
     from rq_sched.web.security import LOOPBACK_HOSTS  # noqa: PLC0415
 

@@ -19,10 +19,10 @@ from datetime import datetime
 from pathlib import Path
 
 from rq_sched.cli.common import add_redis_options, import_object
-from rq_sched.cron import zone
 from rq_sched.errors import RedisUnavailableError, ValidationError
-from rq_sched.schedule_config import Entry, check_unique_names, entry_from_mapping, load_config
-from rq_sched.scheduler import Scheduler
+from rq_sched.scheduler.cron import zone
+from rq_sched.scheduler.entries import Entry, check_unique_names, entry_from_mapping, load_config
+from rq_sched.scheduler.scheduler import Scheduler
 
 log = logging.getLogger("rq_sched.cli.scheduler")
 

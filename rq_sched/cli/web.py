@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         from rq_sched.web import create_app, make_server  # noqa: PLC0415 - optional extra
     except ImportError as exc:
         return fail(f"the dashboard needs the web extra: pip install 'rq_sched[web]' ({exc})")
-    from rq_sched.inspector import Inspector  # noqa: PLC0415
+    from rq_sched.inspector.inspector import Inspector  # noqa: PLC0415
     from rq_sched.web.security import LOOPBACK_HOSTS  # noqa: PLC0415
 
     loopback = args.host in LOOPBACK_HOSTS or args.host.startswith("127.")

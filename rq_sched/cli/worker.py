@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 
 from rq_sched.cli.common import add_redis_options, fail, import_object
-from rq_sched.config import parse_queues
 from rq_sched.errors import ValidationError
 from rq_sched.router import Router
-from rq_sched.server import Server
+from rq_sched.worker.config import parse_queues
+from rq_sched.worker.server import Server
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -17,7 +17,7 @@ from rq_sched.dq import wire
 from rq_sched.dq.errors import DqConfigError, DqError
 from rq_sched.dq.producer import check_body
 from rq_sched.errors import TaskNotFoundError, TaskStateError
-from rq_sched.inspector import Inspector
+from rq_sched.inspector.inspector import Inspector
 from rq_sched.options import check_queue
 
 ID_PREFIX = "redis"

@@ -27,8 +27,8 @@ from rq_sched.errors import (
     TaskStateError,
     ValidationError,
 )
-from rq_sched.inspector import Inspector
-from rq_sched.inspector_models import jsonable, task_json
+from rq_sched.inspector.inspector import Inspector
+from rq_sched.inspector.models import jsonable, task_json
 from rq_sched.models import TaskState
 
 log = logging.getLogger(__name__)

@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rq_sched.errors import RqSchedError
-from rq_sched.inspector import Inspector
+from rq_sched.inspector.inspector import Inspector
 from rq_sched.web import api
 from rq_sched.web.metrics import metrics, registry_for
 from rq_sched.web.security import Guard

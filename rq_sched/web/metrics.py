@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rq_sched.errors import RqSchedError
-from rq_sched.inspector import Inspector
+from rq_sched.inspector.inspector import Inspector
 from rq_sched.models import TaskState
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import greenstalk
 import pytest
 
 from rq_sched.dq import Beanstalk, Consumer, Job
-from rq_sched.servers import free_port, require_binary, wait_for_port
+from rq_sched.local_redis import free_port, require_binary, wait_for_port
 
 
 @dataclass

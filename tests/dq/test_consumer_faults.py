@@ -10,7 +10,7 @@ from datetime import timedelta
 import redis
 
 from rq_sched.dq import Outcome, Producer, wire
-from rq_sched.servers import RedisServer
+from rq_sched.local_redis import RedisServer
 from tests.dq.conftest import (
     Calls,
     MakeConsumer,

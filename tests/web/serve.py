@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import httpx
 from starlette.applications import Starlette
 
-from rq_sched.servers import free_port, wait_for_port
+from rq_sched.local_redis import free_port, wait_for_port
 from rq_sched.web import make_server
 
 

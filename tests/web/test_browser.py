@@ -25,8 +25,8 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from rq_sched import Client, Inspector, ManualClock, TaskState
 from rq_sched.clock import from_ms, to_ms
 from rq_sched.keys import GlobalKeys
+from rq_sched.local_redis import free_port, require_binary, wait_for_port
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord, ServerInfo, WorkerInfo
-from rq_sched.servers import free_port, require_binary, wait_for_port
 from tests.web.seed import seed_queue
 
 pytestmark = pytest.mark.browser

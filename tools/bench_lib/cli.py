@@ -19,7 +19,7 @@ from bench_lib import envs, report
 from bench_lib.runner import BenchError, Runner
 from bench_lib.scenarios import FULL, QUICK, SCENARIOS, Context, Metrics, Sizes
 from bench_lib.systems import QUICK_PEERS, SYSTEMS, System
-from rq_sched.servers import RedisServer
+from rq_sched.local_redis import RedisServer
 
 PEER_PACKAGES = {
     "py": ["rq", "saq", "celery", "kombu", "gevent", "dramatiq", "huey", "redis"],

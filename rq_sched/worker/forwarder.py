@@ -12,9 +12,9 @@ from collections.abc import Callable
 
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, to_ms
-from rq_sched.component import Component
 from rq_sched.keys import QueueKeys
 from rq_sched.scripts import AnyAsyncRedis
+from rq_sched.worker.component import Component
 
 
 class Forwarder(Component):

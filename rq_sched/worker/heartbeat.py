@@ -17,12 +17,12 @@ from typing import Any
 
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, to_ms
-from rq_sched.component import Component
-from rq_sched.config import ServerConfig
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.models import ServerInfo, WorkerInfo
-from rq_sched.processor import Processor
 from rq_sched.scripts import AnyAsyncRedis
+from rq_sched.worker.component import Component
+from rq_sched.worker.config import ServerConfig
+from rq_sched.worker.processor import Processor
 
 log = logging.getLogger("rq_sched")
 

@@ -21,14 +21,14 @@ from redis.exceptions import RedisError
 
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, to_ms
-from rq_sched.config import ServerConfig
 from rq_sched.errors import CorruptTaskError, Retry, RqSchedError, SkipRetry, TaskCancelledError
 from rq_sched.keys import QueueKeys
 from rq_sched.message import TaskMessage, decode
 from rq_sched.router import Next, Route, Router
-from rq_sched.runners import Runners
 from rq_sched.scripts import AnyAsyncRedis, Call
 from rq_sched.task import Task
+from rq_sched.worker.config import ServerConfig
+from rq_sched.worker.runners import Runners
 
 log = logging.getLogger("rq_sched")
 

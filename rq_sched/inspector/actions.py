@@ -23,8 +23,8 @@ from rq_sched.errors import (
     TaskStateError,
     ValidationError,
 )
-from rq_sched.inspector_lists import parse_state, state_key
-from rq_sched.inspector_models import BulkResult
+from rq_sched.inspector.lists import parse_state, state_key
+from rq_sched.inspector.models import BulkResult
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.message import decode
 from rq_sched.models import TaskState, encode_cancel

@@ -12,7 +12,7 @@ from typing import Any
 
 from rq_sched.clock import from_ms, utc_day
 from rq_sched.errors import CorruptTaskError, ValidationError
-from rq_sched.inspector_models import (
+from rq_sched.inspector.models import (
     DailyStats,
     QueueStats,
     TaskPage,

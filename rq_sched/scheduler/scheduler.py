@@ -45,7 +45,6 @@ import redis.exceptions
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, SystemClock, from_ms, to_ms
 from rq_sched.connection import connect, translate_errors
-from rq_sched.cron import IntervalSchedule, Schedule
 from rq_sched.errors import (
     RedisUnavailableError,
     RqSchedError,
@@ -56,7 +55,14 @@ from rq_sched.errors import (
 )
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord
-from rq_sched.schedule_config import Entry, build_entry, check_unique_names, entry_id, tick_task_id
+from rq_sched.scheduler.cron import IntervalSchedule, Schedule
+from rq_sched.scheduler.entries import (
+    Entry,
+    build_entry,
+    check_unique_names,
+    entry_id,
+    tick_task_id,
+)
 from rq_sched.scripts import SyncRedis
 
 log = logging.getLogger(__name__)
@@ -172,7 +178,7 @@ class Scheduler:
         Args:
             name: unique name; the entry id (and so the task ids of its ticks) derive from it.
             spec: 5-field cron, 6-field cron with seconds first, ``@hourly``-style names or
-                ``@every 30s`` (see :mod:`rq_sched.cron`).
+                ``@every 30s`` (see :mod:`rq_sched.scheduler.cron`).
             type: the task type to enqueue.
             payload: the task payload (anything msgpack encodes).
             queue: the queue to enqueue into.
@@ -183,7 +189,7 @@ class Scheduler:
                 ``unique``, ``retention``, ``headers``, as for ``Client.enqueue``.
 
         Returns:
-            The validated :class:`~rq_sched.schedule_config.Entry`.
+            The validated :class:`~rq_sched.scheduler.entries.Entry`.
 
         Raises:
             ValidationError: a bad spec, time zone or option, or the name is taken; the message

@@ -2,19 +2,22 @@
 
 Kept apart from the hot path (client, worker): everything here reads a bounded amount of data
 per call and may take a few round trips. :class:`Inspector` is the one public entry point; the
-work is split by seam into ``inspector_lists`` (queue reads), ``inspector_actions`` (bulk and
-queue-wide actions) and ``inspector_processes`` (servers, scheduler, Redis INFO).
+work is split by seam into ``lists`` (queue reads), ``actions`` (bulk and
+queue-wide actions) and ``processes`` (servers, scheduler, Redis INFO).
 """
 
 from __future__ import annotations
 
 from typing import Any, Self
 
-from rq_sched import inspector_actions, inspector_lists, inspector_processes, ops, scripts
+from rq_sched import ops, scripts
 from rq_sched.clock import Clock, SystemClock, from_ms, to_ms
 from rq_sched.connection import connect, translate_errors
 from rq_sched.errors import TaskNotFoundError, raise_for_code
-from rq_sched.inspector_models import (
+from rq_sched.inspector import actions as inspector_actions
+from rq_sched.inspector import lists as inspector_lists
+from rq_sched.inspector import processes as inspector_processes
+from rq_sched.inspector.models import (
     BulkResult,
     DailyStats,
     QueueStats,

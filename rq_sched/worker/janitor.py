@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, to_ms
-from rq_sched.component import Component
 from rq_sched.keys import QueueKeys
 from rq_sched.ops import ArchiveLimits
 from rq_sched.scripts import AnyAsyncRedis
+from rq_sched.worker.component import Component
 
 
 class Janitor(Component):

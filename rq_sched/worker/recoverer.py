@@ -7,9 +7,9 @@ from collections.abc import Callable
 
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, to_ms
-from rq_sched.component import Component
 from rq_sched.keys import QueueKeys
 from rq_sched.scripts import AnyAsyncRedis
+from rq_sched.worker.component import Component
 
 log = logging.getLogger("rq_sched")
 

@@ -7,7 +7,7 @@ mappings returned by an app's entry function, and the ``[[entry]]`` tables of a 
 
     [[entry]]
     name = "nightly-report"          # required, unique; the entry id is derived from it
-    spec = "30 2 * * *"              # required; see rq_sched.cron
+    spec = "30 2 * * *"              # required; see rq_sched.scheduler.cron
     type = "report:nightly"          # required; the task type
     payload = { format = "pdf" }     # optional, any TOML value
     queue = "reports"                # default "default"
@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from rq_sched.clock import from_ms
-from rq_sched.cron import Schedule, duration_seconds, parse_spec, zone
 from rq_sched.errors import ValidationError
 from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES, Prepared, check_queue, check_type, prepare
+from rq_sched.scheduler.cron import Schedule, duration_seconds, parse_spec, zone
 
 MISFIRE_POLICIES = ("skip", "run_once")
 DEFAULT_GRACE_S = 3600.0

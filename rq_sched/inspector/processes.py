@@ -17,7 +17,7 @@ from redis.cluster import RedisCluster
 from rq_sched.clock import from_ms
 from rq_sched.connection import describe
 from rq_sched.errors import ValidationError
-from rq_sched.inspector_models import (
+from rq_sched.inspector.models import (
     RedisNode,
     SchedulerEntry,
     SchedulerStatus,

@@ -18,22 +18,22 @@ from typing import Any, Self
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError
 
-from rq_sched.cancellation import CancelListener
 from rq_sched.clock import Clock, SystemClock
-from rq_sched.component import Component, cancel_and_wait
-from rq_sched.config import ServerConfig
 from rq_sched.connection import aconnect
 from rq_sched.errors import ValidationError
-from rq_sched.forwarder import Forwarder
-from rq_sched.heartbeat import Heartbeat, LeaseKeeper, new_server_id
-from rq_sched.janitor import Janitor
 from rq_sched.keys import GlobalKeys, QueueKeys
-from rq_sched.processor import Processor
-from rq_sched.recoverer import Recoverer
 from rq_sched.router import Route, Router
-from rq_sched.runners import Runners
 from rq_sched.scripts import AnyAsyncRedis
-from rq_sched.wakeup import MarkerWatcher
+from rq_sched.worker.cancellation import CancelListener
+from rq_sched.worker.component import Component, cancel_and_wait
+from rq_sched.worker.config import ServerConfig
+from rq_sched.worker.forwarder import Forwarder
+from rq_sched.worker.heartbeat import Heartbeat, LeaseKeeper, new_server_id
+from rq_sched.worker.janitor import Janitor
+from rq_sched.worker.processor import Processor
+from rq_sched.worker.recoverer import Recoverer
+from rq_sched.worker.runners import Runners
+from rq_sched.worker.wakeup import MarkerWatcher
 
 log = logging.getLogger("rq_sched")
 
