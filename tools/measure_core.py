@@ -17,6 +17,9 @@ Usage: ``python tools/measure_core.py [--memory-n N] [--single-n N] [--bulk-n N]
 
 from __future__ import annotations
 
+import venv_bootstrap  # noqa: F401  (sets up .venv and re-runs the script inside it)
+
+# isort: split
 import argparse
 import os
 import sys

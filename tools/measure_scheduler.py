@@ -9,6 +9,9 @@ lateness distribution and whether every tick produced exactly one task.
 
 from __future__ import annotations
 
+import venv_bootstrap  # noqa: F401  (sets up .venv and re-runs the script inside it)
+
+# isort: split
 import argparse
 import signal
 import statistics
