@@ -439,6 +439,22 @@ def test_bad_entries_are_refused_with_the_entry_named(
         make().add("job", type="job", **args)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tolerance": float("inf")}, "tolerance must be a finite number of seconds"),
+        ({"heartbeat_interval": float("nan")}, "heartbeat_interval must be a finite number"),
+        ({"tolerance": 0}, "tolerance must be > 0 seconds"),
+        ({"history_length": 0}, "history_length must be >= 1"),
+    ],
+)
+def test_bad_scheduler_settings_are_refused(
+    make: MakeScheduler, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        make(**options)
+
+
 def test_tick_reports_an_unreachable_redis(tmp_path: Path, namespace: str) -> None:
     server = RedisServer(tmp_path / "redis").start()
     scheduler = Scheduler.from_url(server.url, namespace=namespace, clock=ManualClock(T0))

@@ -95,6 +95,11 @@ def test_an_empty_file_has_no_entries() -> None:
         (entry_table("a") + "[server]\nx = 1\n", r"cfg: unknown top-level key 'server'"),
         ('[entry]\nname = "a"\n', r"cfg: 'entry' must be an array of tables"),
         ("[[entry]\n", r"cfg is not valid TOML"),
+        # Issue #10 case 15: TOML spells inf and nan; neither is a duration.
+        (entry_table("a", grace="inf"), r"entry 'a' .*grace must be a finite number of seconds"),
+        (entry_table("a", timeout="nan"), r"entry 'a' .*timeout must be a finite number"),
+        (entry_table("a", unique='"99999999999999d"'), r"entry 'a' .*unique is longer than"),
+        (entry_table("a", max_retry="18446744073709551616"), r"'a' .*max_retry must be at most"),
     ],
 )  # fmt: skip
 def test_bad_config_is_refused_naming_file_and_entry(text: str, message: str) -> None:
