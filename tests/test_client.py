@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -36,6 +34,7 @@ from rq_sched.keys import QueueKeys
 from rq_sched.local_redis import RedisServer, free_port
 from rq_sched.ops import ENQUEUE_BATCH_LIMIT
 from rq_sched.options import new_task_id
+from tests.polling import wait_until
 
 
 def namespace_keys(r: redis.Redis, namespace: str) -> list[Any]:
@@ -389,13 +388,6 @@ def test_enqueue_many_refuses_items_that_are_not_new_tasks(
 
 def client_names(r: redis.Redis) -> list[str]:
     return [c.get("name", "") for c in r.client_list()]
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
 
 
 def test_from_url_and_context_manager_close_the_connection(

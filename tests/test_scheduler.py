@@ -20,6 +20,7 @@ from rq_sched.message import TaskMessage, decode
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord
 from rq_sched.scheduler.entries import build_entry
 from rq_sched.scheduler.scheduler import Scheduler
+from tests.polling import wait_until
 
 T0 = 1_800_000_000.0  # a multiple of 60 s (and of 1 h)
 MakeScheduler = Callable[..., Scheduler]
@@ -364,10 +365,7 @@ def test_heartbeat_registers_the_instance_until_stopped(
     try:
         running = scheduler.running
         assert running
-        deadline = time.monotonic() + 5
-        while not pending(r, namespace) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert pending(r, namespace)
+        wait_until(lambda: pending(r, namespace), timeout=5, what="the first tick's task")
         expiry = r.zscore(GlobalKeys(namespace).schedulers, scheduler.instance_id)
         assert expiry is not None
         assert expiry > time.time() * 1000 + 20_000
