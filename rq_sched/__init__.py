@@ -28,6 +28,7 @@ from rq_sched.errors import (
     TaskStateError,
     TickTakenError,
     ValidationError,
+    WriteRefusedError,
 )
 
 # Inspecting and operating queues
@@ -98,4 +99,5 @@ __all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
     "TaskStateError",
     "TickTakenError",
     "ValidationError",
+    "WriteRefusedError",
 ]

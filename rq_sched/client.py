@@ -12,34 +12,16 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, SystemClock, to_ms
-from rq_sched.connection import aconnect, connect, unavailable
-from rq_sched.errors import RqSchedError, ValidationError, error_for_code
+from rq_sched.connection import aconnect, connect, refused, translate_errors
+from rq_sched.errors import EnqueueManyError, RqSchedError, ValidationError, error_for_code
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys
 from rq_sched.models import NewTask, TaskInfo
 from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES, Prepared, prepare
 from rq_sched.scripts import AnyAsyncRedis, Call, SyncRedis
 
-
-class EnqueueManyError(RqSchedError):
-    """Some tasks of an ``enqueue_many`` call failed; the others were enqueued.
-
-    Attributes:
-        results: one entry per task, in order: its :class:`TaskInfo`, or the error it got.
-    """
-
-    def __init__(self, results: list[TaskInfo | RqSchedError]) -> None:
-        failed = [r for r in results if isinstance(r, RqSchedError)]
-        super().__init__(
-            f"{len(failed)} of {len(results)} tasks were not enqueued (first: {failed[0]}); "
-            "see .results for each task's outcome"
-        )
-        self.results = results
+__all__ = ["AsyncClient", "Client", "EnqueueManyError"]
 
 
 class _Producer:
@@ -63,14 +45,11 @@ class _Producer:
             found = self._keys[queue] = QueueKeys(self.namespace, queue)
         return found
 
-    def prepare(self, task_type: str, payload: Any, **options: Any) -> Prepared:
-        return prepare(
-            task_type,
-            payload,
-            now_ms=to_ms(self.clock.now()),
-            max_payload_bytes=self.max_payload_bytes,
-            **options,
-        )
+    def prepare(self, task: NewTask, now_ms: int | None = None) -> Prepared:
+        """Validate ``task`` and build its message (dated now unless ``now_ms`` is given)."""
+        if now_ms is None:
+            now_ms = to_ms(self.clock.now())
+        return prepare(task, now_ms=now_ms, max_payload_bytes=self.max_payload_bytes)
 
     def unregistered(self, queues: Iterable[str]) -> list[str]:
         """Queues this client has not yet added to the registry of queue names."""
@@ -85,29 +64,11 @@ class _Producer:
         (plain tasks go in per-queue batches; unique ones each take a call of their own).
         """
         now_ms = to_ms(self.clock.now())  # one enqueue time for the whole batch
-        limit = self.max_payload_bytes
         prepared: list[Prepared] = []
         for task in tasks:
             if not isinstance(task, NewTask):
                 raise ValidationError(f"enqueue_many takes NewTask items, got {task!r}")
-            prepared.append(
-                prepare(
-                    task.type,
-                    task.payload,
-                    queue=task.queue,
-                    process_in=task.process_in,
-                    process_at=task.process_at,
-                    max_retry=task.max_retry,
-                    timeout=task.timeout,
-                    deadline=task.deadline,
-                    unique=task.unique,
-                    task_id=task.task_id,
-                    retention=task.retention,
-                    headers=task.headers,
-                    now_ms=now_ms,
-                    max_payload_bytes=limit,
-                )
-            )
+            prepared.append(self.prepare(task, now_ms))
         plain: dict[str, list[int]] = defaultdict(list)
         calls: list[Call] = []
         owners: list[list[int]] = []
@@ -151,17 +112,6 @@ class _Producer:
         if failed:
             raise EnqueueManyError(results)
         return infos
-
-
-REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
-
-
-def refused(exc: BaseException, what: str) -> RqSchedError:
-    """The error for a write Redis refused (out of memory, ACL, wrong key type...)."""
-    return RqSchedError(
-        f"Redis refused to enqueue {what}: {exc}. Nothing was written for it; "
-        "check the Redis server (maxmemory, ACLs) and retry."
-    )
 
 
 class Client:
@@ -240,34 +190,21 @@ class Client:
             TaskIdConflictError: ``task_id`` is used by a live task.
             DuplicateTaskError: a ``unique`` lock for this type and payload is held.
             RedisUnavailableError: Redis cannot be reached.
-            RqSchedError: Redis refused the write (e.g. out of memory under ``maxmemory``).
+            WriteRefusedError: Redis refused the write (e.g. out of memory under ``maxmemory``).
         """
         p = self._p
-        task = prepare(
-            type,
-            payload,
-            queue=queue,
-            process_in=process_in,
-            process_at=process_at,
-            max_retry=max_retry,
-            timeout=timeout,
-            deadline=deadline,
-            unique=unique,
-            task_id=task_id,
-            retention=retention,
-            headers=headers,
-            now_ms=to_ms(p.clock.now()),
-            max_payload_bytes=p.max_payload_bytes,
-        )
+        task = p.prepare(
+            NewTask(
+                type=type, payload=payload, queue=queue, process_in=process_in,
+                process_at=process_at, max_retry=max_retry, timeout=timeout, deadline=deadline,
+                unique=unique, task_id=task_id, retention=retention, headers=headers,
+            )
+        )  # fmt: skip
         script, keys, args = ops.enqueue(p.keys(queue), task)
-        try:
+        with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if queue not in p._registered:
                 self._register([queue])
             code = scripts.run(self.redis, script, keys, args)
-        except REDIS_DOWN as exc:
-            raise unavailable(exc, self.redis) from exc
-        except ResponseError as exc:
-            raise refused(exc, f"task {task.id!r}") from exc
         if code < 0:
             raise error_for_code(code, queue=queue, task_id=task.id)
         return task.info(task.message.enqueued_at)
@@ -283,7 +220,7 @@ class Client:
             EnqueueManyError: some tasks were refused (conflict, duplicate, or Redis refused
                 their batch); the rest were enqueued, and ``.results`` says which is which.
             RedisUnavailableError: Redis cannot be reached.
-            RqSchedError: Redis refused every write (e.g. out of memory under ``maxmemory``).
+            WriteRefusedError: Redis refused every write (e.g. out of memory under ``maxmemory``).
         """
         task_list = list(tasks)
         if not task_list:
@@ -291,16 +228,13 @@ class Client:
         prepared, calls, owners = self._p.plan_many(task_list)
         infos: list[TaskInfo] = []
         now_ms = to_ms(self._p.clock.now())
-        try:
+        # An error reply here is the queue registry write refused (batches report per call).
+        with translate_errors(self.redis, writing=f"{len(prepared)} tasks"):
             self._register(t.queue for t in prepared)
             # The TaskInfo objects are built while Redis runs the batch.
             raw = scripts.run_pipeline(
                 self.redis, calls, lambda: infos.extend(t.info(now_ms) for t in prepared)
             )
-        except REDIS_DOWN as exc:
-            raise unavailable(exc, self.redis) from exc
-        except ResponseError as exc:  # the queue registry write was refused
-            raise refused(exc, f"{len(prepared)} tasks") from exc
         return self._p.results_many(prepared, owners, raw, infos)
 
     def _register(self, queues: Iterable[str]) -> None:
@@ -372,31 +306,18 @@ class AsyncClient:
     ) -> TaskInfo:
         """Enqueue one task; see :meth:`Client.enqueue` for arguments, result and errors."""
         p = self._p
-        task = prepare(
-            type,
-            payload,
-            queue=queue,
-            process_in=process_in,
-            process_at=process_at,
-            max_retry=max_retry,
-            timeout=timeout,
-            deadline=deadline,
-            unique=unique,
-            task_id=task_id,
-            retention=retention,
-            headers=headers,
-            now_ms=to_ms(p.clock.now()),
-            max_payload_bytes=p.max_payload_bytes,
-        )
+        task = p.prepare(
+            NewTask(
+                type=type, payload=payload, queue=queue, process_in=process_in,
+                process_at=process_at, max_retry=max_retry, timeout=timeout, deadline=deadline,
+                unique=unique, task_id=task_id, retention=retention, headers=headers,
+            )
+        )  # fmt: skip
         script, keys, args = ops.enqueue(p.keys(queue), task)
-        try:
+        with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if queue not in p._registered:
                 await self._register([queue])
             code = await scripts.arun(self.redis, script, keys, args)
-        except REDIS_DOWN as exc:
-            raise unavailable(exc, self.redis) from exc
-        except ResponseError as exc:
-            raise refused(exc, f"task {task.id!r}") from exc
         if code < 0:
             raise error_for_code(code, queue=queue, task_id=task.id)
         return task.info(task.message.enqueued_at)
@@ -407,13 +328,9 @@ class AsyncClient:
         if not task_list:
             return []
         prepared, calls, owners = self._p.plan_many(task_list)
-        try:
+        with translate_errors(self.redis, writing=f"{len(prepared)} tasks"):
             await self._register(t.queue for t in prepared)
             raw = await scripts.arun_pipeline(self.redis, calls)
-        except REDIS_DOWN as exc:
-            raise unavailable(exc, self.redis) from exc
-        except ResponseError as exc:  # the queue registry write was refused
-            raise refused(exc, f"{len(prepared)} tasks") from exc
         now_ms = to_ms(self._p.clock.now())
         return self._p.results_many(prepared, owners, raw, [t.info(now_ms) for t in prepared])
 

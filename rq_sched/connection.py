@@ -1,4 +1,5 @@
-"""Making Redis connections from URLs, and turning connection failures into rq_sched errors."""
+"""Making Redis connections from URLs, and the one place where redis-py failures become
+rq_sched errors (:func:`translate_errors`)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import redis.cluster
 import redis.exceptions
 from redis import Redis
 
-from rq_sched.errors import RedisUnavailableError
+from rq_sched.errors import RedisUnavailableError, WriteRefusedError
 from rq_sched.scripts import AnyAsyncRedis, SyncRedis
 
 
@@ -44,18 +45,51 @@ def describe(client: object) -> str:
     return "the Redis cluster" if "Cluster" in type(client).__name__ else "Redis"
 
 
-def unavailable(exc: BaseException, client: object) -> RedisUnavailableError:
+REDIS_DOWN: tuple[type[Exception], ...] = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+)
+"""The redis-py errors that mean "Redis is down or unreachable" (not "Redis said no")."""
+
+
+def unavailable(
+    exc: BaseException, client: object, *, writing: bool = False
+) -> RedisUnavailableError:
+    """The :class:`RedisUnavailableError` for ``exc``, naming where ``client`` points."""
+    advice = (
+        " If the connection dropped mid-call, the write may or may not have happened: retry with "
+        "the same task_id to stay idempotent."
+        if writing
+        else ""
+    )
     return RedisUnavailableError(
         f"cannot talk to Redis at {describe(client)} ({exc}). Is redis-server running and the "
-        "URL right? `rq-sched dev` starts a private one. If the connection dropped mid-call, the "
-        "write may or may not have happened: retry with the same task_id to stay idempotent."
+        f"URL right? `rq-sched dev` starts a private one.{advice}"
+    )
+
+
+def refused(exc: BaseException, what: str) -> WriteRefusedError:
+    """The :class:`WriteRefusedError` for a write of ``what`` that Redis answered with ``exc``."""
+    return WriteRefusedError(
+        f"Redis refused to enqueue {what}: {exc}. Nothing was written for it; "
+        "check the Redis server (maxmemory, ACLs) and retry."
     )
 
 
 @contextmanager
-def translate_errors(client: object) -> Iterator[None]:
-    """Raise :class:`RedisUnavailableError` for connection and timeout failures."""
+def translate_errors(client: object, *, writing: str | None = None) -> Iterator[None]:
+    """The one translation of redis-py failures into rq_sched errors.
+
+    Connection and timeout failures become :class:`RedisUnavailableError`. With ``writing``
+    (what is being written, e.g. ``"task 'abc'"``), an error reply becomes
+    :class:`WriteRefusedError` and the unavailable message adds the idempotent-retry advice;
+    without it, error replies pass through unchanged.
+    """
     try:
         yield
-    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
-        raise unavailable(exc, client) from exc
+    except REDIS_DOWN as exc:
+        raise unavailable(exc, client, writing=writing is not None) from exc
+    except redis.exceptions.ResponseError as exc:
+        if writing is None:
+            raise
+        raise refused(exc, writing) from exc

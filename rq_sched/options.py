@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import math
 import os
 from collections import deque
 from dataclasses import dataclass
@@ -19,13 +20,18 @@ from typing import Any
 import msgpack
 
 from rq_sched.clock import from_ms, to_ms
+from rq_sched.durations import duration_seconds
 from rq_sched.errors import PayloadTooLargeError, ValidationError
 from rq_sched.message import TaskMessage
-from rq_sched.models import TaskInfo, TaskState
+from rq_sched.models import NewTask, TaskInfo, TaskState
 
 MAX_TYPE_CHARS = 255
 MAX_QUEUE_CHARS = 100
 MAX_TASK_ID_CHARS = 200
+MAX_RETRY = 2**31 - 1
+"""The most retries a task may ask for (fits the 32-bit integers every reader handles)."""
+DOT_SEGMENTS = (".", "..")
+"""Refused as queue names and task ids: URLs of the dashboard API would lose them."""
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
 
 
@@ -110,6 +116,11 @@ def _queue_problem(queue: str) -> str:
             f"queue name {queue!r} may not contain braces, spaces or control characters; "
             "use letters, digits and . _ : - for example"
         )
+    if queue in DOT_SEGMENTS:
+        return "queue name may not be '.' or '..'; use letters, digits and . _ : - for example"
+    if "/" in queue:
+        # The dashboard's URLs and the dq bridge's "redis/<queue>/<id>" ids split on '/'.
+        return f"queue name {queue!r} may not contain '/'; use : or - to build names, e.g. 'a:b'"
     return ""
 
 
@@ -117,24 +128,33 @@ def check_type(task_type: object) -> str:
     """Validate a task type name."""
     if not isinstance(task_type, str) or not task_type:
         raise ValidationError(f"task type must be a non-empty str, got {task_type!r}")
-    if len(task_type) > MAX_TYPE_CHARS:
-        raise ValidationError(f"task type is {len(task_type)} chars; the limit is {MAX_TYPE_CHARS}")
+    problem = _type_problem(task_type)
+    if problem:
+        raise ValidationError(problem)
     return task_type
 
 
-def seconds(value: timedelta | float | int | None, name: str, *, allow_zero: bool = False) -> float:
-    """A duration argument as seconds; None gives 0."""
-    if value is None:
-        return 0.0
-    if isinstance(value, timedelta):
-        result = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
-    else:
-        raise ValidationError(f"{name} must be a timedelta or a number of seconds, got {value!r}")
-    if result < 0 or (result == 0 and not allow_zero):
-        raise ValidationError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
-    return result
+@lru_cache(maxsize=1024)
+def _type_problem(task_type: str) -> str:
+    """What is wrong with a non-empty type name ("" if nothing); cached like queue names."""
+    if len(task_type) > MAX_TYPE_CHARS:
+        return f"task type is {len(task_type)} chars; the limit is {MAX_TYPE_CHARS}"
+    return _text_problem(task_type, "task type")
+
+
+def _text_problem(text: str, what: str) -> str:
+    # A lone surrogate cannot be encoded as UTF-8 (it would fail deep in msgpack); control
+    # characters would rewrite an operator's terminal when the CLI prints the value.
+    if text.isprintable():
+        return ""
+    return (
+        f"{what} {text!r} has a lone surrogate or control character; pass printable text "
+        "(letters, digits, punctuation, spaces)"
+    )
+
+
+def _seconds(value: timedelta | float, name: str, *, allow_zero: bool) -> float:
+    return duration_seconds(value, name, allow_zero=allow_zero, allow_text=False)
 
 
 def aware_ms(value: datetime, name: str) -> int:
@@ -156,7 +176,7 @@ def due_ms(process_in: timedelta | float | None, process_at: datetime | None, no
     if process_at is not None:
         due = aware_ms(process_at, "process_at")
     elif process_in is not None:
-        due = now_ms + int(seconds(process_in, "process_in", allow_zero=True) * 1000)
+        due = now_ms + int(_seconds(process_in, "process_in", allow_zero=True) * 1000)
     else:
         return 0
     return due if due > now_ms else 0
@@ -188,61 +208,83 @@ def check_headers(headers: object) -> dict[str, str] | None:
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise ValidationError(f"headers must be a dict of str to str, got {headers!r}")
+    try:
+        for key, value in headers.items():
+            key.encode()
+            value.encode()
+    except UnicodeEncodeError:
+        raise ValidationError(
+            f"headers must be text without lone surrogates (UTF-8 encodable), got {headers!r}"
+        ) from None
     return dict(headers) or None
 
 
 def check_task_id(task_id: object) -> str:
+    """Validate a user-supplied task id."""
     if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
         raise ValidationError(
             f"task_id must be a non-empty str of at most {MAX_TASK_ID_CHARS} chars, got {task_id!r}"
         )
+    if task_id in DOT_SEGMENTS:
+        raise ValidationError("task_id may not be '.' or '..'; pick another id")
+    problem = _text_problem(task_id, "task_id")
+    if problem:
+        raise ValidationError(problem)
     return task_id
 
 
-def prepare(
-    task_type: str,
-    payload: Any,
-    *,
-    queue: str,
-    process_in: timedelta | float | None,
-    process_at: datetime | None,
-    max_retry: int,
-    timeout: timedelta | float | None,
-    deadline: datetime | None,
-    unique: timedelta | float | None,
-    task_id: str | None,
-    retention: timedelta | float | None,
-    headers: dict[str, str] | None,
-    now_ms: int,
-    max_payload_bytes: int,
-) -> Prepared:
-    """Validate every enqueue argument and build the message.
+def check_max_retry(max_retry: object) -> int:
+    """Validate ``max_retry``: an int from 0 to :data:`MAX_RETRY`."""
+    if not isinstance(max_retry, int) or isinstance(max_retry, bool) or max_retry < 0:
+        raise ValidationError(f"max_retry must be an int >= 0, got {max_retry!r}")
+    if max_retry > MAX_RETRY:
+        raise ValidationError(f"max_retry must be at most {MAX_RETRY}, got {max_retry!r}")
+    return max_retry
+
+
+def retention_seconds(retention: timedelta | float) -> int:
+    """Retention as the whole seconds the message stores, rounded up (keep at least as long
+    as asked); a retention below one second would round to "not kept", so it is refused."""
+    value = _seconds(retention, "retention", allow_zero=True)
+    if 0 < value < 1:
+        raise ValidationError(
+            f"retention is kept in whole seconds: pass 0 or at least 1 second, got {retention!r}"
+        )
+    return math.ceil(value)
+
+
+def prepare(task: NewTask, *, now_ms: int, max_payload_bytes: int) -> Prepared:
+    """Validate every enqueue argument of ``task`` and build the message; the one path from
+    arguments to a stored task for the clients, ``enqueue_many`` and the scheduler.
 
     Raises:
         ValidationError: an argument is malformed (the message says which and what to pass).
         PayloadTooLargeError: the encoded task exceeds ``max_payload_bytes``.
     """
+    task_type, payload = task.type, task.payload
     check_type(task_type)
-    check_queue(queue)
-    if not isinstance(max_retry, int) or isinstance(max_retry, bool) or max_retry < 0:
-        raise ValidationError(f"max_retry must be an int >= 0, got {max_retry!r}")
+    check_queue(task.queue)
+    check_max_retry(task.max_retry)
     # Options left at None skip their checks: this runs once per task on the enqueue hot path.
-    unique_ttl = seconds(unique, "unique") if unique is not None else 0.0
+    unique_ttl = _seconds(task.unique, "unique", allow_zero=False) if task.unique is not None else 0
     deadline_ms = 0
-    if deadline is not None:
-        deadline_ms = aware_ms(deadline, "deadline")
+    if task.deadline is not None:
+        deadline_ms = aware_ms(task.deadline, "deadline")
         if deadline_ms <= now_ms:
-            raise ValidationError(f"deadline {deadline} has already passed; pass a future time")
+            raise ValidationError(
+                f"deadline {task.deadline} has already passed; pass a future time"
+            )
+    timeout = task.timeout
     message = TaskMessage(
         task_type,
         payload,
-        max_retry,
+        task.max_retry,
         0,
-        seconds(timeout, "timeout") if timeout is not None else 0.0,
+        _seconds(timeout, "timeout", allow_zero=False) if timeout is not None else 0.0,
         deadline_ms,
-        int(seconds(retention, "retention", allow_zero=True)) if retention is not None else 0,
+        retention_seconds(task.retention) if task.retention is not None else 0,
         unique_digest(task_type, payload) if unique_ttl else None,
-        check_headers(headers) if headers is not None else None,
+        check_headers(task.headers) if task.headers is not None else None,
         now_ms,
     )
     try:
@@ -255,9 +297,10 @@ def prepare(
             f"task {task_type!r} encodes to {len(encoded)} bytes; the limit is {max_payload_bytes} "
             "(Client(max_payload_bytes=...)). Store large data elsewhere and pass a reference."
         )
+    process_in, process_at = task.process_in, task.process_at
     return Prepared(
-        check_task_id(task_id) if task_id is not None else new_task_id(),
-        queue,
+        check_task_id(task.task_id) if task.task_id is not None else new_task_id(),
+        task.queue,
         message,
         encoded,
         due_ms(process_in, process_at, now_ms)

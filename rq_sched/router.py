@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from rq_sched.backoff import Backoff
+from rq_sched.durations import duration_seconds
 from rq_sched.errors import ValidationError
-from rq_sched.options import check_type, seconds
+from rq_sched.options import check_type
 from rq_sched.task import Task
 
 Next = Callable[[Task], Awaitable[None]]
@@ -96,7 +97,11 @@ class Router:
                 f"handler for {task_type!r}: process=True needs a plain `def` function"
             )
         kind: HandlerKind = "process" if process else "async" if is_async else "thread"
-        limit = seconds(timeout, "timeout") if timeout is not None else None
+        limit = (
+            duration_seconds(timeout, "timeout", allow_zero=False, allow_text=False)
+            if timeout is not None
+            else None
+        )
         self.routes[task_type] = Route(task_type, handler, kind, backoff, limit)
 
     def use(self, middleware: Middleware) -> Middleware:

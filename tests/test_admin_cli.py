@@ -16,7 +16,7 @@ from rq_sched.cli import main
 from rq_sched.clock import from_ms, to_ms
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord, ServerInfo, WorkerInfo
-from tests.web.seed import Seeded, seed_queue
+from tests.seeding import Seeded, seed_queue
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -25,17 +23,18 @@ from rq_sched import (
     NewTask,
     PayloadTooLargeError,
     RedisUnavailableError,
-    RqSchedError,
     TaskIdConflictError,
     TaskNotFoundError,
     TaskState,
     ValidationError,
+    WriteRefusedError,
 )
 from rq_sched.clock import from_ms, to_ms
 from rq_sched.keys import QueueKeys
 from rq_sched.local_redis import RedisServer, free_port
 from rq_sched.ops import ENQUEUE_BATCH_LIMIT
 from rq_sched.options import new_task_id
+from tests.polling import wait_until
 
 
 def namespace_keys(r: redis.Redis, namespace: str) -> list[Any]:
@@ -236,6 +235,27 @@ BAD_INPUT: list[tuple[dict[str, Any], str]] = [
     ({"task_id": 7}, "task_id must be a non-empty str"),
     ({"headers": {"a": 1}}, "headers must be a dict of str to str"),
     ({"headers": [("a", "b")]}, "headers must be a dict of str to str"),
+    # Issue #10 case 15: values that used to reach Redis or raise raw errors.
+    *[
+        ({name: value}, f"{name} must be a finite number of seconds")
+        for name in ("timeout", "unique", "retention", "process_in")
+        for value in (float("inf"), float("nan"))
+    ],
+    ({"process_in": 1e300}, "process_in is longer than the limit"),
+    ({"timeout": timedelta(days=999_999_999)}, "timeout is longer than the limit"),
+    ({"retention": 0.9}, "retention is kept in whole seconds: pass 0 or at least 1"),
+    ({"max_retry": 2**64}, "max_retry must be at most 2147483647"),
+    ({"type": "a\ud800"}, r"task type 'a\\ud800' has a lone surrogate or control character"),
+    ({"type": "a\x1b[2J"}, "has a lone surrogate or control character"),
+    ({"task_id": "a\ud800"}, r"task_id 'a\\ud800' has a lone surrogate or control character"),
+    ({"task_id": "a\nb"}, "has a lone surrogate or control character"),
+    ({"task_id": "."}, "task_id may not be '.' or '..'"),
+    ({"task_id": ".."}, "task_id may not be '.' or '..'"),
+    ({"queue": "a\ud800"}, "control characters"),
+    ({"queue": "."}, "queue name may not be '.' or '..'"),
+    ({"queue": ".."}, "queue name may not be '.' or '..'"),
+    ({"queue": "a/b"}, "may not contain '/'"),
+    ({"headers": {"k": "\ud800"}}, "headers must be text without lone surrogates"),
 ]
 
 
@@ -370,13 +390,6 @@ def client_names(r: redis.Redis) -> list[str]:
     return [c.get("name", "") for c in r.client_list()]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.01)
-
-
 def test_from_url_and_context_manager_close_the_connection(
     redis_url: str, r: redis.Redis, namespace: str
 ) -> None:
@@ -447,14 +460,14 @@ def test_redis_refusing_writes_is_an_rq_sched_error(fresh_redis: RedisServer) ->
         producer.enqueue("t", queue="a")
         producer.enqueue("t", queue="b")
         producer.redis.config_set("maxmemory", 1)  # every write is now refused (OOM)
-        with pytest.raises(RqSchedError, match=r"Redis refused to enqueue task .*maxmemory") as one:
+        with pytest.raises(WriteRefusedError, match=r"Redis refused to enqueue task .*maxmemory"):
             producer.enqueue("t", queue="a")
-        assert not isinstance(one.value, RedisUnavailableError)
         tasks = [NewTask(type="t", queue="a"), NewTask(type="t", queue="b", unique=5)]
         with pytest.raises(EnqueueManyError, match="3 of 3 tasks") as many:
             producer.enqueue_many([*tasks, NewTask(type="t", queue="a")])
+        assert all(isinstance(r, WriteRefusedError) for r in many.value.results)
         assert all("maxmemory" in str(r) for r in many.value.results)
-        with pytest.raises(RqSchedError, match="Redis refused to enqueue 1 tasks"):
+        with pytest.raises(WriteRefusedError, match="Redis refused to enqueue 1 tasks"):
             producer.enqueue_many([NewTask(type="t", queue="new-queue")])
         producer.redis.config_set("maxmemory", 0)
         assert Inspector(producer.redis).queue_info("a").pending == 1

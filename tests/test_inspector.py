@@ -8,7 +8,7 @@ import redis
 from rq_sched import Client, Inspector, ManualClock, TaskState, ValidationError
 from rq_sched.inspector.models import jsonable
 from rq_sched.keys import QueueKeys
-from tests.web.seed import ERROR, seed_queue
+from tests.seeding import ERROR, seed_queue
 
 
 def test_queue_stats_count_every_state(

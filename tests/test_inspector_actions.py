@@ -19,7 +19,7 @@ from rq_sched import (
 from rq_sched.inspector import actions as inspector_actions
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.models import NewTask, decode_cancel
-from tests.web.seed import seed_queue
+from tests.seeding import seed_queue
 
 
 def members(r: redis.Redis, key: str) -> set[str]:

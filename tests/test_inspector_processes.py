@@ -14,7 +14,7 @@ from rq_sched.connection import connect
 from rq_sched.keys import GlobalKeys
 from rq_sched.local_redis import RedisCluster
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord, ServerInfo, WorkerInfo
-from tests.web.seed import seed_queue
+from tests.seeding import seed_queue
 
 
 def write_server(

@@ -39,6 +39,7 @@ from rq_sched import (
 from rq_sched.clock import to_ms, utc_day
 from rq_sched.keys import QueueKeys
 from rq_sched.message import TaskMessage, decode
+from rq_sched.options import unique_digest
 from rq_sched.scripts import Call
 
 QUEUE = "q"
@@ -432,20 +433,7 @@ class QueueMachine(RuleBasedStateMachine):
     @invariant()
     def locks_match_model(self) -> None:
         for (task_type, payload), holder in self.model.locks.items():
-            digest = self.client._p.prepare(
-                task_type,
-                payload,
-                queue=QUEUE,
-                process_in=None,
-                process_at=None,
-                max_retry=0,
-                timeout=None,
-                deadline=None,
-                unique=1,
-                task_id=None,
-                retention=None,
-                headers=None,
-            ).message.unique
+            digest = unique_digest(task_type, payload)
             assert self.r.get(self.keys.unique(digest)) == holder.encode()
         held = list(self.r.scan_iter(match=self.keys.unique("*"), count=1000))
         assert len(held) == len(self.model.locks)

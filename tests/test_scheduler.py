@@ -20,6 +20,7 @@ from rq_sched.message import TaskMessage, decode
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord
 from rq_sched.scheduler.entries import build_entry
 from rq_sched.scheduler.scheduler import Scheduler
+from tests.polling import wait_until
 
 T0 = 1_800_000_000.0  # a multiple of 60 s (and of 1 h)
 MakeScheduler = Callable[..., Scheduler]
@@ -364,10 +365,7 @@ def test_heartbeat_registers_the_instance_until_stopped(
     try:
         running = scheduler.running
         assert running
-        deadline = time.monotonic() + 5
-        while not pending(r, namespace) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert pending(r, namespace)
+        wait_until(lambda: pending(r, namespace), timeout=5, what="the first tick's task")
         expiry = r.zscore(GlobalKeys(namespace).schedulers, scheduler.instance_id)
         assert expiry is not None
         assert expiry > time.time() * 1000 + 20_000
@@ -437,6 +435,22 @@ def test_bad_entries_are_refused_with_the_entry_named(
     args: dict[str, object] = {"spec": "@every 10s", **options}
     with pytest.raises(ValidationError, match=message):
         make().add("job", type="job", **args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"tolerance": float("inf")}, "tolerance must be a finite number of seconds"),
+        ({"heartbeat_interval": float("nan")}, "heartbeat_interval must be a finite number"),
+        ({"tolerance": 0}, "tolerance must be > 0 seconds"),
+        ({"history_length": 0}, "history_length must be >= 1"),
+    ],
+)
+def test_bad_scheduler_settings_are_refused(
+    make: MakeScheduler, options: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ValidationError, match=message):
+        make(**options)
 
 
 def test_tick_reports_an_unreachable_redis(tmp_path: Path, namespace: str) -> None:

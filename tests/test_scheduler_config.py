@@ -7,8 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from rq_sched.errors import ValidationError
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.scheduler.entries import Entry, load_config, parse_config
 from rq_sched.scheduler.scheduler import Scheduler
+from tests.polling import wait_until
 
 FULL = """
 [[entry]]
@@ -95,6 +95,11 @@ def test_an_empty_file_has_no_entries() -> None:
         (entry_table("a") + "[server]\nx = 1\n", r"cfg: unknown top-level key 'server'"),
         ('[entry]\nname = "a"\n', r"cfg: 'entry' must be an array of tables"),
         ("[[entry]\n", r"cfg is not valid TOML"),
+        # Issue #10 case 15: TOML spells inf and nan; neither is a duration.
+        (entry_table("a", grace="inf"), r"entry 'a' .*grace must be a finite number of seconds"),
+        (entry_table("a", timeout="nan"), r"entry 'a' .*timeout must be a finite number"),
+        (entry_table("a", unique='"99999999999999d"'), r"entry 'a' .*unique is longer than"),
+        (entry_table("a", max_retry="18446744073709551616"), r"'a' .*max_retry must be at most"),
     ],
 )  # fmt: skip
 def test_bad_config_is_refused_naming_file_and_entry(text: str, message: str) -> None:
@@ -229,14 +234,6 @@ def write_config(path: Path, text: str, *, keep_mtime_of: Path | None = None) ->
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
 
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 CLI = [
     sys.executable,
     "-c",
@@ -264,19 +261,26 @@ def test_command_reloads_on_change_and_sighup_and_survives_a_bad_config(
         return {k.decode() if isinstance(k, bytes) else k for k in r.hkeys(entries_key)}
 
     try:
-        wait_for(lambda: published() == {"a"}, "entry a")
+        wait_until(lambda: published() == {"a"}, what="entry a")
         write_config(config, entry_table("b"))
-        wait_for(lambda: published() == {"b"}, "reload on change")
+        wait_until(lambda: published() == {"b"}, what="reload on change")
         write_config(config, entry_table("c", spec="61 * * * *"))
-        wait_for(lambda: "reload (config file changed) failed" in log.read_text(), "error log")
+        wait_until(
+            lambda: "reload (config file changed) failed" in log.read_text(), what="error log"
+        )
         assert "schedule entry 'c'" in log.read_text()
-        fired = r.llen(QueueKeys(namespace, "default").pending)
-        wait_for(lambda: r.llen(QueueKeys(namespace, "default").pending) > fired, "b still firing")
+        pending = QueueKeys(namespace, "default").pending
+        fired = r.llen(pending)
+        wait_until(lambda: r.llen(pending) > fired, what="b still firing")
         write_config(config, entry_table("d"), keep_mtime_of=config)  # invisible to the mtime check
-        time.sleep(1.5)  # two mtime checks: the change must not be picked up without SIGHUP
+        # Rather than a bare sleep, wait for the process to show progress: two more ticks of b
+        # (one a second) span a full file-check interval (1 s) of that process, which must not
+        # have picked the change up without SIGHUP, even on a loaded machine.
+        fired = r.llen(pending)
+        wait_until(lambda: r.llen(pending) >= fired + 2, what="two more ticks of b")
         assert published() == {"b"}
         proc.send_signal(signal.SIGHUP)
-        wait_for(lambda: published() == {"d"}, "reload on SIGHUP")
+        wait_until(lambda: published() == {"d"}, what="reload on SIGHUP")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(10) == 0
         assert r.zcard(GlobalKeys(namespace).schedulers) == 0

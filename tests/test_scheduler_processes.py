@@ -24,6 +24,7 @@ from rq_sched import ops, scripts
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.message import decode
 from rq_sched.scheduler.cron import parse_spec
+from tests.polling import wait_until
 
 SOAK_S = float(os.environ.get("RQ_SCHED_SCHEDULER_SOAK_SECONDS", "20"))
 ENTRIES = {
@@ -118,10 +119,11 @@ def test_three_scheduler_processes_enqueue_every_tick_exactly_once(
     consumer = Consumer(redis_url, namespace)
     consumer.start()
     try:
-        deadline = time.monotonic() + 20
-        while r.zcard(GlobalKeys(namespace).schedulers) < 3:
-            assert time.monotonic() < deadline, "schedulers did not come up"
-            time.sleep(0.05)
+        wait_until(
+            lambda: r.zcard(GlobalKeys(namespace).schedulers) >= 3,
+            timeout=20,
+            what="three schedulers' heartbeats",
+        )
         start_ms = int(time.time() * 1000) + 500
         time.sleep(SOAK_S / 3)
         procs[0].send_signal(signal.SIGKILL)  # by pid; no chance to clean up

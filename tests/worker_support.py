@@ -10,8 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -20,6 +19,7 @@ import redis
 
 from rq_sched import Router, Server
 from rq_sched.keys import GlobalKeys, QueueKeys
+from tests.polling import wait_until as wait_until  # noqa: PLC0414 - re-exported for the tests
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -77,18 +77,6 @@ async def _serve_and_close(server: Server, router: Router) -> None:
         await server.serve(router)
     finally:
         await server.redis.aclose()
-
-
-def wait_until(check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll ``check`` (Redis state, usually) until it returns something truthy; bounded."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 class Recorder:

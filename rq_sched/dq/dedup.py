@@ -19,7 +19,8 @@ import redis.exceptions
 
 from rq_sched import scripts
 from rq_sched.dq import wire
-from rq_sched.dq.errors import DqConfigError, DqError
+from rq_sched.dq.errors import DqConfigError
+from rq_sched.dq.errors import RedisDownError as RedisDownError  # noqa: PLC0414 - re-export
 from rq_sched.keys import dq_dedup
 from rq_sched.scripts import SyncRedis
 
@@ -30,10 +31,6 @@ DedupOn = Literal["wrapped", "body"]
 def owned_by(ref: wire.JobRef) -> str:
     """The key's value while replica ``ref`` alone may run the job again."""
     return f"rqsdq:own:{ref}"
-
-
-class RedisDownError(DqError):
-    """Redis could not be asked; the job is given back to beanstalkd, not lost."""
 
 
 class Claim(enum.IntEnum):

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from rq_sched.dq.errors import DqConfigError
+from rq_sched.dq.errors import UnwrapError as UnwrapError  # noqa: PLC0414 - re-export
 
 PUT_PRIORITY = 2
 """Priority of every put (go-queue's ``PriNormal``)."""
@@ -54,10 +55,6 @@ class Unwrapped:
     def at(self) -> datetime:
         """Target time as an aware UTC datetime (microsecond precision)."""
         return datetime.fromtimestamp(0, tz=UTC) + timedelta(microseconds=self.at_ns // 1000)
-
-
-class UnwrapError(ValueError):
-    """A job body is not ``<unix nanoseconds>/<body>``."""
 
 
 def wrap(body: bytes, at_ns: int) -> bytes:

@@ -7,14 +7,14 @@ show the same field names. Payloads are user data of any msgpack type: :func:`pa
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any
 
+# PREVIEW_CHARS, payload_preview, payload_text: re-exported; the one preview is in rq_sched.models.
+from rq_sched.models import PREVIEW_CHARS as PREVIEW_CHARS  # noqa: PLC0414
 from rq_sched.models import (
     QueueInfo,
     ScheduleEntryInfo,
@@ -23,10 +23,11 @@ from rq_sched.models import (
     TaskInfo,
     TaskState,
     WorkerInfo,
+    json_default,
 )
+from rq_sched.models import payload_preview as payload_preview  # noqa: PLC0414
+from rq_sched.models import payload_text as payload_text  # noqa: PLC0414
 
-PREVIEW_CHARS = 120
-"""Longest payload preview in a task list."""
 ERROR_PREVIEW_CHARS = 200
 """Longest last-error text in a task list (its first line only)."""
 
@@ -137,34 +138,6 @@ class RedisNode:
     info: dict[str, str]
 
 
-def payload_text(payload: Any) -> str:
-    """The whole payload as readable text: JSON pretty-printed, text as is, binary as base64."""
-    if isinstance(payload, bytes):
-        text = _utf8(payload)
-        if text is None:
-            return "base64:" + base64.b64encode(payload).decode()
-        try:
-            return json.dumps(json.loads(text), indent=2, ensure_ascii=False)
-        except ValueError:
-            return text
-    if isinstance(payload, str):
-        return payload
-    return json.dumps(payload, indent=2, ensure_ascii=False, default=_json_default)
-
-
-def payload_preview(payload: Any, limit: int = PREVIEW_CHARS) -> str:
-    """A one-line, shortened form of :func:`payload_text`."""
-    if isinstance(payload, bytes) and _utf8(payload) is None:
-        text = f"<{len(payload)} bytes> {payload[:limit].hex()}"
-    elif isinstance(payload, bytes | str):
-        text = payload_text(payload)
-        text = " ".join(text.split()) if text.lstrip().startswith(("{", "[")) else text
-    else:
-        text = json.dumps(payload, ensure_ascii=False, default=_json_default)
-    text = text.replace("\n", " ")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def error_preview(error: str | None) -> str | None:
     """First line of an error text, shortened for a list."""
     if not error:
@@ -186,7 +159,7 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
-    return _json_default(value) if isinstance(value, bytes) else value
+    return json_default(value) if isinstance(value, bytes) else value
 
 
 def _dataclass_dict(value: Any) -> dict[str, Any]:
@@ -195,20 +168,6 @@ def _dataclass_dict(value: Any) -> dict[str, Any]:
         if isinstance(attr, property):  # derived fields such as QueueInfo.size
             out[name] = jsonable(getattr(value, name))
     return out
-
-
-def _utf8(data: bytes) -> str | None:
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        return None
-
-
-def _json_default(value: object) -> Any:
-    if isinstance(value, bytes):
-        text = _utf8(value)
-        return text if text is not None else "base64:" + base64.b64encode(value).decode()
-    return repr(value)
 
 
 def task_json(info: TaskInfo) -> dict[str, Any]:

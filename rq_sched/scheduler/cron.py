@@ -30,15 +30,25 @@ Daylight saving time (what croniter does, and the one thing changed here):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
+from rq_sched.durations import duration_seconds, parse_duration_ms
 from rq_sched.errors import ValidationError
+
+__all__ = [
+    "CronSchedule",
+    "IntervalSchedule",
+    "Schedule",
+    "duration_seconds",
+    "parse_duration_ms",
+    "parse_spec",
+    "zone",
+]
 
 EVERY_PREFIX = "@every"
 NAMED_SPECS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
@@ -46,9 +56,6 @@ MIN_INTERVAL_MS = 1000
 MAX_SECOND_PASS_SKIPS = 20_000
 """Upper bound on fires dropped in one repeated hour (a per-second job in a 2-hour fold: 7200)."""
 
-_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
 _HOUR_FIELD = 1
 """Index of the hour field in croniter's expanded form (seconds, if any, are moved to the end)."""
 
@@ -64,46 +71,6 @@ class Schedule(Protocol):
     def next_after(self, after_ms: int) -> int:
         """The first fire time strictly after ``after_ms`` (epoch ms)."""
         ...
-
-
-def parse_duration_ms(text: str) -> int:
-    """``"1h30m"`` -> 5400000. Units: ms, s, m, h, d; parts may repeat and have decimals.
-
-    Raises:
-        ValidationError: ``text`` is not such a duration.
-    """
-    compact = text.strip().replace(" ", "")
-    if not _DURATION.fullmatch(compact):
-        raise ValidationError(
-            f"{text!r} is not a duration; write e.g. '30s', '1h30m', '1.5h', '2d' or '500ms'"
-        )
-    total = sum(float(num) * _UNIT_MS[unit] for num, unit in _DURATION_PART.findall(compact))
-    return round(total)
-
-
-def duration_seconds(value: object, what: str) -> float:
-    """A duration given as seconds (int/float), a ``timedelta`` or a string like ``"10m"``.
-
-    Raises:
-        ValidationError: ``value`` is none of those, or is negative.
-    """
-    if isinstance(value, timedelta):
-        result = value.total_seconds()
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
-    elif isinstance(value, str):
-        try:
-            result = parse_duration_ms(value) / 1000
-        except ValidationError as exc:
-            raise ValidationError(f"{what}: {exc}") from None
-    else:
-        raise ValidationError(
-            f"{what} must be seconds (a number), a timedelta or a duration string like '10m', "
-            f"got {value!r}"
-        )
-    if result < 0:
-        raise ValidationError(f"{what} must not be negative, got {value!r}")
-    return result
 
 
 def zone(name: object) -> ZoneInfo:

@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from rq_sched.clock import from_ms
+from rq_sched.durations import duration_seconds
 from rq_sched.errors import ValidationError
+from rq_sched.models import NewTask
 from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES, Prepared, check_queue, check_type, prepare
-from rq_sched.scheduler.cron import Schedule, duration_seconds, parse_spec, zone
+from rq_sched.scheduler.cron import Schedule, parse_spec, zone
 
 MISFIRE_POLICIES = ("skip", "run_once")
 DEFAULT_GRACE_S = 3600.0
@@ -127,14 +129,9 @@ class Entry:
                 f"misfire must be one of {', '.join(map(repr, MISFIRE_POLICIES))}, "
                 f"got {self.misfire!r}"
             )
-        if isinstance(self.grace, bool) or not isinstance(self.grace, int | float):
-            raise ValidationError(f"grace must be a number of seconds, got {self.grace!r}")
-        if self.grace <= 0:
-            raise ValidationError(f"grace must be > 0 seconds, got {self.grace!r}")
-        if self.deadline is not None and self.deadline <= 0:
-            raise ValidationError(
-                f"deadline must be > 0 seconds after the tick, got {self.deadline!r}"
-            )
+        duration_seconds(self.grace, "grace", allow_zero=False, allow_text=False)
+        if self.deadline is not None:
+            duration_seconds(self.deadline, "deadline", allow_zero=False, allow_text=False)
         probe_ms = self.schedule.next_after(0)  # any tick will do: this checks options and payload
         self.prepare(tick_task_id(self.id, probe_ms), probe_ms, probe_ms)
 
@@ -144,23 +141,17 @@ class Entry:
         Raises:
             ValidationError: the task cannot be built (e.g. its deadline has passed).
         """
-        deadline_ms = fire_ms + round(self.deadline * 1000) if self.deadline else None
-        return prepare(
-            self.type,
-            self.payload,
+        deadline = from_ms(fire_ms + round(self.deadline * 1000)) if self.deadline else None
+        options = {name: getattr(self, name) for name in TASK_OPTIONS if name != "deadline"}
+        task = NewTask(
+            type=self.type,
+            payload=self.payload,
             queue=self.queue,
-            process_in=None,
-            process_at=None,
-            max_retry=self.max_retry,
-            timeout=self.timeout,
-            deadline=from_ms(deadline_ms) if deadline_ms is not None else None,
-            unique=self.unique,
             task_id=task_id,
-            retention=self.retention,
-            headers=self.headers,
-            now_ms=now_ms,
-            max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
+            deadline=deadline,
+            **options,
         )
+        return prepare(task, now_ms=now_ms, max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES)
 
 
 def entry_from_mapping(data: Mapping[str, Any], *, where: str = "") -> Entry:

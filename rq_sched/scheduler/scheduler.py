@@ -29,7 +29,6 @@ scheduler refreshes any more is removed (at once when its only owner drops it on
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import secrets
@@ -45,6 +44,7 @@ import redis.exceptions
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, SystemClock, from_ms, to_ms
 from rq_sched.connection import connect, translate_errors
+from rq_sched.durations import duration_ms
 from rq_sched.errors import (
     RedisUnavailableError,
     RqSchedError,
@@ -54,7 +54,7 @@ from rq_sched.errors import (
     error_for_code,
 )
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys
-from rq_sched.models import ScheduleEntryInfo, ScheduleRecord
+from rq_sched.models import ScheduleEntryInfo, ScheduleRecord, payload_preview
 from rq_sched.scheduler.cron import IntervalSchedule, Schedule
 from rq_sched.scheduler.entries import (
     Entry,
@@ -73,7 +73,6 @@ HEARTBEAT_TTL_S = 30.0
 """A scheduler that has not renewed its heartbeat for this long counts as gone."""
 HISTORY_LENGTH = 100
 RETRY_DELAY_S = 1.0
-PREVIEW_CHARS = 200
 MAX_CATCHUP_STEPS = 100_000
 """Most fire times walked through when looking for missed ticks (bounds a per-second entry)."""
 LOOKBACK_START_MS = 60_000
@@ -388,7 +387,7 @@ class Scheduler:
             queue=entry.queue,
             timezone=entry.timezone,
             misfire=entry.misfire,
-            payload_preview=_preview(entry.payload),
+            payload_preview=payload_preview(entry.payload),
             next_fire=from_ms(next_ms),
             prev_fire=from_ms(state.prev_ms) if state.prev_ms is not None else None,
             updated_at=from_ms(now_ms),
@@ -525,19 +524,11 @@ def _newest_between(schedule: Schedule, after_ms: int, until_ms: int) -> int | N
 
 
 def _positive_ms(value: timedelta | float, name: str) -> int:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds <= 0:
-        raise ValidationError(f"{name} must be > 0 seconds, got {value!r}")
-    return round(seconds * 1000)
+    return duration_ms(value, name, allow_zero=False)
 
 
 def _new_instance_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-
-
-def _preview(payload: Any) -> str:
-    text = repr(payload) if isinstance(payload, bytes) else json.dumps(payload, default=repr)
-    return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
 
 def _text(value: str | bytes) -> str:

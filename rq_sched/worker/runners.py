@@ -20,19 +20,11 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
-from rq_sched.errors import Retry, RqSchedError, SkipRetry
+from rq_sched.errors import HandlerTimeoutError, ProcessHandlerError, Retry, SkipRetry
 from rq_sched.router import Route
 from rq_sched.task import Task
 
 _Call = tuple[Callable[[Any], Any], Any, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
-
-
-class HandlerTimeoutError(RqSchedError, TimeoutError):
-    """The handler ran longer than its timeout or past the task's deadline."""
-
-
-class ProcessHandlerError(RqSchedError):
-    """A handler running in a child process raised; the message carries its traceback."""
 
 
 class Runners:

@@ -18,7 +18,7 @@ from rq_sched import Inspector, ManualClock, TaskState
 from rq_sched.keys import GlobalKeys
 from rq_sched.local_redis import free_port, wait_for_port
 from rq_sched.web import create_app, make_server
-from tests.web.seed import ERROR, Seeded, seed_queue
+from tests.seeding import ERROR, Seeded, seed_queue
 from tests.web.serve import serving
 
 MUTATE = {"X-Requested-With": "rq-sched"}

@@ -27,7 +27,7 @@ from rq_sched.clock import from_ms, to_ms
 from rq_sched.keys import GlobalKeys
 from rq_sched.local_redis import free_port, require_binary, wait_for_port
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord, ServerInfo, WorkerInfo
-from tests.web.seed import seed_queue
+from tests.seeding import seed_queue
 
 pytestmark = pytest.mark.browser
 

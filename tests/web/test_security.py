@@ -14,7 +14,7 @@ from rq_sched import Inspector, ManualClock
 from rq_sched.web import create_app
 from rq_sched.web.app import STATIC_DIR
 from rq_sched.web.security import host_name
-from tests.web.seed import Seeded, seed_queue
+from tests.seeding import Seeded, seed_queue
 from tests.web.serve import serving
 
 TOKEN = "s3cret-token"
