@@ -4,10 +4,12 @@
   Go dq consumers read them, and Go dq producers' jobs are read by :class:`Consumer`.
 - :class:`Consumer` reserves from every node, deduplicates replicas with dq's Redis key, and
   loses nothing (delete after success, retry with backoff, bury what cannot be handled).
+- :class:`AsyncConsumer` is the same consumer for asyncio code, awaiting ``async def`` handlers.
 - :class:`RedisProducer` is the same producer API on rq_sched's Redis queues;
   :func:`make_producer` builds either from config. See ``docs/dq.md``.
 """
 
+from rq_sched.dq.aio import AsyncConsumer
 from rq_sched.dq.beanstalk import Beanstalk
 from rq_sched.dq.config import (
     BeanstalkdConfig,
@@ -32,6 +34,7 @@ from rq_sched.dq.redis_producer import RedisProducer
 from rq_sched.dq.wire import JobRef
 
 __all__ = [
+    "AsyncConsumer",
     "Beanstalk",
     "BeanstalkError",
     "BeanstalkdConfig",

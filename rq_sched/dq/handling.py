@@ -26,10 +26,11 @@ renewed, so slow handlers keep their job and a dead consumer's job is taken over
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -90,7 +91,20 @@ class Stop:
 
 HandlerResult = Repeat | Stop | None
 Handler = Callable[[Job], HandlerResult]
+AsyncHandler = Callable[[Job], Awaitable[HandlerResult]]
 Backoff = Callable[[int], float]
+
+
+def is_async_callable(fn: object) -> bool:
+    """True for ``async def`` functions, and objects whose ``__call__`` is one (partials and
+    bound methods included): calling them only makes a coroutine, which must be awaited."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an async __call__ is what we look for
+    )
+
+
+class HandlerTimeoutError(TimeoutError):
+    """The handler ran longer than its route's ``timeout``; the job counts as failed."""
 
 
 def default_backoff(failures: int) -> float:
@@ -103,16 +117,20 @@ class Route:
     """How one tube's jobs are handled."""
 
     tube: str
-    handler: Handler
+    handler: Callable[[Job], object]
     repeat_every_ns: int | None
     stale_after_ns: int | None
     max_failures: int
     backoff: Backoff
     concurrency: int
+    timeout: float | None = None
+    """Seconds a handler may run before its job counts as failed (None: no limit)."""
 
     def __post_init__(self) -> None:
         if not callable(self.handler):
             raise DqConfigError(f"handler for tube {self.tube!r} must be callable")
+        if self.timeout is not None and not self.timeout > 0:
+            raise DqConfigError(f"timeout must be > 0 seconds or None, got {self.timeout!r}")
         if self.max_failures < 1:
             raise DqConfigError(f"max_failures must be >= 1, got {self.max_failures}")
         if self.concurrency < 1:
@@ -181,7 +199,7 @@ class Processor:
         if early is not None:
             return early
         try:
-            hold = self._claim(self.dedup.key(wrapped, parts.body), ref)
+            hold = self._claim(self.dedup.key(wrapped), ref)
         except RedisDownError as exc:
             log.warning("dq: %s; releasing %s for %ss", exc, ref, self.timing.redis_retry_delay)
             self._release_as_is(conn, job_id, self.timing.redis_retry_delay)
@@ -222,7 +240,7 @@ class Processor:
 
     def _run(self, conn: Connection, route: Route, job: Job, hold: Hold) -> Outcome:
         try:
-            result = self._call(conn, route.handler, job, hold)
+            result = self._call(conn, route, job, hold)
         except Exception as exc:  # noqa: BLE001 - a handler may raise anything; it is a failure
             return self._failed(conn, route, job, hold, exc)
         repeat_ns = result.delay_ns if isinstance(result, Repeat) else None
@@ -272,16 +290,29 @@ class Processor:
         )
         return Outcome.RETRY
 
-    def _call(self, conn: Connection, handler: Handler, job: Job, hold: Hold) -> HandlerResult:
-        """Run the handler in the pool; meanwhile touch the job and renew the hold."""
-        future: Future[HandlerResult] = self.pool.submit(handler, job)
+    def _call(self, conn: Connection, route: Route, job: Job, hold: Hold) -> object:
+        """Run the handler in the pool; meanwhile touch the job (so beanstalkd does not give
+        it to another consumer past its TTR) and renew the hold.
+
+        Raises:
+            HandlerTimeoutError: the handler outlived ``route.timeout``.
+            TypeError: the handler returned an awaitable (it was never run to the end).
+            Exception: whatever the handler raised.
+        """
+        future: Future[object] = self.pool.submit(route.handler, job)
+        started = time.monotonic()
         renew_every = self.dedup.lease_ms / 3000
-        next_renew = time.monotonic() + renew_every
+        next_renew = started + renew_every
         while True:
+            wait = self.timing.touch_interval
+            if route.timeout is not None:
+                wait = max(min(wait, started + route.timeout - time.monotonic()), 0)
             try:
-                return future.result(timeout=self.timing.touch_interval)
+                return _checked(future.result(timeout=wait), route)
             except FutureTimeout:
                 pass
+            if route.timeout is not None and time.monotonic() - started >= route.timeout:
+                _give_up(future, job, route.timeout)
             try:
                 conn.touch(job.ref.job_id)
             except DqError as exc:
@@ -344,3 +375,29 @@ class Processor:
                 log.warning("dq: the hold on %s lapsed and was taken over meanwhile", ref)
         except RedisDownError as exc:
             log.warning("dq: %s while settling %s; its hold will lapse", exc, ref)
+
+
+def _checked(result: object, route: Route) -> object:
+    """A handler's return value; an awaitable means an async handler reached a runner that
+    cannot await it, so the job did not run: a failure, never "done"."""
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited on purpose: no RuntimeWarning, no half-run
+        raise TypeError(
+            f"the handler for tube {route.tube!r} returned {type(result).__name__}, an "
+            "awaitable: register async handlers with AsyncConsumer, which awaits them"
+        )
+    return result
+
+
+def _give_up(future: Future[object], job: Job, timeout: float) -> None:
+    """End the wait for a handler past its timeout. An async handler is cancelled; a thread
+    cannot be stopped, so a sync handler runs on unobserved and its outcome is ignored."""
+    if not future.cancel():
+        log.warning(
+            "dq: the handler of %s is still running after its %ss timeout; its thread cannot "
+            "be stopped, the job is treated as failed",
+            job.ref,
+            timeout,
+        )
+    raise HandlerTimeoutError(f"handler of {job.ref} timed out after {timeout}s")
