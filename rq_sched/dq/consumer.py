@@ -81,6 +81,9 @@ class Consumer:
         early_wait: arriving up to this many seconds early, a job is held, not released.
         poll_timeout: seconds one reserve waits (bounds how long :meth:`stop` takes).
         reconnect_delay: seconds between attempts to reach a node that is down.
+        mixed_pool: Go consumers share the tubes: retries and repeats become new jobs with
+            free dedup keys, so a Go consumer that reserves one runs it instead of
+            discarding it (see docs/dq.md, "Mixed Go/Python pools").
         clock: time source for target-time checks.
 
     Raises:
@@ -105,6 +108,7 @@ class Consumer:
         early_wait: timedelta | float = 1.0,
         poll_timeout: int = 1,
         reconnect_delay: timedelta | float = 1.0,
+        mixed_pool: bool = False,
         clock: Clock | None = None,
     ) -> None:
         self.nodes = _check_consumer_nodes(nodes)
@@ -129,6 +133,7 @@ class Consumer:
             raise DqConfigError("poll_timeout must be a whole number of seconds >= 0")
         self.poll_timeout = poll_timeout
         self.reconnect_delay = _seconds(reconnect_delay, "reconnect_delay")
+        self.mixed_pool = bool(mixed_pool)
         self._dedup = Dedup(client, lease_ms=round(lease_s * 1000))
         self._stopping = threading.Event()
         self._stopped: bool | None = None
@@ -324,7 +329,14 @@ class Consumer:
         return ThreadPoolExecutor(workers, thread_name_prefix="dq-handler")
 
     def _processor(self, pool: Executor) -> Processor:
-        return Processor(self._dedup, pool, self._timing, self._stopping, self._clock)
+        return Processor(
+            self._dedup,
+            pool,
+            self._timing,
+            self._stopping,
+            self._clock,
+            mixed_pool=self.mixed_pool,
+        )
 
     def _work(self, conn: Connection, route: Route, processor: Processor) -> None:
         down = False

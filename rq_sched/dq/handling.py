@@ -46,6 +46,7 @@ from rq_sched.dq.producer import now_ns
 log = logging.getLogger("rq_sched.dq.consumer")
 
 _NS = 1_000_000_000
+_FRESH_KEY_TRIES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,12 +174,15 @@ class Processor:
         timing: Timing,
         stopping: threading.Event,
         clock: Clock | None = None,
+        *,
+        mixed_pool: bool = False,
     ) -> None:
         self.dedup = dedup
         self.pool = pool
         self.timing = timing
         self.stopping = stopping
         self.clock = clock
+        self.mixed_pool = mixed_pool
 
     def process(self, conn: Connection, route: Route, job_id: int, wrapped: bytes) -> Outcome:
         """Handle one job reserved on ``conn``; it ends deleted, released or buried.
@@ -246,6 +250,9 @@ class Processor:
         repeat_ns = result.delay_ns if isinstance(result, Repeat) else None
         if repeat_ns is None and result is None:
             repeat_ns = route.repeat_every_ns
+        if repeat_ns is not None and self.mixed_pool:
+            self._again_as_new_job(conn, job, hold, repeat_ns, wire.PUT_PRIORITY)
+            return Outcome.REPEAT
         if repeat_ns is not None:
             ttl_ms = 2 * repeat_ns // 1_000_000 + self.dedup.lease_ms
             self._settle(hold, job.ref, lambda: self.dedup.hand_to(hold, job.ref, ttl_ms))
@@ -262,6 +269,11 @@ class Processor:
     ) -> Outcome:
         priority = self._priority(conn, job.ref.job_id)
         failures = max(priority - wire.PUT_PRIORITY, 0) + 1
+        delay_ns = round(route.backoff(failures) * _NS)
+        if failures < route.max_failures and self.mixed_pool:
+            _log_retry(job, failures, route.max_failures, delay_ns, exc)
+            self._again_as_new_job(conn, job, hold, delay_ns, wire.PUT_PRIORITY + failures)
+            return Outcome.RETRY
         self._settle(hold, job.ref, lambda: self.dedup.hand_to(hold, job.ref))
         if failures >= route.max_failures:
             log.error(
@@ -273,22 +285,41 @@ class Processor:
             )
             conn.bury(job.ref.job_id, priority=wire.PUT_PRIORITY + failures)
             return Outcome.BURIED
-        delay = route.backoff(failures)
-        log.warning(
-            "dq: %s failed (attempt %d of %d), retrying in %ss: %s: %s",
-            job.ref,
-            failures,
-            route.max_failures,
-            delay,
-            type(exc).__name__,
-            exc,
-        )
+        _log_retry(job, failures, route.max_failures, delay_ns, exc)
         conn.release(
             job.ref.job_id,
             priority=wire.PUT_PRIORITY + failures,
-            delay=wire.delay_seconds(round(delay * _NS)),
+            delay=wire.delay_seconds(delay_ns),
         )
         return Outcome.RETRY
+
+    def _again_as_new_job(
+        self, conn: Connection, job: Job, hold: Hold, delay_ns: int, priority: int
+    ) -> None:
+        """Mixed pools: run the job again as a *new* job, not the released old one.
+
+        A Go consumer deletes what it reserves and runs it only if ``SET key NX`` wins, so a
+        released copy whose key is taken would be lost to it. The new job's body carries the
+        new target time, so its MD5 (its key) differs, and is checked to be free; then the
+        old key is marked done (its other replicas are duplicates to Go and Python alike) and
+        the old job deleted. Put first: a crash in between can run the job twice, never zero
+        times. The failure count travels in the new job's priority, as with a release.
+        """
+        at_ns = now_ns(self.clock) + delay_ns
+        wrapped = wire.wrap(job.body, at_ns)
+        for _ in range(_FRESH_KEY_TRIES):
+            try:
+                if not self.dedup.exists(self.dedup.key(wrapped)):
+                    break
+            except RedisDownError:
+                break  # a key of a new nanosecond time is all but certainly free
+            at_ns += 1
+            wrapped = wire.wrap(job.body, at_ns)
+        conn.put(
+            wrapped, priority=priority, delay=wire.delay_seconds(delay_ns), ttr=wire.TTR_SECONDS
+        )
+        self._settle(hold, job.ref, lambda: self.dedup.finish(hold))
+        conn.delete(job.ref.job_id)
 
     def _call(self, conn: Connection, route: Route, job: Job, hold: Hold) -> object:
         """Run the handler in the pool; meanwhile touch the job (so beanstalkd does not give
@@ -401,3 +432,15 @@ def _give_up(future: Future[object], job: Job, timeout: float) -> None:
             timeout,
         )
     raise HandlerTimeoutError(f"handler of {job.ref} timed out after {timeout}s")
+
+
+def _log_retry(job: Job, failures: int, max_failures: int, delay_ns: int, exc: Exception) -> None:
+    log.warning(
+        "dq: %s failed (attempt %d of %d), retrying in %ss: %s: %s",
+        job.ref,
+        failures,
+        max_failures,
+        delay_ns / _NS,
+        type(exc).__name__,
+        exc,
+    )
