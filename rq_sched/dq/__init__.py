@@ -28,6 +28,7 @@ from rq_sched.dq.errors import (
     PutError,
     RevokeError,
 )
+from rq_sched.dq.goconf import DqConf, GoRedisConf
 from rq_sched.dq.handling import Job, Outcome, Repeat, Stop, default_backoff
 from rq_sched.dq.producer import Producer, ProducerProtocol
 from rq_sched.dq.redis_producer import RedisProducer
@@ -39,8 +40,10 @@ __all__ = [
     "BeanstalkError",
     "BeanstalkdConfig",
     "Consumer",
+    "DqConf",
     "DqConfigError",
     "DqError",
+    "GoRedisConf",
     "Job",
     "JobNotFoundError",
     "JobRef",

@@ -11,7 +11,7 @@ The worker keeps touching the job while the coroutine runs; a handler ``timeout`
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
 from datetime import timedelta
 from types import TracebackType
@@ -20,6 +20,7 @@ from typing import Any, Self
 from rq_sched.dq.beanstalk import Beanstalk
 from rq_sched.dq.consumer import Consumer
 from rq_sched.dq.errors import DqConfigError
+from rq_sched.dq.goconf import DqConf
 from rq_sched.dq.handling import (
     AsyncHandler,
     Backoff,
@@ -101,6 +102,24 @@ class AsyncConsumer:
             handler=handler,  # type: ignore[arg-type]
             **options,
         )
+
+    @classmethod
+    def from_conf(cls, conf: DqConf | Mapping[str, Any], **options: Any) -> Self:
+        """:meth:`Consumer.from_conf` for the AsyncConsumer.
+
+        Raises:
+            DqConfigError: the config is malformed or has no Redis section.
+        """
+        if not isinstance(conf, DqConf):
+            conf = DqConf.from_dict(conf)
+        client = conf.redis_conf().connect()
+        try:
+            consumer = cls(list(conf.beanstalks), redis=client, **options)
+        except BaseException:
+            client.close()
+            raise
+        consumer._sync._owns_redis = True  # made here, so closed by stop()
+        return consumer
 
     @property
     def nodes(self) -> list[Beanstalk]:

@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from rq_sched.clock import Clock
 from rq_sched.connection import connect
@@ -27,6 +27,7 @@ from rq_sched.dq import wire
 from rq_sched.dq.beanstalk import Beanstalk, Connection, check_tube, node_list
 from rq_sched.dq.dedup import Dedup
 from rq_sched.dq.errors import DqConfigError, DqError, NodeUnavailableError
+from rq_sched.dq.goconf import DqConf
 from rq_sched.dq.handling import (
     Backoff,
     Handler,
@@ -148,6 +149,25 @@ class Consumer:
         if handler is not None:
             for tube in dict.fromkeys(n.tube for n in self.nodes):
                 self.register(tube, handler)
+
+    @classmethod
+    def from_conf(cls, conf: DqConf | Mapping[str, Any], **options: Any) -> Self:
+        """A consumer from go-queue's ``DqConf`` (the dataclass or Go's mapping, any key
+        case), as ``dq.NewConsumer(c)``: its Beanstalks and its Redis (closed on stop).
+
+        Raises:
+            DqConfigError: the config is malformed or has no Redis section.
+        """
+        if not isinstance(conf, DqConf):
+            conf = DqConf.from_dict(conf)
+        client = conf.redis_conf().connect()
+        try:
+            consumer = cls(list(conf.beanstalks), redis=client, **options)
+        except BaseException:
+            client.close()
+            raise
+        consumer._owns_redis = True  # made here, so closed by stop()
+        return consumer
 
     def register(
         self,
