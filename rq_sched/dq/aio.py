@@ -1,11 +1,13 @@
-"""asyncio faces of the dq consumer: :class:`AsyncConsumer` awaits ``async def`` handlers on
-the caller's event loop.
+"""asyncio faces of the dq bridge: :class:`AsyncConsumer` awaits ``async def`` handlers on
+the caller's event loop; :class:`AsyncProducer` is the beanstalkd producer, awaited.
 
 The beanstalkd protocol has no asyncio client worth depending on, and the consumer's decision
 table (:mod:`rq_sched.dq.handling`) must be the same for both faces, so the protocol side runs
 where it runs for :class:`~rq_sched.dq.consumer.Consumer`, in worker threads with blocking
 connections, and only the handler call crosses to the loop (``run_coroutine_threadsafe``).
 The worker keeps touching the job while the coroutine runs; a handler ``timeout`` cancels it.
+:class:`AsyncProducer` likewise runs the one producer implementation in a thread per call, so
+ids, replication, revoke and errors are the same as :class:`~rq_sched.dq.producer.Producer`'s.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Executor, Future
-from datetime import timedelta
+from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 from rq_sched.dq.beanstalk import Beanstalk
 from rq_sched.dq.consumer import Consumer
@@ -29,7 +31,83 @@ from rq_sched.dq.handling import (
     Outcome,
     is_async_callable,
 )
+from rq_sched.dq.producer import Producer
 from rq_sched.scripts import SyncRedis
+
+
+class AsyncProducerProtocol(Protocol):
+    """What every asyncio dq producer offers (:class:`AsyncProducer`,
+    :class:`~rq_sched.dq.redis_producer.AsyncRedisProducer`)."""
+
+    async def delay(self, body: bytes, delay: timedelta | float) -> str:
+        """Store ``body`` to be consumed after ``delay``; returns the id for revoke."""
+        ...
+
+    async def at(self, body: bytes, when: datetime) -> str:
+        """Store ``body`` to be consumed at ``when`` (aware); returns the id for revoke."""
+        ...
+
+    async def revoke(self, ids: str) -> None:
+        """Delete the job a put returned ``ids`` for."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class AsyncProducer:
+    """The beanstalkd :class:`~rq_sched.dq.producer.Producer` for asyncio code: the same
+    arguments, ids and errors; each call runs in a worker thread, never blocking the loop.
+
+    Raises:
+        DqConfigError: as :class:`~rq_sched.dq.producer.Producer`.
+    """
+
+    def __init__(self, nodes: Sequence[Beanstalk], **options: Any) -> None:
+        self._sync = Producer(nodes, **options)
+
+    @classmethod
+    def from_conf(cls, conf: DqConf | Mapping[str, Any], **options: Any) -> Self:
+        """From go-queue's ``DqConf``; see :meth:`Producer.from_conf`.
+
+        Raises:
+            DqConfigError: the config is malformed, or has fewer than two nodes.
+        """
+        if not isinstance(conf, DqConf):
+            conf = DqConf.from_dict(conf)
+        return cls(conf.beanstalks, **options)
+
+    @property
+    def nodes(self) -> list[Beanstalk]:
+        return self._sync.nodes
+
+    async def delay(self, body: bytes, delay: timedelta | float) -> str:
+        """See :meth:`Producer.delay` (same returns and raises)."""
+        return await asyncio.to_thread(self._sync.delay, body, delay)
+
+    async def at(self, body: bytes, when: datetime) -> str:
+        """See :meth:`Producer.at` (same returns and raises)."""
+        return await asyncio.to_thread(self._sync.at, body, when)
+
+    async def revoke(self, ids: str) -> None:
+        """See :meth:`Producer.revoke` (same raises)."""
+        await asyncio.to_thread(self._sync.revoke, ids)
+
+    async def close(self) -> None:
+        """Close the connections."""
+        await asyncio.to_thread(self._sync.close)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
 
 
 class LoopExecutor(Executor):
