@@ -19,6 +19,10 @@ handler raised            released with backoff, counting the failure in the job
                           (2 + failures); buried (logged) after ``max_failures``
 ========================  ===================================================================
 
+With ``mixed_pool`` (Go consumers on the same tubes), a retry or repeat is put as a new job
+(same body, new time, so a new, free dedup key) and the old one marked done and deleted: a Go
+consumer that reserves it runs it instead of discarding it.
+
 While the handler runs, the job is touched (beanstalkd's TTR is 5 s) and the Redis hold
 renewed, so slow handlers keep their job and a dead consumer's job is taken over.
 """
