@@ -39,6 +39,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     consume.add_argument("--max", type=int, default=0, help="stop after this many jobs")
     consume.add_argument("--duration", type=float, default=0.0, help="stop after seconds")
     consume.add_argument("--concurrency", type=int, default=1, help="workers per node")
+    consume.add_argument(
+        "--mixed-pool",
+        action="store_true",
+        help="Go consumers share the tube: retries become new jobs Go will run (docs/dq.md)",
+    )
     _action(actions, "stats", "job counts of the tube on every node")
 
 

@@ -85,7 +85,13 @@ def consume(args: argparse.Namespace) -> int:
                 done.set()
 
     redis = connect(args.url, cluster=args.cluster, socket_timeout=5, socket_connect_timeout=2)
-    consumer = Consumer(_nodes(args), redis=redis, handler=show, concurrency=args.concurrency)
+    consumer = Consumer(
+        _nodes(args),
+        redis=redis,
+        handler=show,
+        concurrency=args.concurrency,
+        mixed_pool=args.mixed_pool,
+    )
     consumer.start()
     try:
         done.wait(args.duration or None)

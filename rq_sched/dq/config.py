@@ -5,8 +5,10 @@ Two shapes, as dataclasses or plain dicts (e.g. loaded from TOML, YAML or JSON):
     {"backend": "beanstalkd", "nodes": ["10.0.0.1:11300", "10.0.0.2:11300"], "tube": "jobs"}
     {"backend": "redis", "url": "redis://10.0.0.5:6379/0", "type": "job", "queue": "jobs"}
 
-``nodes`` items may also be ``{"endpoint": ..., "tube": ...}`` for a tube per node, as in
-go-queue's ``DqConf``. :func:`make_producer` returns either producer behind the same protocol.
+``nodes`` items may also be ``{"endpoint": ..., "tube": ...}`` for a tube per node. go-queue's
+own ``DqConf`` shape (``{"Beanstalks": [{"Endpoint": ..., "Tube": ...}], "Redis": {...}}``, see
+:mod:`rq_sched.dq.goconf`) is accepted too and means beanstalkd. :func:`make_producer` returns
+either producer behind the same protocol.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 from rq_sched.client import Client
 from rq_sched.dq.beanstalk import Beanstalk
 from rq_sched.dq.errors import DqConfigError
+from rq_sched.dq.goconf import DqConf, is_dq_conf
 from rq_sched.dq.producer import Producer, ProducerProtocol, check_nodes
 from rq_sched.dq.redis_producer import RedisProducer
 from rq_sched.keys import DEFAULT_NAMESPACE
@@ -62,6 +65,8 @@ def config_from_dict(data: Mapping[str, Any]) -> ProducerConfig:
     """
     if not isinstance(data, Mapping):
         raise DqConfigError(f"producer config must be a mapping, got {type(data).__name__}")
+    if is_dq_conf(data):
+        return BeanstalkdConfig(nodes=DqConf.from_dict(data).beanstalks)
     fields = dict(data)
     backend = fields.pop("backend", None)
     if backend == "beanstalkd":
@@ -79,12 +84,14 @@ def config_from_dict(data: Mapping[str, Any]) -> ProducerConfig:
     )
 
 
-def make_producer(config: ProducerConfig | Mapping[str, Any]) -> ProducerProtocol:
+def make_producer(config: ProducerConfig | DqConf | Mapping[str, Any]) -> ProducerProtocol:
     """Build the producer a config describes; ``close()`` it when done.
 
     Raises:
         DqConfigError: the config is malformed.
     """
+    if isinstance(config, DqConf):
+        config = BeanstalkdConfig(nodes=config.beanstalks)
     if not isinstance(config, BeanstalkdConfig | RedisConfig):
         config = config_from_dict(config)
     if isinstance(config, BeanstalkdConfig):

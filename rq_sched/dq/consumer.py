@@ -15,26 +15,29 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from rq_sched.clock import Clock
 from rq_sched.connection import connect
 from rq_sched.dq import wire
 from rq_sched.dq.beanstalk import Beanstalk, Connection, check_tube, node_list
-from rq_sched.dq.dedup import Dedup, DedupOn
+from rq_sched.dq.dedup import Dedup
 from rq_sched.dq.errors import DqConfigError, DqError, NodeUnavailableError
+from rq_sched.dq.goconf import DqConf
 from rq_sched.dq.handling import (
     Backoff,
     Handler,
+    HandlerResult,
     Outcome,
     Processor,
     Route,
     Timing,
     default_backoff,
+    is_async_callable,
 )
 from rq_sched.scripts import SyncRedis
 
@@ -79,8 +82,9 @@ class Consumer:
         early_wait: arriving up to this many seconds early, a job is held, not released.
         poll_timeout: seconds one reserve waits (bounds how long :meth:`stop` takes).
         reconnect_delay: seconds between attempts to reach a node that is down.
-        dedup_on: ``"wrapped"`` (the contract: MD5 of the whole body) or ``"body"`` (MD5 of the
-            raw body, as go-queue's latest consumer computes it).
+        mixed_pool: Go consumers share the tubes: retries and repeats become new jobs with
+            free dedup keys, so a Go consumer that reserves one runs it instead of
+            discarding it (see docs/dq.md, "Mixed Go/Python pools").
         clock: time source for target-time checks.
 
     Raises:
@@ -105,7 +109,7 @@ class Consumer:
         early_wait: timedelta | float = 1.0,
         poll_timeout: int = 1,
         reconnect_delay: timedelta | float = 1.0,
-        dedup_on: DedupOn = "wrapped",
+        mixed_pool: bool = False,
         clock: Clock | None = None,
     ) -> None:
         self.nodes = _check_consumer_nodes(nodes)
@@ -130,19 +134,40 @@ class Consumer:
             raise DqConfigError("poll_timeout must be a whole number of seconds >= 0")
         self.poll_timeout = poll_timeout
         self.reconnect_delay = _seconds(reconnect_delay, "reconnect_delay")
-        self._dedup = Dedup(client, lease_ms=round(lease_s * 1000), dedup_on=dedup_on)
+        self.mixed_pool = bool(mixed_pool)
+        self._dedup = Dedup(client, lease_ms=round(lease_s * 1000))
         self._stopping = threading.Event()
+        self._stopped: bool | None = None
         self._clock = clock
         self.routes: dict[str, Route] = {}
         self._threads: list[threading.Thread] = []
         self._conns: list[Connection] = []
         self._once_conns: dict[tuple[str, str], Connection] = {}
-        self._pool: ThreadPoolExecutor | None = None
+        self._pool: Executor | None = None
         self._counts: Counter[Outcome] = Counter()
         self._counts_lock = threading.Lock()
         if handler is not None:
             for tube in dict.fromkeys(n.tube for n in self.nodes):
                 self.register(tube, handler)
+
+    @classmethod
+    def from_conf(cls, conf: DqConf | Mapping[str, Any], **options: Any) -> Self:
+        """A consumer from go-queue's ``DqConf`` (the dataclass or Go's mapping, any key
+        case), as ``dq.NewConsumer(c)``: its Beanstalks and its Redis (closed on stop).
+
+        Raises:
+            DqConfigError: the config is malformed or has no Redis section.
+        """
+        if not isinstance(conf, DqConf):
+            conf = DqConf.from_dict(conf)
+        client = conf.redis_conf().connect()
+        try:
+            consumer = cls(list(conf.beanstalks), redis=client, **options)
+        except BaseException:
+            client.close()
+            raise
+        consumer._owns_redis = True  # made here, so closed by stop()
+        return consumer
 
     def register(
         self,
@@ -154,17 +179,21 @@ class Consumer:
         max_failures: int | None = None,
         backoff: Backoff | None = None,
         concurrency: int | None = None,
+        timeout: timedelta | float | None = None,
     ) -> None:
         """Run ``handler(job)`` for the jobs of ``tube`` on every node.
 
         The handler returns None when done, or ``Repeat(delay)`` to run the job again after
         ``delay``; with ``repeat_every`` the job repeats after every success (return ``Stop()``
-        to end it) and is never judged stale. A handler that raises has its job retried.
+        to end it) and is never judged stale. A handler that raises has its job retried; so
+        does one that runs past ``timeout`` (a thread cannot be stopped: it runs on, and its
+        outcome is ignored). The job is touched while the handler runs, however long.
 
         Raises:
-            DqConfigError: bad tube name or settings, the tube has a handler already, or the
-                consumer is running.
+            DqConfigError: bad tube name or settings, the tube has a handler already, the
+                consumer is running, or ``handler`` is an ``async def`` (use AsyncConsumer).
         """
+        self.check_handler(handler)
         check_tube(tube)
         if self._threads:
             raise DqConfigError("register handlers before start()")
@@ -184,6 +213,7 @@ class Consumer:
             max_failures=default_failures if max_failures is None else max_failures,
             backoff=backoff or default_backoff_fn,
             concurrency=default_concurrency if concurrency is None else concurrency,
+            timeout=None if timeout is None else _seconds(timeout, "timeout"),
         )
 
     def start(self) -> None:
@@ -202,7 +232,7 @@ class Consumer:
             for route in self.routes.values()
             for _ in range(route.concurrency)
         ]
-        self._pool = ThreadPoolExecutor(len(workers), thread_name_prefix="dq-handler")
+        self._pool = self._make_pool(len(workers))
         processor = self._processor(self._pool)
         for index, (endpoint, route) in enumerate(workers):
             conn = Connection(Beanstalk(endpoint, route.tube), io_timeout=10.0)
@@ -223,6 +253,9 @@ class Consumer:
             True when every worker ended within ``timeout``.
         """
         self._stopping.set()
+        with self._counts_lock:
+            if self._stopped is not None:
+                return self._stopped
         for thread in self._threads:
             thread.join(timeout)
         stopped = not any(t.is_alive() for t in self._threads)
@@ -232,6 +265,8 @@ class Consumer:
             conn.close()
         if self._owns_redis:
             self.redis.close()
+        with self._counts_lock:
+            self._stopped = stopped
         return stopped
 
     def run_once(self, timeout: int = 0) -> list[Outcome]:
@@ -244,7 +279,7 @@ class Consumer:
         if not self.routes:
             raise DqConfigError("register a handler (consumer.register(tube, fn)) first")
         outcomes: list[Outcome] = []
-        with ThreadPoolExecutor(1, thread_name_prefix="dq-handler") as pool:
+        with self._make_pool(1) as pool:
             processor = self._processor(pool)
             for endpoint in self.endpoints:
                 for route in self.routes.values():
@@ -255,6 +290,31 @@ class Consumer:
                     if outcome is not None:
                         outcomes.append(outcome)
         return outcomes
+
+    def consume(self, handler: Callable[[bytes], HandlerResult]) -> None:
+        """go-queue's ``Consume(handler)``: run ``handler(body)`` for the jobs of the nodes'
+        own tubes and block until :meth:`stop` is called (from another thread or a signal
+        handler) or Ctrl-C. ``body`` is the raw body the producer passed. Unlike Go, a
+        handler that raises has its job retried (see ``max_failures``).
+
+        Raises:
+            DqConfigError: ``handler`` is not a plain callable, a tube has a handler already,
+                or the consumer already started.
+        """
+        self.check_handler(handler)
+        for tube in dict.fromkeys(n.tube for n in self.nodes):
+            self.register(tube, lambda job: handler(job.body))
+        self.start()
+        try:
+            self.wait()
+        except KeyboardInterrupt:
+            log.info("dq: interrupted; stopping the consumer")
+        finally:
+            self.stop()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until :meth:`stop` is called (True) or ``timeout`` seconds pass (False)."""
+        return self._stopping.wait(timeout)
 
     def counts(self) -> dict[Outcome, int]:
         """How many reserved jobs ended each way so far."""
@@ -272,8 +332,31 @@ class Consumer:
     ) -> None:
         self.stop()
 
-    def _processor(self, pool: ThreadPoolExecutor) -> Processor:
-        return Processor(self._dedup, pool, self._timing, self._stopping, self._clock)
+    def check_handler(self, handler: object) -> None:
+        """Refuse a handler this consumer would not run to the end.
+
+        Raises:
+            DqConfigError: ``handler`` is an ``async def`` (the AsyncConsumer awaits those).
+        """
+        if is_async_callable(handler):
+            raise DqConfigError(
+                f"{handler!r} is an async def handler; the Consumer runs handlers in threads "
+                "and would never await it: use rq_sched.dq.AsyncConsumer, or a plain def"
+            )
+
+    def _make_pool(self, workers: int) -> Executor:
+        """Where handlers run: threads here; the AsyncConsumer runs them on its loop."""
+        return ThreadPoolExecutor(workers, thread_name_prefix="dq-handler")
+
+    def _processor(self, pool: Executor) -> Processor:
+        return Processor(
+            self._dedup,
+            pool,
+            self._timing,
+            self._stopping,
+            self._clock,
+            mixed_pool=self.mixed_pool,
+        )
 
     def _work(self, conn: Connection, route: Route, processor: Processor) -> None:
         down = False

@@ -13,19 +13,16 @@ from __future__ import annotations
 import enum
 import secrets
 from dataclasses import dataclass
-from typing import Literal
 
 import redis.exceptions
 
 from rq_sched import scripts
 from rq_sched.dq import wire
-from rq_sched.dq.errors import DqConfigError
 from rq_sched.dq.errors import RedisDownError as RedisDownError  # noqa: PLC0414 - re-export
 from rq_sched.keys import dq_dedup
 from rq_sched.scripts import SyncRedis
 
 DONE = "rqsdq:done"
-DedupOn = Literal["wrapped", "body"]
 
 
 def owned_by(ref: wire.JobRef) -> str:
@@ -65,21 +62,27 @@ class Dedup:
         redis: a sync Redis (or Redis Cluster) client.
         lease_ms: how long a hold lasts without renewal; a consumer that dies is replaced
             this long after its last renewal.
-        dedup_on: ``"wrapped"`` hashes the whole wrapped body (the contract, and go-queue
-            before its consumer switched to the lock helper); ``"body"`` hashes the raw body
-            after the ``/``, as go-queue's current consumer does.
     """
 
-    def __init__(self, redis: SyncRedis, *, lease_ms: int, dedup_on: DedupOn = "wrapped") -> None:
-        if dedup_on not in ("wrapped", "body"):
-            raise DqConfigError(f"dedup_on must be 'wrapped' or 'body', got {dedup_on!r}")
+    def __init__(self, redis: SyncRedis, *, lease_ms: int) -> None:
         self.redis = redis
         self.lease_ms = lease_ms
-        self.dedup_on = dedup_on
 
-    def key(self, wrapped: bytes, body: bytes) -> str:
-        """The dedup key of a job."""
-        return dq_dedup(wrapped if self.dedup_on == "wrapped" else body)
+    def key(self, wrapped: bytes) -> str:
+        """The dedup key of a job: hex MD5 of the whole stored body, as every go-queue
+        version computes it (before unwrapping)."""
+        return dq_dedup(wrapped)
+
+    def exists(self, key: str) -> bool:
+        """Whether a dedup key is set (by any consumer, Go or Python).
+
+        Raises:
+            RedisDownError: Redis could not be asked.
+        """
+        try:
+            return bool(self.redis.exists(key))
+        except redis.exceptions.RedisError as exc:
+            raise RedisDownError(f"Redis unavailable for the dq dedup key ({exc})") from exc
 
     def claim(self, key: str, ref: wire.JobRef) -> Hold:
         """Try to take the job for this consumer.

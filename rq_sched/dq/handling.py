@@ -19,6 +19,10 @@ handler raised            released with backoff, counting the failure in the job
                           (2 + failures); buried (logged) after ``max_failures``
 ========================  ===================================================================
 
+With ``mixed_pool`` (Go consumers on the same tubes), a retry or repeat is put as a new job
+(same body, new time, so a new, free dedup key) and the old one marked done and deleted: a Go
+consumer that reserves it runs it instead of discarding it.
+
 While the handler runs, the job is touched (beanstalkd's TTR is 5 s) and the Redis hold
 renewed, so slow handlers keep their job and a dead consumer's job is taken over.
 """
@@ -26,10 +30,11 @@ renewed, so slow handlers keep their job and a dead consumer's job is taken over
 from __future__ import annotations
 
 import enum
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor, Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -45,6 +50,7 @@ from rq_sched.dq.producer import now_ns
 log = logging.getLogger("rq_sched.dq.consumer")
 
 _NS = 1_000_000_000
+_FRESH_KEY_TRIES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +96,20 @@ class Stop:
 
 HandlerResult = Repeat | Stop | None
 Handler = Callable[[Job], HandlerResult]
+AsyncHandler = Callable[[Job], Awaitable[HandlerResult]]
 Backoff = Callable[[int], float]
+
+
+def is_async_callable(fn: object) -> bool:
+    """True for ``async def`` functions, and objects whose ``__call__`` is one (partials and
+    bound methods included): calling them only makes a coroutine, which must be awaited."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an async __call__ is what we look for
+    )
+
+
+class HandlerTimeoutError(TimeoutError):
+    """The handler ran longer than its route's ``timeout``; the job counts as failed."""
 
 
 def default_backoff(failures: int) -> float:
@@ -103,16 +122,20 @@ class Route:
     """How one tube's jobs are handled."""
 
     tube: str
-    handler: Handler
+    handler: Callable[[Job], object]
     repeat_every_ns: int | None
     stale_after_ns: int | None
     max_failures: int
     backoff: Backoff
     concurrency: int
+    timeout: float | None = None
+    """Seconds a handler may run before its job counts as failed (None: no limit)."""
 
     def __post_init__(self) -> None:
         if not callable(self.handler):
             raise DqConfigError(f"handler for tube {self.tube!r} must be callable")
+        if self.timeout is not None and not self.timeout > 0:
+            raise DqConfigError(f"timeout must be > 0 seconds or None, got {self.timeout!r}")
         if self.max_failures < 1:
             raise DqConfigError(f"max_failures must be >= 1, got {self.max_failures}")
         if self.concurrency < 1:
@@ -155,12 +178,15 @@ class Processor:
         timing: Timing,
         stopping: threading.Event,
         clock: Clock | None = None,
+        *,
+        mixed_pool: bool = False,
     ) -> None:
         self.dedup = dedup
         self.pool = pool
         self.timing = timing
         self.stopping = stopping
         self.clock = clock
+        self.mixed_pool = mixed_pool
 
     def process(self, conn: Connection, route: Route, job_id: int, wrapped: bytes) -> Outcome:
         """Handle one job reserved on ``conn``; it ends deleted, released or buried.
@@ -181,7 +207,7 @@ class Processor:
         if early is not None:
             return early
         try:
-            hold = self._claim(self.dedup.key(wrapped, parts.body), ref)
+            hold = self._claim(self.dedup.key(wrapped), ref)
         except RedisDownError as exc:
             log.warning("dq: %s; releasing %s for %ss", exc, ref, self.timing.redis_retry_delay)
             self._release_as_is(conn, job_id, self.timing.redis_retry_delay)
@@ -222,12 +248,15 @@ class Processor:
 
     def _run(self, conn: Connection, route: Route, job: Job, hold: Hold) -> Outcome:
         try:
-            result = self._call(conn, route.handler, job, hold)
+            result = self._call(conn, route, job, hold)
         except Exception as exc:  # noqa: BLE001 - a handler may raise anything; it is a failure
             return self._failed(conn, route, job, hold, exc)
         repeat_ns = result.delay_ns if isinstance(result, Repeat) else None
         if repeat_ns is None and result is None:
             repeat_ns = route.repeat_every_ns
+        if repeat_ns is not None and self.mixed_pool:
+            self._again_as_new_job(conn, job, hold, repeat_ns, wire.PUT_PRIORITY)
+            return Outcome.REPEAT
         if repeat_ns is not None:
             ttl_ms = 2 * repeat_ns // 1_000_000 + self.dedup.lease_ms
             self._settle(hold, job.ref, lambda: self.dedup.hand_to(hold, job.ref, ttl_ms))
@@ -244,6 +273,11 @@ class Processor:
     ) -> Outcome:
         priority = self._priority(conn, job.ref.job_id)
         failures = max(priority - wire.PUT_PRIORITY, 0) + 1
+        delay_ns = round(route.backoff(failures) * _NS)
+        if failures < route.max_failures and self.mixed_pool:
+            _log_retry(job, failures, route.max_failures, delay_ns, exc)
+            self._again_as_new_job(conn, job, hold, delay_ns, wire.PUT_PRIORITY + failures)
+            return Outcome.RETRY
         self._settle(hold, job.ref, lambda: self.dedup.hand_to(hold, job.ref))
         if failures >= route.max_failures:
             log.error(
@@ -255,33 +289,65 @@ class Processor:
             )
             conn.bury(job.ref.job_id, priority=wire.PUT_PRIORITY + failures)
             return Outcome.BURIED
-        delay = route.backoff(failures)
-        log.warning(
-            "dq: %s failed (attempt %d of %d), retrying in %ss: %s: %s",
-            job.ref,
-            failures,
-            route.max_failures,
-            delay,
-            type(exc).__name__,
-            exc,
-        )
+        _log_retry(job, failures, route.max_failures, delay_ns, exc)
         conn.release(
             job.ref.job_id,
             priority=wire.PUT_PRIORITY + failures,
-            delay=wire.delay_seconds(round(delay * _NS)),
+            delay=wire.delay_seconds(delay_ns),
         )
         return Outcome.RETRY
 
-    def _call(self, conn: Connection, handler: Handler, job: Job, hold: Hold) -> HandlerResult:
-        """Run the handler in the pool; meanwhile touch the job and renew the hold."""
-        future: Future[HandlerResult] = self.pool.submit(handler, job)
-        renew_every = self.dedup.lease_ms / 3000
-        next_renew = time.monotonic() + renew_every
-        while True:
+    def _again_as_new_job(
+        self, conn: Connection, job: Job, hold: Hold, delay_ns: int, priority: int
+    ) -> None:
+        """Mixed pools: run the job again as a *new* job, not the released old one.
+
+        A Go consumer deletes what it reserves and runs it only if ``SET key NX`` wins, so a
+        released copy whose key is taken would be lost to it. The new job's body carries the
+        new target time, so its MD5 (its key) differs, and is checked to be free; then the
+        old key is marked done (its other replicas are duplicates to Go and Python alike) and
+        the old job deleted. Put first: a crash in between can run the job twice, never zero
+        times. The failure count travels in the new job's priority, as with a release.
+        """
+        at_ns = now_ns(self.clock) + delay_ns
+        wrapped = wire.wrap(job.body, at_ns)
+        for _ in range(_FRESH_KEY_TRIES):
             try:
-                return future.result(timeout=self.timing.touch_interval)
+                if not self.dedup.exists(self.dedup.key(wrapped)):
+                    break
+            except RedisDownError:
+                break  # a key of a new nanosecond time is all but certainly free
+            at_ns += 1
+            wrapped = wire.wrap(job.body, at_ns)
+        conn.put(
+            wrapped, priority=priority, delay=wire.delay_seconds(delay_ns), ttr=wire.TTR_SECONDS
+        )
+        self._settle(hold, job.ref, lambda: self.dedup.finish(hold))
+        conn.delete(job.ref.job_id)
+
+    def _call(self, conn: Connection, route: Route, job: Job, hold: Hold) -> object:
+        """Run the handler in the pool; meanwhile touch the job (so beanstalkd does not give
+        it to another consumer past its TTR) and renew the hold.
+
+        Raises:
+            HandlerTimeoutError: the handler outlived ``route.timeout``.
+            TypeError: the handler returned an awaitable (it was never run to the end).
+            Exception: whatever the handler raised.
+        """
+        future: Future[object] = self.pool.submit(route.handler, job)
+        started = time.monotonic()
+        renew_every = self.dedup.lease_ms / 3000
+        next_renew = started + renew_every
+        while True:
+            wait = self.timing.touch_interval
+            if route.timeout is not None:
+                wait = max(min(wait, started + route.timeout - time.monotonic()), 0)
+            try:
+                return _checked(future.result(timeout=wait), route)
             except FutureTimeout:
                 pass
+            if route.timeout is not None and time.monotonic() - started >= route.timeout:
+                _give_up(future, job, route.timeout)
             try:
                 conn.touch(job.ref.job_id)
             except DqError as exc:
@@ -344,3 +410,41 @@ class Processor:
                 log.warning("dq: the hold on %s lapsed and was taken over meanwhile", ref)
         except RedisDownError as exc:
             log.warning("dq: %s while settling %s; its hold will lapse", exc, ref)
+
+
+def _checked(result: object, route: Route) -> object:
+    """A handler's return value; an awaitable means an async handler reached a runner that
+    cannot await it, so the job did not run: a failure, never "done"."""
+    if inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()  # never awaited on purpose: no RuntimeWarning, no half-run
+        raise TypeError(
+            f"the handler for tube {route.tube!r} returned {type(result).__name__}, an "
+            "awaitable: register async handlers with AsyncConsumer, which awaits them"
+        )
+    return result
+
+
+def _give_up(future: Future[object], job: Job, timeout: float) -> None:
+    """End the wait for a handler past its timeout. An async handler is cancelled; a thread
+    cannot be stopped, so a sync handler runs on unobserved and its outcome is ignored."""
+    if not future.cancel():
+        log.warning(
+            "dq: the handler of %s is still running after its %ss timeout; its thread cannot "
+            "be stopped, the job is treated as failed",
+            job.ref,
+            timeout,
+        )
+    raise HandlerTimeoutError(f"handler of {job.ref} timed out after {timeout}s")
+
+
+def _log_retry(job: Job, failures: int, max_failures: int, delay_ns: int, exc: Exception) -> None:
+    log.warning(
+        "dq: %s failed (attempt %d of %d), retrying in %ss: %s: %s",
+        job.ref,
+        failures,
+        max_failures,
+        delay_ns / _NS,
+        type(exc).__name__,
+        exc,
+    )

@@ -15,16 +15,17 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Protocol, Self, TypeVar, runtime_checkable
+from typing import Any, Protocol, Self, TypeVar, runtime_checkable
 
 from rq_sched.clock import Clock
 from rq_sched.dq import wire
 from rq_sched.dq.beanstalk import Beanstalk, Connection, node_list
 from rq_sched.dq.errors import DqConfigError, DqError, JobNotFoundError, PutError, RevokeError
+from rq_sched.dq.goconf import DqConf
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,18 @@ class Producer:
             max_workers=min(len(self.nodes), REPLICA_NODES * 2), thread_name_prefix="dq-put"
         )
         self._closed = False
+
+    @classmethod
+    def from_conf(cls, conf: DqConf | Mapping[str, Any], **options: Any) -> Self:
+        """A producer from go-queue's ``DqConf`` (the dataclass or Go's mapping, any key
+        case), as ``dq.NewProducer(c.Beanstalks)``; ``options`` as for the constructor.
+
+        Raises:
+            DqConfigError: the config is malformed, or has fewer than two nodes.
+        """
+        if not isinstance(conf, DqConf):
+            conf = DqConf.from_dict(conf)
+        return cls(conf.beanstalks, **options)
 
     def delay(self, body: bytes, delay: timedelta | float) -> str:
         """Put ``body`` to be consumed after ``delay`` (a timedelta or seconds, >= 0).

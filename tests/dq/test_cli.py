@@ -25,7 +25,20 @@ def test_put_then_consume_prints_the_job(
     assert len(wire.split_ids(ids)) == 2
     assert main(["dq", "stats", *nodes]) == 0
     assert capsys.readouterr().out.count("ready=1") == 2
-    code = main(["dq", "consume", *nodes, "--url", redis_url, "--max", "1", "--duration", "10"])
+    code = main(
+        [
+            "dq",
+            "consume",
+            *nodes,
+            "--url",
+            redis_url,
+            "--max",
+            "1",
+            "--duration",
+            "10",
+            "--mixed-pool",
+        ]
+    )
     assert code == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith(f"{servers[0].endpoint}/{tube}/") or line.startswith(

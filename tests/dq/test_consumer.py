@@ -19,6 +19,7 @@ from tests.dq.conftest import (
     put_like_go,
     wait_until,
 )
+from tests.dq.go_emulation import GoConsumer
 
 
 def test_a_job_written_by_a_go_producer_is_consumed_at_its_time(
@@ -76,15 +77,29 @@ def test_a_key_held_by_a_go_consumer_makes_the_copy_a_duplicate(
     assert servers[0].jobs_in(tube) == 0
 
 
-def test_dedup_on_body_keys_by_the_raw_body_as_current_go_queue_does(
+def test_the_dedup_key_is_the_md5_of_the_whole_stored_body_as_in_every_go_queue(
     beanstalkds: StartServers, tube: str, consumers: MakeConsumer, r: redis.Redis
 ) -> None:
-    servers = beanstalkds(1)
-    body = f"raw-{tube}".encode()
-    put_like_go(servers[0], tube, body, time.time_ns())
-    consumer = consumers(nodes_of(servers, tube), handler=Calls(), dedup_on="body")
-    assert consumer.run_once() == [Outcome.DONE]
-    assert r.get(hashlib.md5(body).hexdigest()) == b"rqsdq:done"
+    servers = beanstalkds(2)
+    body = f"same-{tube}".encode()
+    target = time.time_ns()
+    for server in servers:
+        put_like_go(server, tube, body, target)
+    go = GoConsumer(servers[0].port, tube, r, lambda task: None)
+    assert go.step() == "ran"
+    consumer = consumers(nodes_of(servers[1:], tube), handler=Calls())
+    assert consumer.run_once() == [Outcome.DUPLICATE]  # Go's key is rq_sched's key
+    assert r.exists(hashlib.md5(b"%d/%s" % (target, body)).hexdigest())
+    assert not r.exists(hashlib.md5(body).hexdigest())
+    go.close()
+
+
+def test_there_is_no_option_to_key_dedup_on_the_raw_body(
+    beanstalkds: StartServers, tube: str, consumers: MakeConsumer
+) -> None:
+    # No go-queue version keyed on the raw body; such keys ran every job twice next to Go.
+    with pytest.raises(TypeError, match="dedup_on"):
+        consumers(nodes_of(beanstalkds(1), tube), handler=Calls(), dedup_on="body")
 
 
 def test_a_job_arriving_before_its_time_is_released_until_then(

@@ -173,3 +173,15 @@ def test_closed_producer_refuses_work(beanstalkds: StartServers, tube: str) -> N
     producer.close()
     with pytest.raises(DqError, match="closed"):
         producer.delay(b"x", 1)
+
+
+def test_revoke_takes_the_ids_in_completion_order_as_go_lists_them(
+    beanstalkds: StartServers, tube: str
+) -> None:
+    # Go joins ids in the order its parallel puts complete, not in node order.
+    servers = beanstalkds(3)
+    with Producer(nodes_of(servers, tube)) as producer:
+        refs = wire.split_ids(producer.delay(b"x", 5))
+        completion_order = ",".join(str(ref) for ref in [refs[2], refs[0], refs[1]])
+        producer.revoke(completion_order)
+    assert [s.jobs_in(tube) for s in servers] == [0, 0, 0]
