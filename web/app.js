@@ -76,8 +76,29 @@
     return h("a", { href: hash }, ...children);
   }
 
+  // A value inside the #hash (never sent to the server, so dot segments are harmless there).
   function seg(value) {
     return encodeURIComponent(value);
+  }
+
+  // API URLs carry queue names and task ids in the query string, never as path segments: a
+  // browser removes "." and ".." segments (even "%2E%2E") before sending, which once turned
+  // "delete task .." into "delete the queue".
+  function apiUrl(path, params) {
+    const query = new URLSearchParams();
+    for (const [k, v] of Object.entries(params || {})) {
+      if (v !== undefined && v !== null && v !== "") query.set(k, String(v));
+    }
+    const text = query.toString();
+    return text ? path + "?" + text : path;
+  }
+
+  function queueUrl(queue, sub, params) {
+    return apiUrl("/api/queue" + (sub ? "/" + sub : ""), { queue, ...(params || {}) });
+  }
+
+  function taskUrl(queue, id, action) {
+    return apiUrl("/api/task" + (action ? "/" + action : ""), { queue, id });
   }
 
   // ---- formatting -------------------------------------------------------------------------
@@ -132,7 +153,7 @@
     let data = null;
     try { data = await resp.json(); } catch (_) { data = { error: resp.statusText }; }
     if (resp.status === 401) {
-      showLogin(data && data.error);
+      showLogin(Boolean(token));
       throw new ApiError("sign in required", 401);
     }
     if (!resp.ok) throw new ApiError((data && data.error) || resp.statusText, resp.status);
@@ -140,7 +161,8 @@
   }
 
   // Runs an action, reports the outcome, re-renders; resolves to true when it succeeded.
-  async function act(method, path, body, question) {
+  // after: what to do on success instead of re-rendering (e.g. leave a deleted task's page).
+  async function act(method, path, body, question, after) {
     if (question && !window.confirm(question)) return false;
     busy = true;
     let ok = false;
@@ -152,7 +174,8 @@
     } finally {
       busy = false;
     }
-    await render();
+    if (ok && after) after();
+    else await render();
     return ok;
   }
 
@@ -188,7 +211,12 @@
   function route() {
     const hash = location.hash.replace(/^#\/?/, "");
     const [path, query] = hash.split("?");
-    const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+    let parts;
+    try {
+      parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+    } catch (_) {
+      return { name: "bad-link", hash }; // a malformed %-escape in a hand-typed link
+    }
     const params = new URLSearchParams(query || "");
     const page = Math.max(1, parseInt(params.get("page") || "1", 10) || 1);
     if (parts[0] === "queues" && parts[1] !== undefined) {
@@ -205,7 +233,13 @@
   }
 
   const PAGES = { queues: queuesPage, queue: queuePage, task: taskPage, servers: serversPage,
-    scheduler: schedulerPage, redis: redisPage };
+    scheduler: schedulerPage, redis: redisPage, "bad-link": badLinkPage };
+
+  async function badLinkPage(r) {
+    return h("div", { class: "card", id: "bad-link" }, h("h2", {}, "This link is malformed"),
+      h("p", {}, "The address after # is not valid percent-encoding: ", h("code", {}, r.hash)),
+      h("p", {}, link("#/queues", "Go to the queues")));
+  }
 
   async function render() {
     const r = route();
@@ -281,7 +315,7 @@
     const action = paused ? "unpause" : "pause";
     return h("button", {
       "data-action": action,
-      onclick: () => act("POST", "/api/queues/" + seg(queue) + "/" + action),
+      onclick: () => act("POST", queueUrl(queue, action)),
     }, paused ? "Resume" : "Pause");
   }
 
@@ -320,10 +354,9 @@
   }
 
   async function queuePage(r) {
-    const base = "/api/queues/" + seg(r.queue);
     const [detail, page] = await Promise.all([
-      api("GET", base + "?days=14"),
-      api("GET", `${base}/tasks?state=${r.state}&page=${r.page}&size=${PAGE_SIZE}`),
+      api("GET", queueUrl(r.queue, "", { days: 14 })),
+      api("GET", queueUrl(r.queue, "tasks", { state: r.state, page: r.page, size: PAGE_SIZE })),
     ]);
     const stats = detail.stats, info = stats.info;
     const head = h("div", { class: "card" },
@@ -339,9 +372,9 @@
         config.read_only ? null : h("div", { class: "actions" },
           pauseButton(info.queue, info.paused),
           h("button", { class: "danger", "data-action": "delete-queue", onclick: () => act(
-            "DELETE", base, undefined,
-            `Delete queue "${info.queue}" and all its tasks? This cannot be undone.`)
-            .then((ok) => { if (ok) location.hash = "#/queues"; }) }, "Delete queue"))),
+            "DELETE", queueUrl(info.queue), undefined,
+            `Delete queue "${info.queue}" and all its tasks? This cannot be undone.`,
+            () => { location.hash = "#/queues"; }) }, "Delete queue"))),
       chart(detail.history));
     const tabs = h("nav", { class: "tabs" }, STATES.map((s) => h("a", {
       href: "#/queues/" + seg(r.queue) + "/" + s,
@@ -352,7 +385,7 @@
       BULK_ACTIONS[r.state].map((action) => h("button", {
         class: action === "delete" ? "danger" : "",
         "data-bulk": action,
-        onclick: () => act("POST", base + "/tasks:bulk", { state: r.state, action },
+        onclick: () => act("POST", queueUrl(r.queue, "bulk"), { state: r.state, action },
           `${BULK_LABEL[action]}: all ${page.total} ${r.state} task(s) in "${info.queue}"?`),
       }, BULK_LABEL[action])));
     return h("div", {}, head, h("div", { class: "card" },
@@ -363,7 +396,6 @@
 
   function taskTable(r, page) {
     if (!page.tasks.length) return h("p", { class: "empty" }, `No ${r.state} tasks.`);
-    const base = "/api/queues/" + seg(r.queue) + "/tasks/";
     const rows = page.tasks.map((t) => h("tr", { "data-task": t.id },
       h("td", { class: "mono" }, link("#/queues/" + seg(r.queue) + "/tasks/" + seg(t.id), t.id)),
       h("td", {}, t.type),
@@ -372,7 +404,7 @@
       h("td", {}, when(r.state === "pending" ? t.enqueued_at : t.score_at)),
       h("td", { class: "error-text", title: t.last_error || "" }, t.last_error || ""),
       config.read_only ? null : h("td", {}, h("div", { class: "actions" },
-        ROW_ACTIONS[r.state].map((action) => actionButton(base + seg(t.id), action, t.id))))));
+        ROW_ACTIONS[r.state].map((action) => actionButton(r.queue, t.id, action))))));
     return h("table", {}, h("thead", {}, h("tr", {},
       h("th", {}, "ID"), h("th", {}, "Type"), h("th", {}, "Payload"),
       h("th", { class: "num" }, "Retried"), h("th", {}, TIME_LABEL[r.state]),
@@ -380,14 +412,15 @@
     h("tbody", {}, rows));
   }
 
-  function actionButton(path, action, id, after) {
+  function actionButton(queue, id, action, after) {
     const method = action === "delete" ? "DELETE" : "POST";
-    const url = action === "delete" ? path : path + "/" + action;
-    const question = action === "delete" ? `Delete task ${id}?` : null;
+    const url = taskUrl(queue, id, action === "delete" ? "" : action);
+    const question = action === "delete" ? `Delete task ${id}?`
+      : action === "cancel" ? `Cancel task ${id}? A cancelled task is not retried.` : null;
     return h("button", {
       class: action === "delete" || action === "cancel" ? "danger" : "",
       "data-action": action,
-      onclick: () => act(method, url, undefined, question).then((ok) => ok && after && after()),
+      onclick: () => act(method, url, undefined, question, after),
     }, ACTION_LABEL[action]);
   }
 
@@ -402,10 +435,9 @@
   }
 
   async function taskPage(r) {
-    const path = "/api/queues/" + seg(r.queue) + "/tasks/" + seg(r.id);
     let t;
     try {
-      t = await api("GET", path);
+      t = await api("GET", taskUrl(r.queue, r.id));
     } catch (err) {
       if (err.status !== 404) throw err;
       return h("div", { class: "card" }, h("h2", {}, "Task not found"),
@@ -423,7 +455,7 @@
     ].filter(([, v]) => v !== "" && v !== null && v !== undefined);
     const back = () => { location.hash = "#/queues/" + seg(t.queue) + "/" + t.state; };
     const actions = config.read_only ? null : h("div", { class: "actions" },
-      ROW_ACTIONS[t.state].map((a) => actionButton(path, a, t.id, a === "delete" ? back : null)));
+      ROW_ACTIONS[t.state].map((a) => actionButton(t.queue, t.id, a, a === "delete" ? back : null)));
     return h("div", {},
       h("div", { class: "card" },
         h("div", { class: "row spread" }, h("h1", { class: "mono" }, t.id), actions),
@@ -504,10 +536,17 @@
 
   // ---- sign-in, start-up, auto-refresh ----------------------------------------------------
 
-  function showLogin(reason) {
+  // rejected: a token was sent and refused (else none was sent yet).
+  function showLogin(rejected) {
+    sessionStorage.removeItem(TOKEN_KEY);
     document.getElementById("main").hidden = true;
     document.getElementById("login").hidden = false;
-    if (reason) document.getElementById("login-reason").textContent = reason;
+    const reason = document.getElementById("login-reason");
+    reason.textContent = rejected
+      ? "That token was not accepted. Check it (it is the --auth-token the server was started"
+        + " with) and try again."
+      : "This dashboard requires an access token.";
+    reason.className = rejected ? "error-text" : "muted";
     document.getElementById("token").focus();
   }
 

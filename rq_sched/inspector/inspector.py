@@ -13,7 +13,7 @@ from typing import Any, Self
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, SystemClock, from_ms, to_ms
 from rq_sched.connection import connect, translate_errors
-from rq_sched.errors import TaskNotFoundError, raise_for_code
+from rq_sched.errors import TaskNotFoundError, ValidationError, raise_for_code
 from rq_sched.inspector import actions as inspector_actions
 from rq_sched.inspector import lists as inspector_lists
 from rq_sched.inspector import processes as inspector_processes
@@ -191,6 +191,49 @@ class Inspector:
         with translate_errors(self.redis):
             return bool(self.redis.sismember(self.global_keys.queues, check_queue(queue)))
 
+    def require_queue(self, queue: str, *, leftovers: bool = False) -> None:
+        """Raise unless ``queue`` exists, so actions on a mistyped name fail instead of leaving a
+        stray key behind (a paused flag would make a later queue of that name start paused).
+
+        Args:
+            leftovers: also accept a queue that is not registered but still has keys (so
+                deleting it can clean up what an older version left).
+
+        Raises:
+            TaskNotFoundError: no such queue.
+        """
+        if self.has_queue(queue):
+            return
+        if leftovers:
+            with translate_errors(self.redis):
+                if self.redis.exists(*self.keys(queue).all_fixed()):
+                    return
+        raise TaskNotFoundError(f"no queue {queue!r}; the queue list shows the names")
+
+    def find_task(self, task_id: str) -> list[TaskInfo]:
+        """Every task with id ``task_id``, in whichever queues hold one (one round trip to test
+        every queue, then one per match).
+
+        Raises:
+            ValidationError: ``task_id`` is empty.
+        """
+        if not task_id:
+            raise ValidationError("give a task id to look for")
+        names = self.queues()
+        with translate_errors(self.redis):
+            pipe = self.redis.pipeline(transaction=False)
+            for name in names:
+                pipe.hexists(self.keys(name).msg, task_id)
+            found = pipe.execute()
+        out = []
+        for name, present in zip(names, found, strict=True):
+            if present:
+                try:
+                    out.append(self.get_task(name, task_id))
+                except TaskNotFoundError:
+                    continue  # deleted between the two reads
+        return out
+
     def queue_stats(self, queue: str, *, memory: bool = False) -> QueueStats:
         """:meth:`queue_info` plus the latency of the oldest pending task and, with
         ``memory=True``, an estimate of the queue's memory use (MEMORY USAGE with sampling)."""
@@ -219,18 +262,30 @@ class Inspector:
             return inspector_lists.read_history(self.redis, keys, self.clock.now(), days)
 
     def list_tasks(
-        self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20
+        self,
+        queue: str,
+        state: TaskState | str,
+        *,
+        page: int = 1,
+        size: int = 20,
+        task_type: str | None = None,
     ) -> TaskPage:
         """One page of the tasks of ``queue`` in ``state`` (pages start at 1). Pending tasks
         are listed in the order they will run; active, scheduled and retry by time; archived and
-        completed newest first.
+        completed newest first. With ``task_type``, only tasks of that type, found among the
+        first ``lists.FILTER_SCAN_LIMIT`` of the state.
 
         Raises:
-            ValidationError: unknown state, page < 1 or size outside 1..500.
+            ValidationError: unknown state, page < 1, size outside 1..500, or a page past any
+                queue.
         """
         parsed = inspector_lists.parse_state(state)
         keys = self.keys(queue)
         with translate_errors(self.redis):
+            if task_type:
+                return inspector_lists.read_page_of_type(
+                    self.redis, keys, parsed, task_type, page, size
+                )
             return inspector_lists.read_page(self.redis, keys, parsed, page, size)
 
     def bulk(self, queue: str, state: TaskState | str, action: str) -> BulkResult:

@@ -30,6 +30,13 @@ MAX_PAGE_SIZE = 500
 """Largest page of a task list."""
 MAX_HISTORY_DAYS = DAILY_COUNTER_DAYS
 """Daily counters are kept this long, so older days read as zero."""
+MAX_OFFSET = 2**53
+"""Largest task offset a page may reach: far beyond any real queue, and a number both Redis
+(int64) and the browser (double) hold exactly."""
+FILTER_SCAN_LIMIT = 20_000
+"""Tasks of one state a type filter looks at, at most, per request (a bounded read)."""
+FILTER_BATCH = 1_000
+"""Tasks read per round trip while filtering by type."""
 MEMORY_SAMPLES = 5
 """Nested values MEMORY USAGE samples per key: an estimate, cheap even on large hashes."""
 NEWEST_FIRST = frozenset({TaskState.ARCHIVED, TaskState.COMPLETED})
@@ -210,12 +217,74 @@ def read_page(
     return TaskPage(keys.queue, state, page, size, int(total), tasks)
 
 
+def read_page_of_type(  # noqa: PLR0917 - the same order as read_page, plus the type
+    redis: SyncRedis, keys: QueueKeys, state: TaskState, task_type: str, page: int, size: int
+) -> TaskPage:
+    """One page of the tasks in ``state`` whose type is ``task_type``, in list order.
+
+    Looks at no more than FILTER_SCAN_LIMIT tasks, FILTER_BATCH per round trip; the page says
+    how many it scanned and whether it reached the end of the state.
+
+    Raises:
+        ValidationError: bad paging (see check_paging).
+    """
+    check_paging(page, size)
+    start, matches, scanned = (page - 1) * size, 0, 0
+    wanted: list[tuple[str, float | None]] = []
+    while scanned < FILTER_SCAN_LIMIT:
+        batch = _ids_window(redis, keys, state, scanned, FILTER_BATCH)
+        if not batch:
+            break
+        scanned += len(batch)
+        found: list[Any] = redis.hmget(keys.msg, [task_id for task_id, _ in batch])
+        for (task_id, score), data in zip(batch, found, strict=True):
+            if data is not None and _type_of(data, task_id) == task_type:
+                if start <= matches < start + size:
+                    wanted.append((task_id, score))
+                matches += 1
+        if len(batch) < FILTER_BATCH:
+            break
+    complete = scanned < FILTER_SCAN_LIMIT or not _ids_window(redis, keys, state, scanned, 1)
+    ids, scores = [i for i, _ in wanted], [s for _, s in wanted]
+    tasks = summaries(redis, keys, state, ids, scores)
+    return TaskPage(keys.queue, state, page, size, matches, tasks, task_type, scanned, complete)
+
+
+def _ids_window(
+    redis: SyncRedis, keys: QueueKeys, state: TaskState, offset: int, count: int
+) -> list[tuple[str, float | None]]:
+    """``count`` (id, score) pairs of ``state`` from ``offset``, in list order."""
+    if state is TaskState.PENDING:
+        raw: list[Any] = redis.lrange(keys.pending, -(offset + count), -(offset + 1))
+        return [(_text(i), None) for i in reversed(raw)]
+    pairs: list[Any] = redis.zrange(
+        state_key(keys, state),
+        offset,
+        offset + count - 1,
+        desc=state in NEWEST_FIRST,
+        withscores=True,
+    )
+    return [(_text(member), score) for member, score in pairs]
+
+
+def _type_of(data: bytes, task_id: str) -> str | None:
+    try:
+        return decode(data, task_id=task_id).type
+    except CorruptTaskError:
+        return None
+
+
 def check_paging(page: int, size: int) -> None:
     """Raises ValidationError unless page >= 1 and 1 <= size <= MAX_PAGE_SIZE."""
     if page < 1:
         raise ValidationError(f"page numbers start at 1, got {page}")
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise ValidationError(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {size}")
+    if page * size > MAX_OFFSET:
+        raise ValidationError(
+            f"page {page} of size {size} is past any queue (at most {MAX_OFFSET // size} pages); "
+            "ask for a smaller page number"
+        )
 
 
 def summaries(

@@ -85,6 +85,12 @@ class TaskPage:
     size: int
     total: int
     tasks: list[TaskSummary]
+    task_type: str | None = None
+    """The type filter, if any: then ``total`` counts the matches among ``scanned`` tasks."""
+    scanned: int | None = None
+    """With a type filter: how many tasks of the state were looked at."""
+    complete: bool = True
+    """False when a type filter stopped at its scan limit before the end of the state."""
 
     @property
     def pages(self) -> int:

@@ -19,7 +19,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from rq_sched.errors import RqSchedError
+from rq_sched.errors import RqSchedError, ValidationError
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.web import api
 from rq_sched.web.metrics import metrics, registry_for
@@ -37,6 +37,7 @@ def create_app(
     auth_token: str | None = None,
     read_only: bool = False,
     allowed_hosts: Sequence[str] | None = None,
+    allow_ip_hosts: bool = False,
 ) -> Starlette:
     """The dashboard app: JSON API under ``/api``, ``/metrics``, and the UI at ``/``.
 
@@ -46,10 +47,19 @@ def create_app(
         read_only: refuse every mutating request (403) and hide actions in the UI.
         allowed_hosts: Host header names accepted (e.g. loopback names when bound to
             127.0.0.1, against DNS rebinding); None accepts any.
+        allow_ip_hosts: with ``allowed_hosts``, also accept any IP literal as Host (a
+            rebinding attack needs a DNS name, so an IP literal is never one).
 
     Raises:
+        ValidationError: ``auth_token`` is empty or blank.
         RqSchedError: the UI's static files are missing from the installation.
     """
+    if auth_token is not None and not auth_token.strip():
+        raise ValidationError(
+            "auth_token is empty, which would leave the API open while claiming auth; pass a "
+            "real token (e.g. from `python -c 'import secrets; print(secrets.token_urlsafe())'`) "
+            "or None for no auth"
+        )
     if not (STATIC_DIR / "index.html").is_file():
         raise RqSchedError(
             f"dashboard files not found in {STATIC_DIR}; reinstall rq_sched (they ship as "
@@ -62,7 +72,11 @@ def create_app(
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),
     ]
     guard = Middleware(
-        Guard, auth_token=auth_token, read_only=read_only, allowed_hosts=allowed_hosts
+        Guard,
+        auth_token=auth_token,
+        read_only=read_only,
+        allowed_hosts=allowed_hosts,
+        allow_ip_hosts=allow_ip_hosts,
     )
     app = Starlette(
         routes=routes,
@@ -74,6 +88,9 @@ def create_app(
         },
         max_body_size=MAX_BODY_BYTES,
     )
+    # A trailing-slash redirect would turn "DELETE /api/queues/q/" (what a browser sends for a
+    # task id "..") into "DELETE /api/queues/q": no redirects, an unknown path is a 404.
+    app.router.redirect_slashes = False
     app.state.inspector = inspector
     app.state.read_only = read_only
     app.state.auth = auth_token is not None

@@ -24,10 +24,11 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from rq_sched import Client, Inspector, ManualClock, TaskState
 from rq_sched.clock import from_ms, to_ms
-from rq_sched.keys import GlobalKeys
+from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.local_redis import free_port, require_binary, wait_for_port
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord, ServerInfo, WorkerInfo
 from tests.web.seed import seed_queue
+from tests.web.test_holes import rename_queue, rename_task
 
 pytestmark = pytest.mark.browser
 
@@ -88,6 +89,11 @@ def seed(r: redis.Redis, namespace: str) -> None:
     seed_queue(r, namespace, clock, "critical", counts={"pending": 4, "active": 0})
     client = Client(r, namespace=namespace, clock=clock)
     client.enqueue(XSS_TYPE, XSS, queue="xss", task_id="evil-0")
+    dots = seed_queue(r, namespace, clock, "dots", counts={"pending": 3, "active": 0})
+    rename_task(r, dots.keys, "pending-0", "..")
+    rename_task(r, dots.keys, "pending-1", ".")
+    seed_queue(r, namespace, clock, "slashed", counts={"pending": 2, "active": 0})
+    rename_queue(r, namespace, "slashed", "team/a")
     seed_processes(r, GlobalKeys(namespace))
 
 
@@ -172,7 +178,7 @@ def test_overview_asks_for_the_token_then_shows_the_queues(
 ) -> None:
     sign_in(page, dashboard, "#/queues")
     rows = page.locator("tr[data-queue]")
-    expect(rows).to_have_count(3)
+    expect(rows).to_have_count(5)
     default = page.locator('tr[data-queue="default"] td')
     expect(default.nth(1)).to_have_text("25")  # pending
     expect(default.nth(5)).to_have_text("2")  # archived
@@ -279,3 +285,50 @@ def test_the_browser_is_debians_chromium(browser: Browser) -> None:
         [executable, "--version"], capture_output=True, text=True, timeout=30, check=True
     ).stdout
     assert browser.version in reported
+
+
+# ---- issue 13 holes ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task_id", ["..", "."])
+def test_deleting_a_dot_task_deletes_only_that_task(
+    page: Page, dashboard: Dashboard, task_id: str
+) -> None:
+    sign_in(page, dashboard, "#/queues/dots/pending")
+    row = page.locator(f'tr[data-task="{task_id}"]')
+    row.locator("a").first.click()
+    expect(page.locator("dl.fields")).to_contain_text("pending")
+    expect(page.locator("h1")).to_have_text(task_id)
+    page.click("[data-action=delete]")  # the confirm() dialog is accepted
+    expect(page.locator("#notice")).to_have_text(f"deleted: {task_id}")
+    keys = QueueKeys(dashboard.namespace, "dots")
+    assert not dashboard.r.hexists(keys.msg, task_id)
+    assert dashboard.r.hexists(keys.msg, "pending-2")
+    assert dashboard.r.sismember(GlobalKeys(dashboard.namespace).queues, "dots")
+
+
+def test_a_queue_with_a_slash_opens_and_pauses(page: Page, dashboard: Dashboard) -> None:
+    sign_in(page, dashboard, "#/queues")
+    page.locator('tr[data-queue="team/a"] a').first.click()
+    expect(page.locator("tr[data-task]")).to_have_count(2)
+    page.locator("main [data-action=pause]").first.click()
+    expect(page.locator("#notice")).to_have_text("queue team/a paused")
+    assert dashboard.r.exists(QueueKeys(dashboard.namespace, "team/a").paused)
+    page.locator("main [data-action=unpause]").first.click()
+    expect(page.locator("#notice")).to_have_text("queue team/a resumed")
+
+
+def test_a_malformed_link_shows_a_message_not_a_script_error(
+    page: Page, dashboard: Dashboard
+) -> None:
+    sign_in(page, dashboard, "#/queues/%E0%A4%A")
+    expect(page.locator("#bad-link")).to_contain_text("malformed")
+
+
+def test_a_wrong_token_says_so(page: Page, dashboard: Dashboard) -> None:
+    page.goto(f"{dashboard.url}/#/queues")
+    expect(page.locator("#login")).to_be_visible()
+    page.fill("#token", "wrong")
+    page.click("#login-form button[type=submit]")
+    expect(page.locator("#login-reason")).to_contain_text("not accepted")
+    assert "Authorization" not in page.locator("#login").inner_text()
