@@ -8,23 +8,29 @@ queue-wide actions) and ``processes`` (servers, scheduler, Redis INFO).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any, Self
 
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, SystemClock, from_ms, to_ms
 from rq_sched.connection import connect, translate_errors
-from rq_sched.errors import TaskNotFoundError, ValidationError, raise_for_code
+from rq_sched.errors import TaskNotFoundError, TaskStateError, ValidationError, raise_for_code
 from rq_sched.inspector import actions as inspector_actions
 from rq_sched.inspector import lists as inspector_lists
+from rq_sched.inspector import minutes as inspector_minutes
 from rq_sched.inspector import processes as inspector_processes
 from rq_sched.inspector.models import (
     BulkResult,
     DailyStats,
+    MinutePoint,
     QueueStats,
     RedisNode,
     SchedulerStatus,
+    SelectionResult,
     ServerStatus,
     TaskPage,
+    TypeBreakdown,
 )
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys
 from rq_sched.message import decode
@@ -32,6 +38,8 @@ from rq_sched.models import QueueInfo, TaskInfo, TaskState
 from rq_sched.options import check_queue
 from rq_sched.scripts import Call, SyncRedis
 
+MAX_SELECTION = 500
+"""Most task ids one selection action takes (one page at the largest page size)."""
 _ZSET_STATES = (
     TaskState.ACTIVE,
     TaskState.SCHEDULED,
@@ -288,9 +296,13 @@ class Inspector:
                 )
             return inspector_lists.read_page(self.redis, keys, parsed, page, size)
 
-    def bulk(self, queue: str, state: TaskState | str, action: str) -> BulkResult:
+    def bulk(
+        self, queue: str, state: TaskState | str, action: str, *, limit: int | None = None
+    ) -> BulkResult:
         """Apply ``action`` ("run", "delete" or "archive") to every task of ``queue`` in
         ``state``, in bounded batches. Tasks that move meanwhile are skipped and counted.
+        With ``limit``, to at most that many, and the result says how many remain: the
+        dashboard loops over such steps to show progress on very large states.
 
         Raises:
             ValidationError: unknown state or action, or an action the state does not allow
@@ -299,15 +311,78 @@ class Inspector:
             RqSchedError: a script failed unexpectedly.
         """
         parsed, name = inspector_actions.check_bulk(state, action)
+        if limit is not None and limit < 1:
+            raise ValidationError(f"limit must be at least 1, got {limit}")
+        keys = self.keys(queue)
         with translate_errors(self.redis):
-            return inspector_actions.bulk(
+            result = inspector_actions.bulk(
                 self.redis,
-                self.keys(queue),
+                keys,
                 parsed,
                 name,
                 now_s=self.clock.now(),
                 limits=self.archive_limits,
+                limit=limit,
             )
+            if limit is None:
+                return result
+            key = inspector_lists.state_key(keys, parsed)
+            left = self.redis.llen(key) if parsed is TaskState.PENDING else self.redis.zcard(key)
+        return dataclasses.replace(result, remaining=int(left))
+
+    def act_on(self, queue: str, task_ids: Sequence[str], action: str) -> SelectionResult:
+        """Apply ``action`` (run, archive, delete or cancel) to each of ``task_ids``: the
+        dashboard's selection. Ids the action does not apply to are reported, not fatal.
+
+        Raises:
+            ValidationError: unknown action, or no ids / more than MAX_SELECTION.
+        """
+        actions = {
+            "run": self.run_task,
+            "archive": self.archive_task,
+            "delete": self.delete_task,
+            "cancel": self.cancel_task,
+        }
+        if action not in actions:
+            raise ValidationError(f"unknown action {action!r}; use run, archive, delete or cancel")
+        if not 1 <= len(task_ids) <= MAX_SELECTION:
+            raise ValidationError(f"select between 1 and {MAX_SELECTION} tasks")
+        self.keys(queue)
+        done: list[str] = []
+        failed: dict[str, str] = {}
+        for task_id in task_ids:
+            try:
+                actions[action](queue, str(task_id))
+            except (TaskNotFoundError, TaskStateError) as exc:
+                failed[str(task_id)] = str(exc)
+            else:
+                done.append(str(task_id))
+        return SelectionResult(queue, action, done, failed)
+
+    def type_breakdown(self, queue: str) -> TypeBreakdown:
+        """Tasks per type and state of ``queue``, over a bounded sample of each state."""
+        with translate_errors(self.redis):
+            return inspector_lists.read_type_breakdown(self.redis, self.keys(queue))
+
+    def sample_minute(self) -> int:
+        """Store this minute's sample of every queue for the per-minute charts (a no-op for
+        queues already sampled this minute); returns how many samples were written."""
+        keys = [self.keys(q) for q in self.queues()]
+        with translate_errors(self.redis):
+            return inspector_minutes.sample(self.redis, keys, self.clock.now())
+
+    def minutes(self, queue: str | None = None, *, window: str = "hour") -> list[MinutePoint]:
+        """Per-minute processed, failed, size and latency over the last hour or day, of one
+        queue or summed over all.
+
+        Raises:
+            ValidationError: ``window`` is not hour or day.
+        """
+        span = inspector_minutes.window_minutes(window)
+        names = [queue] if queue is not None else self.queues()
+        keys = [self.keys(q) for q in names]
+        with translate_errors(self.redis):
+            return inspector_minutes.read(self.redis, keys, self.clock.now(), span)
 
     def delete_queue(self, queue: str, *, force: bool = False) -> int:
         """Delete every key of ``queue`` and remove it from the registry.

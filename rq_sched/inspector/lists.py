@@ -17,6 +17,7 @@ from rq_sched.inspector.models import (
     QueueStats,
     TaskPage,
     TaskSummary,
+    TypeBreakdown,
     error_preview,
     payload_preview,
 )
@@ -265,6 +266,43 @@ def _ids_window(
         withscores=True,
     )
     return [(_text(member), score) for member, score in pairs]
+
+
+BREAKDOWN_PER_STATE = 1_000
+"""Tasks per state a type breakdown looks at (a bounded read: at most 6 x this many)."""
+
+
+def read_type_breakdown(
+    redis: SyncRedis, keys: QueueKeys, per_state: int = BREAKDOWN_PER_STATE
+) -> TypeBreakdown:
+    """Counts per task type and state over the first ``per_state`` tasks of each state."""
+    pipe = redis.pipeline(transaction=False)
+    for state in TaskState:
+        key = state_key(keys, state)
+        if state is TaskState.PENDING:
+            pipe.llen(key)
+            pipe.lrange(key, -per_state, -1)
+        else:
+            pipe.zcard(key)
+            pipe.zrange(key, 0, per_state - 1, desc=state in NEWEST_FIRST)
+    replies = pipe.execute()
+    totals: dict[str, int] = {}
+    sampled: dict[str, int] = {}
+    ids: dict[str, list[str]] = {}
+    for n, state in enumerate(TaskState):
+        totals[state.value] = int(replies[2 * n])
+        ids[state.value] = [_text(i) for i in replies[2 * n + 1]]
+        sampled[state.value] = len(ids[state.value])
+    pipe = redis.pipeline(transaction=False)
+    for state in TaskState:
+        pipe.hmget(keys.msg, ids[state.value] or ["-"])
+    types: dict[str, dict[str, int]] = {}
+    for state, found in zip(TaskState, pipe.execute(), strict=True):
+        for task_id, data in zip(ids[state.value], found, strict=False):
+            name = _type_of(data, task_id) if data is not None else None
+            row = types.setdefault(name or "?", {})
+            row[state.value] = row.get(state.value, 0) + 1
+    return TypeBreakdown(keys.queue, sampled, totals, types)
 
 
 def _type_of(data: bytes, task_id: str) -> str | None:

@@ -158,11 +158,60 @@ async def bulk(request: Request) -> Response:
     name = _param(request, "queue")
     body = await _json_body(request)
 
+    limit = body.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+        raise ValidationError(f"limit must be an integer, got {limit!r}")
+
     def apply() -> Any:
         inspector.require_queue(name)
-        return inspector.bulk(name, str(body.get("state", "")), str(body.get("action", "")))
+        state, action = str(body.get("state", "")), str(body.get("action", ""))
+        return inspector.bulk(name, state, action, limit=limit)
 
     return _ok(await _call(apply))
+
+
+async def selection(request: Request) -> Response:
+    """POST /api/queue/selection?queue=q with {"action": run|archive|delete|cancel, "ids": [..]}:
+    one action on the tasks selected in the UI."""
+    inspector = _inspector(request)
+    name = _param(request, "queue")
+    body = await _json_body(request)
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ValidationError('ids must be a list of task id strings, e.g. {"ids": ["a1"]}')
+
+    def apply() -> Any:
+        inspector.require_queue(name)
+        return inspector.act_on(name, ids, str(body.get("action", "")))
+
+    return _ok(await _call(apply))
+
+
+async def types(request: Request) -> Response:
+    """GET /api/queue/types?queue=q: tasks per type and state (a bounded sample per state)."""
+    inspector = _inspector(request)
+    name = _param(request, "queue")
+
+    def read() -> Any:
+        inspector.require_queue(name)
+        return inspector.type_breakdown(name)
+
+    return _ok(await _call(read))
+
+
+async def search(request: Request) -> Response:
+    """GET /api/search?id=x: the tasks with that id, in every queue."""
+    task_id = request.query_params.get("id", "")
+    found = await _call(_inspector(request).find_task, task_id)
+    return JSONResponse([task_json(info) for info in found])
+
+
+async def stats_minutes(request: Request) -> Response:
+    """GET /api/stats/minutes?window=hour|day[&queue=q]: per-minute processed, failed, size,
+    latency (oldest first; null where no sample was taken)."""
+    name = request.query_params.get("queue") or None
+    window = request.query_params.get("window", "hour")
+    return _ok(await _call(_inspector(request).minutes, name, window=window))
 
 
 async def task(request: Request) -> Response:
@@ -274,6 +323,10 @@ def routes() -> list[Route]:
         Route("/api/queue/unpause", pause, methods=["POST"]),
         Route("/api/queue/tasks", tasks),
         Route("/api/queue/bulk", bulk, methods=["POST"]),
+        Route("/api/queue/selection", selection, methods=["POST"]),
+        Route("/api/queue/types", types),
+        Route("/api/search", search),
+        Route("/api/stats/minutes", stats_minutes),
         Route("/api/task", task),
         Route("/api/task", delete_task, methods=["DELETE"]),
         Route("/api/task/{action}", task_action, methods=["POST"]),
