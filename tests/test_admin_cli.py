@@ -339,3 +339,11 @@ def test_reading_with_redis_down_gives_no_write_advice(capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert code == 1 and "cannot talk to Redis" in err
     assert "retry" not in err and "task_id" not in err
+
+
+def test_tasks_filter_by_type(cli: Any, r: redis.Redis, namespace: str, seeded: Seeded) -> None:
+    Client(r, namespace=namespace).enqueue("resize", {"n": 1}, task_id="img-1")
+    code, out, _ = cli("tasks", "default", "pending", "--type", "resize")
+    assert code == 0
+    assert [row.split()[0] for row in out.splitlines()[1:-1]] == ["img-1"]
+    assert out.splitlines()[-1] == "page 1/1 of 1 pending task(s) of type resize"

@@ -214,6 +214,9 @@ def _tasks(inspector: Inspector, args: argparse.Namespace) -> Any:
     ]
     headers = ["ID", "TYPE", "PAYLOAD", "RETRIED", "TIME", "LAST ERROR"]
     footer = f"page {page.page}/{page.pages} of {page.total} {page.state.value} task(s)"
+    if page.task_type is not None:
+        scope = "" if page.complete else f" among the first {page.scanned}"
+        footer += f" of type {page.task_type}{scope}"
     return render_table(headers, rows) + "\n" + footer
 
 
