@@ -142,6 +142,7 @@
     if (result.action !== undefined && result.done !== undefined) {
       return result.action + ": " + result.done + " task(s) done, " + result.skipped + " skipped";
     }
+    if (result.entry && result.task) return `ran ${result.entry} now: task ${result.task.id}`;
     if (result.cancelled) return "cancel of " + result.cancelled + " sent to "
       + result.servers_notified + " server(s)";
     if (result.run) return "moved to pending: " + result.run;
@@ -648,10 +649,13 @@
       cell("Next fire", {}, when(e.info.next_fire)), cell("Previous fire", {}, when(e.info.prev_fire)),
       cell("Last outcomes", {}, (e.outcomes || []).slice(0, 5).map(outcomeBadge)),
       cell("Zone", {}, e.info.timezone),
-      cell("Payload", { class: "mono preview" }, e.info.payload_preview)));
+      cell("Payload", { class: "mono preview" }, e.info.payload_preview),
+      config.read_only ? null : cell("", { class: "act" }, h("button", { "data-run-entry": e.info.id,
+        onclick: () => act("POST", apiUrl("/api/scheduler/run", { entry: e.info.id })) }, "Run now"))));
     const table = entries.length
       ? h("table", { class: "cards" }, h("thead", {}, h("tr", {}, ["Name", "Spec", "Type", "Queue",
-          "Next fire", "Previous fire", "Last outcomes", "Zone", "Payload"].map((c) => h("th", {}, c)))),
+          "Next fire", "Previous fire", "Last outcomes", "Zone", "Payload"].map((c) => h("th", {}, c)),
+          config.read_only ? null : h("th", {}, ""))),
         h("tbody", {}, rows))
       : h("p", { class: "empty" }, r.entry ? "No such entry." : "No periodic entries.");
     const history = entries.length === 1 || r.entry ? entries.map((e) => h("div", { class: "card" },

@@ -13,10 +13,12 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 from rq_sched import ops, scripts
+from rq_sched.client import Client
 from rq_sched.clock import Clock, SystemClock, from_ms, to_ms
 from rq_sched.connection import connect, translate_errors
 from rq_sched.errors import TaskNotFoundError, TaskStateError, ValidationError, raise_for_code
 from rq_sched.inspector import actions as inspector_actions
+from rq_sched.inspector import entries as inspector_entries
 from rq_sched.inspector import lists as inspector_lists
 from rq_sched.inspector import minutes as inspector_minutes
 from rq_sched.inspector import processes as inspector_processes
@@ -415,6 +417,20 @@ class Inspector:
         with translate_errors(self.redis):
             return inspector_processes.read_scheduler(
                 self.redis, self.global_keys, to_ms(self.clock.now()), history
+            )
+
+    def run_entry_now(self, entry_id: str) -> TaskInfo:
+        """Run periodic entry ``entry_id`` once now, as a copy of its latest stored fire; the
+        run is recorded in the entry's history.
+
+        Raises:
+            TaskNotFoundError: no such entry.
+            TaskStateError: none of the entry's recent fires is still stored to copy.
+        """
+        client = Client(self.redis, namespace=self.namespace, clock=self.clock)
+        with translate_errors(self.redis):
+            return inspector_entries.run_now(
+                self.redis, self.global_keys, client, entry_id, self.clock.now()
             )
 
     def redis_info(self) -> list[RedisNode]:

@@ -128,7 +128,7 @@ def read_scheduler(
         for entry in entries:
             pipe.lrange(global_keys.scheduler_history(entry.id), 0, history - 1)
         histories = pipe.execute()
-    records = [_records(raw_history) for raw_history in histories]
+    records = [parse_records(raw_history) for raw_history in histories]
     outcomes = fire_outcomes(redis, global_keys.namespace, records)
     out = [
         SchedulerEntry(entry, fires, states)
@@ -178,7 +178,8 @@ def _state_name(exists: bool, scores: list[Any]) -> str:
     return next(found, "pending")
 
 
-def _records(raw: list[Any]) -> list[ScheduleRecord]:
+def parse_records(raw: list[Any]) -> list[ScheduleRecord]:
+    """History records from their JSON; unreadable ones are logged and skipped."""
     out = []
     for item in raw:
         try:

@@ -257,6 +257,13 @@ async def scheduler(request: Request) -> Response:
     return _ok(await _call(_inspector(request).scheduler, history=history))
 
 
+async def run_entry(request: Request) -> Response:
+    """POST /api/scheduler/run?entry=id: run a periodic entry once now."""
+    entry_id = _param(request, "entry")
+    info = await _call(_inspector(request).run_entry_now, entry_id)
+    return JSONResponse({"entry": entry_id, "task": task_json(info)})
+
+
 async def redis_info(request: Request) -> Response:
     """GET /api/redis: a summary of Redis INFO per node."""
     return _ok(await _call(_inspector(request).redis_info))
@@ -341,6 +348,7 @@ def routes() -> list[Route]:
         Route(q + "/tasks/{id}/{action}", task_action, methods=["POST"]),
         Route("/api/servers", servers),
         Route("/api/scheduler", scheduler),
+        Route("/api/scheduler/run", run_entry, methods=["POST"]),
         Route("/api/redis", redis_info),
         Route("/api/stats/history", stats_history),
     ]

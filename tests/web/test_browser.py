@@ -574,3 +574,17 @@ def test_task_page_shows_absolute_times_and_asks_before_cancel(
     finally:
         sub.close()
         context.close()
+
+
+def test_run_a_scheduler_entry_now(page: Page, dashboard: Dashboard) -> None:
+    keys = GlobalKeys(dashboard.namespace)
+    now = from_ms(to_ms(time.time()))
+    Client(dashboard.r, namespace=dashboard.namespace).enqueue(
+        "report", {"kind": "daily"}, task_id="tick-live"
+    )
+    record = ScheduleRecord(now, now, "tick-live", "default")
+    dashboard.r.lpush(keys.scheduler_history("nightly-id"), record.to_json())
+    sign_in(page, dashboard, "#/scheduler/nightly-id")
+    page.click("[data-run-entry=nightly-id]")
+    expect(page.locator("#notice")).to_contain_text("ran nightly-id now: task nightly-id:now:")
+    expect(page.locator("#fires [data-outcome]").first).to_have_text("pending")

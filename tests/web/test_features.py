@@ -187,3 +187,44 @@ def test_a_sample_is_small_json(r: redis.Redis, inspector: Inspector, seeded: Se
     inspector.sample_minute()
     [raw] = r.hvals(QueueKeys(seeded.keys.namespace, "default").minutes)
     assert len(raw) < 80 and set(json.loads(raw)) == {"p", "f", "s", "l"}
+
+
+def test_run_an_entry_now_copies_its_latest_stored_fire(
+    http: httpx.Client, r: redis.Redis, namespace: str, client: Client, seeded: Seeded
+) -> None:
+    keys = GlobalKeys(namespace)
+    now = from_ms(to_ms(time.time()))
+    entry = ScheduleEntryInfo(
+        "e2", "hourly", "@every 1h", "report", "default", "UTC", "skip", "{...}",
+        now + timedelta(hours=1), now, now,
+    )  # fmt: skip
+    r.hset(keys.scheduler_entries, "e2", entry.to_json())
+    fired = client.enqueue("report", {"full": "payload", "n": 7}, max_retry=3, task_id="e2:t1")
+    for task_id in ("e2:t1", "e2:gone"):  # newest first: the gone one is skipped
+        record = ScheduleRecord(now, now, task_id, "default")
+        r.lpush(keys.scheduler_history("e2"), record.to_json())
+    resp = http.post("/api/scheduler/run", params={"entry": "e2"}, headers=MUTATE)
+    assert resp.status_code == 200, resp.text
+    task = resp.json()["task"]
+    assert task["id"] != fired.id and task["id"].startswith("e2:now:")
+    assert (task["type"], task["payload"], task["max_retry"]) == (
+        "report", {"full": "payload", "n": 7}, 3
+    )  # fmt: skip
+    [status] = [e for e in http.get("/api/scheduler").json()["entries"] if e["info"]["id"] == "e2"]
+    assert status["history"][0]["task_id"] == task["id"]
+    assert status["outcomes"][0] == "pending"
+
+
+def test_running_an_entry_with_nothing_stored_or_unknown_is_refused(
+    http: httpx.Client, r: redis.Redis, namespace: str, seeded: Seeded
+) -> None:
+    now = from_ms(to_ms(time.time()))
+    entry = ScheduleEntryInfo(
+        "e3", "empty", "@every 1h", "report", "default", "UTC", "skip", "{}", None, None, now
+    )
+    r.hset(GlobalKeys(namespace).scheduler_entries, "e3", entry.to_json())
+    resp = http.post("/api/scheduler/run", params={"entry": "e3"}, headers=MUTATE)
+    assert resp.status_code == 409 and "no stored fire" in resp.json()["error"]
+    missing = http.post("/api/scheduler/run", params={"entry": "nope"}, headers=MUTATE)
+    assert missing.status_code == 404
+    assert r.llen(GlobalKeys(namespace).scheduler_history("e3")) == 0
