@@ -56,7 +56,8 @@ if ARGV[2] ~= '' then
 elseif state == 'active' then
   return TASK_ACTIVE
 elseif state == 'pending' then
-  redis.call('LREM', pending, 1, id)
+  -- From the tail (count -1): the oldest tasks, which bulk actions take first, sit there.
+  redis.call('LREM', pending, -1, id)
 elseif state == 'scheduled' then
   redis.call('ZREM', scheduled, id)
 elseif state == 'retry' then

@@ -21,6 +21,9 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
     ns:{q}:guard:<g>    string last fire time claimed for guard <g> (scheduler ticks)
     ns:{q}:processed    string total processed; ns:{q}:processed:<yyyy-mm-dd> per day
     ns:{q}:failed       string total failed;    ns:{q}:failed:<yyyy-mm-dd> per day
+    ns:{q}:minutes      hash   minute start (ms) -> JSON sample for the dashboard's per-minute
+                               charts (totals, size, latency); the last 24 h, written by
+                               ``rq_sched.inspector.minutes``
 """
 
 from __future__ import annotations
@@ -108,6 +111,11 @@ class QueueKeys:
     def unique(self, digest: str | None) -> str:
         """The uniqueness lock for ``digest`` (a never-set key when the task is not unique)."""
         return f"{self.prefix}:unique:{digest or NO_UNIQUE_DIGEST}"
+
+    @cached_property
+    def minutes(self) -> str:
+        """Per-minute samples for the dashboard's charts (see ``inspector.minutes``)."""
+        return f"{self.prefix}:minutes"
 
     def guard(self, name: str) -> str:
         """A monotonic guard (the scheduler's per-entry last fire time)."""

@@ -96,7 +96,31 @@ os.register_at_fork(after_in_child=_spare_ids.clear)
 
 
 def check_queue(queue: object) -> str:
-    """Validate a queue name; braces would break the ``{queue}`` hash tag of its keys."""
+    """Validate the name of a queue tasks are written to (enqueue, schedule entries, dq).
+
+    Stricter than :func:`check_stored_queue`: new names may not be ``.``/``..`` or contain
+    ``/``, so every name works as one URL path segment and inside dq ids.
+    """
+    queue = check_stored_queue(queue)
+    if queue in DOT_SEGMENTS:
+        raise ValidationError(
+            "queue name may not be '.' or '..'; use letters, digits and . _ : - for example"
+        )
+    if "/" in queue:
+        # The dashboard's URLs and the dq bridge's "redis/<queue>/<id>" ids split on '/'.
+        raise ValidationError(
+            f"queue name {queue!r} may not contain '/'; use : or - to build names, e.g. 'a:b'"
+        )
+    return queue
+
+
+def check_stored_queue(queue: object) -> str:
+    """Validate the name of a queue that may already exist (workers, inspector, dashboard).
+
+    Only what the key layout needs: a non-empty printable name without braces (they would
+    break the ``{queue}`` hash tag). Names that :func:`check_queue` now refuses for new tasks
+    but that older versions stored (``a/b``, ``..``) stay readable and workable.
+    """
     if not isinstance(queue, str) or not queue:
         raise ValidationError(f"queue must be a non-empty str, got {queue!r}")
     problem = _queue_problem(queue)
@@ -116,11 +140,6 @@ def _queue_problem(queue: str) -> str:
             f"queue name {queue!r} may not contain braces, spaces or control characters; "
             "use letters, digits and . _ : - for example"
         )
-    if queue in DOT_SEGMENTS:
-        return "queue name may not be '.' or '..'; use letters, digits and . _ : - for example"
-    if "/" in queue:
-        # The dashboard's URLs and the dq bridge's "redis/<queue>/<id>" ids split on '/'.
-        return f"queue name {queue!r} may not contain '/'; use : or - to build names, e.g. 'a:b'"
     return ""
 
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import pytest
 import redis
 
-from rq_sched import Inspector, ManualClock, TaskState
+from rq_sched import Client, Inspector, ManualClock, TaskState
 from rq_sched.cli import main
 from rq_sched.clock import from_ms, to_ms
 from rq_sched.keys import GlobalKeys, QueueKeys
+from rq_sched.local_redis import free_port
+from rq_sched.message import decode
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord, ServerInfo, WorkerInfo
 from tests.seeding import Seeded, seed_queue
 
@@ -82,10 +85,10 @@ def test_queue_unknown_name_fails_with_a_hint(cli: Any) -> None:
 def test_queue_delete_refuses_active_tasks_unless_forced(
     cli: Any, r: redis.Redis, seeded: Seeded
 ) -> None:
-    code, _, err = cli("queue", "default", "--delete")
+    code, _, err = cli("queue", "default", "--delete", "--yes")
     assert code == 1 and "active task" in err
     assert r.exists(seeded.keys.msg)
-    code, out, _ = cli("queue", "default", "--delete", "--force")
+    code, out, _ = cli("queue", "default", "--delete", "--force", "--yes")
     assert code == 0 and "deleted queue 'default'" in out
     assert list(r.scan_iter(match=seeded.keys.pattern())) == []
 
@@ -100,14 +103,14 @@ def test_tasks_pages_pending_in_run_order(cli: Any, seeded: Seeded) -> None:
 
 
 def test_tasks_bulk_runs_every_archived_task(cli: Any, r: redis.Redis, seeded: Seeded) -> None:
-    code, out, _ = cli("tasks", "default", "archived", "--bulk", "run")
+    code, out, _ = cli("tasks", "default", "archived", "--bulk", "run", "--yes")
     assert code == 0 and out.strip() == "run: 2 archived task(s); 0 skipped"
     assert r.zcard(seeded.keys.archived) == 0
     assert r.llen(seeded.keys.pending) == 7
 
 
 def test_tasks_bulk_refuses_an_action_the_state_does_not_allow(cli: Any, seeded: Seeded) -> None:
-    code, _, err = cli("tasks", "default", "pending", "--bulk", "run")
+    code, _, err = cli("tasks", "default", "pending", "--bulk", "run", "--yes")
     assert code == 2 and "run does not apply to pending tasks" in err
 
 
@@ -250,3 +253,104 @@ def test_tables_escape_control_characters_in_user_data(
     code, out, _ = cli("tasks", "default", "pending")
     assert code == 0 and "\x1b" not in out
     assert "\\x1b[2Jwiped" in out
+
+
+# ---- issue 13 holes ---------------------------------------------------------------------------
+
+CONTROL = "\x1b]0;TITLE\x07\x1b[2J\r\u202e"
+"""A terminal title change, a screen wipe, a carriage return and a bidi override."""
+
+
+def assert_no_control(text: str) -> None:
+    assert not any(c in text for c in "\x1b\x07\r\u202e"), repr(text)
+
+
+def test_task_escapes_control_characters_in_every_field(
+    cli: Any, r: redis.Redis, namespace: str, now_clock: ManualClock
+) -> None:
+    # Enqueue refuses control characters in ids and types now, so the hostile task is written
+    # the way an older version or another writer could have left it: straight into the store.
+    client = Client(r, namespace=namespace, clock=now_clock)
+    keys = QueueKeys(namespace, "default")
+    task_id = "id" + CONTROL
+    client.enqueue("plain", "payload" + CONTROL, task_id="plain-id")
+    stored = r.hget(keys.msg, "plain-id")
+    assert isinstance(stored, bytes)
+    message = replace(decode(stored, task_id="plain-id"), type="type" + CONTROL)
+    failed = message.failed("error" + CONTROL, to_ms(now_clock.now())).encode()
+    r.hset(keys.msg, task_id, failed)
+    r.hdel(keys.msg, "plain-id")
+    r.lrem(keys.pending, 0, "plain-id")
+    r.lpush(keys.pending, task_id)
+    code, out, err = cli("task", "default", task_id)
+    assert code == 0, err
+    assert_no_control(out)
+    assert out.count("\\x1b]0;TITLE") == 4  # id, type, payload, error: shown escaped
+    code, out, err = cli("task", "default", task_id, "archive")
+    assert code == 0 and "\\x1b" in out
+    assert_no_control(out)
+    code, _, err = cli("task", "default", "ghost" + CONTROL)
+    assert code == 1
+    assert_no_control(err)
+
+
+def test_enqueue_escapes_control_characters_it_prints(cli: Any) -> None:
+    code, out, err = cli("enqueue", "t" + CONTROL, "--task-id", "x" + CONTROL)
+    assert code == 2, out  # refused before anything is written...
+    assert_no_control(err)  # ...and the refusal shows the bad text escaped
+    assert "\\x1b]0;TITLE" in err
+
+
+def test_a_huge_page_number_is_a_clear_error(cli: Any, seeded: Seeded) -> None:
+    code, out, err = cli("tasks", "default", "archived", "--page", "99999999999999999999")
+    assert code == 2 and out == ""
+    assert "page 99999999999999999999" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("tasks", "nope", "pending"),
+        ("pause", "nope"),
+        ("unpause", "nope"),
+        ("queue", "nope", "--delete", "--yes"),
+        ("tasks", "nope", "archived", "--bulk", "delete", "--yes"),
+    ],
+)
+def test_an_unknown_queue_fails_and_writes_nothing(
+    cli: Any, r: redis.Redis, namespace: str, argv: tuple[str, ...]
+) -> None:
+    code, _, err = cli(*argv)
+    assert code == 1 and "no queue 'nope'" in err
+    assert list(r.scan_iter(match=QueueKeys(namespace, "nope").pattern())) == []
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("queue", "default", "--delete", "--force"),
+        ("tasks", "default", "archived", "--bulk", "run"),
+    ],
+)
+def test_deletes_and_bulk_actions_need_yes(
+    cli: Any, r: redis.Redis, seeded: Seeded, argv: tuple[str, ...]
+) -> None:
+    code, _, err = cli(*argv)
+    assert code == 2 and "--yes" in err
+    assert r.zcard(seeded.keys.archived) == 2
+
+
+def test_reading_with_redis_down_gives_no_write_advice(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    code = main(["queues", "--url", url])
+    err = capsys.readouterr().err
+    assert code == 1 and "cannot talk to Redis" in err
+    assert "retry" not in err and "task_id" not in err
+
+
+def test_tasks_filter_by_type(cli: Any, r: redis.Redis, namespace: str, seeded: Seeded) -> None:
+    Client(r, namespace=namespace).enqueue("resize", {"n": 1}, task_id="img-1")
+    code, out, _ = cli("tasks", "default", "pending", "--type", "resize")
+    assert code == 0
+    assert [row.split()[0] for row in out.splitlines()[1:-1]] == ["img-1"]
+    assert out.splitlines()[-1] == "page 1/1 of 1 pending task(s) of type resize"

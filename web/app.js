@@ -1,11 +1,13 @@
-// rq-sched dashboard: a single page over the JSON API under /api. Plain JS, no build step.
+// rq-sched dashboard: a single page over the JSON API under /api. Plain JS, no build step;
+// DOM helpers, in-place updates and charts come from lib.js (window.rq).
 //
 // Safety rule: everything that comes from the API (queue names, task ids, types, payloads,
-// errors) is user data. It is only ever put in the page as text nodes (h() below); nothing here
-// parses strings as HTML, and the server's Content-Security-Policy forbids inline script.
+// errors) is user data. It is only ever put in the page as text nodes (h() in lib.js); nothing
+// here parses strings as HTML, and the server's Content-Security-Policy forbids inline script.
 "use strict";
 
 (() => {
+  const { h, morph, ago, when, whenFull, bytes, count, bars, lines } = window.rq;
   const STATES = ["pending", "active", "scheduled", "retry", "archived", "completed"];
   const ROW_ACTIONS = {
     pending: ["archive", "delete"],
@@ -33,84 +35,54 @@
   };
   const ACTION_LABEL = { run: "Run now", archive: "Archive", delete: "Delete", cancel: "Cancel" };
   const BULK_LABEL = { run: "Run all", archive: "Archive all", delete: "Delete all" };
-  const PAGE_SIZE = 20;
+  const PAGE_SIZES = [20, 50, 100, 200, 500];
+  const BULK_STEP = 2000; // tasks per bulk request: each stays well under a second at 200k
   const REFRESH_MS = 3000;
   const TOKEN_KEY = "rq-sched-token";
 
   let config = { read_only: false, auth: false };
   let renderSeq = 0;
   let busy = false;
-
-  // ---- DOM helpers: text only -------------------------------------------------------------
-
-  function h(tag, attrs, ...children) {
-    const el = document.createElement(tag);
-    for (const [name, value] of Object.entries(attrs || {})) {
-      if (value === undefined || value === null || value === false) continue;
-      if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
-      else if (name === "class") el.className = value;
-      else el.setAttribute(name, value === true ? "" : String(value));
-    }
-    append(el, children);
-    return el;
-  }
-
-  function append(el, children) {
-    for (const child of children.flat(Infinity)) {
-      if (child === undefined || child === null || child === false) continue;
-      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return el;
-  }
-
-  function svg(tag, attrs, ...children) {
-    const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
-    for (const [name, value] of Object.entries(attrs || {})) el.setAttribute(name, String(value));
-    for (const child of children) {
-      el.append(child instanceof Node ? child : document.createTextNode(String(child)));
-    }
-    return el;
-  }
+  // UI state that outlives a render: the selection (per queue/state/type), the chart window,
+  // whether the type breakdown is open, and a running bulk action.
+  const ui = { selected: new Set(), selectionKey: "", window: "hour", typesOpen: false, bulk: null };
 
   function link(hash, ...children) {
     return h("a", { href: hash }, ...children);
   }
 
+  // A value inside the #hash (never sent to the server, so dot segments are harmless there).
   function seg(value) {
     return encodeURIComponent(value);
   }
 
-  // ---- formatting -------------------------------------------------------------------------
-
-  function ago(seconds) {
-    const s = Math.abs(seconds);
-    if (s < 1) return "now";
-    const units = [["d", 86400], ["h", 3600], ["m", 60], ["s", 1]];
-    const parts = [];
-    let rest = s;
-    for (const [unit, size] of units) {
-      if (rest >= size && parts.length < 2) {
-        parts.push(Math.floor(rest / size) + unit);
-        rest %= size;
-      }
+  // API URLs carry queue names and task ids in the query string, never as path segments: a
+  // browser removes "." and ".." segments (even "%2E%2E") before sending, which once turned
+  // "delete task .." into "delete the queue".
+  function apiUrl(path, params) {
+    const query = new URLSearchParams();
+    for (const [k, v] of Object.entries(params || {})) {
+      if (v !== undefined && v !== null && v !== "") query.set(k, String(v));
     }
-    return parts.join("");
+    const text = query.toString();
+    return text ? path + "?" + text : path;
   }
 
-  function when(iso) {
-    if (!iso) return "";
-    const t = new Date(iso);
-    const delta = (t.getTime() - Date.now()) / 1000;
-    const rel = Math.abs(delta) < 1 ? "now" : delta > 0 ? "in " + ago(delta) : ago(delta) + " ago";
-    return h("span", { title: t.toISOString() }, rel);
+  function queueUrl(queue, sub, params) {
+    return apiUrl("/api/queue" + (sub ? "/" + sub : ""), { queue, ...(params || {}) });
   }
 
-  function bytes(n) {
-    if (n === null || n === undefined) return "";
-    const units = ["B", "KiB", "MiB", "GiB"];
-    let i = 0;
-    while (n >= 1024 && i < units.length - 1) { n /= 1024; i++; }
-    return (i ? n.toFixed(1) : n) + " " + units[i];
+  function taskUrl(queue, id, action) {
+    return apiUrl("/api/task" + (action ? "/" + action : ""), { queue, id });
+  }
+
+  function taskHash(queue, id) {
+    return "#/queues/" + seg(queue) + "/tasks/" + seg(id);
+  }
+
+  // A table cell that carries its column name, shown as a label when tables collapse to cards.
+  function cell(label, attrs, ...children) {
+    return h("td", { ...(attrs || {}), "data-label": label }, ...children);
   }
 
   // ---- API --------------------------------------------------------------------------------
@@ -132,7 +104,7 @@
     let data = null;
     try { data = await resp.json(); } catch (_) { data = { error: resp.statusText }; }
     if (resp.status === 401) {
-      showLogin(data && data.error);
+      showLogin(Boolean(token));
       throw new ApiError("sign in required", 401);
     }
     if (!resp.ok) throw new ApiError((data && data.error) || resp.statusText, resp.status);
@@ -140,7 +112,8 @@
   }
 
   // Runs an action, reports the outcome, re-renders; resolves to true when it succeeded.
-  async function act(method, path, body, question) {
+  // after: what to do on success instead of re-rendering (e.g. leave a deleted task's page).
+  async function act(method, path, body, question, after) {
     if (question && !window.confirm(question)) return false;
     busy = true;
     let ok = false;
@@ -152,16 +125,24 @@
     } finally {
       busy = false;
     }
-    await render();
+    if (ok && after) after();
+    else await render();
     return ok;
   }
 
   // A one-line report of an action's JSON result.
   function describe(result) {
     if (!result) return "done";
+    if (result.action !== undefined && Array.isArray(result.done)) {
+      const failed = Object.entries(result.failed);
+      return `${result.action}: ${result.done.length} done` + (failed.length
+        ? `, ${failed.length} not: ` + failed.slice(0, 3).map(([id, why]) => `${id} (${why})`).join("; ")
+        : "");
+    }
     if (result.action !== undefined && result.done !== undefined) {
       return result.action + ": " + result.done + " task(s) done, " + result.skipped + " skipped";
     }
+    if (result.entry && result.task) return `ran ${result.entry} now: task ${result.task.id}`;
     if (result.cancelled) return "cancel of " + result.cancelled + " sent to "
       + result.servers_notified + " server(s)";
     if (result.run) return "moved to pending: " + result.run;
@@ -188,24 +169,41 @@
   function route() {
     const hash = location.hash.replace(/^#\/?/, "");
     const [path, query] = hash.split("?");
-    const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+    let parts;
+    try {
+      parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+    } catch (_) {
+      return { name: "bad-link", hash }; // a malformed %-escape in a hand-typed link
+    }
     const params = new URLSearchParams(query || "");
     const page = Math.max(1, parseInt(params.get("page") || "1", 10) || 1);
+    const size = PAGE_SIZES.includes(Number(params.get("size"))) ? Number(params.get("size")) : 20;
     if (parts[0] === "queues" && parts[1] !== undefined) {
       if (parts[2] === "tasks" && parts[3] !== undefined) {
         return { name: "task", queue: parts[1], id: parts.slice(3).join("/") };
       }
       const state = STATES.includes(parts[2]) ? parts[2] : "pending";
-      return { name: "queue", queue: parts[1], state, page };
+      return { name: "queue", queue: parts[1], state, page, size, type: params.get("type") || "" };
     }
+    if (parts[0] === "search") return { name: "search", id: params.get("id") || "" };
     if (parts[0] === "servers") return { name: "servers" };
     if (parts[0] === "scheduler") return { name: "scheduler", entry: parts[1] };
     if (parts[0] === "redis") return { name: "redis" };
     return { name: "queues" };
   }
 
+  function queueHash(r, changes) {
+    const next = { ...r, ...changes };
+    const params = new URLSearchParams();
+    if (next.page > 1) params.set("page", next.page);
+    if (next.size !== 20) params.set("size", next.size);
+    if (next.type) params.set("type", next.type);
+    const text = params.toString();
+    return `#/queues/${seg(next.queue)}/${next.state}` + (text ? "?" + text : "");
+  }
+
   const PAGES = { queues: queuesPage, queue: queuePage, task: taskPage, servers: serversPage,
-    scheduler: schedulerPage, redis: redisPage };
+    scheduler: schedulerPage, redis: redisPage, search: searchPage, "bad-link": badLinkPage };
 
   async function render() {
     const r = route();
@@ -223,16 +221,58 @@
         h("pre", { class: "error" }, err.message));
     }
     if (seq !== renderSeq) return; // a newer render started meanwhile
-    document.getElementById("main").replaceChildren(content);
+    const main = document.getElementById("main");
+    const pageKey = JSON.stringify([r.name, r.queue, r.state, r.id, r.entry, r.type]);
+    const wrapper = h("div", { "data-key": pageKey, class: "page" }, content);
+    if (main.firstElementChild && main.firstElementChild.getAttribute("data-key") === pageKey) {
+      morph(main.firstElementChild, wrapper); // a refresh: update in place
+    } else {
+      main.replaceChildren(wrapper);
+    }
     document.getElementById("updated").textContent = "updated " + new Date().toLocaleTimeString();
   }
 
-  // ---- pages ------------------------------------------------------------------------------
+  // ---- charts -----------------------------------------------------------------------------
+
+  function minuteCharts(points, title) {
+    const label = (p) => p.minute.slice(11, 16);
+    const rows = points.map((p) => ({ label: label(p), a: p.processed, b: p.failed }));
+    const sampled = points.filter((p) => p.size !== null).length;
+    const toggle = h("div", { class: "actions" }, ["hour", "day"].map((w) => h("button", {
+      "data-window": w, class: ui.window === w ? "primary" : "",
+      onclick: () => { ui.window = w; render(); },
+    }, w === "hour" ? "Last hour" : "Last day")));
+    return h("div", { class: "card", id: "minutes" },
+      h("div", { class: "row spread" }, h("h2", {}, title + " per minute"), toggle),
+      h("div", { class: "row spread" }, legend([["processed", "processed"], ["failed", "failed"]]),
+        h("span", { class: "muted small" }, `${sampled} of ${points.length} minutes sampled`)),
+      bars(rows, ["processed", "failed"], { label: "processed and failed per minute",
+        class: "minutes", height: 160, ticks: 12 }),
+      legend([["size", "queue size"], ["latency", "latency"]]),
+      lines(points.map(label), [
+        { name: "size", cls: "size", values: points.map((p) => p.size) },
+        { name: "latency", cls: "latency", values: points.map((p) => p.latency),
+          format: (v) => ago(v) || "0s" },
+      ], { label: "queue size and latency per minute", class: "minutes-lines", height: 120 }));
+  }
+
+  function dayChart(days) {
+    return bars(days.map((d) => ({ label: d.day.slice(5), a: d.processed, b: d.failed })),
+      ["processed", "failed"], { label: "processed and failed per day", class: "days", ticks: 16 });
+  }
+
+  function legend(items) {
+    return h("div", { class: "legend" }, items.map(([cls, text]) =>
+      h("span", {}, h("span", { class: "swatch " + cls }), text)));
+  }
+
+  // ---- overview -----------------------------------------------------------------------------
 
   async function queuesPage() {
-    const [queues, history] = await Promise.all([
+    const [queues, history, minutes] = await Promise.all([
       api("GET", "/api/queues"),
       api("GET", "/api/stats/history?days=14"),
+      api("GET", apiUrl("/api/stats/minutes", { window: ui.window })),
     ]);
     const total = (field) => queues.reduce((sum, q) => sum + q.info[field], 0);
     const tiles = h("div", { class: "tiles" },
@@ -246,18 +286,18 @@
       tile("Failed today", total("failed_today")));
     const rows = queues.map((q) => {
       const i = q.info;
-      return h("tr", { "data-queue": i.queue },
-        h("td", {}, link("#/queues/" + seg(i.queue), i.queue), " ",
+      const hash = "#/queues/" + seg(i.queue);
+      return h("tr", { "data-queue": i.queue, "data-key": "q:" + i.queue },
+        cell("Queue", { class: "name" }, link(hash, i.queue), " ",
           i.paused ? h("span", { class: "badge badge-warn" }, "paused") : null),
-        STATES.map((s) => h("td", { class: "num" },
-          link("#/queues/" + seg(i.queue) + "/" + s, String(i[s])))),
-        h("td", { class: "num" }, q.latency ? ago(q.latency) : "0s"),
-        h("td", { class: "num" }, String(i.processed_today)),
-        h("td", { class: "num" }, String(i.failed_today)),
-        config.read_only ? null : h("td", {}, pauseButton(i.queue, i.paused)));
+        STATES.map((s) => cell(s, { class: "num" }, link(hash + "/" + s, String(i[s])))),
+        cell("Latency", { class: "num" }, q.latency ? ago(q.latency) : "0s"),
+        cell("Done today", { class: "num" }, String(i.processed_today)),
+        cell("Failed today", { class: "num" }, String(i.failed_today)),
+        config.read_only ? null : cell("", { class: "act" }, pauseButton(i.queue, i.paused)));
     });
     const table = queues.length
-      ? h("table", {}, h("thead", {}, h("tr", {},
+      ? h("table", { class: "cards" }, h("thead", {}, h("tr", {},
           h("th", {}, "Queue"),
           STATES.map((s) => h("th", { class: "num" }, s)),
           h("th", { class: "num" }, "Latency"),
@@ -267,13 +307,15 @@
         h("tbody", {}, rows))
       : h("p", { class: "empty" }, "No queues yet. A queue appears when its first task is enqueued.");
     return h("div", {}, tiles,
+      h("div", { class: "card" }, h("h2", {}, "Queues"), table),
+      minuteCharts(minutes, "All queues"),
       h("div", { class: "card" }, h("div", { class: "row spread" },
-        h("h2", {}, "Processed and failed, last 14 days"), legend()), chart(history)),
-      h("div", { class: "card" }, h("h2", {}, "Queues"), table));
+        h("h2", {}, "Processed and failed, last 14 days"),
+        legend([["processed", "processed"], ["failed", "failed"]])), dayChart(history)));
   }
 
   function tile(label, value) {
-    return h("div", { class: "tile" }, h("div", { class: "num" }, String(value)),
+    return h("div", { class: "tile" }, h("div", { class: "num" }, count(value)),
       h("div", { class: "label" }, label));
   }
 
@@ -281,54 +323,25 @@
     const action = paused ? "unpause" : "pause";
     return h("button", {
       "data-action": action,
-      onclick: () => act("POST", "/api/queues/" + seg(queue) + "/" + action),
+      onclick: () => act("POST", queueUrl(queue, action)),
     }, paused ? "Resume" : "Pause");
   }
 
-  function legend() {
-    return h("div", { class: "legend" },
-      h("span", {}, h("span", { class: "swatch processed" }), "processed"),
-      h("span", {}, h("span", { class: "swatch failed" }), "failed"));
-  }
-
-  function chart(days) {
-    const width = 1200, height = 200, left = 40, bottom = 22, top = 10;
-    const max = Math.max(1, ...days.map((d) => Math.max(d.processed, d.failed)));
-    const slot = (width - left) / Math.max(1, days.length);
-    const bar = Math.max(2, slot * 0.35);
-    const y = (v) => top + (height - top - bottom) * (1 - v / max);
-    const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img",
-      "aria-label": "processed and failed per day" });
-    root.append(svg("line", { x1: left, y1: height - bottom, x2: width, y2: height - bottom,
-      class: "axis" }));
-    root.append(svg("text", { x: left - 6, y: top + 10, "text-anchor": "end" }, String(max)));
-    root.append(svg("text", { x: left - 6, y: height - bottom, "text-anchor": "end" }, "0"));
-    days.forEach((d, i) => {
-      const x = left + i * slot + slot * 0.12;
-      for (const [kind, value, dx] of [["processed", d.processed, 0], ["failed", d.failed, bar]]) {
-        const rect = svg("rect", { x: x + dx, y: y(value), width: bar,
-          height: Math.max(0, height - bottom - y(value)), class: kind });
-        rect.append(svg("title", {}, `${d.day}: ${value} ${kind}`));
-        root.append(rect);
-      }
-      if (days.length <= 16 || i % 2 === 0) {
-        root.append(svg("text", { x: x + bar, y: height - 6, "text-anchor": "middle" },
-          d.day.slice(5)));
-      }
-    });
-    return root;
-  }
+  // ---- one queue ----------------------------------------------------------------------------
 
   async function queuePage(r) {
-    const base = "/api/queues/" + seg(r.queue);
-    const [detail, page] = await Promise.all([
-      api("GET", base + "?days=14"),
-      api("GET", `${base}/tasks?state=${r.state}&page=${r.page}&size=${PAGE_SIZE}`),
+    const key = [r.queue, r.state, r.type].join("\n");
+    if (ui.selectionKey !== key) { ui.selected.clear(); ui.selectionKey = key; }
+    const [detail, page, minutes, types] = await Promise.all([
+      api("GET", queueUrl(r.queue, "", { days: 14 })),
+      api("GET", queueUrl(r.queue, "tasks", { state: r.state, page: r.page, size: r.size, type: r.type })),
+      api("GET", apiUrl("/api/stats/minutes", { window: ui.window, queue: r.queue })),
+      ui.typesOpen ? api("GET", queueUrl(r.queue, "types")) : null,
     ]);
     const stats = detail.stats, info = stats.info;
     const head = h("div", { class: "card" },
       h("div", { class: "row spread" },
-        h("div", {},
+        h("div", { class: "grow" },
           h("h1", {}, info.queue, " ",
             info.paused ? h("span", { class: "badge badge-warn" }, "paused")
               : h("span", { class: "badge badge-ok" }, "running")),
@@ -339,100 +352,254 @@
         config.read_only ? null : h("div", { class: "actions" },
           pauseButton(info.queue, info.paused),
           h("button", { class: "danger", "data-action": "delete-queue", onclick: () => act(
-            "DELETE", base, undefined,
-            `Delete queue "${info.queue}" and all its tasks? This cannot be undone.`)
-            .then((ok) => { if (ok) location.hash = "#/queues"; }) }, "Delete queue"))),
-      chart(detail.history));
+            "DELETE", queueUrl(info.queue), undefined,
+            `Delete queue "${info.queue}" and all its tasks? This cannot be undone.`,
+            () => { location.hash = "#/queues"; }) }, "Delete queue"))));
     const tabs = h("nav", { class: "tabs" }, STATES.map((s) => h("a", {
-      href: "#/queues/" + seg(r.queue) + "/" + s,
+      href: queueHash(r, { state: s, page: 1 }),
       class: s === r.state ? "active" : "",
       "data-state": s,
     }, s, h("span", { class: "count" }, String(info[s])))));
-    const bulk = config.read_only || !page.total ? null : h("div", { class: "actions" },
+    const bulk = config.read_only || !page.total || r.type ? null : h("div", { class: "actions" },
       BULK_ACTIONS[r.state].map((action) => h("button", {
         class: action === "delete" ? "danger" : "",
         "data-bulk": action,
-        onclick: () => act("POST", base + "/tasks:bulk", { state: r.state, action },
-          `${BULK_LABEL[action]}: all ${page.total} ${r.state} task(s) in "${info.queue}"?`),
+        disabled: ui.bulk ? true : null,
+        onclick: () => runBulk(r, info.queue, action, page.total),
       }, BULK_LABEL[action])));
     return h("div", {}, head, h("div", { class: "card" },
       h("div", { class: "row spread" }, tabs, bulk),
+      listTools(r, page),
+      selectionBar(r, page),
       taskTable(r, page),
-      pager(r, page)));
+      pager(r, page)),
+      typesCard(r, types),
+      minuteCharts(minutes, info.queue),
+      h("div", { class: "card" }, h("div", { class: "row spread" },
+        h("h2", {}, "Processed and failed per day"),
+        legend([["processed", "processed"], ["failed", "failed"]])), dayChart(detail.history)));
+  }
+
+  function listTools(r, page) {
+    const filter = h("form", { class: "row tools", id: "type-form", onsubmit: (e) => {
+      e.preventDefault();
+      location.hash = queueHash(r, { type: e.target.elements.type.value.trim(), page: 1 });
+    } },
+    h("label", { for: "type-filter" }, "Type"),
+    h("input", { id: "type-filter", name: "type", value: r.type, placeholder: "any type",
+      autocomplete: "off" }),
+    h("button", { type: "submit" }, "Filter"),
+    r.type ? h("a", { href: queueHash(r, { type: "", page: 1 }) }, "clear") : null);
+    const size = h("label", { class: "row tools" }, "Per page ",
+      h("select", { id: "page-size", value: r.size,
+        onchange: (e) => { location.hash = queueHash(r, { size: Number(e.target.value), page: 1 }); } },
+      PAGE_SIZES.map((n) => h("option", { value: n, selected: n === r.size ? true : null }, String(n)))));
+    const note = r.type && !page.complete
+      ? h("span", { class: "muted small", id: "filter-note" },
+        `${page.total} match(es) among the first ${count(page.scanned)} tasks`) : null;
+    return h("div", { class: "row spread list-tools" }, filter, note, size);
+  }
+
+  function selectionBar(r, page) {
+    const ids = page.tasks.map((t) => t.id);
+    const chosen = ids.filter((id) => ui.selected.has(id));
+    if (config.read_only || !chosen.length) return h("div", { id: "selection", hidden: true });
+    return h("div", { id: "selection", class: "row selection" },
+      h("strong", { id: "selected-count" }, `${chosen.length} selected`),
+      h("div", { class: "actions" }, ROW_ACTIONS[r.state].map((action) => h("button", {
+        "data-selection": action,
+        class: action === "delete" || action === "cancel" ? "danger" : "",
+        onclick: () => actOnSelection(r, action, chosen),
+      }, ACTION_LABEL[action] + " selected")),
+      h("button", { onclick: () => { ui.selected.clear(); render(); } }, "Clear")));
+  }
+
+  async function actOnSelection(r, action, ids) {
+    const question = action === "delete" ? `Delete ${ids.length} selected task(s)?`
+      : action === "cancel" ? `Cancel ${ids.length} running task(s)? Cancelled tasks are not retried.`
+        : null;
+    const done = await act("POST", queueUrl(r.queue, "selection"), { action, ids }, question);
+    if (done) ids.forEach((id) => ui.selected.delete(id));
   }
 
   function taskTable(r, page) {
-    if (!page.tasks.length) return h("p", { class: "empty" }, `No ${r.state} tasks.`);
-    const base = "/api/queues/" + seg(r.queue) + "/tasks/";
-    const rows = page.tasks.map((t) => h("tr", { "data-task": t.id },
-      h("td", { class: "mono" }, link("#/queues/" + seg(r.queue) + "/tasks/" + seg(t.id), t.id)),
-      h("td", {}, t.type),
-      h("td", { class: "mono preview", title: t.payload_preview }, t.payload_preview),
-      h("td", { class: "num" }, `${t.retried}/${t.max_retry}`),
-      h("td", {}, when(r.state === "pending" ? t.enqueued_at : t.score_at)),
-      h("td", { class: "error-text", title: t.last_error || "" }, t.last_error || ""),
-      config.read_only ? null : h("td", {}, h("div", { class: "actions" },
-        ROW_ACTIONS[r.state].map((action) => actionButton(base + seg(t.id), action, t.id))))));
-    return h("table", {}, h("thead", {}, h("tr", {},
+    if (!page.tasks.length) {
+      return h("p", { class: "empty" }, r.type ? `No ${r.state} tasks of type ${r.type}.` : `No ${r.state} tasks.`);
+    }
+    const selectable = !config.read_only;
+    const allOn = page.tasks.every((t) => ui.selected.has(t.id));
+    const rows = page.tasks.map((t) => h("tr", { "data-task": t.id, "data-key": "t:" + t.id,
+      class: ui.selected.has(t.id) ? "selected" : "" },
+      selectable ? cell("", { class: "pick" }, h("input", { type: "checkbox", "data-select": t.id,
+        "aria-label": "select " + t.id, checked: ui.selected.has(t.id) ? true : null,
+        onchange: (e) => { toggle(t.id, e.target.checked); } })) : null,
+      cell("ID", { class: "mono id" }, link(taskHash(r.queue, t.id), t.id)),
+      cell("Type", { class: "type" }, t.type),
+      cell("Payload", { class: "mono preview", title: t.payload_preview }, t.payload_preview),
+      cell("Retried", { class: "num" }, `${t.retried}/${t.max_retry}`),
+      cell(TIME_LABEL[r.state], {}, when(r.state === "pending" ? t.enqueued_at : t.score_at)),
+      cell("Last error", { class: "error-text", title: t.last_error || "" }, t.last_error || ""),
+      config.read_only ? null : cell("", { class: "act" }, h("div", { class: "actions" },
+        ROW_ACTIONS[r.state].map((action) => actionButton(r.queue, t.id, action))))));
+    return h("table", { class: "cards tasks" }, h("thead", {}, h("tr", {},
+      selectable ? h("th", {}, h("input", { type: "checkbox", id: "select-page",
+        "aria-label": "select every task on this page", checked: allOn ? true : null,
+        onchange: (e) => { page.tasks.forEach((t) => toggle(t.id, e.target.checked, true)); render(); } }))
+        : null,
       h("th", {}, "ID"), h("th", {}, "Type"), h("th", {}, "Payload"),
       h("th", { class: "num" }, "Retried"), h("th", {}, TIME_LABEL[r.state]),
       h("th", {}, "Last error"), config.read_only ? null : h("th", {}, "Actions"))),
     h("tbody", {}, rows));
   }
 
-  function actionButton(path, action, id, after) {
+  function toggle(id, on, quiet) {
+    if (on) ui.selected.add(id); else ui.selected.delete(id);
+    if (!quiet) render();
+  }
+
+  function actionButton(queue, id, action, after) {
     const method = action === "delete" ? "DELETE" : "POST";
-    const url = action === "delete" ? path : path + "/" + action;
-    const question = action === "delete" ? `Delete task ${id}?` : null;
+    const url = taskUrl(queue, id, action === "delete" ? "" : action);
+    const question = action === "delete" ? `Delete task ${id}?`
+      : action === "cancel" ? `Cancel task ${id}? A cancelled task is not retried.` : null;
     return h("button", {
       class: action === "delete" || action === "cancel" ? "danger" : "",
       "data-action": action,
-      onclick: () => act(method, url, undefined, question).then((ok) => ok && after && after()),
+      onclick: () => act(method, url, undefined, question, after),
     }, ACTION_LABEL[action]);
   }
 
   function pager(r, page) {
-    const href = (n) => `#/queues/${seg(r.queue)}/${r.state}?page=${n}`;
+    const jump = h("form", { class: "row tools", id: "jump-form", onsubmit: (e) => {
+      e.preventDefault();
+      const n = Math.min(page.pages, Math.max(1, parseInt(e.target.elements.page.value, 10) || 1));
+      location.hash = queueHash(r, { page: n });
+    } }, h("label", { for: "jump" }, "Page"),
+    h("input", { id: "jump", name: "page", type: "number", min: 1, max: page.pages, value: page.page,
+      class: "narrow" }),
+    h("button", { type: "submit" }, "Go"));
     return h("div", { class: "pager" },
-      h("span", { class: "muted" }, `Page ${page.page} of ${page.pages} · ${page.total} task(s)`),
-      h("a", { href: href(page.page - 1), class: page.page <= 1 ? "disabled" : "",
+      h("span", { class: "muted" }, `Page ${page.page} of ${count(page.pages)} · ${count(page.total)} task(s)`),
+      jump,
+      h("a", { href: queueHash(r, { page: page.page - 1 }), class: page.page <= 1 ? "disabled" : "",
         "data-pager": "prev" }, "← Previous"),
-      h("a", { href: href(page.page + 1), class: page.page >= page.pages ? "disabled" : "",
+      h("a", { href: queueHash(r, { page: page.page + 1 }), class: page.page >= page.pages ? "disabled" : "",
         "data-pager": "next" }, "Next →"));
   }
 
+  // A bulk action as a series of bounded requests, with progress and a Stop button; the page
+  // keeps refreshing meanwhile.
+  async function runBulk(r, queue, action, total) {
+    if (!window.confirm(`${BULK_LABEL[action]}: all ${total} ${r.state} task(s) in "${queue}"?`)) return;
+    const run = { done: 0, skipped: 0, stop: false };
+    ui.bulk = run;
+    const box = document.getElementById("progress");
+    const bar = h("progress", { max: total, value: 0 });
+    const text = h("span", {}, "starting…");
+    box.replaceChildren(h("strong", {}, BULK_LABEL[action], ` (${r.state}, ${queue}) `), bar, text,
+      h("button", { id: "bulk-stop", onclick: () => { run.stop = true; } }, "Stop"));
+    box.hidden = false;
+    render();
+    try {
+      for (;;) {
+        const step = await api("POST", queueUrl(queue, "bulk"), { state: r.state, action, limit: BULK_STEP });
+        run.done += step.done;
+        run.skipped += step.skipped;
+        bar.value = Math.min(total, run.done + run.skipped);
+        text.textContent = ` ${count(run.done)} done · ${count(step.remaining)} left`;
+        if (!step.remaining || !step.done || run.stop) break;
+      }
+      notice(`${action}: ${run.done} task(s) done, ${run.skipped} skipped` + (run.stop ? " (stopped)" : ""), "ok");
+    } catch (err) {
+      if (err.status !== 401) notice(`${action} stopped after ${run.done} task(s): ${err.message}`, "bad");
+    } finally {
+      ui.bulk = null;
+      box.hidden = true;
+      await render();
+    }
+  }
+
+  function typesCard(r, types) {
+    const body = !types ? h("p", { class: "muted" }, "Open to count tasks per type.")
+      : h("table", { class: "cards", id: "types-table" }, h("thead", {}, h("tr", {},
+          h("th", {}, "Type"), STATES.map((s) => h("th", { class: "num" }, s)),
+          h("th", { class: "num" }, "Failing"))),
+        h("tbody", {}, Object.entries(types.types).sort().map(([type, by]) => {
+          const all = STATES.reduce((n, s) => n + (by[s] || 0), 0);
+          const failing = (by.retry || 0) + (by.archived || 0);
+          return h("tr", { "data-key": "ty:" + type, "data-type": type },
+            cell("Type", { class: "type" }, link(queueHash(r, { type, page: 1 }), type)),
+            STATES.map((s) => cell(s, { class: "num" }, String(by[s] || 0))),
+            cell("Failing", { class: "num" }, all ? Math.round((100 * failing) / all) + "%" : ""));
+        })));
+    const partial = types && STATES.some((s) => types.sampled[s] < types.totals[s])
+      ? h("p", { class: "muted small" }, "Counted over the first "
+        + STATES.map((s) => `${count(types.sampled[s])} of ${count(types.totals[s])} ${s}`).join(", ")
+        + ". Failing = retry + archived.") : null;
+    return h("details", { class: "card", id: "types", open: ui.typesOpen ? true : null,
+      ontoggle: (e) => { if (ui.typesOpen !== e.target.open) { ui.typesOpen = e.target.open; render(); } } },
+    h("summary", {}, h("h2", { class: "inline" }, "Task types")), body, partial);
+  }
+
+  // ---- one task -----------------------------------------------------------------------------
+
   async function taskPage(r) {
-    const path = "/api/queues/" + seg(r.queue) + "/tasks/" + seg(r.id);
     let t;
     try {
-      t = await api("GET", path);
+      t = await api("GET", taskUrl(r.queue, r.id));
     } catch (err) {
       if (err.status !== 404) throw err;
       return h("div", { class: "card" }, h("h2", {}, "Task not found"),
         h("p", {}, err.message, " ", link("#/queues/" + seg(r.queue), "Back to the queue")));
     }
     const fields = [
-      ["ID", t.id], ["Queue", link("#/queues/" + seg(t.queue) + "/" + t.state, t.queue)],
+      ["ID", h("span", { class: "mono" }, t.id)],
+      ["Queue", link("#/queues/" + seg(t.queue) + "/" + t.state, t.queue)],
       ["Type", t.type], ["State", h("span", { class: "badge", "data-state": t.state }, t.state)],
-      ["Retried", `${t.retry_count} of ${t.max_retry}`], ["Enqueued", when(t.enqueued_at)],
-      ["Next run", when(t.next_process_at)], ["Lease ends", when(t.lease_expires_at)],
-      ["Kept until", when(t.expires_at)], ["Last failed", when(t.last_failed_at)],
-      ["Timeout", t.timeout ? t.timeout + "s" : ""], ["Deadline", when(t.deadline)],
+      ["Attempts", `${t.retry_count + (t.state === "active" ? 1 : 0)} so far; retried ${t.retry_count} of ${t.max_retry}`],
+      ["Enqueued", whenFull(t.enqueued_at)],
+      ["Next run", whenFull(t.next_process_at)], ["Lease ends", whenFull(t.lease_expires_at)],
+      ["Kept until", whenFull(t.expires_at)], ["Last failed", whenFull(t.last_failed_at)],
+      ["Timeout", t.timeout ? t.timeout + "s" : ""], ["Deadline", whenFull(t.deadline)],
       ["Unique", t.unique ? "yes" : ""], ["Lost leases", t.lost_count || ""],
-      ["Headers", Object.keys(t.headers).length ? JSON.stringify(t.headers) : ""],
+      ["Headers", t.headers && Object.keys(t.headers).length ? JSON.stringify(t.headers) : ""],
     ].filter(([, v]) => v !== "" && v !== null && v !== undefined);
     const back = () => { location.hash = "#/queues/" + seg(t.queue) + "/" + t.state; };
     const actions = config.read_only ? null : h("div", { class: "actions" },
-      ROW_ACTIONS[t.state].map((a) => actionButton(path, a, t.id, a === "delete" ? back : null)));
+      ROW_ACTIONS[t.state].map((a) => actionButton(t.queue, t.id, a, a === "delete" ? back : null)));
     return h("div", {},
       h("div", { class: "card" },
         h("div", { class: "row spread" }, h("h1", { class: "mono" }, t.id), actions),
         h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]))),
       h("div", { class: "card" }, h("h2", {}, "Payload"), h("pre", { id: "payload" }, t.payload_text)),
-      t.last_error ? h("div", { class: "card" }, h("h2", {}, "Last error"),
-        h("pre", { class: "error", id: "last-error" }, t.last_error)) : null,
+      t.last_error ? h("div", { class: "card", id: "errors" },
+        h("h2", {}, `Error of attempt ${t.retry_count}`, t.last_failed_at ? [" · ", whenFull(t.last_failed_at)] : ""),
+        h("pre", { class: "error", id: "last-error" }, t.last_error),
+        h("p", { class: "muted small" }, t.retry_count > 1
+          ? `Only the latest error is stored: each of the ${t.retry_count} failed attempts replaced the one before.`
+          : "")) : null,
       t.result_text !== null ? h("div", { class: "card" }, h("h2", {}, "Result"),
         h("pre", { id: "result" }, t.result_text)) : null);
+  }
+
+  // ---- search, servers, scheduler, redis -------------------------------------------------------
+
+  async function searchPage(r) {
+    if (!r.id) return h("div", { class: "card" }, h("p", { class: "muted" }, "Type a task id in the search box."));
+    const found = await api("GET", apiUrl("/api/search", { id: r.id }));
+    if (found.length === 1) {
+      location.replace(taskHash(found[0].queue, found[0].id));
+      return h("div", {});
+    }
+    return h("div", { class: "card", id: "search-results" },
+      h("h2", {}, `Tasks with id "${r.id}"`),
+      found.length ? h("table", { class: "cards" }, h("thead", {}, h("tr", {},
+        ["Queue", "State", "Type", "Task"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, found.map((t) => h("tr", { "data-key": "s:" + t.queue },
+        cell("Queue", {}, link("#/queues/" + seg(t.queue), t.queue)),
+        cell("State", {}, h("span", { class: "badge" }, t.state)), cell("Type", {}, t.type),
+        cell("Task", { class: "mono id" }, link(taskHash(t.queue, t.id), t.id))))))
+        : h("p", { class: "empty" }, "No queue holds a task with this id (it may have been deleted or trimmed)."));
   }
 
   async function serversPage() {
@@ -445,20 +612,19 @@
       const i = s.info;
       const queues = Object.entries(i.queues).map(([q, w]) => `${q} (${w})`).join(", ");
       const workers = s.workers.length
-        ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "Task"), h("th", {}, "Type"),
+        ? h("table", { class: "cards" }, h("thead", {}, h("tr", {}, h("th", {}, "Task"), h("th", {}, "Type"),
             h("th", {}, "Queue"), h("th", {}, "Started"), h("th", {}, "Deadline"))),
-          h("tbody", {}, s.workers.map((w) => h("tr", {},
-            h("td", { class: "mono" },
-              link("#/queues/" + seg(w.queue) + "/tasks/" + seg(w.task_id), w.task_id)),
-            h("td", {}, w.task_type), h("td", {}, w.queue),
-            h("td", {}, when(w.started_at)), h("td", {}, when(w.deadline))))))
+          h("tbody", {}, s.workers.map((w) => h("tr", { "data-key": "w:" + w.queue + "\n" + w.task_id },
+            cell("Task", { class: "mono id" }, link(taskHash(w.queue, w.task_id), w.task_id)),
+            cell("Type", {}, w.task_type), cell("Queue", {}, w.queue),
+            cell("Started", {}, when(w.started_at)), cell("Deadline", {}, when(w.deadline))))))
         : h("p", { class: "muted" }, "Idle.");
-      return h("div", { class: "card", "data-server": i.id },
+      return h("div", { class: "card", "data-server": i.id, "data-key": "srv:" + i.id },
         h("div", { class: "row spread" },
           h("h2", {}, i.host, " · pid ", String(i.pid), " ",
             h("span", { class: i.status === "running" ? "badge badge-ok" : "badge badge-warn" },
               i.status)),
-          h("span", { class: "muted mono" }, i.id)),
+          h("span", { class: "muted mono id" }, i.id)),
         h("p", { class: "muted" },
           `queues ${queues}${i.strict_priority ? " (strict)" : ""} · ${i.active}/${i.concurrency} busy`
           + ` · processed ${i.processed} · failed ${i.failed} · up `, when(i.started_at)),
@@ -466,28 +632,42 @@
     }));
   }
 
+  function outcomeBadge(outcome) {
+    const cls = outcome === "completed" ? "badge badge-ok"
+      : outcome === "archived" || outcome === "error" ? "badge badge-bad"
+        : outcome === "retry" || outcome === "gone" ? "badge badge-warn" : "badge";
+    return h("span", { class: cls, "data-outcome": outcome }, outcome);
+  }
+
   async function schedulerPage(r) {
     const status = await api("GET", "/api/scheduler?history=" + (r.entry ? 100 : 5));
     const entries = r.entry ? status.entries.filter((e) => e.info.id === r.entry) : status.entries;
-    const rows = entries.map((e) => h("tr", {},
-      h("td", {}, link("#/scheduler/" + seg(e.info.id), e.info.name)),
-      h("td", { class: "mono" }, e.info.spec), h("td", {}, e.info.type),
-      h("td", {}, link("#/queues/" + seg(e.info.queue), e.info.queue)),
-      h("td", {}, when(e.info.next_fire)), h("td", {}, when(e.info.prev_fire)),
-      h("td", {}, e.info.timezone), h("td", { class: "mono preview" }, e.info.payload_preview)));
+    const rows = entries.map((e) => h("tr", { "data-key": "e:" + e.info.id },
+      cell("Name", {}, link("#/scheduler/" + seg(e.info.id), e.info.name)),
+      cell("Spec", { class: "mono" }, e.info.spec), cell("Type", { class: "type" }, e.info.type),
+      cell("Queue", {}, link("#/queues/" + seg(e.info.queue), e.info.queue)),
+      cell("Next fire", {}, when(e.info.next_fire)), cell("Previous fire", {}, when(e.info.prev_fire)),
+      cell("Last outcomes", {}, (e.outcomes || []).slice(0, 5).map(outcomeBadge)),
+      cell("Zone", {}, e.info.timezone),
+      cell("Payload", { class: "mono preview" }, e.info.payload_preview),
+      config.read_only ? null : cell("", { class: "act" }, h("button", { "data-run-entry": e.info.id,
+        onclick: () => act("POST", apiUrl("/api/scheduler/run", { entry: e.info.id })) }, "Run now"))));
     const table = entries.length
-      ? h("table", {}, h("thead", {}, h("tr", {}, ["Name", "Spec", "Type", "Queue", "Next fire",
-          "Previous fire", "Zone", "Payload"].map((c) => h("th", {}, c)))), h("tbody", {}, rows))
+      ? h("table", { class: "cards" }, h("thead", {}, h("tr", {}, ["Name", "Spec", "Type", "Queue",
+          "Next fire", "Previous fire", "Last outcomes", "Zone", "Payload"].map((c) => h("th", {}, c)),
+          config.read_only ? null : h("th", {}, ""))),
+        h("tbody", {}, rows))
       : h("p", { class: "empty" }, r.entry ? "No such entry." : "No periodic entries.");
     const history = entries.length === 1 || r.entry ? entries.map((e) => h("div", { class: "card" },
       h("h2", {}, "Recent fires of ", e.info.name),
-      h("table", {}, h("thead", {}, h("tr", {}, ["Fire time", "Enqueued", "Task", "Error"]
-        .map((c) => h("th", {}, c)))),
-      h("tbody", {}, e.history.map((f) => h("tr", {}, h("td", {}, when(f.fire_time)),
-        h("td", {}, when(f.enqueued_at)),
-        h("td", { class: "mono" }, link("#/queues/" + seg(f.queue) + "/tasks/" + seg(f.task_id),
-          f.task_id)),
-        h("td", { class: "error-text" }, f.error || ""))))))) : null;
+      h("table", { class: "cards", id: "fires" }, h("thead", {}, h("tr", {}, ["Fire time", "Enqueued",
+        "Task", "Outcome", "Error"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, e.history.map((f, n) => h("tr", { "data-key": "f:" + f.fire_time + f.task_id },
+        cell("Fire time", {}, whenFull(f.fire_time)),
+        cell("Enqueued", {}, when(f.enqueued_at)),
+        cell("Task", { class: "mono id" }, f.task_id ? link(taskHash(f.queue, f.task_id), f.task_id) : ""),
+        cell("Outcome", {}, outcomeBadge((e.outcomes || [])[n] || "unknown")),
+        cell("Error", { class: "error-text" }, f.error || ""))))))) : null;
     return h("div", {}, h("div", { class: "card" },
       h("div", { class: "row spread" }, h("h2", {}, "Periodic entries"),
         h("span", { class: "muted" }, `${status.instances.length} scheduler instance(s) live`)),
@@ -496,18 +676,31 @@
 
   async function redisPage() {
     const nodes = await api("GET", "/api/redis");
-    return h("div", {}, nodes.map((n) => h("div", { class: "card" },
+    return h("div", {}, nodes.map((n) => h("div", { class: "card", "data-key": "n:" + n.address },
       h("h2", {}, "Redis ", n.address),
       h("dl", { class: "fields" },
         Object.entries(n.info).map(([k, v]) => [h("dt", {}, k), h("dd", { class: "mono" }, v)])))));
   }
 
+  async function badLinkPage(r) {
+    return h("div", { class: "card", id: "bad-link" }, h("h2", {}, "This link is malformed"),
+      h("p", {}, "The address after # is not valid percent-encoding: ", h("code", {}, r.hash)),
+      h("p", {}, link("#/queues", "Go to the queues")));
+  }
+
   // ---- sign-in, start-up, auto-refresh ----------------------------------------------------
 
-  function showLogin(reason) {
+  // rejected: a token was sent and refused (else none was sent yet).
+  function showLogin(rejected) {
+    sessionStorage.removeItem(TOKEN_KEY);
     document.getElementById("main").hidden = true;
     document.getElementById("login").hidden = false;
-    if (reason) document.getElementById("login-reason").textContent = reason;
+    const reason = document.getElementById("login-reason");
+    reason.textContent = rejected
+      ? "That token was not accepted. Check it (it is the --auth-token the server was started"
+        + " with) and try again."
+      : "This dashboard requires an access token.";
+    reason.className = rejected ? "error-text" : "muted";
     document.getElementById("token").focus();
   }
 
@@ -519,6 +712,12 @@
     document.getElementById("login").hidden = true;
     document.getElementById("main").hidden = false;
     await start();
+  }
+
+  function search(event) {
+    event.preventDefault();
+    const id = document.getElementById("search-id").value.trim();
+    if (id) location.hash = "#/search?id=" + encodeURIComponent(id);
   }
 
   async function start() {
@@ -540,6 +739,7 @@
 
   document.addEventListener("DOMContentLoaded", () => {
     document.getElementById("login-form").addEventListener("submit", signIn);
+    document.getElementById("search").addEventListener("submit", search);
     window.addEventListener("hashchange", render);
     setInterval(tick, REFRESH_MS);
     start();

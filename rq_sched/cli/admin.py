@@ -12,9 +12,9 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from rq_sched.cli.common import add_redis_options, fail
+from rq_sched.cli.common import add_redis_options, complain, fail, say
 from rq_sched.client import Client
-from rq_sched.errors import RqSchedError, ValidationError
+from rq_sched.errors import RedisUnavailableError, RqSchedError, ValidationError
 from rq_sched.inspector.actions import BULK_ACTIONS
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.inspector.models import QueueStats, jsonable, payload_text, task_json
@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     queue.add_argument("--days", type=int, default=7, help="days of history (%(default)s)")
     queue.add_argument("--delete", action="store_true", help="delete the queue and its tasks")
     queue.add_argument("--force", action="store_true", help="with --delete: even if tasks run")
+    queue.add_argument("--yes", action="store_true", help="with --delete: do it, no question")
     tasks = _command(sub, "tasks", "list a queue's tasks in one state", _tasks)
     tasks.add_argument("queue")
     tasks.add_argument("state", choices=STATES)
@@ -42,6 +43,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     tasks.add_argument(
         "--bulk", choices=sorted(BULK_ACTIONS), help="apply this action to every task instead"
     )
+    tasks.add_argument("--yes", action="store_true", help="with --bulk: do it, no question")
+    tasks.add_argument("--type", dest="task_type", help="only tasks of this type")
     task = _command(sub, "task", "show one task, or run/delete/archive/cancel it", _task)
     task.add_argument("queue")
     task.add_argument("id")
@@ -79,16 +82,54 @@ def _run(handler: Handler, args: argparse.Namespace) -> int:
         result = handler(inspector, args)
     except ValidationError as exc:
         return fail(str(exc))
+    except RedisUnavailableError as exc:
+        return complain(_unreachable(args, exc))
     except RqSchedError as exc:
-        print(f"rq-sched: {exc}", file=sys.stderr)
-        return 1
+        return complain(str(exc))
     finally:
         inspector.close()
     if args.json:
-        print(json.dumps(jsonable(result), indent=2))
+        print(json.dumps(jsonable(result), indent=2))  # json escapes control characters
     elif isinstance(result, str):
-        print(result)
+        say(result)
     return 0
+
+
+def _acts(args: argparse.Namespace) -> bool:
+    """Whether the command changes anything (else it only reads)."""
+    return args.command in ("pause", "unpause") or bool(
+        getattr(args, "delete", False)
+        or getattr(args, "bulk", None)
+        or getattr(args, "action", None)
+    )
+
+
+def _unreachable(args: argparse.Namespace, exc: RedisUnavailableError) -> str:
+    # The shared message advises retrying writes with the same task_id; that fits enqueue,
+    # not a read, and an operator action needs a look before it is repeated.
+    cause = exc.__cause__ or exc
+    text = (
+        f"cannot talk to Redis at {args.url} ({cause}). Is redis-server running and the URL "
+        "right? `rq-sched dev` starts a private one."
+    )
+    if _acts(args):
+        text += " If the connection dropped mid-action, look at the queue before repeating it."
+    return text
+
+
+def _confirmed(args: argparse.Namespace, what: str) -> None:
+    """Refuse a destructive command unless --yes was given or a person at a terminal says yes.
+
+    Raises:
+        ValidationError: not confirmed.
+    """
+    if args.yes:
+        return
+    if sys.stdin.isatty() and sys.stdout.isatty():
+        answer = input(f"{what}? Type yes to go on: ")
+        if answer.strip().lower() == "yes":
+            return
+    raise ValidationError(f"not confirmed: {what}; add --yes to do it without a question")
 
 
 def _queues(inspector: Inspector, args: argparse.Namespace) -> Any:
@@ -118,6 +159,8 @@ def _queue_row(stats: QueueStats) -> list[str]:
 
 def _queue(inspector: Inspector, args: argparse.Namespace) -> Any:
     if args.delete:
+        inspector.require_queue(args.name, leftovers=True)
+        _confirmed(args, f"delete queue {args.name!r} and every task in it")
         deleted = inspector.delete_queue(args.name, force=args.force)
         return {"deleted_keys": deleted} if args.json else f"deleted queue {args.name!r}"
     if not inspector.has_queue(args.name):
@@ -145,12 +188,16 @@ def _queue(inspector: Inspector, args: argparse.Namespace) -> Any:
 
 
 def _tasks(inspector: Inspector, args: argparse.Namespace) -> Any:
+    inspector.require_queue(args.queue)
     if args.bulk:
+        _confirmed(args, f"{args.bulk} every {args.state} task of queue {args.queue!r}")
         result = inspector.bulk(args.queue, args.state, args.bulk)
         if args.json:
             return result
         return f"{args.bulk}: {result.done} {args.state} task(s); {result.skipped} skipped"
-    page = inspector.list_tasks(args.queue, args.state, page=args.page, size=args.size)
+    page = inspector.list_tasks(
+        args.queue, args.state, page=args.page, size=args.size, task_type=args.task_type
+    )
     if args.json:
         return page
     now = inspector.clock.now()
@@ -167,6 +214,9 @@ def _tasks(inspector: Inspector, args: argparse.Namespace) -> Any:
     ]
     headers = ["ID", "TYPE", "PAYLOAD", "RETRIED", "TIME", "LAST ERROR"]
     footer = f"page {page.page}/{page.pages} of {page.total} {page.state.value} task(s)"
+    if page.task_type is not None:
+        scope = "" if page.complete else f" among the first {page.scanned}"
+        footer += f" of type {page.task_type}{scope}"
     return render_table(headers, rows) + "\n" + footer
 
 
@@ -214,6 +264,7 @@ def _describe(info: TaskInfo, now: float) -> str:
 
 def _pause(inspector: Inspector, args: argparse.Namespace) -> Any:
     pause = args.command == "pause"
+    inspector.require_queue(args.queue)
     changed = inspector.pause(args.queue) if pause else inspector.unpause(args.queue)
     if args.json:
         return {"queue": args.queue, "paused": pause, "changed": changed}
@@ -326,15 +377,14 @@ def _enqueue(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         return fail(str(exc))
     except RqSchedError as exc:
-        print(f"rq-sched: {exc}", file=sys.stderr)
-        return 1
+        return complain(str(exc))
     finally:
         client.close()
     if args.json:
         print(json.dumps(task_json(info), indent=2))
     else:
         due = f" due {when(info.next_process_at, None)}" if info.next_process_at else ""
-        print(f"enqueued {info.id} ({info.type}) on {info.queue}: {info.state.value}{due}")
+        say(f"enqueued {info.id} ({info.type}) on {info.queue}: {info.state.value}{due}")
     return 0
 
 

@@ -52,7 +52,25 @@ def import_object(spec: str) -> object:
     return target
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: every control, format (bidi) or other unprintable
+    character but a newline shown as its escape (``\\x1b``), so data from Redis (ids, types,
+    payloads, errors) cannot retitle the window, clear the screen or move the cursor."""
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
+
+
+def say(text: str) -> None:
+    """Print ``text`` for a person (escaped with :func:`printable`)."""
+    print(printable(text))
+
+
+def complain(message: str) -> int:
+    """Print an operational failure (escaped) and return exit code 1."""
+    print(f"rq-sched: {printable(message)}", file=sys.stderr)
+    return 1
+
+
 def fail(message: str) -> int:
-    """Print an error for the operator and return the exit code for bad usage."""
-    print(f"rq-sched: error: {message}", file=sys.stderr)
+    """Print an error for the operator (escaped) and return the exit code for bad usage."""
+    print(f"rq-sched: error: {printable(message)}", file=sys.stderr)
     return 2

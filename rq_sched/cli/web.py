@@ -1,8 +1,11 @@
 """``rq-sched web``: serve the dashboard (JSON API, UI, /metrics) for one Redis.
 
-Safe by default: it binds 127.0.0.1 and then only answers to loopback Host names. Binding
-another address without ``--auth-token`` logs a warning, since anyone who can reach the port
-could then act on the queues.
+Safe by default: it binds 127.0.0.1. Whatever it binds, it answers only to Host names it
+knows (loopback names, the bound address, ``--allowed-host`` names) or to IP literals, so a
+web page cannot reach it through DNS rebinding. Binding another address without
+``--auth-token`` refuses to start unless ``--allow-no-auth`` says it is meant, since anyone
+who can reach the port could then act on the queues; an empty token is refused too (it would
+disable auth while the UI claims it is on).
 """
 
 from __future__ import annotations
@@ -29,19 +32,27 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--port", type=int, default=8080, help="port (%(default)s)")
     parser.add_argument(
         "--auth-token",
-        default=os.environ.get("RQ_SCHED_AUTH_TOKEN") or None,
+        default=os.environ.get("RQ_SCHED_AUTH_TOKEN"),
         help="require 'Authorization: Bearer TOKEN' on the API (env RQ_SCHED_AUTH_TOKEN)",
     )
     parser.add_argument(
         "--read-only", action="store_true", help="refuse every action; only show state"
     )
     parser.add_argument(
+        "--allowed-host",
         "--allow-host",
+        dest="allow_host",
         action="append",
         default=[],
         metavar="NAME",
-        help="Host name the dashboard answers to (repeatable; loopback names are allowed "
-        "by default when binding a loopback address)",
+        help="a DNS name the dashboard answers to (repeatable); loopback names, the bound "
+        "address and IP literals are always accepted",
+    )
+    parser.add_argument(
+        "--allow-no-auth",
+        action="store_true",
+        help="serve a non-loopback address without --auth-token (anyone who reaches the port "
+        "can act on the queues)",
     )
     parser.set_defaults(handler=run)
 
@@ -55,20 +66,29 @@ def run(args: argparse.Namespace) -> int:
     from rq_sched.web.security import LOOPBACK_HOSTS  # noqa: PLC0415
 
     loopback = args.host in LOOPBACK_HOSTS or args.host.startswith("127.")
-    allowed = [*args.allow_host, *((*LOOPBACK_HOSTS, args.host) if loopback else ())]
-    if not loopback and not args.auth_token:
-        log.warning(
-            "the dashboard on %s is reachable from other hosts without --auth-token: anyone "
-            "who can reach it can act on your queues",
-            args.host,
+    if args.auth_token is not None and not args.auth_token.strip():
+        return fail(
+            "--auth-token (or RQ_SCHED_AUTH_TOKEN) is empty, which would leave the API open; "
+            "pass a real token, or leave both unset"
         )
+    if not loopback and not args.auth_token:
+        if not args.allow_no_auth:
+            return fail(
+                f"--host {args.host} makes the dashboard reachable from other hosts; protect it "
+                "with --auth-token TOKEN (or RQ_SCHED_AUTH_TOKEN), or pass --allow-no-auth if "
+                "anyone who reaches the port may act on the queues"
+            )
+        log.warning("the dashboard on %s has no --auth-token (--allow-no-auth)", args.host)
+    wildcard = args.host in ("0.0.0.0", "::", "")  # noqa: S104 - recognising it, not binding
+    allowed = [*args.allow_host, *LOOPBACK_HOSTS, *(() if wildcard else (args.host,))]
     try:
         inspector = Inspector.from_url(args.url, cluster=args.cluster, namespace=args.namespace)
         app = create_app(
             inspector,
             auth_token=args.auth_token,
             read_only=args.read_only,
-            allowed_hosts=allowed or None,
+            allowed_hosts=allowed,
+            allow_ip_hosts=True,
         )
     except (RqSchedError, ValueError) as exc:
         return fail(str(exc))

@@ -78,8 +78,10 @@ def bulk(
     now_s: float,
     limits: ops.ArchiveLimits,
     batch: int = BULK_BATCH,
+    limit: int | None = None,
 ) -> BulkResult:
-    """Apply ``action`` to every task in ``state`` (as many as there were when it started).
+    """Apply ``action`` to every task in ``state`` (as many as there were when it started), or
+    to at most ``limit`` of them (callers loop to keep each request short).
 
     Raises:
         ValidationError: the action does not apply to the state.
@@ -88,6 +90,7 @@ def bulk(
     state, action = check_bulk(state, action)
     key = state_key(keys, state)
     total = redis.llen(key) if state is TaskState.PENDING else redis.zcard(key)
+    total = total if limit is None else min(total, limit)
     done = skipped = 0
     while done + skipped < total:
         ids = _window(redis, keys, state, skipped, min(batch, total - done - skipped))

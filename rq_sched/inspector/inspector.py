@@ -8,30 +8,40 @@ queue-wide actions) and ``processes`` (servers, scheduler, Redis INFO).
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
 from typing import Any, Self
 
 from rq_sched import ops, scripts
+from rq_sched.client import Client
 from rq_sched.clock import Clock, SystemClock, from_ms, to_ms
 from rq_sched.connection import connect, translate_errors
-from rq_sched.errors import TaskNotFoundError, raise_for_code
+from rq_sched.errors import TaskNotFoundError, TaskStateError, ValidationError, raise_for_code
 from rq_sched.inspector import actions as inspector_actions
+from rq_sched.inspector import entries as inspector_entries
 from rq_sched.inspector import lists as inspector_lists
+from rq_sched.inspector import minutes as inspector_minutes
 from rq_sched.inspector import processes as inspector_processes
 from rq_sched.inspector.models import (
     BulkResult,
     DailyStats,
+    MinutePoint,
     QueueStats,
     RedisNode,
     SchedulerStatus,
+    SelectionResult,
     ServerStatus,
     TaskPage,
+    TypeBreakdown,
 )
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys
 from rq_sched.message import decode
 from rq_sched.models import QueueInfo, TaskInfo, TaskState
-from rq_sched.options import check_queue
+from rq_sched.options import check_stored_queue
 from rq_sched.scripts import Call, SyncRedis
 
+MAX_SELECTION = 500
+"""Most task ids one selection action takes (one page at the largest page size)."""
 _ZSET_STATES = (
     TaskState.ACTIVE,
     TaskState.SCHEDULED,
@@ -66,7 +76,7 @@ class Inspector:
         self.redis.close()
 
     def keys(self, queue: str) -> QueueKeys:
-        return QueueKeys(self.namespace, check_queue(queue))
+        return QueueKeys(self.namespace, check_stored_queue(queue))
 
     def queues(self) -> list[str]:
         """Names of every queue that has had a task enqueued, sorted."""
@@ -189,7 +199,50 @@ class Inspector:
     def has_queue(self, queue: str) -> bool:
         """Whether ``queue`` is in the registry of queue names."""
         with translate_errors(self.redis):
-            return bool(self.redis.sismember(self.global_keys.queues, check_queue(queue)))
+            return bool(self.redis.sismember(self.global_keys.queues, check_stored_queue(queue)))
+
+    def require_queue(self, queue: str, *, leftovers: bool = False) -> None:
+        """Raise unless ``queue`` exists, so actions on a mistyped name fail instead of leaving a
+        stray key behind (a paused flag would make a later queue of that name start paused).
+
+        Args:
+            leftovers: also accept a queue that is not registered but still has keys (so
+                deleting it can clean up what an older version left).
+
+        Raises:
+            TaskNotFoundError: no such queue.
+        """
+        if self.has_queue(queue):
+            return
+        if leftovers:
+            with translate_errors(self.redis):
+                if self.redis.exists(*self.keys(queue).all_fixed()):
+                    return
+        raise TaskNotFoundError(f"no queue {queue!r}; the queue list shows the names")
+
+    def find_task(self, task_id: str) -> list[TaskInfo]:
+        """Every task with id ``task_id``, in whichever queues hold one (one round trip to test
+        every queue, then one per match).
+
+        Raises:
+            ValidationError: ``task_id`` is empty.
+        """
+        if not task_id:
+            raise ValidationError("give a task id to look for")
+        names = self.queues()
+        with translate_errors(self.redis):
+            pipe = self.redis.pipeline(transaction=False)
+            for name in names:
+                pipe.hexists(self.keys(name).msg, task_id)
+            found = pipe.execute()
+        out = []
+        for name, present in zip(names, found, strict=True):
+            if present:
+                try:
+                    out.append(self.get_task(name, task_id))
+                except TaskNotFoundError:
+                    continue  # deleted between the two reads
+        return out
 
     def queue_stats(self, queue: str, *, memory: bool = False) -> QueueStats:
         """:meth:`queue_info` plus the latency of the oldest pending task and, with
@@ -219,23 +272,39 @@ class Inspector:
             return inspector_lists.read_history(self.redis, keys, self.clock.now(), days)
 
     def list_tasks(
-        self, queue: str, state: TaskState | str, *, page: int = 1, size: int = 20
+        self,
+        queue: str,
+        state: TaskState | str,
+        *,
+        page: int = 1,
+        size: int = 20,
+        task_type: str | None = None,
     ) -> TaskPage:
         """One page of the tasks of ``queue`` in ``state`` (pages start at 1). Pending tasks
         are listed in the order they will run; active, scheduled and retry by time; archived and
-        completed newest first.
+        completed newest first. With ``task_type``, only tasks of that type, found among the
+        first ``lists.FILTER_SCAN_LIMIT`` of the state.
 
         Raises:
-            ValidationError: unknown state, page < 1 or size outside 1..500.
+            ValidationError: unknown state, page < 1, size outside 1..500, or a page past any
+                queue.
         """
         parsed = inspector_lists.parse_state(state)
         keys = self.keys(queue)
         with translate_errors(self.redis):
+            if task_type:
+                return inspector_lists.read_page_of_type(
+                    self.redis, keys, parsed, task_type, page, size
+                )
             return inspector_lists.read_page(self.redis, keys, parsed, page, size)
 
-    def bulk(self, queue: str, state: TaskState | str, action: str) -> BulkResult:
+    def bulk(
+        self, queue: str, state: TaskState | str, action: str, *, limit: int | None = None
+    ) -> BulkResult:
         """Apply ``action`` ("run", "delete" or "archive") to every task of ``queue`` in
         ``state``, in bounded batches. Tasks that move meanwhile are skipped and counted.
+        With ``limit``, to at most that many, and the result says how many remain: the
+        dashboard loops over such steps to show progress on very large states.
 
         Raises:
             ValidationError: unknown state or action, or an action the state does not allow
@@ -244,15 +313,78 @@ class Inspector:
             RqSchedError: a script failed unexpectedly.
         """
         parsed, name = inspector_actions.check_bulk(state, action)
+        if limit is not None and limit < 1:
+            raise ValidationError(f"limit must be at least 1, got {limit}")
+        keys = self.keys(queue)
         with translate_errors(self.redis):
-            return inspector_actions.bulk(
+            result = inspector_actions.bulk(
                 self.redis,
-                self.keys(queue),
+                keys,
                 parsed,
                 name,
                 now_s=self.clock.now(),
                 limits=self.archive_limits,
+                limit=limit,
             )
+            if limit is None:
+                return result
+            key = inspector_lists.state_key(keys, parsed)
+            left = self.redis.llen(key) if parsed is TaskState.PENDING else self.redis.zcard(key)
+        return dataclasses.replace(result, remaining=int(left))
+
+    def act_on(self, queue: str, task_ids: Sequence[str], action: str) -> SelectionResult:
+        """Apply ``action`` (run, archive, delete or cancel) to each of ``task_ids``: the
+        dashboard's selection. Ids the action does not apply to are reported, not fatal.
+
+        Raises:
+            ValidationError: unknown action, or no ids / more than MAX_SELECTION.
+        """
+        actions = {
+            "run": self.run_task,
+            "archive": self.archive_task,
+            "delete": self.delete_task,
+            "cancel": self.cancel_task,
+        }
+        if action not in actions:
+            raise ValidationError(f"unknown action {action!r}; use run, archive, delete or cancel")
+        if not 1 <= len(task_ids) <= MAX_SELECTION:
+            raise ValidationError(f"select between 1 and {MAX_SELECTION} tasks")
+        self.keys(queue)
+        done: list[str] = []
+        failed: dict[str, str] = {}
+        for task_id in task_ids:
+            try:
+                actions[action](queue, str(task_id))
+            except (TaskNotFoundError, TaskStateError) as exc:
+                failed[str(task_id)] = str(exc)
+            else:
+                done.append(str(task_id))
+        return SelectionResult(queue, action, done, failed)
+
+    def type_breakdown(self, queue: str) -> TypeBreakdown:
+        """Tasks per type and state of ``queue``, over a bounded sample of each state."""
+        with translate_errors(self.redis):
+            return inspector_lists.read_type_breakdown(self.redis, self.keys(queue))
+
+    def sample_minute(self) -> int:
+        """Store this minute's sample of every queue for the per-minute charts (a no-op for
+        queues already sampled this minute); returns how many samples were written."""
+        keys = [self.keys(q) for q in self.queues()]
+        with translate_errors(self.redis):
+            return inspector_minutes.sample(self.redis, keys, self.clock.now())
+
+    def minutes(self, queue: str | None = None, *, window: str = "hour") -> list[MinutePoint]:
+        """Per-minute processed, failed, size and latency over the last hour or day, of one
+        queue or summed over all.
+
+        Raises:
+            ValidationError: ``window`` is not hour or day.
+        """
+        span = inspector_minutes.window_minutes(window)
+        names = [queue] if queue is not None else self.queues()
+        keys = [self.keys(q) for q in names]
+        with translate_errors(self.redis):
+            return inspector_minutes.read(self.redis, keys, self.clock.now(), span)
 
     def delete_queue(self, queue: str, *, force: bool = False) -> int:
         """Delete every key of ``queue`` and remove it from the registry.
@@ -285,6 +417,20 @@ class Inspector:
         with translate_errors(self.redis):
             return inspector_processes.read_scheduler(
                 self.redis, self.global_keys, to_ms(self.clock.now()), history
+            )
+
+    def run_entry_now(self, entry_id: str) -> TaskInfo:
+        """Run periodic entry ``entry_id`` once now, as a copy of its latest stored fire; the
+        run is recorded in the entry's history.
+
+        Raises:
+            TaskNotFoundError: no such entry.
+            TaskStateError: none of the entry's recent fires is still stored to copy.
+        """
+        client = Client(self.redis, namespace=self.namespace, clock=self.clock)
+        with translate_errors(self.redis):
+            return inspector_entries.run_now(
+                self.redis, self.global_keys, client, entry_id, self.clock.now()
             )
 
     def redis_info(self) -> list[RedisNode]:

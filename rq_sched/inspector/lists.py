@@ -17,6 +17,7 @@ from rq_sched.inspector.models import (
     QueueStats,
     TaskPage,
     TaskSummary,
+    TypeBreakdown,
     error_preview,
     payload_preview,
 )
@@ -30,6 +31,13 @@ MAX_PAGE_SIZE = 500
 """Largest page of a task list."""
 MAX_HISTORY_DAYS = DAILY_COUNTER_DAYS
 """Daily counters are kept this long, so older days read as zero."""
+MAX_OFFSET = 2**53
+"""Largest task offset a page may reach: far beyond any real queue, and a number both Redis
+(int64) and the browser (double) hold exactly."""
+FILTER_SCAN_LIMIT = 20_000
+"""Tasks of one state a type filter looks at, at most, per request (a bounded read)."""
+FILTER_BATCH = 1_000
+"""Tasks read per round trip while filtering by type."""
 MEMORY_SAMPLES = 5
 """Nested values MEMORY USAGE samples per key: an estimate, cheap even on large hashes."""
 NEWEST_FIRST = frozenset({TaskState.ARCHIVED, TaskState.COMPLETED})
@@ -210,12 +218,111 @@ def read_page(
     return TaskPage(keys.queue, state, page, size, int(total), tasks)
 
 
+def read_page_of_type(  # noqa: PLR0917 - the same order as read_page, plus the type
+    redis: SyncRedis, keys: QueueKeys, state: TaskState, task_type: str, page: int, size: int
+) -> TaskPage:
+    """One page of the tasks in ``state`` whose type is ``task_type``, in list order.
+
+    Looks at no more than FILTER_SCAN_LIMIT tasks, FILTER_BATCH per round trip; the page says
+    how many it scanned and whether it reached the end of the state.
+
+    Raises:
+        ValidationError: bad paging (see check_paging).
+    """
+    check_paging(page, size)
+    start, matches, scanned = (page - 1) * size, 0, 0
+    wanted: list[tuple[str, float | None]] = []
+    while scanned < FILTER_SCAN_LIMIT:
+        batch = _ids_window(redis, keys, state, scanned, FILTER_BATCH)
+        if not batch:
+            break
+        scanned += len(batch)
+        found: list[Any] = redis.hmget(keys.msg, [task_id for task_id, _ in batch])
+        for (task_id, score), data in zip(batch, found, strict=True):
+            if data is not None and _type_of(data, task_id) == task_type:
+                if start <= matches < start + size:
+                    wanted.append((task_id, score))
+                matches += 1
+        if len(batch) < FILTER_BATCH:
+            break
+    complete = scanned < FILTER_SCAN_LIMIT or not _ids_window(redis, keys, state, scanned, 1)
+    ids, scores = [i for i, _ in wanted], [s for _, s in wanted]
+    tasks = summaries(redis, keys, state, ids, scores)
+    return TaskPage(keys.queue, state, page, size, matches, tasks, task_type, scanned, complete)
+
+
+def _ids_window(
+    redis: SyncRedis, keys: QueueKeys, state: TaskState, offset: int, count: int
+) -> list[tuple[str, float | None]]:
+    """``count`` (id, score) pairs of ``state`` from ``offset``, in list order."""
+    if state is TaskState.PENDING:
+        raw: list[Any] = redis.lrange(keys.pending, -(offset + count), -(offset + 1))
+        return [(_text(i), None) for i in reversed(raw)]
+    pairs: list[Any] = redis.zrange(
+        state_key(keys, state),
+        offset,
+        offset + count - 1,
+        desc=state in NEWEST_FIRST,
+        withscores=True,
+    )
+    return [(_text(member), score) for member, score in pairs]
+
+
+BREAKDOWN_PER_STATE = 1_000
+"""Tasks per state a type breakdown looks at (a bounded read: at most 6 x this many)."""
+
+
+def read_type_breakdown(
+    redis: SyncRedis, keys: QueueKeys, per_state: int = BREAKDOWN_PER_STATE
+) -> TypeBreakdown:
+    """Counts per task type and state over the first ``per_state`` tasks of each state."""
+    pipe = redis.pipeline(transaction=False)
+    for state in TaskState:
+        key = state_key(keys, state)
+        if state is TaskState.PENDING:
+            pipe.llen(key)
+            pipe.lrange(key, -per_state, -1)
+        else:
+            pipe.zcard(key)
+            pipe.zrange(key, 0, per_state - 1, desc=state in NEWEST_FIRST)
+    replies = pipe.execute()
+    totals: dict[str, int] = {}
+    sampled: dict[str, int] = {}
+    ids: dict[str, list[str]] = {}
+    for n, state in enumerate(TaskState):
+        totals[state.value] = int(replies[2 * n])
+        ids[state.value] = [_text(i) for i in replies[2 * n + 1]]
+        sampled[state.value] = len(ids[state.value])
+    pipe = redis.pipeline(transaction=False)
+    for state in TaskState:
+        pipe.hmget(keys.msg, ids[state.value] or ["-"])
+    types: dict[str, dict[str, int]] = {}
+    for state, found in zip(TaskState, pipe.execute(), strict=True):
+        for task_id, data in zip(ids[state.value], found, strict=False):
+            name = _type_of(data, task_id) if data is not None else None
+            row = types.setdefault(name or "?", {})
+            row[state.value] = row.get(state.value, 0) + 1
+    return TypeBreakdown(keys.queue, sampled, totals, types)
+
+
+def _type_of(data: bytes, task_id: str) -> str | None:
+    try:
+        return decode(data, task_id=task_id).type
+    except CorruptTaskError:
+        return None
+
+
 def check_paging(page: int, size: int) -> None:
     """Raises ValidationError unless page >= 1 and 1 <= size <= MAX_PAGE_SIZE."""
     if page < 1:
         raise ValidationError(f"page numbers start at 1, got {page}")
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise ValidationError(f"page size must be between 1 and {MAX_PAGE_SIZE}, got {size}")
+    if page * size > MAX_OFFSET:
+        raise ValidationError(
+            f"page {page} of size {size} is past any queue (at most {MAX_OFFSET // size} pages); "
+            "ask for a smaller page number"
+        )
 
 
 def summaries(

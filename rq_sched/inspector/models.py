@@ -86,6 +86,12 @@ class TaskPage:
     size: int
     total: int
     tasks: list[TaskSummary]
+    task_type: str | None = None
+    """The type filter, if any: then ``total`` counts the matches among ``scanned`` tasks."""
+    scanned: int | None = None
+    """With a type filter: how many tasks of the state were looked at."""
+    complete: bool = True
+    """False when a type filter stopped at its scan limit before the end of the state."""
 
     @property
     def pages(self) -> int:
@@ -103,6 +109,45 @@ class BulkResult:
     """Tasks the action applied to."""
     skipped: int
     """Tasks that changed state or vanished meanwhile and were left alone."""
+    remaining: int | None = None
+    """With a limit: how many tasks are still in the state afterwards (None without one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SelectionResult:
+    """Outcome of one action on a list of chosen task ids."""
+
+    queue: str
+    action: str
+    done: list[str]
+    """Ids the action applied to."""
+    failed: dict[str, str]
+    """Id -> why the action did not apply (not found, wrong state)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TypeBreakdown:
+    """Tasks per type and state of one queue, counted over the first ``sampled[state]`` tasks
+    of each state (a bounded read, exact when ``sampled`` equals the state's size)."""
+
+    queue: str
+    sampled: dict[str, int]
+    totals: dict[str, int]
+    types: dict[str, dict[str, int]]
+    """type -> state -> count within the sample."""
+
+
+@dataclass(frozen=True, slots=True)
+class MinutePoint:
+    """One minute of a queue (or of all queues summed): None where no sample was taken."""
+
+    minute: datetime
+    processed: int | None
+    failed: int | None
+    size: int | None
+    """Pending + scheduled + retry + active when the minute was sampled."""
+    latency: float | None
+    """Seconds the oldest pending task had waited (the worst queue when summed)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +165,9 @@ class SchedulerEntry:
 
     info: ScheduleEntryInfo
     history: list[ScheduleRecord]
+    outcomes: list[str] = dataclasses.field(default_factory=list)
+    """The state each fire's task is in now (``gone`` once deleted or trimmed; ``error`` when
+    the fire enqueued nothing), in the order of ``history``."""
 
 
 @dataclass(frozen=True, slots=True)

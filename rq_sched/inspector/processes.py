@@ -23,7 +23,7 @@ from rq_sched.inspector.models import (
     SchedulerStatus,
     ServerStatus,
 )
-from rq_sched.keys import GlobalKeys
+from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord, ServerInfo, WorkerInfo
 from rq_sched.scripts import SyncRedis
 
@@ -128,16 +128,58 @@ def read_scheduler(
         for entry in entries:
             pipe.lrange(global_keys.scheduler_history(entry.id), 0, history - 1)
         histories = pipe.execute()
+    records = [parse_records(raw_history) for raw_history in histories]
+    outcomes = fire_outcomes(redis, global_keys.namespace, records)
     out = [
-        SchedulerEntry(entry, _records(raw_history))
-        for entry, raw_history in zip(entries, histories, strict=True)
+        SchedulerEntry(entry, fires, states)
+        for entry, fires, states in zip(entries, records, outcomes, strict=True)
     ]
     far = from_ms(2**42)
     out.sort(key=lambda e: (e.info.next_fire or far, e.info.name))
     return SchedulerStatus(sorted(instances), out)
 
 
-def _records(raw: list[Any]) -> list[ScheduleRecord]:
+MAX_OUTCOMES = 2_000
+"""Most fires whose task state is looked up in one read (6 commands each, one pipeline)."""
+
+
+def fire_outcomes(
+    redis: SyncRedis, namespace: str, records: list[list[ScheduleRecord]]
+) -> list[list[str]]:
+    """The state each fire's task is in now: a task state, ``gone`` (deleted, trimmed or never
+    stored) or ``error`` (the fire enqueued nothing). Past MAX_OUTCOMES fires, ``unknown``."""
+    looked: list[tuple[int, int, QueueKeys, str]] = []
+    out = [["unknown"] * len(fires) for fires in records]
+    for e, fires in enumerate(records):
+        for f, fire in enumerate(fires):
+            if fire.error or not fire.task_id:
+                out[e][f] = "error"
+            elif len(looked) < MAX_OUTCOMES:
+                looked.append((e, f, QueueKeys(namespace, fire.queue), fire.task_id))
+    if not looked:
+        return out
+    pipe = redis.pipeline(transaction=False)
+    for _, _, keys, task_id in looked:
+        pipe.hexists(keys.msg, task_id)
+        for key in (keys.lease, keys.scheduled, keys.retry, keys.archived, keys.completed):
+            pipe.zscore(key, task_id)
+    replies = pipe.execute()
+    for n, (e, f, _, _) in enumerate(looked):
+        exists, *scores = replies[6 * n : 6 * n + 6]
+        out[e][f] = _state_name(bool(exists), scores)
+    return out
+
+
+def _state_name(exists: bool, scores: list[Any]) -> str:
+    if not exists:
+        return "gone"
+    names = ("active", "scheduled", "retry", "archived", "completed")
+    found = (name for name, score in zip(names, scores, strict=True) if score is not None)
+    return next(found, "pending")
+
+
+def parse_records(raw: list[Any]) -> list[ScheduleRecord]:
+    """History records from their JSON; unreadable ones are logged and skipped."""
     out = []
     for item in raw:
         try:

@@ -47,6 +47,20 @@ async def _call(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await run_in_threadpool(fn, *args, **kwargs)
 
 
+def _param(request: Request, name: str) -> str:
+    """A queue name or task id: from the path, or from the query string (``?queue=&id=``).
+
+    The UI always uses the query form: a path segment cannot carry ``.``, ``..`` or ``/``
+    (browsers remove dot segments before sending, and ``%2F`` is decoded before routing).
+    """
+    value = request.path_params.get(name)
+    if value is None:
+        value = request.query_params.get(name)
+    if value is None or value == "":
+        raise ValidationError(f"query parameter {name} is required, e.g. ?{name}=default")
+    return str(value)
+
+
 def _ok(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(jsonable(data), status_code=status)
 
@@ -80,14 +94,14 @@ async def queues(request: Request) -> Response:
 
 
 async def queue(request: Request) -> Response:
-    """GET /api/queues/{queue}: one queue with memory estimate and daily history (?days=14)."""
+    """GET /api/queue?queue=q (or /api/queues/{queue}): one queue with memory estimate and
+    daily history (?days=14)."""
     inspector = _inspector(request)
-    name = request.path_params["queue"]
+    name = _param(request, "queue")
     days = _int(request, "days", 14)
 
     def read() -> dict[str, Any]:
-        if not inspector.has_queue(name):
-            raise TaskNotFoundError(f"no queue {name!r}")
+        inspector.require_queue(name)
         return {
             "stats": inspector.queue_stats(name, memory=True),
             "history": inspector.history(name, days=days),
@@ -97,65 +111,128 @@ async def queue(request: Request) -> Response:
 
 
 async def delete_queue(request: Request) -> Response:
-    """DELETE /api/queues/{queue}?force=1: delete a queue (refused while tasks run)."""
+    """DELETE /api/queue?queue=q&force=1: delete a queue (refused while tasks run)."""
+    inspector = _inspector(request)
     force = request.query_params.get("force", "") in ("1", "true", "yes")
-    name = request.path_params["queue"]
-    deleted = await _call(_inspector(request).delete_queue, name, force=force)
-    return _ok({"queue": name, "deleted_keys": deleted})
+    name = _param(request, "queue")
+
+    def delete() -> int:
+        inspector.require_queue(name, leftovers=True)
+        return inspector.delete_queue(name, force=force)
+
+    return _ok({"queue": name, "deleted_keys": await _call(delete)})
 
 
 async def pause(request: Request) -> Response:
-    """POST /api/queues/{queue}/pause and /unpause."""
+    """POST /api/queue/pause?queue=q and /unpause (404 for a queue that does not exist, so
+    no paused flag is left for a queue created later)."""
     inspector = _inspector(request)
-    name = request.path_params["queue"]
+    name = _param(request, "queue")
     paused = request.url.path.endswith("/pause")
-    changed = await _call(inspector.pause if paused else inspector.unpause, name)
-    return _ok({"queue": name, "paused": paused, "changed": changed})
+
+    def flip() -> bool:
+        inspector.require_queue(name)
+        return inspector.pause(name) if paused else inspector.unpause(name)
+
+    return _ok({"queue": name, "paused": paused, "changed": await _call(flip)})
 
 
 async def tasks(request: Request) -> Response:
-    """GET /api/queues/{queue}/tasks?state=pending&page=1&size=20."""
-    page = await _call(
-        _inspector(request).list_tasks,
-        request.path_params["queue"],
-        request.query_params.get("state", "pending"),
-        page=_int(request, "page", 1),
-        size=_int(request, "size", 20),
-    )
-    return _ok(page)
+    """GET /api/queue/tasks?queue=q&state=pending&page=1&size=20[&type=t]."""
+    inspector = _inspector(request)
+    name = _param(request, "queue")
+    state = request.query_params.get("state", "pending")
+    page, size = _int(request, "page", 1), _int(request, "size", 20)
+    task_type = request.query_params.get("type") or None
+
+    def read() -> Any:
+        inspector.require_queue(name)
+        return inspector.list_tasks(name, state, page=page, size=size, task_type=task_type)
+
+    return _ok(await _call(read))
 
 
 async def bulk(request: Request) -> Response:
-    """POST /api/queues/{queue}/tasks:bulk with {"state": ..., "action": run|delete|archive}."""
+    """POST /api/queue/bulk?queue=q with {"state": ..., "action": run|delete|archive}."""
+    inspector = _inspector(request)
+    name = _param(request, "queue")
     body = await _json_body(request)
-    result = await _call(
-        _inspector(request).bulk,
-        request.path_params["queue"],
-        str(body.get("state", "")),
-        str(body.get("action", "")),
-    )
-    return _ok(result)
+
+    limit = body.get("limit")
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)):
+        raise ValidationError(f"limit must be an integer, got {limit!r}")
+
+    def apply() -> Any:
+        inspector.require_queue(name)
+        state, action = str(body.get("state", "")), str(body.get("action", ""))
+        return inspector.bulk(name, state, action, limit=limit)
+
+    return _ok(await _call(apply))
+
+
+async def selection(request: Request) -> Response:
+    """POST /api/queue/selection?queue=q with {"action": run|archive|delete|cancel, "ids": [..]}:
+    one action on the tasks selected in the UI."""
+    inspector = _inspector(request)
+    name = _param(request, "queue")
+    body = await _json_body(request)
+    ids = body.get("ids")
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise ValidationError('ids must be a list of task id strings, e.g. {"ids": ["a1"]}')
+
+    def apply() -> Any:
+        inspector.require_queue(name)
+        return inspector.act_on(name, ids, str(body.get("action", "")))
+
+    return _ok(await _call(apply))
+
+
+async def types(request: Request) -> Response:
+    """GET /api/queue/types?queue=q: tasks per type and state (a bounded sample per state)."""
+    inspector = _inspector(request)
+    name = _param(request, "queue")
+
+    def read() -> Any:
+        inspector.require_queue(name)
+        return inspector.type_breakdown(name)
+
+    return _ok(await _call(read))
+
+
+async def search(request: Request) -> Response:
+    """GET /api/search?id=x: the tasks with that id, in every queue."""
+    task_id = request.query_params.get("id", "")
+    found = await _call(_inspector(request).find_task, task_id)
+    return JSONResponse([task_json(info) for info in found])
+
+
+async def stats_minutes(request: Request) -> Response:
+    """GET /api/stats/minutes?window=hour|day[&queue=q]: per-minute processed, failed, size,
+    latency (oldest first; null where no sample was taken)."""
+    name = request.query_params.get("queue") or None
+    window = request.query_params.get("window", "hour")
+    return _ok(await _call(_inspector(request).minutes, name, window=window))
 
 
 async def task(request: Request) -> Response:
-    """GET /api/queues/{queue}/tasks/{id}: everything about one task."""
+    """GET /api/task?queue=q&id=i: everything about one task."""
     info = await _call(
-        _inspector(request).get_task, request.path_params["queue"], request.path_params["id"]
+        _inspector(request).get_task, _param(request, "queue"), _param(request, "id")
     )
     return JSONResponse(task_json(info))
 
 
 async def delete_task(request: Request) -> Response:
-    """DELETE /api/queues/{queue}/tasks/{id}."""
-    queue_name, task_id = request.path_params["queue"], request.path_params["id"]
+    """DELETE /api/task?queue=q&id=i."""
+    queue_name, task_id = _param(request, "queue"), _param(request, "id")
     await _call(_inspector(request).delete_task, queue_name, task_id)
     return _ok({"deleted": task_id})
 
 
 async def task_action(request: Request) -> Response:
-    """POST /api/queues/{queue}/tasks/{id}/{run|archive|cancel}."""
+    """POST /api/task/{run|archive|cancel}?queue=q&id=i."""
     inspector = _inspector(request)
-    queue_name, task_id = request.path_params["queue"], request.path_params["id"]
+    queue_name, task_id = _param(request, "queue"), _param(request, "id")
     action = request.path_params["action"]
     if action == "cancel":
         heard = await _call(inspector.cancel_task, queue_name, task_id)
@@ -178,6 +255,13 @@ async def scheduler(request: Request) -> Response:
     """GET /api/scheduler?history=10: periodic entries, recent fires, live instances."""
     history = _int(request, "history", 10)
     return _ok(await _call(_inspector(request).scheduler, history=history))
+
+
+async def run_entry(request: Request) -> Response:
+    """POST /api/scheduler/run?entry=id: run a periodic entry once now."""
+    entry_id = _param(request, "entry")
+    info = await _call(_inspector(request).run_entry_now, entry_id)
+    return JSONResponse({"entry": entry_id, "task": task_json(info)})
 
 
 async def redis_info(request: Request) -> Response:
@@ -229,11 +313,30 @@ async def error_response(request: Request, exc: Exception) -> Response:
 
 
 def routes() -> list[Route]:
-    """Every API route."""
+    """Every API route.
+
+    Queue names and task ids travel in the query string (``/api/queue?queue=q``,
+    ``/api/task?queue=q&id=i``): any stored name opens, including ``.``, ``..`` and ``a/b``.
+    The older path forms (``/api/queues/{queue}/tasks/{id}``) stay for scripts and ordinary
+    names.
+    """
     q = "/api/queues/{queue}"
     return [
         Route("/api/config", config),
         Route("/api/queues", queues),
+        Route("/api/queue", queue),
+        Route("/api/queue", delete_queue, methods=["DELETE"]),
+        Route("/api/queue/pause", pause, methods=["POST"]),
+        Route("/api/queue/unpause", pause, methods=["POST"]),
+        Route("/api/queue/tasks", tasks),
+        Route("/api/queue/bulk", bulk, methods=["POST"]),
+        Route("/api/queue/selection", selection, methods=["POST"]),
+        Route("/api/queue/types", types),
+        Route("/api/search", search),
+        Route("/api/stats/minutes", stats_minutes),
+        Route("/api/task", task),
+        Route("/api/task", delete_task, methods=["DELETE"]),
+        Route("/api/task/{action}", task_action, methods=["POST"]),
         Route(q, queue),
         Route(q, delete_queue, methods=["DELETE"]),
         Route(q + "/pause", pause, methods=["POST"]),
@@ -245,6 +348,7 @@ def routes() -> list[Route]:
         Route(q + "/tasks/{id}/{action}", task_action, methods=["POST"]),
         Route("/api/servers", servers),
         Route("/api/scheduler", scheduler),
+        Route("/api/scheduler/run", run_entry, methods=["POST"]),
         Route("/api/redis", redis_info),
         Route("/api/stats/history", stats_history),
     ]

@@ -11,7 +11,8 @@ It is one ASGI middleware in front of everything, so no route can forget a check
   content type — which a cross-site HTML form cannot send without a CORS preflight, and no CORS
   is ever granted.
 * With ``allowed_hosts``, a request whose Host header names another host is refused, which stops
-  DNS-rebinding pages from reaching a dashboard bound to loopback.
+  DNS-rebinding pages from reaching the dashboard (IP literals may be accepted as well: a
+  rebinding page always uses a DNS name). ``rq-sched web`` sets the list for every bind.
 * A strict Content-Security-Policy (no inline script or style, nothing from other origins)
   backs up the UI's rule of rendering user data only as text.
 """
@@ -19,6 +20,7 @@ It is one ASGI middleware in front of everything, so no route can forget a check
 from __future__ import annotations
 
 import hmac
+import ipaddress
 from collections.abc import Sequence
 from urllib.parse import urlsplit
 
@@ -60,11 +62,13 @@ class Guard:
         auth_token: str | None,
         read_only: bool,
         allowed_hosts: Sequence[str] | None,
+        allow_ip_hosts: bool = False,
     ) -> None:
         self.app = app
         self.auth_token = auth_token.encode() if auth_token else None
         self.read_only = read_only
         self.allowed_hosts = {h.lower().strip("[]") for h in allowed_hosts or ()} or None
+        self.allow_ip_hosts = allow_ip_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -91,8 +95,12 @@ class Guard:
         """The error response for a request that breaks a rule, or None to let it through."""
         headers = Headers(scope=scope)
         path = str(scope["path"])
-        if self.allowed_hosts and host_name(headers.get("host", "")) not in self.allowed_hosts:
-            return _error(400, "this Host name is not allowed; use the address the server binds")
+        if self.allowed_hosts and not self._host_allowed(host_name(headers.get("host", ""))):
+            return _error(
+                400,
+                "this Host name is not allowed; use the server's address or a name given "
+                "with --allowed-host",
+            )
         protected = path.startswith(("/api/", "/metrics"))
         if self.auth_token and protected and not self._authorized(headers):
             response = _error(401, "authentication required: send Authorization: Bearer <token>")
@@ -101,10 +109,21 @@ class Guard:
         if scope["method"] in MUTATING:
             if self.read_only:
                 return _error(403, "the dashboard is read-only (started with --read-only)")
-            reason = cross_site_reason(headers)
+            reason = cross_site_reason(headers, scheme=str(scope.get("scheme", "http")))
             if reason:
                 return _error(403, f"cross-site request refused: {reason}")
         return None
+
+    def _host_allowed(self, name: str) -> bool:
+        if self.allowed_hosts is None or name in self.allowed_hosts:
+            return True
+        if not self.allow_ip_hosts:
+            return False
+        try:
+            ipaddress.ip_address(name)
+        except ValueError:
+            return False
+        return True
 
     def _authorized(self, headers: Headers) -> bool:
         scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -113,16 +132,26 @@ class Guard:
         return hmac.compare_digest(token.strip().encode(), self.auth_token)
 
 
-def cross_site_reason(headers: Headers) -> str | None:
-    """Why a mutating request looks cross-site (None when it looks same-origin)."""
+def cross_site_reason(headers: Headers, *, scheme: str = "http") -> str | None:
+    """Why a mutating request looks cross-site (None when it looks same-origin).
+
+    ``scheme`` is the one the request arrived with; an Origin must match it as well as the
+    host, since ``https://host`` and ``http://host`` are different origins. Behind a TLS proxy
+    the proxy's ``X-Forwarded-Proto`` is accepted too (a cross-site page cannot set it without a
+    CORS preflight, which is never granted).
+    """
     site = headers.get("sec-fetch-site")
     if site is not None and site not in ("same-origin", "none"):
         return f"Sec-Fetch-Site is {site!r}"
     origin = headers.get("origin")
     if origin is not None:
-        netloc = urlsplit(origin).netloc.lower() if origin != "null" else ""
+        parts = urlsplit(origin) if origin != "null" else None
+        netloc = parts.netloc.lower() if parts else ""
         if not netloc or netloc != headers.get("host", "").lower():
             return f"Origin {origin!r} is not this host"
+        schemes = {scheme, headers.get("x-forwarded-proto", scheme).strip().lower()}
+        if parts is not None and parts.scheme.lower() not in schemes:
+            return f"Origin {origin!r} is not this host's scheme ({scheme})"
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
     if "x-requested-with" not in headers and content_type != "application/json":
         return "send an X-Requested-With header or a JSON body (Content-Type: application/json)"

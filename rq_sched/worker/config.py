@@ -10,7 +10,7 @@ from rq_sched.backoff import Backoff, default_backoff
 from rq_sched.errors import ValidationError
 from rq_sched.keys import DEFAULT_NAMESPACE
 from rq_sched.ops import ArchiveLimits
-from rq_sched.options import check_queue
+from rq_sched.options import check_stored_queue
 from rq_sched.router import Middleware
 
 
@@ -52,7 +52,7 @@ class ServerConfig:
         if not self.queues:
             raise ValidationError("queues must name at least one queue, e.g. {'default': 1}")
         for name, weight in self.queues.items():
-            check_queue(name)
+            check_stored_queue(name)
             if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
                 raise ValidationError(f"queue {name!r}: weight must be an int >= 1, got {weight!r}")
         for name in ("concurrency", "batch_size"):
@@ -94,7 +94,7 @@ def parse_queues(text: str) -> dict[str, int]:
                 f"bad --queues {text!r}; expected e.g. critical=6,default=3,low=1"
             )
         try:
-            queues[check_queue(name)] = int(weight) if weight else 1
+            queues[check_stored_queue(name)] = int(weight) if weight else 1
         except ValueError as exc:
             raise ValidationError(f"bad weight in --queues {part!r}: {exc}") from exc
     return queues

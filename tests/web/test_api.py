@@ -79,7 +79,7 @@ def test_queue_detail_has_memory_and_history(http: httpx.Client, seeded: Seeded)
 def test_unknown_queue_is_404(http: httpx.Client, seeded: Seeded) -> None:
     resp = http.get("/api/queues/nope")
     assert resp.status_code == 404
-    assert resp.json() == {"error": "no queue 'nope'"}
+    assert resp.json()["error"].startswith("no queue 'nope'")
 
 
 def test_tasks_page_through_pending(http: httpx.Client, seeded: Seeded) -> None:
@@ -97,7 +97,9 @@ def test_tasks_page_through_pending(http: httpx.Client, seeded: Seeded) -> None:
         ("state=pending&size=1000", "page size must be between 1 and 500"),
     ],
 )
-def test_bad_task_queries_are_400(http: httpx.Client, query: str, message: str) -> None:
+def test_bad_task_queries_are_400(
+    http: httpx.Client, seeded: Seeded, query: str, message: str
+) -> None:
     resp = http.get(f"/api/queues/default/tasks?{query}")
     assert resp.status_code == 400
     assert message in resp.json()["error"]
