@@ -26,7 +26,7 @@ from rq_sched.inspector.models import (
     ServerStatus,
     TaskPage,
 )
-from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys
+from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.message import decode
 from rq_sched.models import QueueInfo, TaskInfo, TaskState
 from rq_sched.options import check_queue
@@ -53,7 +53,7 @@ class Inspector:
         archive_limits: ops.ArchiveLimits | None = None,
     ) -> None:
         self.redis = redis
-        self.namespace = namespace
+        self.namespace = check_namespace(namespace)
         self.clock: Clock = clock or SystemClock()
         self.global_keys = GlobalKeys(namespace)
         self.archive_limits = archive_limits or ops.ArchiveLimits()
