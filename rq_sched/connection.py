@@ -48,7 +48,9 @@ def unavailable(exc: BaseException, client: object) -> RedisUnavailableError:
     return RedisUnavailableError(
         f"cannot talk to Redis at {describe(client)} ({exc}). Is redis-server running and the "
         "URL right? `rq-sched dev` starts a private one. If the connection dropped mid-call, the "
-        "write may or may not have happened: retry with the same task_id to stay idempotent."
+        "write may or may not have happened. An enqueue with an explicit task_id is safe to retry: "
+        "if the first attempt was written, the retry raises TaskIdConflictError instead of adding "
+        "a second task, as long as that task is live or kept as completed (retention=)."
     )
 
 

@@ -1,7 +1,11 @@
 """The one exception hierarchy of rq_sched, and the map from Lua failure codes to it.
 
 Every error raised by rq_sched derives from :class:`RqSchedError`. Lua scripts report failures as
-small negative integers; :func:`raise_for_code` is the only place that turns them into exceptions.
+small negative integers (``lua/includes/codes.lua``); :func:`error_for_code` is the one table
+that turns a code into an exception, used by the client and scheduler (enqueue) and the
+inspector (operator actions). The worker never raises for a code: a settle or extend refused
+because its lease is gone or its fencing token stale (``NOT_ACTIVE``) is logged, and the task
+is left where the newer lease holder put it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ class PayloadTooLargeError(ValidationError):
 
 
 class RedisUnavailableError(RqSchedError, ConnectionError):
-    """Redis could not be reached or dropped the connection; nothing was written."""
+    """Redis could not be reached or dropped the connection. A write in flight when the
+    connection dropped may or may not have happened; the message says how to retry safely."""
 
 
 class CorruptTaskError(RqSchedError):
@@ -34,7 +39,8 @@ class TaskNotFoundError(RqSchedError):
 
 
 class TaskIdConflictError(RqSchedError):
-    """A live task (pending, active, scheduled or retry) already uses that ``task_id``."""
+    """A live task (pending, active, scheduled or retry), or a completed task still kept by its
+    ``retention``, already uses that ``task_id`` with a different message."""
 
 
 class DuplicateTaskError(RqSchedError):
@@ -90,7 +96,6 @@ DUPLICATE = -2
 TICK_TAKEN = -3
 NOT_ACTIVE = -4
 PAUSED = -5
-LEASE_RENEWED = -6
 TASK_ACTIVE = -7
 NOT_FOUND = -8
 WRONG_STATE = -9
@@ -98,8 +103,9 @@ WRONG_STATE = -9
 _CODE_MESSAGES: dict[int, tuple[type[RqSchedError], str]] = {
     CONFLICT: (
         TaskIdConflictError,
-        "task id {id!r} is already used by a live task in queue {queue!r}; "
-        "pick another task_id or wait until that task finishes",
+        "task id {id!r} is already used in queue {queue!r} by a live task or a completed task "
+        "still retained; pick another task_id, or delete that task first "
+        "(Inspector.delete_task) to run it again",
     ),
     DUPLICATE: (
         DuplicateTaskError,
@@ -109,11 +115,10 @@ _CODE_MESSAGES: dict[int, tuple[type[RqSchedError], str]] = {
     TICK_TAKEN: (TickTakenError, "tick already enqueued for {id!r} in queue {queue!r}"),
     NOT_ACTIVE: (
         LeaseLostError,
-        "task {id!r} in queue {queue!r} is no longer active on this worker "
-        "(its lease expired and it was recovered)",
+        "task {id!r} in queue {queue!r} is no longer leased to this worker "
+        "(its lease expired and it was recovered, or leased again: stale fencing token)",
     ),
     PAUSED: (QueuePausedError, "queue {queue!r} is paused; unpause it to resume processing"),
-    LEASE_RENEWED: (LeaseLostError, "task {id!r} in queue {queue!r} renewed its lease meanwhile"),
     TASK_ACTIVE: (
         TaskStateError,
         "task {id!r} in queue {queue!r} is active; cancel it instead, or wait until it ends",
