@@ -57,7 +57,6 @@ def _enqueue_state_keys(keys: QueueKeys) -> tuple[str, ...]:
         keys.scheduled,
         keys.marker,
         keys.archived,
-        keys.completed,
         keys.result,
     )
 

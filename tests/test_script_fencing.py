@@ -4,6 +4,7 @@ the task so it holds whoever holds the task."""
 
 from __future__ import annotations
 
+import msgpack
 import pytest
 import redis
 
@@ -233,8 +234,6 @@ def test_redis_down_longer_than_a_lease_the_late_settle_is_refused(store: Store)
 
 
 def test_a_corrupt_unique_task_archived_by_a_worker_releases_its_lock(store: Store) -> None:
-    import msgpack
-
     # A message with a wrong field type (a string for max_retry) but a readable lock digest.
     raw = msgpack.packb([1, "t", b"p", NOW_MS, "three", 0, 0, 0, 0, "dig", None, None, None])
     store.r.hset(store.keys.msg, "a", raw)

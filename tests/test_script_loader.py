@@ -116,7 +116,7 @@ def test_pipeline_reloads_only_missing_scripts_and_keeps_result_order(store: Sto
     calls = [
         ops.forward(store.keys, NOW_MS),
         ops.enqueue(store.keys, task("b")),
-        ops.enqueue(store.keys, task("b")),
+        ops.enqueue(store.keys, task("b", payload=b"other")),
         ops.enqueue_batch(store.keys, [task("c"), task("d", due_ms=NOW_MS + 5)]),
         ops.dequeue(store.keys, 30_000, 1),
     ]
