@@ -532,10 +532,11 @@ class QueueMachine(RuleBasedStateMachine):
 
     @invariant()
     def leases_and_cancels_match_model(self) -> None:
-        tokens = {k.decode(): int(v) for k, v in self.r.hgetall(self.keys.token).items()}
+        r: Any = self.r  # replies are bytes: the connection does not decode responses
+        tokens = {k.decode(): int(v) for k, v in r.hgetall(self.keys.token).items()}
         active = self.model.ids("active")
         assert tokens == {i: self.model.tasks[i].token for i in active}
-        cancels = {k.decode(): v.decode() for k, v in self.r.hgetall(self.keys.cancel).items()}
+        cancels = {k.decode(): v.decode() for k, v in r.hgetall(self.keys.cancel).items()}
         expected = {i: t.cancel for i, t in self.model.tasks.items() if t.cancel is not None}
         assert cancels == expected
 
