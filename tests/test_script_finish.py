@@ -77,7 +77,10 @@ def test_done_daily_counter_expires_after_the_retention_days(store: Store) -> No
 def test_done_with_retention_keeps_task_completed_with_its_result(store: Store) -> None:
     store.seed_active("a")
     store.seed_active("b")
-    acks = [ops.Ack("a", TOKEN, keep_until_ms=NOW_MS + 9000, result=b"42"), ops.Ack("b", TOKEN, NOW_MS + 5)]
+    acks = [
+        ops.Ack("a", TOKEN, keep_until_ms=NOW_MS + 9000, result=b"42"),
+        ops.Ack("b", TOKEN, NOW_MS + 5),
+    ]
     assert store.run(ops.done(store.keys, acks, NOW_S)) == [2]
     assert store.snapshot() == {
         "msg": {"a": enc("a"), "b": enc("b")},
@@ -126,7 +129,10 @@ def test_done_with_nothing_active_counts_nothing(store: Store) -> None:
 def test_retry_later_waits_in_retry_and_counts_a_failure(store: Store) -> None:
     store.seed_active("a")
     due = NOW_MS + 4000
-    assert store.run(ops.retry(store.keys, "a", TOKEN, encoded=b"updated", due_ms=due, now_s=NOW_S)) == 2
+    assert (
+        store.run(ops.retry(store.keys, "a", TOKEN, encoded=b"updated", due_ms=due, now_s=NOW_S))
+        == 2
+    )
     assert store.snapshot() == {
         "msg": {"a": b"updated"},
         "retry": {"a": due},
@@ -149,7 +155,9 @@ def test_retry_only_lowers_the_announced_due_time(store: Store) -> None:
 
 def test_retry_now_makes_task_pending_at_once(store: Store) -> None:
     store.seed_active("a")
-    assert store.run(ops.retry(store.keys, "a", TOKEN, encoded=b"updated", due_ms=0, now_s=NOW_S)) == 1
+    assert (
+        store.run(ops.retry(store.keys, "a", TOKEN, encoded=b"updated", due_ms=0, now_s=NOW_S)) == 1
+    )
     state = store.snapshot()
     assert state["pending"] == ["a"]
     assert state["marker"] == {"r": 0}
@@ -160,7 +168,10 @@ def test_retry_now_makes_task_pending_at_once(store: Store) -> None:
 def test_retry_of_a_task_without_lease_is_refused_and_writes_nothing(store: Store) -> None:
     store.seed_pending("a")
     before = store.snapshot()
-    assert store.run(ops.retry(store.keys, "a", TOKEN, encoded=b"u", due_ms=NOW_MS, now_s=NOW_S)) == errors.NOT_ACTIVE
+    assert (
+        store.run(ops.retry(store.keys, "a", TOKEN, encoded=b"u", due_ms=NOW_MS, now_s=NOW_S))
+        == errors.NOT_ACTIVE
+    )
     assert store.snapshot() == before
 
 
