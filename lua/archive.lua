@@ -1,6 +1,7 @@
--- archive: move a task to the archive (dead letter). From a worker (ARGV[2] holds the updated
--- message) the task must be active; from an operator (ARGV[2] = "") it must be pending,
--- scheduled or retry. Trims the archive by age and size in the same call.
+-- archive: an operator moves a pending, scheduled or retry task to the archive. Releases its
+-- uniqueness lock and clears a recorded cancel. Trims the archive by the queue's own limits
+-- in the same call, and says how many archived tasks that trim deleted, so an operator
+-- action never deletes a task without reporting it.
 --
 -- KEYS[1] msg         hash: id -> message
 -- KEYS[2] pending     list of ready ids
@@ -12,22 +13,18 @@
 -- KEYS[8] result      hash: id -> result
 -- KEYS[9] lost        hash: id -> times its lease expired
 -- KEYS[10] unique     the task's uniqueness lock
--- KEYS[11] failed     total counter
--- KEYS[12] failed_day daily counter
+-- KEYS[11] cancel     hash: id -> cancel request
+-- KEYS[12] limits     hash: the queue's archive limits (max_size, max_age_ms)
 -- ARGV[1] id
--- ARGV[2] updated message, or "" to keep the stored one (operator action)
--- ARGV[3] now ms
--- ARGV[4] expiry of the daily counter (epoch s)
--- ARGV[5] most archived tasks kept
--- ARGV[6] longest an archived task is kept, ms
--- ARGV[7] "1" to count the task as failed
--- Returns: 1
--- Errors: NOT_FOUND, NOT_ACTIVE (worker), TASK_ACTIVE or WRONG_STATE (operator)
---@include codes
---@include task_state
+-- ARGV[2] now ms
+-- ARGV[3] most archived tasks kept, if the queue stores no limits
+-- ARGV[4] longest an archived task is kept (ms), if the queue stores no limits
+-- Returns: {1, archived tasks deleted by the trim}
+-- Errors: NOT_FOUND, TASK_ACTIVE, WRONG_STATE (archived or completed)
+--@include take_task
 --@include unique
---@include counters
 --@include trim_archive
+--@include archive_limits
 local msg = KEYS[1]
 local pending = KEYS[2]
 local lease = KEYS[3]
@@ -38,38 +35,19 @@ local completed = KEYS[7]
 local result = KEYS[8]
 local lost = KEYS[9]
 local unique = KEYS[10]
-local failed = KEYS[11]
-local failed_day = KEYS[12]
+local cancel = KEYS[11]
+local limits = KEYS[12]
 local id = ARGV[1]
-local now = tonumber(ARGV[3])
+local now = tonumber(ARGV[2])
 
-local state = task_state(msg, lease, scheduled, retry, archived, completed, id)
+local state, code = take_task(msg, pending, lease, scheduled, retry, archived, completed, id,
+  {['pending'] = true, ['scheduled'] = true, ['retry'] = true})
 if not state then
-  return NOT_FOUND
-end
-if ARGV[2] ~= '' then
-  if state ~= 'active' then
-    return NOT_ACTIVE
-  end
-  redis.call('ZREM', lease, id)
-  redis.call('HSET', msg, id, ARGV[2])
-elseif state == 'active' then
-  return TASK_ACTIVE
-elseif state == 'pending' then
-  -- From the tail (count -1): the oldest tasks, which bulk actions take first, sit there.
-  redis.call('LREM', pending, -1, id)
-elseif state == 'scheduled' then
-  redis.call('ZREM', scheduled, id)
-elseif state == 'retry' then
-  redis.call('ZREM', retry, id)
-else
-  return WRONG_STATE
+  return code
 end
 redis.call('ZADD', archived, now, id)
 redis.call('HDEL', lost, id)
+redis.call('HDEL', cancel, id)
 release_unique(unique, id)
-if ARGV[7] == '1' then
-  count(failed, failed_day, ARGV[4], 1)
-end
-trim_archive(archived, msg, result, now, tonumber(ARGV[5]), tonumber(ARGV[6]), 100)
-return 1
+local max_size, max_age_ms = archive_limits(limits, ARGV[3], ARGV[4])
+return {1, trim_archive(archived, msg, result, now, max_size, max_age_ms, 100)}

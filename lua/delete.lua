@@ -1,4 +1,4 @@
--- delete: remove a task that is not active, with its result and uniqueness lock.
+-- delete: remove a task that is not active, with its result, cancel record and uniqueness lock.
 --
 -- KEYS[1] msg        hash: id -> message
 -- KEYS[2] pending    list of ready ids
@@ -10,11 +10,11 @@
 -- KEYS[8] result     hash: id -> result
 -- KEYS[9] lost       hash: id -> times its lease expired
 -- KEYS[10] unique    the task's uniqueness lock
+-- KEYS[11] cancel    hash: id -> cancel request
 -- ARGV[1] id
 -- Returns: 1
 -- Errors: NOT_FOUND, TASK_ACTIVE
---@include codes
---@include task_state
+--@include take_task
 --@include unique
 local msg = KEYS[1]
 local pending = KEYS[2]
@@ -26,29 +26,18 @@ local completed = KEYS[7]
 local result = KEYS[8]
 local lost = KEYS[9]
 local unique = KEYS[10]
+local cancel = KEYS[11]
 local id = ARGV[1]
 
-local state = task_state(msg, lease, scheduled, retry, archived, completed, id)
+local state, code = take_task(msg, pending, lease, scheduled, retry, archived, completed, id,
+  {['pending'] = true, ['scheduled'] = true, ['retry'] = true, ['archived'] = true,
+   ['completed'] = true})
 if not state then
-  return NOT_FOUND
-end
-if state == 'active' then
-  return TASK_ACTIVE
-end
-if state == 'pending' then
-  -- From the tail (count -1): the oldest tasks, which bulk actions take first, sit there.
-  redis.call('LREM', pending, -1, id)
-elseif state == 'scheduled' then
-  redis.call('ZREM', scheduled, id)
-elseif state == 'retry' then
-  redis.call('ZREM', retry, id)
-elseif state == 'archived' then
-  redis.call('ZREM', archived, id)
-else
-  redis.call('ZREM', completed, id)
+  return code
 end
 redis.call('HDEL', msg, id)
 redis.call('HDEL', result, id)
 redis.call('HDEL', lost, id)
+redis.call('HDEL', cancel, id)
 release_unique(unique, id)
 return 1

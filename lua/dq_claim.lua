@@ -11,9 +11,11 @@
 -- ARGV[2] lease ms   how long the hold lasts unless renewed by dq_renew
 -- ARGV[3] ttl ms     TTL of a newly set key (3600500, as go-queue's consumer)
 -- ARGV[4] reference  this replica: "endpoint/tube/id"
--- Returns: 1 set a new key (first sight of this job); 2 this replica's own turn (retry or
---   repeat); 3 took over a hold whose lease lapsed (its consumer died); 0 a duplicate (ran, or
---   owned by another replica); -n: another consumer holds the job for n more ms
+-- Returns: {outcome, busy ms}: outcome 1 set a new key (first sight of this job); 2 this
+--   replica's own turn (retry or repeat); 3 took over a hold whose lease lapsed (its consumer
+--   died); 0 a duplicate (ran, or owned by another replica); 4 busy: another consumer holds the
+--   job for "busy ms" more (0 for every other outcome). Never negative: negative replies are
+--   failure codes in every rq_sched script.
 -- Errors: none
 local key = KEYS[1]
 local time = redis.call('TIME')
@@ -21,23 +23,23 @@ local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local hold = 'rqsdq:run:' .. string.format('%d', now + tonumber(ARGV[2])) .. ':' .. ARGV[1]
 
 if redis.call('SET', key, hold, 'NX', 'PX', ARGV[3]) then
-  return 1
+  return {1, 0}
 end
 local held = redis.call('GET', key)
 local owner = string.match(held, '^rqsdq:own:(.*)$')
 if owner then
   if owner ~= ARGV[4] then
-    return 0
+    return {0, 0}
   end
   redis.call('SET', key, hold, 'PX', ARGV[3])
-  return 2
+  return {2, 0}
 end
 local lease = tonumber(string.match(held, '^rqsdq:run:(%d+):'))
 if not lease then
-  return 0
+  return {0, 0}
 end
 if lease > now then
-  return now - lease
+  return {4, lease - now}
 end
 redis.call('SET', key, hold, 'KEEPTTL')
-return 3
+return {3, 0}

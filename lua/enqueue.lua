@@ -6,18 +6,18 @@
 -- KEYS[3] scheduled  zset: id -> due ms
 -- KEYS[4] marker     zset waking blocked workers
 -- KEYS[5] archived   zset: id -> archived at ms
--- KEYS[6] completed  zset: id -> record expiry ms
--- KEYS[7] result     hash: id -> result
--- KEYS[8] unique     uniqueness lock (untouched unless ARGV[4] > 0)
--- KEYS[9] guard      monotonic tick guard (untouched unless ARGV[5] ~= "")
+-- KEYS[6] result     hash: id -> result
+-- KEYS[7] unique     uniqueness lock (untouched unless ARGV[4] > 0)
+-- KEYS[8] guard      monotonic tick guard (untouched unless ARGV[5] ~= "")
 -- ARGV[1] id
 -- ARGV[2] encoded message
 -- ARGV[3] due ms; 0 means ready now
 -- ARGV[4] uniqueness TTL ms; 0 means not unique
 -- ARGV[5] guard value (fire time ms) or ""
--- Returns: 1 when the task is pending, 2 when it is scheduled
--- Errors: CONFLICT (id used by a live task), TICK_TAKEN (guard >= ARGV[5]),
---         DUPLICATE (lock held; nothing written)
+-- Returns: 1 when the task is pending, 2 when it is scheduled; the same for a resend (no guard,
+--   and the same id and message bytes already stored: nothing is written again)
+-- Errors: CONFLICT (id used by a live or retained completed task; an archived one is replaced),
+--         TICK_TAKEN (guard >= ARGV[5]), DUPLICATE (lock held; nothing written)
 --@include codes
 --@include marker
 --@include id_status
@@ -26,17 +26,24 @@ local pending = KEYS[2]
 local scheduled = KEYS[3]
 local marker = KEYS[4]
 local archived = KEYS[5]
-local completed = KEYS[6]
-local result = KEYS[7]
-local unique = KEYS[8]
-local guard = KEYS[9]
+local result = KEYS[6]
+local unique = KEYS[7]
+local guard = KEYS[8]
 local id = ARGV[1]
 local due = tonumber(ARGV[3])
 local unique_ttl = tonumber(ARGV[4])
 local guard_value = ARGV[5]
 
-local status = id_status(msg, archived, completed, id)
-if status == 'live' then
+local status = id_status(msg, archived, id)
+-- Not with a guard: there the same message comes from every scheduler instance, and the
+-- guard answers a resend (TICK_TAKEN) as it answers the other instances.
+if status ~= 'free' and guard_value == '' and is_resend(msg, id, ARGV[2]) then
+  if due > 0 then
+    return 2
+  end
+  return 1
+end
+if status == 'taken' then
   return CONFLICT
 end
 if guard_value ~= '' then
@@ -51,8 +58,8 @@ end
 if guard_value ~= '' then
   redis.call('SET', guard, guard_value)
 end
-if status == 'final' then
-  drop_final(archived, completed, result, id)
+if status == 'archived' then
+  drop_archived(archived, result, id)
 end
 redis.call('HSET', msg, id, ARGV[2])
 if due > 0 then

@@ -6,10 +6,10 @@
 -- KEYS[3] scheduled  zset: id -> due ms
 -- KEYS[4] marker     zset waking blocked workers
 -- KEYS[5] archived   zset: id -> archived at ms
--- KEYS[6] completed  zset: id -> record expiry ms
--- KEYS[7] result     hash: id -> result
+-- KEYS[6] result     hash: id -> result
 -- ARGV[3i+1] id, ARGV[3i+2] encoded message, ARGV[3i+3] due ms (0: ready now), for each task i
--- Returns: one code per task, in order: 1 pending, 2 scheduled, or CONFLICT
+-- Returns: one code per task, in order: 1 pending, 2 scheduled (also for a resend: the same id
+--   and message already stored), or CONFLICT (id taken by a live or retained completed task)
 --@include codes
 --@include marker
 --@include id_status
@@ -18,8 +18,7 @@ local pending = KEYS[2]
 local scheduled = KEYS[3]
 local marker = KEYS[4]
 local archived = KEYS[5]
-local completed = KEYS[6]
-local result = KEYS[7]
+local result = KEYS[6]
 
 local codes = {}
 local ready = {}
@@ -27,8 +26,14 @@ local earliest = nil
 for i = 1, #ARGV, 3 do
   local id = ARGV[i]
   local due = tonumber(ARGV[i + 2])
-  if not claim_id(msg, archived, completed, result, id, ARGV[i + 1]) then
-    codes[#codes + 1] = CONFLICT
+  if not claim_id(msg, archived, result, id, ARGV[i + 1]) then
+    if not is_resend(msg, id, ARGV[i + 1]) then
+      codes[#codes + 1] = CONFLICT
+    elseif due > 0 then
+      codes[#codes + 1] = 2
+    else
+      codes[#codes + 1] = 1
+    end
   elseif due > 0 then
     redis.call('ZADD', scheduled, due, id)
     if not earliest or due < earliest then

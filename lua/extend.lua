@@ -1,16 +1,31 @@
--- extend: renew the leases of tasks a worker is still running.
+-- extend: renew the leases a worker still holds (Redis TIME + the lease duration), and tell
+-- it which of its tasks an operator asked to cancel (in case it missed the notification).
 --
--- KEYS[1] lease  zset: active id -> lease expiry ms
--- ARGV[1] new lease expiry ms
--- ARGV[2..] ids
--- Returns: the ids whose lease was already gone (recovered or finished elsewhere)
+-- KEYS[1] lease   zset: active id -> lease expiry ms
+-- KEYS[2] tokens  hash: active id -> fencing token
+-- KEYS[3] cancel  hash: id -> cancel request
+-- ARGV[1] lease duration ms
+-- ARGV[2i], ARGV[2i+1] id and the token of its lease, for each task i
+-- Returns: {ids whose lease is gone or not this token's (nothing changed for them),
+--   ids renewed that have a cancel recorded}
+--@include lease
+--@include redis_time
 local lease = KEYS[1]
+local tokens = KEYS[2]
+local cancel = KEYS[3]
 
+local until_ms = redis_now_ms() + tonumber(ARGV[1])
 local gone = {}
-for i = 2, #ARGV do
-  if redis.call('ZADD', lease, 'XX', 'CH', ARGV[1], ARGV[i]) == 0
-      and not redis.call('ZSCORE', lease, ARGV[i]) then
-    gone[#gone + 1] = ARGV[i]
+local cancelled = {}
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  if holds_lease(tokens, id, ARGV[i + 1]) then
+    redis.call('ZADD', lease, until_ms, id)
+    if redis.call('HEXISTS', cancel, id) == 1 then
+      cancelled[#cancelled + 1] = id
+    end
+  else
+    gone[#gone + 1] = id
   end
 end
-return gone
+return {gone, cancelled}

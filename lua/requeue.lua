@@ -1,20 +1,25 @@
 -- requeue: hand active tasks back at once (graceful shutdown); they go to the front of the
 -- queue because they were taken first, in the order given (the first id is dequeued next).
+-- A recorded cancel stays with the task: the next dequeue reports it and it is not run.
 --
 -- KEYS[1] lease    zset: active id -> lease expiry ms
 -- KEYS[2] pending  list of ready ids
 -- KEYS[3] marker   zset waking blocked workers
--- ARGV[1..] ids
--- Returns: how many were handed back (ids no longer active are skipped)
+-- KEYS[4] tokens   hash: active id -> fencing token
+-- ARGV[2i-1], ARGV[2i] id and the token of its lease, for each task i
+-- Returns: how many were handed back (ids whose lease is gone or not this token's are skipped)
 --@include marker
+--@include lease
 local lease = KEYS[1]
 local pending = KEYS[2]
 local marker = KEYS[3]
+local tokens = KEYS[4]
 
 local moved = 0
-for i = #ARGV, 1, -1 do
+for i = #ARGV - 1, 1, -2 do
   local id = ARGV[i]
-  if redis.call('ZREM', lease, id) == 1 then
+  if holds_lease(tokens, id, ARGV[i + 1]) then
+    end_lease(lease, tokens, id)
     redis.call('RPUSH', pending, id)
     moved = moved + 1
   end

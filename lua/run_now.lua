@@ -11,8 +11,7 @@
 -- ARGV[1] id
 -- Returns: 1
 -- Errors: NOT_FOUND, TASK_ACTIVE, WRONG_STATE (already pending, or completed)
---@include codes
---@include task_state
+--@include take_task
 --@include marker
 local msg = KEYS[1]
 local pending = KEYS[2]
@@ -24,21 +23,10 @@ local completed = KEYS[7]
 local marker = KEYS[8]
 local id = ARGV[1]
 
-local state = task_state(msg, lease, scheduled, retry, archived, completed, id)
+local state, code = take_task(msg, pending, lease, scheduled, retry, archived, completed, id,
+  {['scheduled'] = true, ['retry'] = true, ['archived'] = true})
 if not state then
-  return NOT_FOUND
-end
-if state == 'active' then
-  return TASK_ACTIVE
-end
-if state == 'scheduled' then
-  redis.call('ZREM', scheduled, id)
-elseif state == 'retry' then
-  redis.call('ZREM', retry, id)
-elseif state == 'archived' then
-  redis.call('ZREM', archived, id)
-else
-  return WRONG_STATE
+  return code
 end
 redis.call('LPUSH', pending, id)
 signal_ready(marker)

@@ -16,7 +16,7 @@ from rq_sched import ops, scripts
 from rq_sched.clock import Clock, SystemClock, to_ms
 from rq_sched.connection import aconnect, connect, refused, translate_errors
 from rq_sched.errors import EnqueueManyError, RqSchedError, ValidationError, error_for_code
-from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys
+from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.models import NewTask, TaskInfo
 from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES, Prepared, prepare
 from rq_sched.scripts import AnyAsyncRedis, Call, SyncRedis
@@ -28,8 +28,7 @@ class _Producer:
     """What both clients share: configuration, validation and building the calls."""
 
     def __init__(self, *, namespace: str, max_payload_bytes: int, clock: Clock | None) -> None:
-        if not namespace or "{" in namespace or "}" in namespace:
-            raise ValidationError(f"namespace must be non-empty and brace-free, got {namespace!r}")
+        check_namespace(namespace)
         if max_payload_bytes <= 0:
             raise ValidationError("max_payload_bytes must be > 0")
         self.namespace = namespace

@@ -57,8 +57,10 @@ def unavailable(
 ) -> RedisUnavailableError:
     """The :class:`RedisUnavailableError` for ``exc``, naming where ``client`` points."""
     advice = (
-        " If the connection dropped mid-call, the write may or may not have happened: retry with "
-        "the same task_id to stay idempotent."
+        " If the connection dropped mid-call, the write may or may not have happened. An enqueue "
+        "with an explicit task_id is safe to retry: if the first attempt was written, the retry "
+        "raises TaskIdConflictError instead of adding a second task, as long as that task is live "
+        "or kept as completed (retention=)."
         if writing
         else ""
     )

@@ -21,7 +21,11 @@ defined here (the modules that raise them import them; old import paths such as
 
 Redis client failures become :class:`RedisUnavailableError` / :class:`WriteRefusedError` in one
 place, :func:`rq_sched.connection.translate_errors`. Lua scripts report failures as small
-negative integers; :func:`error_for_code` is the only place that turns them into exceptions.
+negative integers (``lua/includes/codes.lua``); :func:`error_for_code` is the one table that
+turns a code into an exception, used by the client and scheduler (enqueue) and the inspector
+(operator actions). The worker never raises for a code: a settle or extend refused because its
+lease is gone or its fencing token stale (``NOT_ACTIVE``) is logged, and the task is left where
+the newer lease holder put it.
 """
 
 from __future__ import annotations
@@ -83,7 +87,8 @@ class TaskNotFoundError(RqSchedError):
 
 
 class TaskIdConflictError(RqSchedError):
-    """A live task (pending, active, scheduled or retry) already uses that ``task_id``."""
+    """A live task (pending, active, scheduled or retry), or a completed task still kept by its
+    ``retention``, already uses that ``task_id`` with a different message."""
 
 
 class DuplicateTaskError(RqSchedError):
@@ -218,7 +223,6 @@ DUPLICATE = -2
 TICK_TAKEN = -3
 NOT_ACTIVE = -4
 PAUSED = -5
-LEASE_RENEWED = -6
 TASK_ACTIVE = -7
 NOT_FOUND = -8
 WRONG_STATE = -9
@@ -226,8 +230,9 @@ WRONG_STATE = -9
 _CODE_MESSAGES: dict[int, tuple[type[RqSchedError], str]] = {
     CONFLICT: (
         TaskIdConflictError,
-        "task id {id!r} is already used by a live task in queue {queue!r}; "
-        "pick another task_id or wait until that task finishes",
+        "task id {id!r} is already used in queue {queue!r} by a live task or a completed task "
+        "still retained; pick another task_id, or delete that task first "
+        "(Inspector.delete_task) to run it again",
     ),
     DUPLICATE: (
         DuplicateTaskError,
@@ -237,11 +242,10 @@ _CODE_MESSAGES: dict[int, tuple[type[RqSchedError], str]] = {
     TICK_TAKEN: (TickTakenError, "tick already enqueued for {id!r} in queue {queue!r}"),
     NOT_ACTIVE: (
         LeaseLostError,
-        "task {id!r} in queue {queue!r} is no longer active on this worker "
-        "(its lease expired and it was recovered)",
+        "task {id!r} in queue {queue!r} is no longer leased to this worker "
+        "(its lease expired and it was recovered, or leased again: stale fencing token)",
     ),
     PAUSED: (QueuePausedError, "queue {queue!r} is paused; unpause it to resume processing"),
-    LEASE_RENEWED: (LeaseLostError, "task {id!r} in queue {queue!r} renewed its lease meanwhile"),
     TASK_ACTIVE: (
         TaskStateError,
         "task {id!r} in queue {queue!r} is active; cancel it instead, or wait until it ends",

@@ -8,7 +8,10 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
 
     ns:{q}:msg          hash   task id -> encoded task message (every live or kept task)
     ns:{q}:pending      list   ids ready to run (LPUSH in, RPOP out: FIFO)
-    ns:{q}:lease        zset   active ids -> lease expiry (ms); "active" is lease membership
+    ns:{q}:lease        zset   active ids -> lease expiry (Redis TIME ms); active = in lease
+    ns:{q}:token        hash   active id -> fencing token of its current lease (set with lease)
+    ns:{q}:seq          string counter issuing fencing tokens (INCR per lease)
+    ns:{q}:cancel       hash   id -> uniqueness digest ("" if none): a recorded cancel request
     ns:{q}:scheduled    zset   ids -> due time (ms)
     ns:{q}:retry        zset   ids -> next attempt (ms)
     ns:{q}:archived     zset   ids -> archived at (ms)
@@ -17,6 +20,7 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
     ns:{q}:lost         hash   id -> times its lease expired with no ack (sparse)
     ns:{q}:marker       zset   "r" -> 0 when tasks are ready; "d" -> next due time (ms)
     ns:{q}:paused       string present while the queue is paused
+    ns:{q}:limits       hash   the queue's archive limits in force: max_size, max_age_ms
     ns:{q}:unique:<d>   string id holding the uniqueness lock for digest <d> (with TTL)
     ns:{q}:guard:<g>    string last fire time claimed for guard <g> (scheduler ticks)
     ns:{q}:processed    string total processed; ns:{q}:processed:<yyyy-mm-dd> per day
@@ -24,6 +28,15 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
     ns:{q}:minutes      hash   minute start (ms) -> JSON sample for the dashboard's per-minute
                                charts (totals, size, latency); the last 24 h, written by
                                ``rq_sched.inspector.minutes``
+
+A lease is the pair (``lease`` entry, ``token`` entry): dequeue sets both, and every script that
+ends a lease removes both. Settling and extending scripts take (id, token) and act only when the
+token is the current one, so a worker that stalled past its lease can never settle a task that
+was recovered and leased again (see docs/core.md, "Guarantees").
+
+A namespace is checked by :func:`check_namespace` wherever one enters (Client, ServerConfig,
+Scheduler, Inspector): it may not contain the key syntax (``{ } :``), glob characters or
+whitespace, so no namespace's keys or SCAN patterns can reach into another's.
 """
 
 from __future__ import annotations
@@ -32,9 +45,33 @@ import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 
+from rq_sched.errors import ValidationError
+
 DEFAULT_NAMESPACE = "rqs"
 NO_UNIQUE_DIGEST = "-"
 """Digest used for the unique-lock key of tasks that are not unique; that key is never set."""
+
+
+_FORBIDDEN = frozenset("{}*?[]:\\")
+
+
+def check_namespace(namespace: object) -> str:
+    """Return ``namespace`` if it is a usable key namespace.
+
+    Raises:
+        ValidationError: not a non-empty string, or it contains ``{ } * ? [ ] : \\``,
+            whitespace or control characters (they would change the key layout or match
+            another namespace's keys in a SCAN pattern).
+    """
+    if not isinstance(namespace, str) or not namespace:
+        raise ValidationError(f"namespace must be non-empty, such as 'rqs'; got {namespace!r}")
+    bad = {ch for ch in namespace if ch in _FORBIDDEN or ch.isspace() or not ch.isprintable()}
+    if bad:
+        raise ValidationError(
+            f"namespace {namespace!r} contains {''.join(sorted(bad))!r}: it must be brace-free, "
+            "without ':', glob characters or whitespace; use letters, digits, '-', '_' or '.'"
+        )
+    return namespace
 
 
 @dataclass(frozen=True)
@@ -83,6 +120,22 @@ class QueueKeys:
     @cached_property
     def lost(self) -> str:
         return f"{self.prefix}:lost"
+
+    @cached_property
+    def token(self) -> str:
+        return f"{self.prefix}:token"
+
+    @cached_property
+    def seq(self) -> str:
+        return f"{self.prefix}:seq"
+
+    @cached_property
+    def cancel(self) -> str:
+        return f"{self.prefix}:cancel"
+
+    @cached_property
+    def limits(self) -> str:
+        return f"{self.prefix}:limits"
 
     @cached_property
     def marker(self) -> str:
@@ -141,6 +194,10 @@ class QueueKeys:
             *self.state_keys,
             self.result,
             self.lost,
+            self.token,
+            self.seq,
+            self.cancel,
+            self.limits,
             self.marker,
             self.paused,
             self.processed,
@@ -149,7 +206,7 @@ class QueueKeys:
 
     def pattern(self) -> str:
         """SCAN pattern matching every key of this queue."""
-        return f"{self.namespace}:{{{_glob_escape(self.queue)}}}:*"
+        return f"{_glob_escape(self.namespace)}:{{{_glob_escape(self.queue)}}}:*"
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,10 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
+
+import msgpack
 
 from rq_sched import scripts
 from rq_sched.clock import utc_day
 from rq_sched.keys import QueueKeys
+from rq_sched.message import TaskMessage
 from rq_sched.options import Prepared
 from rq_sched.scripts import Arg, Call
 
@@ -53,7 +57,6 @@ def _enqueue_state_keys(keys: QueueKeys) -> tuple[str, ...]:
         keys.scheduled,
         keys.marker,
         keys.archived,
-        keys.completed,
         keys.result,
     )
 
@@ -76,12 +79,56 @@ def enqueue_batch(keys: QueueKeys, tasks: Sequence[Prepared]) -> Call:
     return scripts.load("enqueue_batch"), _enqueue_state_keys(keys), args
 
 
-def dequeue(keys: QueueKeys, lease_until_ms: int, count: int) -> Call:
+def dequeue(keys: QueueKeys, lease_ms: int, count: int) -> Call:
+    """Lease up to ``count`` tasks for ``lease_ms`` (counted from Redis TIME, not this host's
+    clock). The reply holds five values per task: id, message, lost count, lease token,
+    cancelled flag (see ``lua/dequeue.lua``)."""
     return (
         scripts.load("dequeue"),
-        (keys.pending, keys.lease, keys.msg, keys.paused, keys.marker, keys.lost),
-        (lease_until_ms, count),
+        (
+            keys.pending,
+            keys.lease,
+            keys.msg,
+            keys.paused,
+            keys.marker,
+            keys.lost,
+            keys.token,
+            keys.seq,
+            keys.cancel,
+        ),
+        (lease_ms, count),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Leased:
+    """One task a dequeue leased to this caller."""
+
+    id: str
+    data: bytes
+    """The stored message, still encoded."""
+    lost: int
+    """How many times an earlier lease of it expired."""
+    token: int
+    """The fencing token of this lease; every settle and extend must present it."""
+    cancelled: bool
+    """An operator cancelled it: archive it as cancelled without running it."""
+
+
+def parse_dequeue(reply: Sequence[Any]) -> list[Leased]:
+    """The tasks in a :func:`dequeue` reply (a non-list reply, PAUSED, means none)."""
+    if not isinstance(reply, list):
+        return []
+    return [
+        Leased(
+            reply[i].decode(),
+            reply[i + 1],
+            int(reply[i + 2]),
+            int(reply[i + 3]),
+            bool(reply[i + 4]),
+        )
+        for i in range(0, len(reply), 5)
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +136,8 @@ class Ack:
     """One finished task for :func:`done`."""
 
     id: str
+    token: int
+    """The fencing token of the lease under which the task ran."""
     keep_until_ms: int = 0
     """0 deletes the task; otherwise it is kept as completed until then."""
     result: bytes = b""
@@ -97,6 +146,8 @@ class Ack:
 
 
 def done(keys: QueueKeys, acks: Sequence[Ack], now_s: float) -> Call:
+    """Acknowledge finished tasks; the reply is ``[settled, *ids not settled]`` (an id is not
+    settled when its lease is gone or ``token`` is stale)."""
     key_list = [
         keys.lease,
         keys.msg,
@@ -105,6 +156,8 @@ def done(keys: QueueKeys, acks: Sequence[Ack], now_s: float) -> Call:
         keys.lost,
         keys.processed,
         keys.processed_on(utc_day(now_s)),
+        keys.token,
+        keys.cancel,
     ]
     args: list[Arg] = [day_expire_at(now_s)]
     for ack in acks:
@@ -112,11 +165,14 @@ def done(keys: QueueKeys, acks: Sequence[Ack], now_s: float) -> Call:
         if ack.unique:
             key_list.append(keys.unique(ack.unique))
             lock_index = len(key_list)
-        args += (ack.id, ack.keep_until_ms, ack.result, lock_index)
+        args += (ack.id, ack.token, ack.keep_until_ms, ack.result, lock_index)
     return scripts.load("done"), key_list, args
 
 
-def retry(keys: QueueKeys, task_id: str, encoded: bytes, due_ms: int, now_s: float) -> Call:
+def retry(
+    keys: QueueKeys, task_id: str, token: int, *, encoded: bytes, due_ms: int, now_s: float
+) -> Call:
+    """Record a failed attempt and schedule the next; NOT_ACTIVE when ``token`` is stale."""
     return (
         scripts.load("retry"),
         (
@@ -127,44 +183,55 @@ def retry(keys: QueueKeys, task_id: str, encoded: bytes, due_ms: int, now_s: flo
             keys.marker,
             keys.failed,
             keys.failed_on(utc_day(now_s)),
+            keys.token,
         ),
-        (task_id, encoded, due_ms, day_expire_at(now_s)),
+        (task_id, token, encoded, due_ms, day_expire_at(now_s)),
     )
 
 
 @dataclass(frozen=True, slots=True)
 class ArchiveLimits:
-    """How much the archive keeps: at most ``max_size`` tasks, none older than ``max_age_s``."""
+    """How much the archive keeps: at most ``max_size`` tasks, none older than ``max_age_s``.
+
+    The janitor stores its server's limits in the queue (``ns:{q}:limits``); archiving scripts
+    use the stored ones and fall back to the limits passed only when none are stored."""
 
     max_size: int = 10_000
     max_age_s: float = 90 * 86400
 
 
-def archive(
+def archive_active(
     keys: QueueKeys,
     task_id: str,
+    token: int,
     *,
-    encoded: bytes | None,
+    encoded: bytes,
     unique: str | None,
     now_s: float,
     limits: ArchiveLimits,
     count_failure: bool,
 ) -> Call:
-    """Archive an active task (``encoded`` = its updated message) or, with ``encoded=None``,
-    a pending, scheduled or retry task by operator action."""
+    """A worker archives the task it holds (``encoded`` = its updated message); NOT_ACTIVE
+    when ``token`` is stale."""
     return (
-        scripts.load("archive"),
+        scripts.load("archive_active"),
         (
-            *keys.state_keys,
+            keys.msg,
+            keys.lease,
+            keys.token,
+            keys.archived,
             keys.result,
             keys.lost,
+            keys.cancel,
             keys.unique(unique),
             keys.failed,
             keys.failed_on(utc_day(now_s)),
+            keys.limits,
         ),
         (
             task_id,
-            encoded or b"",
+            token,
+            encoded,
             int(now_s * 1000),
             day_expire_at(now_s),
             limits.max_size,
@@ -174,8 +241,83 @@ def archive(
     )
 
 
-def requeue(keys: QueueKeys, ids: Sequence[str]) -> Call:
-    return scripts.load("requeue"), (keys.lease, keys.pending, keys.marker), tuple(ids)
+CORRUPT_TYPE = "rq_sched:corrupt"
+"""Type given to an archived task whose stored message could not be decoded (kept as payload)."""
+
+
+def archive_corrupt(
+    keys: QueueKeys,
+    task_id: str,
+    token: int,
+    *,
+    raw: bytes,
+    error: str,
+    now_s: float,
+    limits: ArchiveLimits,
+) -> Call:
+    """A worker archives a leased task whose message does not decode: the raw bytes are kept
+    as the payload of a :data:`CORRUPT_TYPE` message (so listings still read it), and the
+    uniqueness lock is released when the raw message still names one."""
+    message = TaskMessage(type=CORRUPT_TYPE, payload=raw, max_retry=0).failed(
+        error, int(now_s * 1000)
+    )
+    return archive_active(
+        keys,
+        task_id,
+        token,
+        encoded=message.encode(),
+        unique=salvage_unique(raw),
+        now_s=now_s,
+        limits=limits,
+        count_failure=True,
+    )
+
+
+_UNIQUE_FIELD = 9
+"""Position of the uniqueness digest in the encoded message array (see rq_sched.message)."""
+
+
+def salvage_unique(raw: bytes | None) -> str | None:
+    """The uniqueness digest named by a stored message, read without full decoding, so a task
+    whose message is corrupt can still release its lock. None when it cannot be read."""
+    if not raw:
+        return None
+    try:
+        fields = msgpack.unpackb(raw, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if isinstance(fields, list) and len(fields) > _UNIQUE_FIELD:
+        digest = fields[_UNIQUE_FIELD]
+        return digest if isinstance(digest, str) and digest else None
+    return None
+
+
+def archive(
+    keys: QueueKeys, task_id: str, *, unique: str | None, now_s: float, limits: ArchiveLimits
+) -> Call:
+    """An operator archives a pending, scheduled or retry task. The reply is
+    ``[1, archived tasks deleted by the trim]``; the trim uses the queue's stored limits
+    (``limits`` only when it has none)."""
+    return (
+        scripts.load("archive"),
+        (
+            *keys.state_keys,
+            keys.result,
+            keys.lost,
+            keys.unique(unique),
+            keys.cancel,
+            keys.limits,
+        ),
+        (task_id, int(now_s * 1000), limits.max_size, int(limits.max_age_s * 1000)),
+    )
+
+
+def requeue(keys: QueueKeys, leases: Sequence[tuple[str, int]]) -> Call:
+    """Hand leased tasks (id, token) back to the front of the queue."""
+    args: list[Arg] = []
+    for task_id, token in leases:
+        args += (task_id, token)
+    return scripts.load("requeue"), (keys.lease, keys.pending, keys.marker, keys.token), args
 
 
 def forward(keys: QueueKeys, now_ms: int, limit: int = BATCH_LIMIT) -> Call:
@@ -186,22 +328,51 @@ def forward(keys: QueueKeys, now_ms: int, limit: int = BATCH_LIMIT) -> Call:
     )
 
 
-def extend(keys: QueueKeys, lease_until_ms: int, ids: Sequence[str]) -> Call:
-    return scripts.load("extend"), (keys.lease,), (lease_until_ms, *ids)
+def extend(keys: QueueKeys, lease_ms: int, leases: Sequence[tuple[str, int]]) -> Call:
+    """Renew leases (id, token) to Redis TIME + ``lease_ms``. The reply is ``[gone ids,
+    cancelled ids]``: leases no longer this caller's, and renewed tasks with a cancel recorded."""
+    args: list[Arg] = [lease_ms]
+    for task_id, token in leases:
+        args += (task_id, token)
+    return scripts.load("extend"), (keys.lease, keys.token, keys.cancel), args
 
 
-def recover(keys: QueueKeys, now_ms: int, limit: int = BATCH_LIMIT) -> Call:
+def recover(keys: QueueKeys, limit: int = BATCH_LIMIT) -> Call:
+    """End leases expired by Redis TIME. The reply is ``[requeued ids, [id, digest, ...]]``,
+    the second list naming tasks archived because a cancel was recorded (release their locks
+    with :func:`release_unique`)."""
     return (
         scripts.load("recover"),
-        (keys.lease, keys.pending, keys.marker, keys.lost),
-        (now_ms, limit),
+        (
+            keys.lease,
+            keys.pending,
+            keys.marker,
+            keys.lost,
+            keys.token,
+            keys.cancel,
+            keys.archived,
+        ),
+        (limit,),
+    )
+
+
+def release_unique(keys: QueueKeys, digest: str, task_id: str) -> Call:
+    return scripts.load("release_unique"), (keys.unique(digest),), (task_id,)
+
+
+def cancel(keys: QueueKeys, task_id: str, unique: str | None) -> Call:
+    """Record a cancel request for an active task (before announcing it)."""
+    return (
+        scripts.load("cancel"),
+        (keys.msg, keys.lease, keys.cancel),
+        (task_id, unique or ""),
     )
 
 
 def delete(keys: QueueKeys, task_id: str, unique: str | None) -> Call:
     return (
         scripts.load("delete"),
-        (*keys.state_keys, keys.result, keys.lost, keys.unique(unique)),
+        (*keys.state_keys, keys.result, keys.lost, keys.unique(unique), keys.cancel),
         (task_id,),
     )
 
@@ -221,6 +392,6 @@ def set_paused(keys: QueueKeys, paused: bool) -> Call:
 def trim(keys: QueueKeys, now_ms: int, limits: ArchiveLimits, limit: int = BATCH_LIMIT) -> Call:
     return (
         scripts.load("trim"),
-        (keys.completed, keys.archived, keys.msg, keys.result),
+        (keys.completed, keys.archived, keys.msg, keys.result, keys.limits),
         (now_ms, limits.max_size, int(limits.max_age_s * 1000), limit),
     )

@@ -19,6 +19,8 @@ from rq_sched.scripts import Call
 
 NOW_MS = 1_800_000_000_000
 """The fixed "now" of the script tests (epoch ms)."""
+TOKEN = 7
+"""The fencing token of the leases :meth:`Store.seed_active` seeds."""
 
 
 def task(
@@ -90,7 +92,24 @@ class Store:
             self.r.hset(self.keys.msg, task_id, enc(task_id))
             self.r.lpush(self.keys.pending, task_id)
 
+    def seed_active(self, task_id: str, lease_ms: int = NOW_MS + 30_000) -> int:
+        """A task leased to a worker under the fencing token :data:`TOKEN`."""
+        self.seed_zset("lease", task_id, lease_ms)
+        self.r.hset(self.keys.token, task_id, TOKEN)
+        return TOKEN
+
     def seed_zset(self, name: str, task_id: str, score: int) -> None:
         """A task listed in one of the sorted-set states (lease, scheduled, retry, ...)."""
         self.r.hset(self.keys.msg, task_id, enc(task_id))
         self.r.zadd(getattr(self.keys, name), {task_id: score})
+
+
+def redis_ms(r: redis.Redis) -> int:
+    """Redis's own clock (TIME) in ms: the clock every lease is written and judged by."""
+    seconds, micros = r.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def expire_lease(store: Store, task_id: str) -> None:
+    """Make a lease look expired to Redis TIME (the worker holding it stalled past it)."""
+    store.r.zadd(store.keys.lease, {task_id: redis_ms(store.r) - 1}, xx=True)

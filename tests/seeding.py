@@ -83,8 +83,9 @@ def _work(
 ) -> None:
     now_s = clock.now()
     now_ms = to_ms(now_s)
-    flat = run(r, ops.dequeue(keys, now_ms + LEASE_S * 1000, len(ids)))
-    messages = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 3)}
+    leased = ops.parse_dequeue(run(r, ops.dequeue(keys, LEASE_S * 1000, len(ids))))
+    messages = {t.id: t.data for t in leased}
+    tokens = {t.id: t.token for t in leased}
     assert sorted(messages) == sorted(ids), "seeding expects an otherwise empty pending list"
     for task_id in ids:
         clock.advance(1)  # distinct times, so "newest first" has one right answer
@@ -93,16 +94,22 @@ def _work(
         state = task_id.split("-")[0]
         message = decode(messages[task_id], task_id=task_id)
         if state == "completed":
-            ack = ops.Ack(task_id, keep_until_ms=now_ms + 3_600_000, result=b'{"ok": true}')
+            ack = ops.Ack(
+                task_id, tokens[task_id], keep_until_ms=now_ms + 3_600_000, result=b'{"ok": true}'
+            )
             run(r, ops.done(keys, [ack], now_s))
         elif state == "retry":
             failed = message.failed(ERROR, now_ms).encode()
-            run(r, ops.retry(keys, task_id, failed, now_ms + 60_000, now_s))
+            call = ops.retry(
+                keys, task_id, tokens[task_id], encoded=failed, due_ms=now_ms + 60_000, now_s=now_s
+            )
+            run(r, call)
         elif state == "archived":
             failed = message.failed(ERROR, now_ms).encode()
-            call = ops.archive(
+            call = ops.archive_active(
                 keys,
                 task_id,
+                tokens[task_id],
                 encoded=failed,
                 unique=None,
                 now_s=now_s,

@@ -181,9 +181,12 @@ def test_unique_refuses_same_type_and_payload_while_locked(
     client.enqueue("t", {"a": 1}, unique=60)
 
 
-def test_task_id_of_a_live_task_is_a_conflict(client: Client, inspector: Inspector) -> None:
+def test_task_id_of_a_live_task_is_a_conflict(
+    client: Client, inspector: Inspector, clock: ManualClock
+) -> None:
     client.enqueue("t", task_id="job-1", process_in=60)
-    with pytest.raises(TaskIdConflictError, match="'job-1' is already used by a live task"):
+    clock.advance(0.001)  # another call: the same id and message bytes would be a resend
+    with pytest.raises(TaskIdConflictError, match="'job-1' is already used in queue 'default'"):
         client.enqueue("t", task_id="job-1")
     assert inspector.queue_info("default").scheduled == 1
     client.enqueue("t", task_id="job-1", queue="other-queue")
@@ -353,10 +356,11 @@ def test_enqueue_many_of_nothing_does_nothing(
 
 
 def test_enqueue_many_reports_each_refused_task_and_keeps_the_rest(
-    client: Client, inspector: Inspector
+    client: Client, inspector: Inspector, clock: ManualClock
 ) -> None:
     client.enqueue("t", task_id="taken")
     client.enqueue("u", "same", unique=60)
+    clock.advance(0.001)  # another call: the same id and message bytes would be a resend
     tasks = [
         NewTask(type="t", payload=1),
         NewTask(type="t", task_id="taken"),

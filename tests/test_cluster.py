@@ -125,19 +125,32 @@ def test_task_lifecycle_scripts_run_on_every_master(
         retry_id = cclient.enqueue("t", b"2", queue=queue).id
         lost_id = cclient.enqueue("t", b"3", queue=queue).id
         later_id = cclient.enqueue("t", b"4", queue=queue, process_in=10).id
-        reply = run(rc, ops.dequeue(keys, now + 1000, 3))
-        assert reply[0::3] == [done_id.encode(), retry_id.encode(), lost_id.encode()]
-        assert run(rc, ops.extend(keys, now + 2000, [done_id, "gone"])) == [b"gone"]
-        digest = decode(reply[1]).unique
-        ack = ops.Ack(done_id, now + 5000, b"ok", digest)
+        leased = ops.parse_dequeue(run(rc, ops.dequeue(keys, 1000, 3)))
+        assert [t.id for t in leased] == [done_id, retry_id, lost_id]
+        token = {t.id: t.token for t in leased}
+        renew = [(done_id, token[done_id]), ("gone", 1)]
+        assert run(rc, ops.extend(keys, 2000, renew)) == [[b"gone"], []]
+        digest = decode(leased[0].data).unique
+        ack = ops.Ack(done_id, token[done_id], now + 5000, b"ok", digest)
         assert run(rc, ops.done(keys, [ack], clock.now())) == [1]
         assert rc.exists(keys.unique(digest)) == 0
-        assert run(rc, ops.retry(keys, retry_id, b"\x93\x01\xa1t\xc0", now + 50, clock.now())) == 2
-        assert run(rc, ops.recover(keys, now + 1500)) == [lost_id.encode()]
+        failed = ops.retry(
+            keys,
+            retry_id,
+            token[retry_id],
+            encoded=b"\x93\x01\xa1t\xc0",
+            due_ms=now + 50,
+            now_s=clock.now(),
+        )
+        assert run(rc, failed) == 2
+        # The lease of lost_id ran out (by Redis TIME): its worker died.
+        rc.zadd(keys.lease, {lost_id: 1}, xx=True)
+        assert run(rc, ops.recover(keys)) == [[lost_id.encode()], []]
         assert run(rc, ops.forward(keys, now + 20_000)) == [2, -1]
-        reply = run(rc, ops.dequeue(keys, now + 30_000, 5))
-        assert set(reply[0::3]) == {lost_id.encode(), later_id.encode(), retry_id.encode()}
-        assert run(rc, ops.requeue(keys, [lost_id])) == 1
+        leased = ops.parse_dequeue(run(rc, ops.dequeue(keys, 30_000, 5)))
+        assert {t.id for t in leased} == {lost_id, later_id, retry_id}
+        token = {t.id: t.token for t in leased}
+        assert run(rc, ops.requeue(keys, [(lost_id, token[lost_id])])) == 1
         info = cinspector.queue_info(queue)
         assert (info.pending, info.active, info.completed, info.processed, info.failed) == (
             1,

@@ -204,3 +204,66 @@ def test_bulk_moves_more_tasks_than_one_batch(client: Client, inspector: Inspect
     assert (result.done, result.skipped) == (count, 0)
     info = inspector.queue_stats("default").info
     assert (info.pending, info.scheduled) == (count, 0)
+
+
+# --- issue #10: operator archive never silently deletes (12), corrupt tasks (16), cancel (17)
+
+
+def _fill(client: Client, count: int) -> None:
+    for start in range(0, count, 1000):
+        client.enqueue_many([NewTask(type="t", payload=i) for i in range(start, start + 1000)])
+
+
+def test_archive_all_reports_what_the_queues_own_limits_trimmed(
+    r: redis.Redis, namespace: str, client: Client, inspector: Inspector
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    # The queue's workers run with a small archive (their janitor stores the limits).
+    r.hset(keys.limits, mapping={"max_size": 10, "max_age_ms": 3_600_000})
+    client.enqueue_many([NewTask(type="t", payload=i) for i in range(15)])
+    assert inspector.archive_limits_of("default") == ops.ArchiveLimits(10, 3600)
+    result = inspector.bulk("default", "pending", "archive")
+    assert (result.done, result.skipped, result.trimmed) == (15, 0, 5)
+    assert inspector.queue_info("default").archived == 10
+
+
+@pytest.mark.slow
+def test_archive_all_of_15000_pending_tasks_with_default_limits_reports_exactly(
+    client: Client, inspector: Inspector
+) -> None:
+    """The issue's reproduction: 15,000 archived, 10,000 kept, 5,000 trimmed and said so."""
+    _fill(client, 15_000)
+    result = inspector.bulk("default", "pending", "archive")
+    assert (result.done, result.skipped, result.trimmed) == (15_000, 0, 5_000)
+    assert inspector.queue_info("default").archived == 10_000
+
+
+def test_a_single_archive_reports_what_it_trimmed(
+    r: redis.Redis, namespace: str, client: Client, inspector: Inspector
+) -> None:
+    r.hset(QueueKeys(namespace, "default").limits, mapping={"max_size": 1, "max_age_ms": 10**9})
+    first, second = (client.enqueue("t", i).id for i in range(2))
+    assert inspector.archive_task("default", first) == 0
+    assert inspector.archive_task("default", second) == 1
+
+
+def test_a_corrupt_task_can_be_deleted_or_archived_on_its_own(
+    r: redis.Redis, namespace: str, client: Client, inspector: Inspector
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    for task_id in ("bad-1", "bad-2"):
+        client.enqueue("t", 1, task_id=task_id)
+        r.hset(keys.msg, task_id, b"\xc1 not msgpack")
+    inspector.delete_task("default", "bad-1")
+    inspector.archive_task("default", "bad-2")
+    assert r.hexists(keys.msg, "bad-1") == 0
+    assert members(r, keys.archived) == {"bad-2"}
+
+
+def test_cancel_is_recorded_with_the_task_in_redis(
+    r: redis.Redis, namespace: str, clock: ManualClock, inspector: Inspector
+) -> None:
+    """Nobody may be listening (the worker died): the record still holds the cancel."""
+    seed_queue(r, namespace, clock)
+    assert inspector.cancel_task("default", "active-1") == 0
+    assert r.hexists(QueueKeys(namespace, "default").cancel, "active-1") == 1

@@ -1,9 +1,15 @@
 """Model-based test: random operation sequences on real Redis, checked against a Python model.
 
-The machine drives the Lua scripts the way the client, worker, forwarder, recoverer, janitor and
-an operator do, and after every step compares Redis with a small in-memory model: each task is in
-exactly one state, the pending order matches, counts and counters match, no task is lost or
-duplicated, and the due-time marker never announces a time later than the earliest due task.
+The machine drives the Lua scripts the way the client, several workers, the forwarder,
+recoverer, janitor and an operator do, and after every step compares Redis with a small
+in-memory model: each task is in exactly one state, the pending order matches, counts and
+counters match, no task is lost or duplicated, and the due-time marker never announces a time
+later than the earliest due task.
+
+Workers hold leases with fencing tokens and may stall past them (the rule ``stall`` makes a
+lease expired by Redis TIME); a stalled worker's late settle, extend or hand-back must be
+refused and change nothing. An operator may cancel an active task: the cancel holds whoever
+holds the task (the recoverer archives it, the next dequeue flags it).
 """
 
 from __future__ import annotations
@@ -67,6 +73,24 @@ class ModelTask:
     """(type, payload) of the uniqueness lock the task took, if unique."""
     retried: int = 0
     lost: int = 0
+    token: int = 0
+    """Fencing token of the current lease (while active)."""
+    cancel: str | None = None
+    """Recorded cancel request (the uniqueness digest, "" for none)."""
+
+
+UNKNOWN = -1
+"""Score the model cannot predict: a lease expiry or archive time taken from Redis TIME."""
+
+
+@dataclass
+class Held:
+    """A lease as a worker holds it; stale once the task was recovered or leased again."""
+
+    worker: int
+    id: str
+    token: int
+    message: TaskMessage
 
 
 @dataclass
@@ -76,6 +100,8 @@ class Model:
     """Left end: newest; right end: dequeued next."""
     locks: dict[tuple[str, str], str] = field(default_factory=dict)
     paused: bool = False
+    seq: int = 0
+    """Last fencing token issued."""
     processed: dict[str, int] = field(default_factory=dict)
     failed: dict[str, int] = field(default_factory=dict)
 
@@ -93,6 +119,7 @@ class Model:
         if state in ("archived", "completed"):
             self.release(task_id)
             task.lost = 0  # the loss count matters only while the task may still run
+            task.cancel = None
 
     def make_pending(self, task_id: str, *, front: bool = False) -> None:
         self.move(task_id, "pending")
@@ -128,8 +155,8 @@ class QueueMachine(RuleBasedStateMachine):
         self.inspector = Inspector(self.r, namespace=self.namespace, clock=self.clock)
         self.model = Model()
         self.counter = 0
-        self.messages: dict[str, TaskMessage] = {}
-        """Messages of active tasks, as the worker that dequeued them holds them."""
+        self.held: list[Held] = []
+        """Leases as the workers hold them, current or stale."""
 
     def teardown(self) -> None:
         stale = list(self.r.scan_iter(match=f"{self.namespace}:*", count=1000))
@@ -156,7 +183,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     def expect_enqueue(self, task_id: str | None, lock: tuple[str, str] | None) -> type | None:
         known = self.model.tasks.get(task_id or "")
-        if known is not None and known.state in LIVE:
+        if known is not None and known.state in (*LIVE, "completed"):
             return TaskIdConflictError
         if lock is not None and lock in self.model.locks:
             return DuplicateTaskError
@@ -171,6 +198,8 @@ class QueueMachine(RuleBasedStateMachine):
         task_id: str | None = None,
     ) -> None:
         lock = ("t", payload) if unique else None
+        # A new call, a new millisecond: the same id and message bytes would be a resend.
+        self.clock.advance(0.001)
         if task_id is None:
             # Generated ids are random; the machine names its tasks so that every run of an
             # example picks the same tasks (hypothesis replays examples while shrinking).
@@ -187,7 +216,7 @@ class QueueMachine(RuleBasedStateMachine):
                 self.client.enqueue("t", payload, **options)
             return
         info = self.client.enqueue("t", payload, **options)
-        if info.id in self.model.tasks:  # a finished task with this id is replaced
+        if info.id in self.model.tasks:  # an archived task with this id is replaced
             self.model.remove(info.id)
         self.model.tasks[info.id] = ModelTask("pending", lock=lock)
         if lock is not None:
@@ -216,88 +245,136 @@ class QueueMachine(RuleBasedStateMachine):
     def enqueue_with_id(self, task_id: str, payload: str, delay: int, unique: bool) -> None:
         self.enqueue(payload=payload, delay_s=delay, unique=unique, task_id=task_id)
 
-    # --- worker -------------------------------------------------------------------------------
+    # --- workers ------------------------------------------------------------------------------
 
-    @rule(count=st.integers(1, 3))
-    def dequeue(self, count: int) -> None:
-        reply = self.run(ops.dequeue(self.keys, self.now_ms + LEASE_MS, count))
+    def current(self, held: Held) -> bool:
+        task = self.model.tasks.get(held.id)
+        return task is not None and task.state == "active" and task.token == held.token
+
+    def take(self, index: int) -> Held:
+        return self.held.pop(index % len(self.held))
+
+    @rule(worker=st.integers(0, 2), count=st.integers(1, 3))
+    def dequeue(self, worker: int, count: int) -> None:
+        reply = self.run(ops.dequeue(self.keys, LEASE_MS, count))
         if self.model.paused:
             assert reply == errors.PAUSED
             return
         expected = [self.model.pending.pop() for _ in range(min(count, len(self.model.pending)))]
-        got = [reply[i].decode() for i in range(0, len(reply), 3)]
-        assert got == expected
-        for i, task_id in enumerate(got):
-            assert reply[3 * i + 2] == self.model.tasks[task_id].lost
-            self.messages[task_id] = decode(reply[3 * i + 1])
-            self.model.move(task_id, "active", self.now_ms + LEASE_MS)
+        leased = ops.parse_dequeue(reply)
+        assert [t.id for t in leased] == expected
+        for t in leased:
+            task = self.model.tasks[t.id]
+            self.model.seq += 1
+            assert (t.lost, t.token, t.cancelled) == (
+                task.lost,
+                self.model.seq,
+                task.cancel is not None,
+            )
+            self.held.append(Held(worker, t.id, t.token, decode(t.data)))
+            self.model.move(t.id, "active", UNKNOWN)
+            task.token = t.token
 
-    @precondition(lambda self: self.model.ids("active"))
+    @precondition(lambda self: self.held)
     @rule(index=st.integers(0, 99), keep=st.booleans())
     def done(self, index: int, keep: bool) -> None:
-        task_id = self.pick(self.model.ids("active"), index)
+        held = self.take(index)
         keep_until = self.now_ms + RETENTION_S * 1000 if keep else 0
-        ack = ops.Ack(task_id, keep_until, b"result", self.messages.pop(task_id).unique)
-        assert self.run(ops.done(self.keys, [ack], self.clock.now())) == [1]
+        ack = ops.Ack(held.id, held.token, keep_until, b"result", held.message.unique)
+        reply = self.run(ops.done(self.keys, [ack], self.clock.now()))
+        if not self.current(held):  # a stale worker's late success changes nothing
+            assert reply == [0, held.id.encode()]
+            return
+        assert reply == [1]
         self.bump(self.model.processed)
         if keep:
-            self.model.move(task_id, "completed", keep_until)
+            self.model.move(held.id, "completed", keep_until)
         else:
-            self.model.remove(task_id)
+            self.model.remove(held.id)
 
     @precondition(lambda self: self.model.ids("pending", "scheduled", "retry", "completed"))
     @rule(index=st.integers(0, 99))
-    def done_after_losing_the_lease(self, index: int) -> None:
+    def done_without_a_lease(self, index: int) -> None:
         task_id = self.pick(self.model.ids("pending", "scheduled", "retry", "completed"), index)
-        reply = self.run(ops.done(self.keys, [ops.Ack(task_id)], self.clock.now()))
+        reply = self.run(ops.done(self.keys, [ops.Ack(task_id, self.model.seq)], self.clock.now()))
         assert reply == [0, task_id.encode()]
 
-    @precondition(lambda self: self.model.ids("active"))
+    @precondition(lambda self: self.held)
     @rule(index=st.integers(0, 99), delay=st.sampled_from([0, 20]), give_up=st.booleans())
     def fail(self, index: int, delay: int, give_up: bool) -> None:
-        task_id = self.pick(self.model.ids("active"), index)
-        message = self.messages.pop(task_id).failed("boom", self.now_ms)
-        self.model.tasks[task_id].retried += 1
-        self.bump(self.model.failed)
+        held = self.take(index)
+        message = held.message.failed("boom", self.now_ms)
+        current = self.current(held)
         if give_up:
-            call = ops.archive(
+            call = ops.archive_active(
                 self.keys,
-                task_id,
+                held.id,
+                held.token,
                 encoded=message.encode(),
                 unique=message.unique,
                 now_s=self.clock.now(),
                 limits=ops.ArchiveLimits(),
                 count_failure=True,
             )
-            assert self.run(call) == 1
-            self.model.move(task_id, "archived", self.now_ms)
+            assert self.run(call) == (1 if current else errors.NOT_ACTIVE)
+            if current:
+                self.model.tasks[held.id].retried += 1
+                self.bump(self.model.failed)
+                self.model.move(held.id, "archived", self.now_ms)
             return
         due = self.now_ms + delay * 1000 if delay else 0
-        code = self.run(ops.retry(self.keys, task_id, message.encode(), due, self.clock.now()))
+        call = ops.retry(
+            self.keys,
+            held.id,
+            held.token,
+            encoded=message.encode(),
+            due_ms=due,
+            now_s=self.clock.now(),
+        )
+        code = self.run(call)
+        if not current:  # a stale worker's late failure changes nothing
+            assert code == errors.NOT_ACTIVE
+            return
         assert code == (2 if delay else 1)
+        self.model.tasks[held.id].retried += 1
+        self.bump(self.model.failed)
         if delay:
-            self.model.move(task_id, "retry", due)
+            self.model.move(held.id, "retry", due)
         else:
-            self.model.make_pending(task_id)
+            self.model.make_pending(held.id)
 
-    @precondition(lambda self: self.model.ids("active"))
-    @rule()
-    def extend_leases(self) -> None:
-        active = self.model.ids("active")
-        assert self.run(ops.extend(self.keys, self.now_ms + LEASE_MS, [*active, "gone"])) == [
-            b"gone"
+    @precondition(lambda self: self.held)
+    @rule(worker=st.integers(0, 2))
+    def extend_leases(self, worker: int) -> None:
+        mine = [h for h in self.held if h.worker == worker]
+        leases = [(h.id, h.token) for h in mine]
+        gone, cancelled = self.run(ops.extend(self.keys, LEASE_MS, [*leases, ("gone", 1)]))
+        assert [g.decode() for g in gone] == [h.id for h in mine if not self.current(h)] + ["gone"]
+        expected = [
+            h.id for h in mine if self.current(h) and self.model.tasks[h.id].cancel is not None
         ]
-        for task_id in active:
-            self.model.tasks[task_id].score = self.now_ms + LEASE_MS
+        assert [c.decode() for c in cancelled] == expected
+        for h in mine:
+            if self.current(h):
+                self.model.tasks[h.id].score = UNKNOWN  # renewed: no longer stalled
+
+    @precondition(lambda self: self.held)
+    @rule(worker=st.integers(0, 2))
+    def requeue_on_shutdown(self, worker: int) -> None:
+        mine = [h for h in self.held if h.worker == worker]
+        self.held = [h for h in self.held if h.worker != worker]
+        current = [h for h in mine if self.current(h)]
+        assert self.run(ops.requeue(self.keys, [(h.id, h.token) for h in mine])) == len(current)
+        for h in reversed(current):
+            self.model.make_pending(h.id, front=True)
 
     @precondition(lambda self: self.model.ids("active"))
-    @rule()
-    def requeue_on_shutdown(self) -> None:
-        active = sorted(self.model.ids("active"), key=lambda i: (self.model.tasks[i].score, i))
-        assert self.run(ops.requeue(self.keys, active)) == len(active)
-        for task_id in reversed(active):
-            self.messages.pop(task_id)
-            self.model.make_pending(task_id, front=True)
+    @rule(index=st.integers(0, 99))
+    def stall(self, index: int) -> None:
+        """The worker holding this task stops renewing: by Redis TIME its lease has run out."""
+        task_id = self.pick(self.model.ids("active"), index)
+        self.r.zadd(self.keys.lease, {task_id: 0}, xx=True)
+        self.model.tasks[task_id].score = 0
 
     # --- time and upkeep ----------------------------------------------------------------------
 
@@ -315,11 +392,19 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule()
     def recover_expired_leases(self) -> None:
-        expired = self.model.due(("active",), self.now_ms)
-        reply = self.run(ops.recover(self.keys, self.now_ms))
-        assert [i.decode() for i in reply] == expired
-        for task_id in reversed(expired):
-            self.messages.pop(task_id)
+        expired = sorted(i for i in self.model.ids("active") if self.model.tasks[i].score == 0)
+        requeued, archived = self.run(ops.recover(self.keys))
+        cancelled = [i for i in expired if self.model.tasks[i].cancel is not None]
+        pairs = [(i, (self.model.tasks[i].cancel or "").encode()) for i in cancelled]
+        assert [i.decode() for i in requeued] == [i for i in expired if i not in cancelled]
+        assert list(zip(archived[0::2], archived[1::2], strict=True)) == [
+            (i.encode(), d) for i, d in pairs
+        ]
+        for task_id, digest in pairs:
+            if digest:  # as the Recoverer does
+                self.run(ops.release_unique(self.keys, digest.decode(), task_id))
+            self.model.move(task_id, "archived", UNKNOWN)
+        for task_id in reversed([i.decode() for i in requeued]):
             self.model.tasks[task_id].lost += 1
             self.model.make_pending(task_id, front=True)
 
@@ -337,6 +422,19 @@ class QueueMachine(RuleBasedStateMachine):
         changed = self.inspector.pause(QUEUE) if paused else self.inspector.unpause(QUEUE)
         assert changed == (paused != self.model.paused)
         self.model.paused = paused
+
+    @precondition(lambda self: self.model.tasks)
+    @rule(index=st.integers(0, 99))
+    def cancel(self, index: int) -> None:
+        task_id = self.pick(sorted(self.model.tasks), index)
+        task = self.model.tasks[task_id]
+        if task.state != "active":
+            with pytest.raises(TaskStateError):
+                self.inspector.cancel_task(QUEUE, task_id)
+            return
+        self.inspector.cancel_task(QUEUE, task_id)
+        lock = task.lock
+        task.cancel = unique_digest(*lock) if lock is not None else ""
 
     @precondition(lambda self: self.model.tasks)
     @rule(index=st.integers(0, 99))
@@ -369,7 +467,7 @@ class QueueMachine(RuleBasedStateMachine):
             with pytest.raises(TaskStateError):
                 self.inspector.archive_task(QUEUE, task_id)
             return
-        self.inspector.archive_task(QUEUE, task_id)
+        assert self.inspector.archive_task(QUEUE, task_id) == 0
         if state == "pending":
             self.model.pending.remove(task_id)
         self.model.move(task_id, "archived", self.now_ms)
@@ -397,6 +495,9 @@ class QueueMachine(RuleBasedStateMachine):
         assert all(len(where) == 1 for where in places.values()), places
         actual = {task_id: where[0] for task_id, where in places.items()}
         expected = {i: (t.state, t.score) for i, t in self.model.tasks.items()}
+        for task_id, (_state, score) in expected.items():
+            if score == UNKNOWN and task_id in actual:  # by Redis TIME: only the state counts
+                actual[task_id] = (actual[task_id][0], UNKNOWN)
         assert actual == expected
         assert [raw.decode() for raw in pending] == list(self.model.pending)
         retried = {k.decode(): decode(v).retried for k, v in stored.items()}
@@ -431,6 +532,16 @@ class QueueMachine(RuleBasedStateMachine):
         )
 
     @invariant()
+    def leases_and_cancels_match_model(self) -> None:
+        r: Any = self.r  # replies are bytes: the connection does not decode responses
+        tokens = {k.decode(): int(v) for k, v in r.hgetall(self.keys.token).items()}
+        active = self.model.ids("active")
+        assert tokens == {i: self.model.tasks[i].token for i in active}
+        cancels = {k.decode(): v.decode() for k, v in r.hgetall(self.keys.cancel).items()}
+        expected = {i: t.cancel for i, t in self.model.tasks.items() if t.cancel is not None}
+        assert cancels == expected
+
+    @invariant()
     def locks_match_model(self) -> None:
         for (task_type, payload), holder in self.model.locks.items():
             digest = unique_digest(task_type, payload)
@@ -446,7 +557,7 @@ def test_queue_behaves_like_the_model(redis_url: str) -> None:
     run_state_machine_as_test(
         OnSessionRedis,
         settings=settings(
-            max_examples=300,
+            max_examples=200,
             stateful_step_count=50,
             deadline=None,
             database=None,

@@ -71,19 +71,18 @@ class Consumer(threading.Thread):
     def drain(self) -> None:
         for keys in self.queues:
             while taken := self.take(keys):
-                acks = [ops.Ack(task_id) for task_id in taken]
+                acks = [ops.Ack(task_id, token) for task_id, token in taken]
                 scripts.run(self.redis, *ops.done(keys, acks, time.time()))
 
-    def take(self, keys: QueueKeys) -> list[str]:
-        lease_until = int(time.time() * 1000) + 60_000
-        reply = scripts.run(self.redis, *ops.dequeue(keys, lease_until, 100))
+    def take(self, keys: QueueKeys) -> list[tuple[str, int]]:
+        reply = scripts.run(self.redis, *ops.dequeue(keys, 60_000, 100))
         ids = []
-        for index in range(0, len(reply), 3):
-            task_id = reply[index].decode()
+        for leased in ops.parse_dequeue(reply):
+            task_id = leased.id
             fire_ms = int(task_id.rsplit(":", 1)[1])
-            self.lateness_ms.append(decode(reply[index + 1]).enqueued_at - fire_ms)
+            self.lateness_ms.append(decode(leased.data).enqueued_at - fire_ms)
             self.seen[task_id] += 1
-            ids.append(task_id)
+            ids.append((task_id, leased.token))
         return ids
 
 

@@ -63,7 +63,7 @@ def test_trim_drops_completed_tasks_whose_retention_ended(store: Store) -> None:
     store.r.hset(store.keys.result, mapping={"gone": b"1", "kept": b"2"})
     limits = ops.ArchiveLimits(max_size=10, max_age_s=60)
     assert store.run(ops.trim(store.keys, NOW_MS, limits)) == [1, 0]
-    assert store.snapshot() == {
+    assert store.without(store.snapshot(), "limits") == {
         "msg": {"kept": enc("kept")},
         "completed": {"kept": NOW_MS + 1},
         "result": {"kept": b"2"},
@@ -76,7 +76,7 @@ def test_trim_drops_archived_tasks_by_age_then_size(store: Store) -> None:
         store.seed_zset("archived", f"a{i}", NOW_MS - 10 + i)
     limits = ops.ArchiveLimits(max_size=2, max_age_s=60)
     assert store.run(ops.trim(store.keys, NOW_MS, limits)) == [0, 3]
-    assert store.snapshot() == {
+    assert store.without(store.snapshot(), "limits") == {
         "msg": {"a2": enc("a2"), "a3": enc("a3")},
         "archived": {"a2": NOW_MS - 8, "a3": NOW_MS - 7},
     }
@@ -90,7 +90,14 @@ def test_trim_is_bounded_per_call_and_per_kind(store: Store) -> None:
     assert store.run(ops.trim(store.keys, NOW_MS, limits, limit=3)) == [3, 3]
     assert store.run(ops.trim(store.keys, NOW_MS, limits, limit=3)) == [2, 2]
     assert store.run(ops.trim(store.keys, NOW_MS, limits, limit=3)) == [0, 0]
-    assert store.snapshot() == {}
+    assert store.without(store.snapshot(), "limits") == {}
+
+
+def test_trim_stores_the_limits_it_applies_as_the_queues_own(store: Store) -> None:
+    """Operator archive actions then trim by the limits the queue's workers run with."""
+    limits = ops.ArchiveLimits(max_size=7, max_age_s=60)
+    store.run(ops.trim(store.keys, NOW_MS, limits))
+    assert store.snapshot() == {"limits": {"max_size": b"7", "max_age_ms": b"60000"}}
 
 
 # --- delete -----------------------------------------------------------------------------------
@@ -121,7 +128,7 @@ def test_delete_keeps_a_unique_lock_held_by_another_task(store: Store) -> None:
 
 
 def test_delete_refuses_active_task_and_reports_unknown(store: Store) -> None:
-    store.seed_zset("lease", "a", NOW_MS)
+    store.seed_active("a")
     before = store.snapshot()
     assert store.run(ops.delete(store.keys, "a", None)) == errors.TASK_ACTIVE
     assert store.run(ops.delete(store.keys, "zzz", None)) == errors.NOT_FOUND

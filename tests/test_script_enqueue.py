@@ -83,13 +83,13 @@ def test_enqueue_with_id_of_live_task_is_conflict_and_writes_nothing(
         store.seed_zset(state, "a", NOW_MS + 1000)
     before = store.snapshot()
     assert store.run(ops.enqueue(store.keys, task("a", payload=b"new"))) == errors.CONFLICT
-    assert store.run(ops.enqueue(store.keys, task("a", due_ms=NOW_MS + 1))) == errors.CONFLICT
+    later = task("a", payload=b"new", due_ms=NOW_MS + 1)
+    assert store.run(ops.enqueue(store.keys, later)) == errors.CONFLICT
     assert store.snapshot() == before
 
 
-@pytest.mark.parametrize("state", ["archived", "completed"])
-def test_enqueue_with_id_of_finished_task_replaces_its_record(store: Store, state: str) -> None:
-    store.seed_zset(state, "a", NOW_MS)
+def test_enqueue_with_id_of_an_archived_task_replaces_its_record(store: Store) -> None:
+    store.seed_zset("archived", "a", NOW_MS)
     store.r.hset(store.keys.result, "a", b"old result")
     assert store.run(ops.enqueue(store.keys, task("a", payload=b"new"))) == 1
     assert store.snapshot() == {
@@ -169,5 +169,54 @@ def test_batch_refuses_an_id_repeated_within_the_batch(store: Store) -> None:
 
 def test_batch_of_only_refused_tasks_does_not_touch_marker(store: Store) -> None:
     store.seed_pending("a")
-    assert store.run(ops.enqueue_batch(store.keys, [task("a")])) == [errors.CONFLICT]
+    assert store.run(ops.enqueue_batch(store.keys, [task("a", payload=b"new")])) == [
+        errors.CONFLICT
+    ]
     assert "marker" not in store.snapshot()
+
+
+# --- idempotency window (issue #10, cases 9 and 10) ------------------------------------------
+
+
+def test_enqueue_with_id_of_a_retained_completed_task_is_a_conflict(store: Store) -> None:
+    """The id stays idempotent while its completed record is kept: the task does not run
+    again. Replacing it is explicit: delete it first (Inspector.delete_task)."""
+    store.seed_zset("completed", "a", NOW_MS + 60_000)
+    store.r.hset(store.keys.result, "a", b"old result")
+    before = store.snapshot()
+    assert store.run(ops.enqueue(store.keys, task("a", payload=b"new"))) == errors.CONFLICT
+    assert store.run(ops.enqueue_batch(store.keys, [task("a", payload=b"new")])) == [
+        errors.CONFLICT
+    ]
+    assert store.snapshot() == before
+    assert store.run(ops.delete(store.keys, "a", None)) == 1
+    assert store.run(ops.enqueue(store.keys, task("a", payload=b"new"))) == 1
+
+
+@pytest.mark.parametrize("due_ms", [0, NOW_MS + 5000])
+def test_a_resent_enqueue_of_the_same_message_is_recognised_as_success(
+    store: Store, due_ms: int
+) -> None:
+    """redis-py resends a script after a timeout; the first call had already stored the task."""
+    call = ops.enqueue(store.keys, task("a", due_ms=due_ms, unique="dig", unique_ttl_ms=60_000))
+    first = store.run(call)
+    after_first = store.snapshot()
+    assert store.run(call) == first
+    assert store.snapshot() == after_first
+
+
+def test_a_resent_batch_is_recognised_task_by_task(store: Store) -> None:
+    call = ops.enqueue_batch(store.keys, [task("a"), task("b", due_ms=NOW_MS + 5)])
+    assert store.run(call) == [1, 2]
+    after_first = store.snapshot()
+    assert store.run(call) == [1, 2]
+    assert store.snapshot() == after_first
+
+
+def test_a_resend_after_the_task_was_leased_is_still_success(store: Store) -> None:
+    call = ops.enqueue(store.keys, task("a"))
+    store.run(call)
+    store.run(ops.dequeue(store.keys, 30_000, 1))
+    assert store.run(call) == 1
+    assert store.snapshot()["lease"].keys() == {"a"}
+    assert "pending" not in store.snapshot()

@@ -9,7 +9,7 @@ from rq_sched import errors, ops
 from rq_sched.clock import utc_day
 from rq_sched.keys import QueueKeys
 from rq_sched.scripts import Call
-from tests.script_support import NOW_MS, Store, enc
+from tests.script_support import NOW_MS, TOKEN, Store, enc
 
 NOW_S = NOW_MS / 1000
 DAY = utc_day(NOW_S)
@@ -26,19 +26,32 @@ def archive_call(
     store: Store,
     task_id: str,
     *,
-    encoded: bytes | None = None,
     unique: str | None = None,
     limits: ops.ArchiveLimits = LIMITS,
-    count_failure: bool = False,
     now_ms: int = NOW_MS,
 ) -> Call:
-    return ops.archive(
+    """An operator's archive."""
+    return ops.archive(store.keys, task_id, unique=unique, now_s=now_ms / 1000, limits=limits)
+
+
+def worker_archive_call(
+    store: Store,
+    task_id: str,
+    *,
+    encoded: bytes,
+    unique: str | None = None,
+    count_failure: bool = False,
+    token: int = TOKEN,
+) -> Call:
+    """A worker's archive of the task it holds."""
+    return ops.archive_active(
         store.keys,
         task_id,
+        token,
         encoded=encoded,
         unique=unique,
-        now_s=now_ms / 1000,
-        limits=limits,
+        now_s=NOW_S,
+        limits=LIMITS,
         count_failure=count_failure,
     )
 
@@ -47,24 +60,27 @@ def archive_call(
 
 
 def test_done_deletes_task_and_counts_it_processed(store: Store) -> None:
-    store.seed_zset("lease", "a", LEASE)
+    store.seed_active("a")
     store.r.hset(store.keys.lost, "a", 1)
-    assert store.run(ops.done(store.keys, [ops.Ack("a")], NOW_S)) == [1]
+    assert store.run(ops.done(store.keys, [ops.Ack("a", TOKEN)], NOW_S)) == [1]
     assert store.snapshot() == {"processed": b"1", f"processed:{DAY}": b"1"}
 
 
 def test_done_daily_counter_expires_after_the_retention_days(store: Store) -> None:
-    store.seed_zset("lease", "a", LEASE)
-    store.run(ops.done(store.keys, [ops.Ack("a")], NOW_S))
+    store.seed_active("a")
+    store.run(ops.done(store.keys, [ops.Ack("a", TOKEN)], NOW_S))
     assert store.r.expiretime(store.keys.processed_on(DAY)) == ops.day_expire_at(NOW_S)
     assert store.r.ttl(store.keys.processed) == -1
     assert ops.day_expire_at(NOW_S) - NOW_S > ops.DAILY_COUNTER_DAYS * 86400
 
 
 def test_done_with_retention_keeps_task_completed_with_its_result(store: Store) -> None:
-    store.seed_zset("lease", "a", LEASE)
-    store.seed_zset("lease", "b", LEASE)
-    acks = [ops.Ack("a", keep_until_ms=NOW_MS + 9000, result=b"42"), ops.Ack("b", NOW_MS + 5)]
+    store.seed_active("a")
+    store.seed_active("b")
+    acks = [
+        ops.Ack("a", TOKEN, keep_until_ms=NOW_MS + 9000, result=b"42"),
+        ops.Ack("b", TOKEN, NOW_MS + 5),
+    ]
     assert store.run(ops.done(store.keys, acks, NOW_S)) == [2]
     assert store.snapshot() == {
         "msg": {"a": enc("a"), "b": enc("b")},
@@ -76,24 +92,24 @@ def test_done_with_retention_keeps_task_completed_with_its_result(store: Store) 
 
 
 def test_done_releases_the_unique_lock_this_task_holds(store: Store) -> None:
-    store.seed_zset("lease", "a", LEASE)
+    store.seed_active("a")
     store.r.set(store.keys.unique("dig"), "a", px=60_000)
-    store.run(ops.done(store.keys, [ops.Ack("a", unique="dig")], NOW_S))
+    store.run(ops.done(store.keys, [ops.Ack("a", TOKEN, unique="dig")], NOW_S))
     assert store.r.exists(store.keys.unique("dig")) == 0
 
 
 def test_done_keeps_a_unique_lock_held_by_another_task(store: Store) -> None:
-    store.seed_zset("lease", "a", LEASE)
+    store.seed_active("a")
     store.r.set(store.keys.unique("dig"), "newer", px=60_000)
-    store.run(ops.done(store.keys, [ops.Ack("a", unique="dig")], NOW_S))
+    store.run(ops.done(store.keys, [ops.Ack("a", TOKEN, unique="dig")], NOW_S))
     assert store.r.get(store.keys.unique("dig")) == b"newer"
 
 
 def test_done_reports_ids_that_are_not_active_and_leaves_them(store: Store) -> None:
-    store.seed_zset("lease", "a", LEASE)
+    store.seed_active("a")
     store.seed_pending("recovered")
     store.r.set(store.keys.unique("dig"), "recovered")
-    acks = [ops.Ack("recovered", unique="dig"), ops.Ack("a"), ops.Ack("nope")]
+    acks = [ops.Ack("recovered", TOKEN, unique="dig"), ops.Ack("a", TOKEN), ops.Ack("nope", TOKEN)]
     assert store.run(ops.done(store.keys, acks, NOW_S)) == [1, b"recovered", b"nope"]
     state = store.snapshot()
     assert state["msg"] == {"recovered": enc("recovered")}
@@ -103,7 +119,7 @@ def test_done_reports_ids_that_are_not_active_and_leaves_them(store: Store) -> N
 
 
 def test_done_with_nothing_active_counts_nothing(store: Store) -> None:
-    assert store.run(ops.done(store.keys, [ops.Ack("x")], NOW_S)) == [0, b"x"]
+    assert store.run(ops.done(store.keys, [ops.Ack("x", TOKEN)], NOW_S)) == [0, b"x"]
     assert store.snapshot() == {}
 
 
@@ -111,9 +127,12 @@ def test_done_with_nothing_active_counts_nothing(store: Store) -> None:
 
 
 def test_retry_later_waits_in_retry_and_counts_a_failure(store: Store) -> None:
-    store.seed_zset("lease", "a", LEASE)
+    store.seed_active("a")
     due = NOW_MS + 4000
-    assert store.run(ops.retry(store.keys, "a", b"updated", due, NOW_S)) == 2
+    assert (
+        store.run(ops.retry(store.keys, "a", TOKEN, encoded=b"updated", due_ms=due, now_s=NOW_S))
+        == 2
+    )
     assert store.snapshot() == {
         "msg": {"a": b"updated"},
         "retry": {"a": due},
@@ -125,18 +144,20 @@ def test_retry_later_waits_in_retry_and_counts_a_failure(store: Store) -> None:
 
 
 def test_retry_only_lowers_the_announced_due_time(store: Store) -> None:
-    store.seed_zset("lease", "a", LEASE)
-    store.seed_zset("lease", "b", LEASE)
+    store.seed_active("a")
+    store.seed_active("b")
     store.r.zadd(store.keys.marker, {"d": NOW_MS + 1000})
-    store.run(ops.retry(store.keys, "a", b"u", NOW_MS + 5000, NOW_S))
+    store.run(ops.retry(store.keys, "a", TOKEN, encoded=b"u", due_ms=NOW_MS + 5000, now_s=NOW_S))
     assert store.snapshot()["marker"] == {"d": NOW_MS + 1000}
-    store.run(ops.retry(store.keys, "b", b"u", NOW_MS + 500, NOW_S))
+    store.run(ops.retry(store.keys, "b", TOKEN, encoded=b"u", due_ms=NOW_MS + 500, now_s=NOW_S))
     assert store.snapshot()["marker"] == {"d": NOW_MS + 500}
 
 
 def test_retry_now_makes_task_pending_at_once(store: Store) -> None:
-    store.seed_zset("lease", "a", LEASE)
-    assert store.run(ops.retry(store.keys, "a", b"updated", 0, NOW_S)) == 1
+    store.seed_active("a")
+    assert (
+        store.run(ops.retry(store.keys, "a", TOKEN, encoded=b"updated", due_ms=0, now_s=NOW_S)) == 1
+    )
     state = store.snapshot()
     assert state["pending"] == ["a"]
     assert state["marker"] == {"r": 0}
@@ -147,7 +168,10 @@ def test_retry_now_makes_task_pending_at_once(store: Store) -> None:
 def test_retry_of_a_task_without_lease_is_refused_and_writes_nothing(store: Store) -> None:
     store.seed_pending("a")
     before = store.snapshot()
-    assert store.run(ops.retry(store.keys, "a", b"u", NOW_MS, NOW_S)) == errors.NOT_ACTIVE
+    assert (
+        store.run(ops.retry(store.keys, "a", TOKEN, encoded=b"u", due_ms=NOW_MS, now_s=NOW_S))
+        == errors.NOT_ACTIVE
+    )
     assert store.snapshot() == before
 
 
@@ -155,10 +179,10 @@ def test_retry_of_a_task_without_lease_is_refused_and_writes_nothing(store: Stor
 
 
 def test_archive_from_worker_stores_update_counts_failure_and_frees_lock(store: Store) -> None:
-    store.seed_zset("lease", "a", LEASE)
+    store.seed_active("a")
     store.r.hset(store.keys.lost, "a", 3)
     store.r.set(store.keys.unique("dig"), "a")
-    call = archive_call(store, "a", encoded=b"final", unique="dig", count_failure=True)
+    call = worker_archive_call(store, "a", encoded=b"final", unique="dig", count_failure=True)
     assert store.run(call) == 1
     assert store.snapshot() == {
         "msg": {"a": b"final"},
@@ -171,7 +195,7 @@ def test_archive_from_worker_stores_update_counts_failure_and_frees_lock(store: 
 def test_archive_from_worker_refuses_a_task_without_lease(store: Store) -> None:
     store.seed_pending("a")
     before = store.snapshot()
-    assert store.run(archive_call(store, "a", encoded=b"final")) == errors.NOT_ACTIVE
+    assert store.run(worker_archive_call(store, "a", encoded=b"final")) == errors.NOT_ACTIVE
     assert store.snapshot() == before
 
 
@@ -181,13 +205,13 @@ def test_archive_by_operator_moves_waiting_task_without_counting_failure(
 ) -> None:
     store.seed_zset(state, "a", NOW_MS + 100)
     store.r.set(store.keys.unique("dig"), "a")
-    assert store.run(archive_call(store, "a", unique="dig")) == 1
+    assert store.run(archive_call(store, "a", unique="dig")) == [1, 0]
     assert store.snapshot() == {"msg": {"a": enc("a")}, "archived": {"a": NOW_MS}}
 
 
 def test_archive_by_operator_takes_a_pending_task_out_of_the_list(store: Store) -> None:
     store.seed_pending("a", "b")
-    assert store.run(archive_call(store, "a")) == 1
+    assert store.run(archive_call(store, "a")) == [1, 0]
     assert store.snapshot() == {
         "msg": {"a": enc("a"), "b": enc("b")},
         "pending": ["b"],
@@ -210,7 +234,7 @@ def test_archive_by_operator_refuses_active_and_finished_tasks(
 
 def test_archive_of_unknown_task_is_not_found(store: Store) -> None:
     assert store.run(archive_call(store, "nope")) == errors.NOT_FOUND
-    assert store.run(archive_call(store, "nope", encoded=b"x")) == errors.NOT_FOUND
+    assert store.run(worker_archive_call(store, "nope", encoded=b"x")) == errors.NOT_ACTIVE
     assert store.snapshot() == {}
 
 

@@ -29,16 +29,19 @@ def every_call(keys: QueueKeys) -> list[Call]:
         ops.enqueue(keys, task("a")),
         ops.enqueue(keys, task("u", unique="d", unique_ttl_ms=10), ("g", 1)),
         ops.enqueue_batch(keys, [task("b"), task("c")]),
-        ops.dequeue(keys, NOW_MS, 1),
-        ops.done(keys, [ops.Ack("a", unique="x"), ops.Ack("b")], NOW_MS / 1000),
-        ops.retry(keys, "a", b"m", 0, NOW_MS / 1000),
-        ops.archive(
-            keys, "a", encoded=None, unique=None, now_s=0, limits=limits, count_failure=False
+        ops.dequeue(keys, 30_000, 1),
+        ops.done(keys, [ops.Ack("a", 1, unique="x"), ops.Ack("b", 2)], NOW_MS / 1000),
+        ops.retry(keys, "a", 1, encoded=b"m", due_ms=0, now_s=NOW_MS / 1000),
+        ops.archive(keys, "a", unique=None, now_s=0, limits=limits),
+        ops.archive_active(
+            keys, "a", 1, encoded=b"m", unique="x", now_s=0, limits=limits, count_failure=True
         ),
-        ops.requeue(keys, ["a"]),
+        ops.requeue(keys, [("a", 1)]),
         ops.forward(keys, NOW_MS),
-        ops.extend(keys, NOW_MS, ["a"]),
-        ops.recover(keys, NOW_MS),
+        ops.extend(keys, 30_000, [("a", 1)]),
+        ops.recover(keys),
+        ops.release_unique(keys, "x", "a"),
+        ops.cancel(keys, "a", None),
         ops.delete(keys, "a", None),
         ops.run_now(keys, "a"),
         ops.set_paused(keys, False),
@@ -69,7 +72,7 @@ def test_every_key_of_a_call_is_in_the_queue_slot() -> None:
 
 
 def test_check_keys_refuses_a_wrong_count() -> None:
-    with pytest.raises(TypeError, match="takes 6 keys, got 5"):
+    with pytest.raises(TypeError, match="takes 9 keys, got 5"):
         scripts.load("dequeue").check_keys(["k"] * 5)
     scripts.load("done").check_keys(["k"] * 9)  # variadic: more keys may follow
 
@@ -113,12 +116,12 @@ def test_pipeline_reloads_only_missing_scripts_and_keeps_result_order(store: Sto
     calls = [
         ops.forward(store.keys, NOW_MS),
         ops.enqueue(store.keys, task("b")),
-        ops.enqueue(store.keys, task("b")),
+        ops.enqueue(store.keys, task("b", payload=b"other")),
         ops.enqueue_batch(store.keys, [task("c"), task("d", due_ms=NOW_MS + 5)]),
-        ops.dequeue(store.keys, NOW_MS, 1),
+        ops.dequeue(store.keys, 30_000, 1),
     ]
     results = scripts.run_pipeline(store.r, calls)
-    assert results == [[0, -1], 1, -1, [1, 2], [b"a", task("a").encoded, 0]]
+    assert results == [[0, -1], 1, -1, [1, 2], [b"a", task("a").encoded, 0, 1, 0]]
 
 
 def test_pipeline_returns_script_errors_as_values(store: Store) -> None:

@@ -1,29 +1,35 @@
--- Whether a task id may be (re)used: 'free', 'final' (archived or completed: its old record is
--- replaced, so a dead letter never blocks a new task with that id) or 'live'.
-local function id_status(msg, archived, completed, id)
+-- Whether a task id may be (re)used: 'free'; 'archived' (a dead letter never blocks a new task
+-- with that id: its record is replaced); 'taken' (live, or completed and still retained: an
+-- explicit id stays idempotent as long as its record is kept).
+local function id_status(msg, archived, id)
   if redis.call('HEXISTS', msg, id) == 0 then
     return 'free'
   end
-  if redis.call('ZSCORE', archived, id) or redis.call('ZSCORE', completed, id) then
-    return 'final'
+  if redis.call('ZSCORE', archived, id) then
+    return 'archived'
   end
-  return 'live'
+  return 'taken'
 end
 
-local function drop_final(archived, completed, result, id)
+-- The same message is stored under this id already: the call is a resend of an enqueue that
+-- was written (redis-py retries a script after a timeout), so it succeeds without a change.
+local function is_resend(msg, id, message)
+  return redis.call('HGET', msg, id) == message
+end
+
+local function drop_archived(archived, result, id)
   redis.call('ZREM', archived, id)
-  redis.call('ZREM', completed, id)
   redis.call('HDEL', result, id)
 end
 
--- Store a task's message unless a live task holds its id (returns false then); a finished
--- record with that id is replaced. HSETNX first, so a fresh id (the common case) costs one call.
-local function claim_id(msg, archived, completed, result, id, message)
+-- Store a task's message unless its id is taken (returns false then); an archived record
+-- with that id is replaced. HSETNX first, so a fresh id (the common case) costs one call.
+local function claim_id(msg, archived, result, id, message)
   if redis.call('HSETNX', msg, id, message) == 1 then
     return true
   end
-  if redis.call('ZSCORE', archived, id) or redis.call('ZSCORE', completed, id) then
-    drop_final(archived, completed, result, id)
+  if redis.call('ZSCORE', archived, id) then
+    drop_archived(archived, result, id)
     redis.call('HSET', msg, id, message)
     return true
   end

@@ -41,7 +41,7 @@ class Claim(enum.IntEnum):
     """The previous holder's lease lapsed (it died): run it."""
     DUPLICATE = 0
     """Another replica ran or owns the job: delete this copy."""
-    BUSY = -1
+    BUSY = 4
     """Another consumer is running the job now: look again later."""
 
 
@@ -92,10 +92,12 @@ class Dedup:
         """
         token = secrets.token_hex(8)
         args = (token, self.lease_ms, wire.DEDUP_TTL_MS, str(ref))
-        reply = int(str(self._run("dq_claim", key, args)))
-        if reply < 0:
-            return Hold(Claim.BUSY, key, token, busy_ms=-reply)
-        return Hold(Claim(reply), key, token)
+        reply = self._run("dq_claim", key, args)
+        assert isinstance(reply, list)  # dq_claim answers {outcome, busy ms}
+        outcome, busy_ms = int(reply[0]), int(reply[1])
+        if outcome == Claim.BUSY:
+            return Hold(Claim.BUSY, key, token, busy_ms=busy_ms)
+        return Hold(Claim(outcome), key, token)
 
     def renew(self, hold: Hold) -> bool:
         """Extend the hold by a lease; False if it lapsed and someone else took the job.

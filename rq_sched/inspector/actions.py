@@ -4,7 +4,8 @@ cancelling an active task, and deleting a queue.
 Bulk actions never run one unbounded script: they read the state's ids a bounded batch at a
 time and run the same per-task scripts as the single-task actions, a batch per pipeline. Tasks
 that change state meanwhile (a worker took it, another operator moved it) are skipped, counted,
-and left where they are.
+and left where they are. "archive" trims the archive by the queue's own stored limits, and
+every task that trim deletes is counted in the result (``BulkResult.trimmed``).
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from typing import Any
 from redis.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
-from rq_sched import ops, scripts
+from rq_sched import errors, ops, scripts
 from rq_sched.errors import (
-    CorruptTaskError,
     RqSchedError,
     TaskNotFoundError,
     TaskStateError,
@@ -26,7 +26,6 @@ from rq_sched.errors import (
 from rq_sched.inspector.lists import parse_state, state_key
 from rq_sched.inspector.models import BulkResult
 from rq_sched.keys import GlobalKeys, QueueKeys
-from rq_sched.message import decode
 from rq_sched.models import TaskState, encode_cancel
 from rq_sched.scripts import Call, SyncRedis
 
@@ -91,17 +90,18 @@ def bulk(
     key = state_key(keys, state)
     total = redis.llen(key) if state is TaskState.PENDING else redis.zcard(key)
     total = total if limit is None else min(total, limit)
-    done = skipped = 0
+    done = skipped = trimmed = 0
     while done + skipped < total:
         ids = _window(redis, keys, state, skipped, min(batch, total - done - skipped))
         if not ids:
             break
         calls = _calls(redis, keys, action, ids, now_s=now_s, limits=limits)
-        applied = _count_applied(ids, _run_calls(redis, calls), action)
+        applied, dropped = _count_applied(ids, _run_calls(redis, calls), action)
         done += applied
+        trimmed += dropped
         # Tasks the action skipped stay at the front of the window; step over them.
         skipped += len(ids) - applied
-    return BulkResult(keys.queue, state, action, done, skipped)
+    return BulkResult(keys.queue, state, action, done, skipped, trimmed)
 
 
 def _window(
@@ -131,23 +131,15 @@ def _calls(
     if action == "delete":
         return [ops.delete(keys, i, u) for i, u in zip(ids, uniques, strict=True)]
     return [
-        ops.archive(
-            keys, i, encoded=None, unique=u, now_s=now_s, limits=limits, count_failure=False
-        )
+        ops.archive(keys, i, unique=u, now_s=now_s, limits=limits)
         for i, u in zip(ids, uniques, strict=True)
     ]
 
 
 def _unique_digests(redis: SyncRedis, keys: QueueKeys, ids: Sequence[str]) -> list[str | None]:
     """The uniqueness digest each task holds (None when none, missing or unreadable)."""
-    out: list[str | None] = []
     found: list[Any] = redis.hmget(keys.msg, list(ids))
-    for task_id, data in zip(ids, found, strict=True):
-        try:
-            out.append(decode(data, task_id=task_id).unique if data else None)
-        except CorruptTaskError:
-            out.append(None)
-    return out
+    return [ops.salvage_unique(data) for data in found]
 
 
 def _run_calls(redis: SyncRedis, calls: Sequence[Call]) -> list[Any]:
@@ -164,17 +156,41 @@ def _run_calls(redis: SyncRedis, calls: Sequence[Call]) -> list[Any]:
     return out
 
 
-def _count_applied(ids: Sequence[str], results: Sequence[Any], action: str) -> int:
-    applied = 0
+def _count_applied(ids: Sequence[str], results: Sequence[Any], action: str) -> tuple[int, int]:
+    """(tasks applied, archived tasks trimmed) from a batch's replies; failure codes count as
+    skipped."""
+    applied = trimmed = 0
     for task_id, result in zip(ids, results, strict=True):
         if isinstance(result, Exception):
             raise RqSchedError(f"bulk {action} failed on task {task_id!r}: {result}") from result
-        applied += int(result == 1)
-    return applied
+        if isinstance(result, list):  # archive: [1, trimmed]
+            applied += 1
+            trimmed += int(result[1])
+        else:
+            applied += int(result == 1)
+    return applied, trimmed
 
 
-def cancel(redis: SyncRedis, global_keys: GlobalKeys, keys: QueueKeys, task_id: str) -> int:
-    """Announce the cancellation of an active task to every worker server.
+def read_limits(redis: SyncRedis, keys: QueueKeys, default: ops.ArchiveLimits) -> ops.ArchiveLimits:
+    """The archive limits stored for the queue by its workers' janitor, else ``default``."""
+    size, age_ms = redis.hmget(keys.limits, ["max_size", "max_age_ms"])
+    return ops.ArchiveLimits(
+        max_size=int(size) if size is not None else default.max_size,
+        max_age_s=int(age_ms) / 1000 if age_ms is not None else default.max_age_s,
+    )
+
+
+def cancel(
+    redis: SyncRedis,
+    global_keys: GlobalKeys,
+    keys: QueueKeys,
+    task_id: str,
+    unique: str | None = None,
+) -> int:
+    """Record the cancellation of an active task in Redis, then announce it to every worker
+    server. The record holds even if nobody hears the announcement: the worker running it
+    finds it when it renews the lease, and if that worker is gone the recoverer archives the
+    task as cancelled; it never runs again.
 
     Returns:
         How many servers received the announcement (the one running the task cancels it).
@@ -183,13 +199,11 @@ def cancel(redis: SyncRedis, global_keys: GlobalKeys, keys: QueueKeys, task_id: 
         TaskNotFoundError: no such task.
         TaskStateError: the task is not active (delete or archive it instead).
     """
-    pipe = redis.pipeline(transaction=False)
-    pipe.hexists(keys.msg, task_id)
-    pipe.zscore(keys.lease, task_id)
-    exists, lease = pipe.execute()
-    if not exists:
+    script, key_list, args = ops.cancel(keys, task_id, unique)
+    code = scripts.run(redis, script, key_list, args)
+    if code == errors.NOT_FOUND:
         raise TaskNotFoundError(f"no task {task_id!r} in queue {keys.queue!r}")
-    if lease is None:
+    if code == errors.WRONG_STATE:
         raise TaskStateError(
             f"task {task_id!r} in queue {keys.queue!r} is not active, so there is nothing to "
             "cancel; delete or archive it instead"

@@ -34,7 +34,7 @@ from rq_sched.inspector.models import (
     TaskPage,
     TypeBreakdown,
 )
-from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys
+from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.message import decode
 from rq_sched.models import QueueInfo, TaskInfo, TaskState
 from rq_sched.options import check_stored_queue
@@ -63,7 +63,7 @@ class Inspector:
         archive_limits: ops.ArchiveLimits | None = None,
     ) -> None:
         self.redis = redis
-        self.namespace = namespace
+        self.namespace = check_namespace(namespace)
         self.clock: Clock = clock or SystemClock()
         self.global_keys = GlobalKeys(namespace)
         self.archive_limits = archive_limits or ops.ArchiveLimits()
@@ -164,8 +164,12 @@ class Inspector:
         """
         self._run(ops.run_now(self.keys(queue), task_id), queue, task_id)
 
-    def archive_task(self, queue: str, task_id: str) -> None:
+    def archive_task(self, queue: str, task_id: str) -> int:
         """Archive a pending, scheduled or retry task.
+
+        Returns:
+            How many (older) archived tasks the archive's trim deleted to stay within the
+            queue's limits (:meth:`archive_limits_of`); usually 0.
 
         Raises:
             TaskNotFoundError: no such task.
@@ -175,13 +179,17 @@ class Inspector:
         call = ops.archive(
             self.keys(queue),
             task_id,
-            encoded=None,
             unique=unique,
             now_s=self.clock.now(),
             limits=self.archive_limits,
-            count_failure=False,
         )
-        self._run(call, queue, task_id)
+        return int(self._run(call, queue, task_id)[1])
+
+    def archive_limits_of(self, queue: str) -> ops.ArchiveLimits:
+        """The archive limits in force for ``queue``: those its workers stored, else this
+        inspector's ``archive_limits``."""
+        with translate_errors(self.redis):
+            return inspector_actions.read_limits(self.redis, self.keys(queue), self.archive_limits)
 
     def cancel_task(self, queue: str, task_id: str) -> int:
         """Ask the worker server running an active task to cancel it (it is not retried).
@@ -193,8 +201,11 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is not active (delete or archive it instead).
         """
+        unique = self._unique_of(queue, task_id)
         with translate_errors(self.redis):
-            return inspector_actions.cancel(self.redis, self.global_keys, self.keys(queue), task_id)
+            return inspector_actions.cancel(
+                self.redis, self.global_keys, self.keys(queue), task_id, unique
+            )
 
     def has_queue(self, queue: str) -> bool:
         """Whether ``queue`` is in the registry of queue names."""
@@ -443,7 +454,8 @@ class Inspector:
             data = self.redis.hget(self.keys(queue).msg, task_id)
         if data is None:
             raise TaskNotFoundError(f"no task {task_id!r} in queue {queue!r}")
-        return decode(data, task_id=task_id).unique  # type: ignore[arg-type]
+        # Not decode(): a corrupt message must not stop an operator deleting or archiving it.
+        return ops.salvage_unique(data)  # type: ignore[arg-type]
 
     def _run(self, call: Call, queue: str, task_id: str) -> Any:
         script, keys, args = call

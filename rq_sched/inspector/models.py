@@ -109,6 +109,9 @@ class BulkResult:
     """Tasks the action applied to."""
     skipped: int
     """Tasks that changed state or vanished meanwhile and were left alone."""
+    trimmed: int = 0
+    """Archived tasks (the oldest) the archive's trim deleted to stay within the queue's
+    limits while this action archived tasks; 0 for other actions."""
     remaining: int | None = None
     """With a limit: how many tasks are still in the state afterwards (None without one)."""
 

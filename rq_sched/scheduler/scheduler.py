@@ -53,7 +53,7 @@ from rq_sched.errors import (
     ValidationError,
     error_for_code,
 )
-from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys
+from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.models import ScheduleEntryInfo, ScheduleRecord, payload_preview
 from rq_sched.scheduler.cron import IntervalSchedule, Schedule
 from rq_sched.scheduler.entries import (
@@ -125,8 +125,7 @@ class Scheduler:
         Raises:
             ValidationError: an argument is out of range.
         """
-        if not namespace or "{" in namespace or "}" in namespace:
-            raise ValidationError(f"namespace must be non-empty and brace-free, got {namespace!r}")
+        check_namespace(namespace)
         if history_length < 1:
             raise ValidationError(f"history_length must be >= 1, got {history_length}")
         self.redis = redis

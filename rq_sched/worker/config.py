@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from rq_sched.backoff import Backoff, default_backoff
 from rq_sched.errors import ValidationError
-from rq_sched.keys import DEFAULT_NAMESPACE
+from rq_sched.keys import DEFAULT_NAMESPACE, check_namespace
 from rq_sched.ops import ArchiveLimits
 from rq_sched.options import check_stored_queue
 from rq_sched.router import Middleware
@@ -49,6 +49,7 @@ class ServerConfig:
     namespace: str = DEFAULT_NAMESPACE
 
     def __post_init__(self) -> None:
+        check_namespace(self.namespace)
         if not self.queues:
             raise ValidationError("queues must name at least one queue, e.g. {'default': 1}")
         for name, weight in self.queues.items():

@@ -52,8 +52,14 @@ class Forwarder(Component):
             self._next_sweep = now + self.sweep_interval
         for queue, keys in self.keys.items():
             if sweep or self._due[queue] <= now:
-                self._due[queue] = math.inf
-                await self.forward(queue, keys)
+                due, self._due[queue] = self._due[queue], math.inf
+                try:
+                    await self.forward(queue, keys)
+                except BaseException:
+                    # Keep what was learnt, so the tick after a failed call tries again at
+                    # once instead of waiting for the next sweep.
+                    self._due[queue] = min(self._due[queue], due, now if sweep else due)
+                    raise
         upcoming = min(*self._due.values(), self._next_sweep)
         return max(0.0, upcoming - self.clock.now())
 

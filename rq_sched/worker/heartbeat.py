@@ -2,7 +2,9 @@
 
 :class:`Heartbeat` publishes :class:`~rq_sched.models.ServerInfo` and the running tasks with a
 TTL, for the inspector and dashboard. :class:`LeaseKeeper` renews the lease of every task this
-server holds, so only a dead or stuck server lets a lease run out.
+server holds (presenting each lease's fencing token; the expiry is Redis TIME + the lease
+duration), so only a dead or stuck server lets a lease run out. It also picks up cancels
+recorded in Redis for tasks running here, in case their pub/sub notification was missed.
 """
 
 from __future__ import annotations
@@ -123,15 +125,22 @@ class LeaseKeeper(Component):
         self.lease_duration = lease_duration
 
     async def tick(self) -> float:
-        until = to_ms(self.clock.now() + self.lease_duration)
-        for queue, ids in self.processor.leased().items():
-            script, key_list, args = ops.extend(self.keys[queue], until, ids)
-            gone = await scripts.arun(self.redis, script, key_list, args)
+        # A duration, not an expiry: the script adds it to Redis TIME, so this host's clock
+        # never decides when a lease ends.
+        lease_ms = int(self.lease_duration * 1000)
+        for queue, leases in self.processor.leased().items():
+            script, key_list, args = ops.extend(self.keys[queue], lease_ms, leases)
+            gone, cancelled = await scripts.arun(self.redis, script, key_list, args)
             if gone:
                 log.warning(
-                    "lost the lease of %d task(s) in %s (recovered elsewhere?): %s",
+                    "lost the lease of %d task(s) in %s (expired and recovered, or leased "
+                    "again elsewhere); their outcome will not be recorded by this worker: %s",
                     len(gone),
                     queue,
                     ", ".join(g.decode() for g in gone[:10]),
                 )
+            for task_id in cancelled:
+                # The cancel notification may have been missed (pub/sub is fire-and-forget);
+                # the record in Redis says it all the same.
+                self.processor.cancel(queue, task_id.decode())
         return self.lease_duration / 3

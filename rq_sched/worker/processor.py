@@ -35,8 +35,7 @@ log = logging.getLogger("rq_sched")
 ACK_GRACE = 3.0
 """Seconds a shutdown keeps trying to write buffered acknowledgements while Redis is away;
 tasks still unacknowledged after that run again once their lease expires."""
-CORRUPT_TYPE = "rq_sched:corrupt"
-"""Type given to an archived task whose stored message could not be decoded (kept as payload)."""
+CORRUPT_TYPE = ops.CORRUPT_TYPE
 
 
 @dataclass(slots=True, eq=False)
@@ -48,6 +47,8 @@ class Running:
     message: TaskMessage
     task: Task
     started_at: float
+    token: int = 0
+    """Fencing token of this lease: every settle and extend presents it."""
     job: asyncio.Task[None] | None = None
     stop_reason: str | None = None
     """None while running normally; "cancel" (operator) or "shutdown"."""
@@ -118,15 +119,15 @@ class Processor:
 
     async def fetch(self, free: int) -> int:
         """Lease up to ``free`` tasks from the first queue (in weighted order) that has some."""
-        lease_until = to_ms(self.clock.now() + self.config.lease_duration)
+        lease_ms = int(self.config.lease_duration * 1000)
         count = min(free, self.config.batch_size)
         for queue in self.queue_order():
-            script, keys, args = ops.dequeue(self.keys[queue], lease_until, count)
-            reply = await scripts.arun(self.redis, script, keys, args)
-            if isinstance(reply, list) and reply:
-                for i in range(0, len(reply), 3):
-                    self._start(queue, reply[i].decode(), reply[i + 1], int(reply[i + 2]))
-                return len(reply) // 3
+            script, keys, args = ops.dequeue(self.keys[queue], lease_ms, count)
+            leased = ops.parse_dequeue(await scripts.arun(self.redis, script, keys, args))
+            for task in leased:
+                self._start(queue, task)
+            if leased:
+                return len(leased)
         return 0
 
     def queue_order(self) -> list[str]:
@@ -138,17 +139,23 @@ class Processor:
 
     # -- running tasks ----------------------------------------------------------------------
 
-    def _start(self, queue: str, task_id: str, data: bytes, lost: int) -> None:
+    def _start(self, queue: str, leased: ops.Leased) -> None:
+        task_id, data, lost = leased.id, leased.data, leased.lost
         try:
             message = decode(data, task_id=task_id)
         except CorruptTaskError as exc:
-            message = TaskMessage(type=CORRUPT_TYPE, payload=data, max_retry=0)
-            self._spawn(self._settle(self._running(queue, task_id, message), SkipRetry(str(exc))))
+            # The raw message may still name its uniqueness lock: archiving releases it.
+            unique = ops.salvage_unique(data)
+            message = TaskMessage(type=CORRUPT_TYPE, payload=data, max_retry=0, unique=unique)
+            entry = self._running(queue, task_id, message, leased.token)
+            self._spawn(self._settle(entry, SkipRetry(str(exc))))
             return
-        entry = self._running(queue, task_id, message)
+        entry = self._running(queue, task_id, message, leased.token)
         chain = self._chains.get(message.type)
         error: BaseException | None = None
-        if chain is None:
+        if leased.cancelled:
+            error = TaskCancelledError("cancelled before it started")
+        elif chain is None:
             error = SkipRetry(
                 f"no handler registered for task type {message.type!r} on this worker "
                 f"(registered: {', '.join(sorted(self._chains)) or 'none'})"
@@ -164,7 +171,7 @@ class Processor:
         else:
             entry.job = self._spawn(self._execute(entry, chain))
 
-    def _running(self, queue: str, task_id: str, message: TaskMessage) -> Running:
+    def _running(self, queue: str, task_id: str, message: TaskMessage, token: int) -> Running:
         task = Task(
             type=message.type,
             payload=message.payload,
@@ -178,7 +185,7 @@ class Processor:
             else None,
             timeout=message.timeout or None,
         )
-        entry = Running(queue, task_id, message, task, self.clock.now())
+        entry = Running(queue, task_id, message, task, self.clock.now(), token)
         self.running[(queue, task_id)] = entry
         return entry
 
@@ -228,14 +235,17 @@ class Processor:
         else:
             await self._write(self._failure_call(entry, error), entry)
             self.failed += 1
-        self.running.pop(key, None)
+        # The same id may have been leased to this worker again (a stalled attempt, recovered
+        # and re-leased): only this attempt's entry is removed.
+        if self.running.get(key) is entry:
+            del self.running[key]
         self._slot.set()
 
     def _acknowledge(self, entry: Running) -> None:
         message = entry.message
         keep_until = to_ms(self.clock.now() + message.retention) if message.retention else 0
         result = (entry.task.result or b"") if keep_until else b""
-        ack = ops.Ack(entry.id, keep_until, result, message.unique)
+        ack = ops.Ack(entry.id, entry.token, keep_until, result, message.unique)
         self._acks.setdefault(entry.queue, []).append(ack)
         self.unacked[(entry.queue, entry.id)] = entry
         self.processed += 1
@@ -254,16 +264,19 @@ class Processor:
             due = to_ms(now + delay) if delay > 0 else 0
             archive = bool(message.deadline) and max(due, to_ms(now)) >= message.deadline
         if archive:
-            return ops.archive(
+            return ops.archive_active(
                 keys,
                 entry.id,
+                entry.token,
                 encoded=updated.encode(),
                 unique=message.unique,
                 now_s=now,
                 limits=self.config.archive_limits,
                 count_failure=not cancelled,
             )
-        return ops.retry(keys, entry.id, updated.encode(), due, now)
+        return ops.retry(
+            keys, entry.id, entry.token, encoded=updated.encode(), due_ms=due, now_s=now
+        )
 
     def _backoff(self, entry: Running, error: BaseException) -> float:
         route = self.router.routes.get(entry.message.type)
@@ -286,8 +299,8 @@ class Processor:
                 await asyncio.sleep(min(2.0, 0.05 * 2**failures))
         if isinstance(reply, int) and reply < 0:
             log.warning(
-                "task %s/%s: outcome not recorded, the lease was lost (code %s); "
-                "it runs again elsewhere",
+                "task %s/%s: outcome not recorded, this worker's lease was lost or is stale "
+                "(code %s); the task was not moved and runs again elsewhere",
                 entry.queue,
                 entry.id,
                 reply,
@@ -333,7 +346,11 @@ class Processor:
         script, keys, args = ops.done(self.keys[queue], acks, self.clock.now())
         reply = await scripts.arun(self.redis, script, keys, args)
         for lost in reply[1:]:
-            log.warning("task %s/%s finished after its lease was lost", queue, lost.decode())
+            log.warning(
+                "task %s/%s finished after its lease was lost or went stale; not settled",
+                queue,
+                lost.decode(),
+            )
         for ack in acks:
             self.unacked.pop((queue, ack.id), None)
 
@@ -349,11 +366,11 @@ class Processor:
         entry.job.cancel()
         return True
 
-    def leased(self) -> dict[str, list[str]]:
-        """Ids per queue whose lease this worker must keep renewing."""
-        out: dict[str, list[str]] = {}
-        for queue, task_id in (*self.running, *self.unacked):
-            out.setdefault(queue, []).append(task_id)
+    def leased(self) -> dict[str, list[tuple[str, int]]]:
+        """(id, token) per queue of the leases this worker must keep renewing."""
+        out: dict[str, list[tuple[str, int]]] = {}
+        for entry in (*self.running.values(), *self.unacked.values()):
+            out.setdefault(entry.queue, []).append((entry.id, entry.token))
         return out
 
     async def drain(self, timeout: float) -> None:
@@ -385,9 +402,9 @@ class Processor:
             await asyncio.wait(pending, timeout=5)
 
     async def _requeue(self, entries: list[Running]) -> None:
-        by_queue: dict[str, list[str]] = {}
+        by_queue: dict[str, list[tuple[str, int]]] = {}
         for entry in entries:
-            by_queue.setdefault(entry.queue, []).append(entry.id)
+            by_queue.setdefault(entry.queue, []).append((entry.id, entry.token))
             self.running.pop((entry.queue, entry.id), None)
         for queue, ids in by_queue.items():
             script, keys, args = ops.requeue(self.keys[queue], ids)

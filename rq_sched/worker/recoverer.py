@@ -1,4 +1,9 @@
-"""The recoverer: returns tasks whose lease expired (their worker died or hung) to pending."""
+"""The recoverer: returns tasks whose lease expired (their worker died or hung) to pending.
+
+Expiry is judged by Redis TIME inside ``lua/recover.lua``, so the recovering host's clock plays
+no part; the injected clock only paces the component. A task an operator cancelled is archived
+as cancelled instead of being run again.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import logging
 from collections.abc import Callable
 
 from rq_sched import ops, scripts
-from rq_sched.clock import Clock, to_ms
+from rq_sched.clock import Clock
 from rq_sched.keys import QueueKeys
 from rq_sched.scripts import AnyAsyncRedis
 from rq_sched.worker.component import Component
@@ -39,14 +44,28 @@ class Recoverer(Component):
         return self.interval
 
     async def recover(self, queue: str, keys: QueueKeys) -> list[str]:
-        """Recover every expired lease of ``queue``; returns the recovered ids."""
+        """Recover every lease of ``queue`` that expired by Redis TIME; returns the ids put back
+        to pending (tasks with a recorded cancel are archived as cancelled instead)."""
         recovered: list[str] = []
+        cancelled: list[str] = []
         while True:
-            script, key_list, args = ops.recover(keys, to_ms(self.clock.now()))
-            ids = [i.decode() for i in await scripts.arun(self.redis, script, key_list, args)]
-            recovered += ids
-            if len(ids) < ops.BATCH_LIMIT:
+            script, key_list, args = ops.recover(keys)
+            requeued, archived = await scripts.arun(self.redis, script, key_list, args)
+            recovered += [i.decode() for i in requeued]
+            for i in range(0, len(archived), 2):
+                task_id, digest = archived[i].decode(), archived[i + 1].decode()
+                cancelled.append(task_id)
+                if digest:
+                    await scripts.arun(self.redis, *ops.release_unique(keys, digest, task_id))
+            if len(requeued) + len(archived) // 2 < ops.BATCH_LIMIT:
                 break
+        if cancelled:
+            log.warning(
+                "archived %d cancelled task(s) of %s whose worker stopped renewing the lease: %s",
+                len(cancelled),
+                queue,
+                ", ".join(cancelled[:10]),
+            )
         if recovered:
             log.warning(
                 "recovered %d task(s) of %s whose worker stopped renewing the lease: %s",
