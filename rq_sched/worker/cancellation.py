@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from rq_sched.models import decode_cancel
 from rq_sched.scripts import AnyAsyncRedis
+from rq_sched.worker.supervisor import retry_pause
 
 log = logging.getLogger("rq_sched")
 
@@ -48,16 +49,14 @@ class CancelListener:
                     self._handle(message.get("data"))
             except (RedisError, OSError) as exc:
                 failures = await self._failed(failures, exc)
-            except Exception as exc:
-                log.exception("cancel listener failed")
-                failures = await self._failed(failures, exc)
             finally:
+                self.subscribed.clear()
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _failed(self, failures: int, exc: BaseException) -> int:
         self.subscribed.clear()
         failures += 1
-        pause = min(2.0, 0.05 * 2**failures)
+        pause = retry_pause(failures)
         log.warning("cancel listener: %s (resubscribing in %.2fs)", exc, pause)
         await asyncio.sleep(pause)
         return failures

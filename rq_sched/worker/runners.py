@@ -17,6 +17,7 @@ import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -172,6 +173,7 @@ class _TaskState:
     max_retry: int
     headers: dict[str, str]
     timeout: float | None
+    deadline: datetime | None
 
     @classmethod
     def of(cls, task: Task) -> _TaskState:
@@ -184,13 +186,15 @@ class _TaskState:
             task.max_retry,
             task.headers,
             task.timeout,
+            task.deadline,
         )
 
 
 def _keep_returned(task: Task, value: object) -> None:
-    """A handler's returned bytes or str is its result, unless it wrote one itself."""
-    if isinstance(value, bytes | str) and task.result is None:
-        task.write_result(value)
+    """A handler's returned value is its result, unless it wrote one itself (it is encoded
+    when the task is acknowledged, and only if the task keeps results)."""
+    if value is not None and task.result is None:
+        task.result = value
 
 
 async def _readable(fd: int) -> None:
@@ -231,6 +235,7 @@ def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
         max_retry=state.max_retry,
         headers=state.headers,
         timeout=state.timeout,
+        deadline=state.deadline,
     )
     try:
         _keep_returned(task, handler(task))

@@ -21,6 +21,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from rq_sched.scripts import AnyAsyncRedis
+from rq_sched.worker.supervisor import retry_pause
 
 log = logging.getLogger("rq_sched")
 
@@ -60,7 +61,7 @@ class MarkerWatcher:
                 failures = 0
             except (RedisError, OSError) as exc:
                 failures += 1
-                pause = min(2.0, 0.05 * 2**failures)
+                pause = retry_pause(failures)
                 log.warning("wake-up wait failed: %s (retrying in %.2fs)", exc, pause)
                 await asyncio.sleep(pause)
                 self.on_ready()  # look once more after Redis comes back
