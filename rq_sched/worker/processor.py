@@ -110,6 +110,8 @@ class Processor:
         self.unacked: dict[tuple[str, str], Running] = {}
         self.processed = 0
         self.failed = 0
+        self.dropped = 0
+        """Outcomes of superseded runs that were not written."""
         self._acks: dict[str, list[ops.Ack]] = {}
         self._ack_event = asyncio.Event()
         self._ack_lock = asyncio.Lock()
@@ -305,6 +307,7 @@ class Processor:
         entry.settling = True
         try:
             if entry in self.superseded:
+                self.dropped += 1
                 log.warning(
                     "task %s/%s: outcome of a superseded run dropped (%s)",
                     entry.queue,
