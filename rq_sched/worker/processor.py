@@ -170,7 +170,7 @@ class Processor:
         try:
             for queue in self.queue_order():
                 script, keys, args = ops.dequeue(self.keys[queue], lease_until, count)
-                reply = await asyncio.shield(scripts.arun(self.redis, script, keys, args))
+                reply = await scripts.arun(self.redis, script, keys, args)
                 if isinstance(reply, list) and reply:
                     for i in range(0, len(reply), 3):
                         self._start(queue, reply[i].decode(), reply[i + 1], int(reply[i + 2]))
