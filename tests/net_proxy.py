@@ -41,6 +41,12 @@ class Proxy:
         threading.Thread(target=self._accept, name="test-proxy", daemon=True).start()
         return self
 
+    @property
+    def connections(self) -> int:
+        """Client connections accepted so far."""
+        with self._lock:
+            return len(self._sockets) // 2
+
     def hold_replies_with(self, pattern: bytes) -> None:
         """Keep back the first reply that contains ``pattern`` (and what follows it on that
         connection) until :meth:`release`; other connections flow normally."""

@@ -4,13 +4,20 @@ the leased task back; a silently dropped connection does not block a worker for 
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
 
 import redis
+import redis.asyncio
 
 from rq_sched import Client, Router, Task
-from rq_sched.keys import QueueKeys
-from tests.net_proxy import proxy_to
+from rq_sched.keys import GlobalKeys, QueueKeys
+from rq_sched.models import encode_cancel
+from rq_sched.worker.cancellation import CancelListener
+from rq_sched.worker.component import cancel_and_wait
+from rq_sched.worker.wakeup import MarkerWatcher
+from tests.net_proxy import Proxy, proxy_to
 from tests.worker_support import Recorder, queue_state, running_server, wait_until
 
 HOLD_BACK = 0.5
@@ -46,3 +53,73 @@ def test_a_shutdown_during_an_in_flight_fetch_hands_the_leased_task_back(
     assert ran.items == []
     state = queue_state(r, namespace)
     assert (state["lease"], state["pending"]) == (0, 1), "the task was left leased to nobody"
+
+
+async def _until(check: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Bounded wait on the event loop for ``check()`` (state a background task changes)."""
+    async with asyncio.timeout(timeout):
+        while not check():
+            await asyncio.sleep(0.02)
+
+
+def test_a_cancel_listener_on_a_silently_dropped_connection_subscribes_again(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    channel = GlobalKeys(namespace).cancel_channel
+    cancelled: list[tuple[str, str]] = []
+
+    def cancel(queue: str, task_id: str) -> bool:
+        cancelled.append((queue, task_id))
+        return True
+
+    async def main(proxy_url: str, proxy: Proxy) -> None:
+        client = redis.asyncio.Redis.from_url(proxy_url, socket_timeout=10)
+        listener = CancelListener(client, channel, cancel, ping_interval=0.2)
+        task = asyncio.create_task(listener.run())
+        try:
+            await asyncio.wait_for(listener.subscribed.wait(), 10)
+            proxy.swallow_open_connections()
+            await _until(lambda: listener.subscriptions >= 2, "a new subscription")
+            r.publish(channel, encode_cancel("default", "after-the-drop"))
+            await _until(lambda: bool(cancelled), "the cancel heard")
+        finally:
+            await cancel_and_wait([task])
+            await client.aclose()
+
+    with proxy_to(redis_url) as proxy:
+        asyncio.run(main(proxy.url, proxy))
+    assert cancelled == [("default", "after-the-drop")]
+
+
+def test_a_marker_watcher_on_a_silently_dropped_connection_waits_again(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    due: list[int] = []
+
+    async def main(proxy_url: str, proxy: Proxy) -> None:
+        # No socket timeout: only the watcher's own bound can notice the dead connection.
+        client = redis.asyncio.Redis.from_url(proxy_url, socket_timeout=None)
+        watcher = MarkerWatcher(
+            client,
+            {keys.marker: "default"},
+            on_ready=lambda: None,
+            on_due=lambda queue, ms: due.append(ms),
+            timeout=0.5,
+        )
+        task = asyncio.create_task(watcher.run())
+        try:
+            await _until(lambda: proxy.connections >= 1, "the watcher's connection open")
+            proxy.swallow_open_connections()
+            # A marker pushed now would be popped for the dead connection and lost with it
+            # (the idle timeout's look at the queues covers that): wait for a new one.
+            await _until(lambda: proxy.connections >= 2, "a new connection", timeout=20)
+            r.zadd(keys.marker, {"d": 1234})
+            await _until(lambda: bool(due), "the due marker seen", timeout=20)
+        finally:
+            await cancel_and_wait([task])
+            await client.aclose()
+
+    with proxy_to(redis_url) as proxy:
+        asyncio.run(main(proxy.url, proxy))
+    assert due == [1234]

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from typing import Any, Self
 
@@ -39,9 +40,23 @@ from rq_sched.worker.processor import Processor
 from rq_sched.worker.recoverer import Recoverer
 from rq_sched.worker.runners import Runners
 from rq_sched.worker.supervisor import ServerUnhealthyError, Supervisor
-from rq_sched.worker.wakeup import MarkerWatcher
+from rq_sched.worker.wakeup import MarkerWatcher, socket_timeout
 
 log = logging.getLogger("rq_sched")
+
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "socket_timeout": 10.0,
+    "socket_connect_timeout": 5.0,
+    "socket_keepalive": True,
+    "socket_keepalive_options": {
+        option: value
+        for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+        if (option := getattr(socket, name, None)) is not None
+    },
+}
+"""Connection settings of a worker made by :meth:`Server.from_url`: a reply must come within
+10 s (blocking waits stay shorter, see :mod:`~rq_sched.worker.wakeup`), and keepalive probes
+find a vanished peer in about 45 s."""
 
 
 class Server:
@@ -59,6 +74,11 @@ class Server:
             raise ValidationError("pass either config= or keyword options, not both")
         self.redis = redis
         self.config = config or ServerConfig(**options)
+        if not isinstance(socket_timeout(redis), int | float):
+            log.warning(
+                "the worker's Redis client has no socket timeout: a connection dropped without "
+                "a FIN or RST blocks it until TCP gives up; pass socket_timeout= (e.g. 10)"
+            )
         self.clock: Clock = clock or SystemClock()
         self.id = new_server_id()
         self.processor: Processor | None = None
@@ -82,9 +102,13 @@ class Server:
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Self:
-        """A server on its own connection pool to ``url``; options are :class:`ServerConfig`'s."""
+        """A server on its own connection pool to ``url``; options are :class:`ServerConfig`'s.
+
+        Its connections get socket timeouts and TCP keepalive (:data:`CONNECTION_OPTIONS`),
+        whatever the redis-py version's defaults, so a dropped connection fails a call instead
+        of blocking the worker for ever."""
         clock = options.pop("clock", None)
-        return cls(aconnect(url, cluster=cluster), clock=clock, **options)
+        return cls(aconnect(url, cluster=cluster, **CONNECTION_OPTIONS), clock=clock, **options)
 
     def run(self, router: Router) -> None:
         """Serve until SIGTERM or SIGINT, then shut down gracefully (blocking).
