@@ -1,8 +1,8 @@
 """The worker's hot path: take tasks from the queues, run their handlers, record the outcomes.
 
 Tasks are taken in batches (one script call leases up to ``batch_size`` tasks) and successes
-are acknowledged in batches by a separate loop, so a busy worker spends few round trips per
-task. Failures are written one by one, at once.
+are acknowledged in batches by a separate loop (:mod:`~rq_sched.worker.acks`), so a busy worker
+spends few round trips per task. Failures are written one by one, at once.
 
 Settling cannot fail open: whatever a handler returns or raises, :meth:`Processor._settle`
 records an outcome and frees the slot in a ``finally``. An outcome that cannot be written as
@@ -24,9 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from rq_sched import ops, scripts
 from rq_sched.backoff import default_backoff
@@ -44,6 +42,7 @@ from rq_sched.message import TaskMessage, decode, encode_result, unique_of
 from rq_sched.router import Next, Route, Router
 from rq_sched.scripts import AnyAsyncRedis, Call
 from rq_sched.task import Task
+from rq_sched.worker.acks import OUTAGE, AckWriter
 from rq_sched.worker.config import ServerConfig
 from rq_sched.worker.runners import Runners
 from rq_sched.worker.supervisor import retry_pause
@@ -58,9 +57,6 @@ CORRUPT_TYPE = "rq_sched:corrupt"
 WRITE_ATTEMPTS = 60
 """Attempts to write one outcome through a Redis outage (about two minutes) before giving up;
 the task then runs again once its lease expires."""
-_OUTAGE = (RedisConnectionError, RedisTimeoutError, OSError)
-"""Failures worth retrying: Redis unreachable. Any other Redis error is a refused command
-that would fail the same way again."""
 
 
 @dataclass(slots=True, eq=False)
@@ -112,10 +108,7 @@ class Processor:
         self.failed = 0
         self.dropped = 0
         """Outcomes of superseded runs that were not written."""
-        self._acks: dict[str, list[ops.Ack]] = {}
-        self._ack_event = asyncio.Event()
-        self._ack_lock = asyncio.Lock()
-        self._ack_deadline: float | None = None
+        self.acks = AckWriter(redis, keys, clock=clock, on_written=self._acknowledged)
         self._work = asyncio.Event()
         self._slot = asyncio.Event()
         self._fetch_idle = asyncio.Event()
@@ -352,10 +345,9 @@ class Processor:
             except ValidationError as exc:
                 return exc
         ack = ops.Ack(entry.id, keep_until, result, message.unique)
-        self._acks.setdefault(entry.queue, []).append(ack)
         self.unacked[(entry.queue, entry.id)] = entry
+        self.acks.add(entry.queue, ack)
         self.processed += 1
-        self._ack_event.set()
         return None
 
     def _failure_call(self, entry: Running, error: BaseException) -> tuple[Call, bool]:
@@ -441,7 +433,7 @@ class Processor:
             try:
                 reply = await scripts.arun(self.redis, script, keys, args)
                 break
-            except _OUTAGE as exc:
+            except OUTAGE as exc:
                 failures += 1
                 if failures >= WRITE_ATTEMPTS:
                     log.error("giving up writing the outcome of %s: %s", entry.id, exc)
@@ -483,62 +475,15 @@ class Processor:
 
     async def ack_loop(self) -> None:
         """Write buffered acknowledgements whenever there are some."""
-        while True:
-            await self._ack_event.wait()
-            self._ack_event.clear()
-            await self.flush_acks()
+        await self.acks.loop()
 
     async def flush_acks(self) -> bool:
         """Write every buffered acknowledgement, retrying through Redis outages (once a
         shutdown began, for :data:`ACK_GRACE` seconds at most). Returns whether all were."""
-        async with self._ack_lock:  # one writer: a shutdown waits for the write in flight
-            return await self._flush_acks()
+        return await self.acks.flush()
 
-    async def _flush_acks(self) -> bool:
-        failures = 0
-        while self._acks:
-            if self._ack_deadline is not None and time.monotonic() >= self._ack_deadline:
-                return False
-            batches, self._acks = self._acks, {}
-            try:
-                for queue, acks in batches.items():
-                    while acks:
-                        await self._ack_chunk(queue, acks[: ops.BATCH_LIMIT])
-                        del acks[: ops.BATCH_LIMIT]
-                failures = 0
-            except _OUTAGE as exc:
-                self._restore(batches)
-                failures += 1
-                pause = retry_pause(failures)
-                log.warning("acknowledging tasks failed: %s (retrying in %.2fs)", exc, pause)
-                await asyncio.sleep(pause)
-            except BaseException:
-                self._restore(batches)  # nothing buffered is lost, whatever happened
-                raise
-        return True
-
-    def _restore(self, batches: dict[str, list[ops.Ack]]) -> None:
-        for queue, acks in batches.items():
-            self._acks.setdefault(queue, [])[:0] = acks
-
-    async def _ack_chunk(self, queue: str, acks: list[ops.Ack]) -> None:
-        script, keys, args = ops.done(self.keys[queue], acks, self.clock.now())
-        try:
-            reply = await scripts.arun(self.redis, script, keys, args)
-        except _OUTAGE:
-            raise
-        except RedisError as exc:
-            # Refused, not unreachable: retrying the batch would jam every ack of the queue.
-            if len(acks) > 1:
-                for ack in acks:
-                    await self._ack_chunk(queue, [ack])
-                return
-            log.error("task %s/%s: acknowledgement refused (%s)", queue, acks[0].id, exc)
-            reply = [0]
-        for lost in reply[1:]:
-            log.warning("task %s/%s finished after its lease was lost", queue, lost.decode())
-        for ack in acks:
-            self.unacked.pop((queue, ack.id), None)
+    def _acknowledged(self, queue: str, task_id: str) -> None:
+        self.unacked.pop((queue, task_id), None)
 
     # -- cancelling and stopping ------------------------------------------------------------
 
@@ -564,7 +509,7 @@ class Processor:
         """Stop taking tasks, wait up to ``timeout`` for handlers, hand the rest back at once."""
         self._stopping = True
         started = time.monotonic()
-        self._ack_deadline = started + timeout + ACK_GRACE
+        self.acks.deadline = started + timeout + ACK_GRACE
         self._work.set()
         self._slot.set()
         if not self._fetch_idle.is_set():
@@ -593,7 +538,7 @@ class Processor:
             log.warning(
                 "%d finished task(s) could not be acknowledged (Redis unreachable); they run "
                 "again once their lease expires",
-                sum(len(acks) for acks in self._acks.values()),
+                self.acks.buffered(),
             )
         await self._requeue(left)
         pending = [j for j in self._jobs if not j.done()]
