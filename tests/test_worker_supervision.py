@@ -14,7 +14,10 @@ import pytest
 import redis
 
 from rq_sched import Client, Inspector, Router, Server, Task, TaskState
+from rq_sched.cli import main
+from rq_sched.cli.worker import EXIT_UNHEALTHY
 from rq_sched.keys import QueueKeys
+from rq_sched.worker.component import Component
 from rq_sched.worker.processor import CORRUPT_TYPE
 from rq_sched.worker.recoverer import Recoverer
 from rq_sched.worker.supervisor import ServerUnhealthyError, retry_pause
@@ -133,3 +136,47 @@ def test_a_loop_that_keeps_failing_makes_the_server_unhealthy_and_serve_raise(
         asyncio.run(main())
     assert server.status == "unhealthy"
     assert server.stopped.is_set()
+
+
+def test_rq_sched_worker_exits_non_zero_when_a_loop_keeps_failing(
+    redis_url: str,
+    namespace: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    async def always_failing(self: Recoverer) -> float:
+        raise RuntimeError("the recoverer is broken")
+
+    monkeypatch.setattr(Recoverer, "tick", always_failing)
+    argv = ["worker", "tests.handlers:router", "--url", redis_url, "--namespace", namespace]
+    assert main(argv) == EXIT_UNHEALTHY
+    assert "its recoverer loop kept failing" in capsys.readouterr().err
+
+
+class _FailsOnce(Component):
+    name = "fails-once"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ticks = 0
+        self.recovered = asyncio.Event()
+
+    async def tick(self) -> float:
+        self.ticks += 1
+        if self.ticks == 1:
+            raise KeyError("the first tick fails")
+        self.recovered.set()
+        return 60.0
+
+
+def test_a_component_started_on_its_own_is_restarted_too() -> None:
+    async def scenario() -> int:
+        component = _FailsOnce()
+        component.start()
+        try:
+            await asyncio.wait_for(component.recovered.wait(), 10)
+        finally:
+            await component.stop()
+        return component.ticks
+
+    assert asyncio.run(scenario()) == 2

@@ -89,6 +89,7 @@ class Server:
         self._stop_requested = False
         self._status = "starting"
         self.components: list[Component] = []
+        self._owns_redis = False
         self.supervisor = Supervisor(
             failures_allowed=self.config.loop_failures_allowed,
             window=self.config.loop_failure_window,
@@ -108,15 +109,25 @@ class Server:
         whatever the redis-py version's defaults, so a dropped connection fails a call instead
         of blocking the worker for ever."""
         clock = options.pop("clock", None)
-        return cls(aconnect(url, cluster=cluster, **CONNECTION_OPTIONS), clock=clock, **options)
+        server = cls(aconnect(url, cluster=cluster, **CONNECTION_OPTIONS), clock=clock, **options)
+        server._owns_redis = True
+        return server
 
     def run(self, router: Router) -> None:
-        """Serve until SIGTERM or SIGINT, then shut down gracefully (blocking).
+        """Serve until SIGTERM or SIGINT, then shut down gracefully (blocking); a server made
+        by :meth:`from_url` closes its connections at the end.
 
         Raises:
             ServerUnhealthyError: a background loop kept failing; the server stopped.
         """
-        asyncio.run(self.serve(router, handle_signals=True))
+        asyncio.run(self._run(router))
+
+    async def _run(self, router: Router) -> None:
+        try:
+            await self.serve(router, handle_signals=True)
+        finally:
+            if self._owns_redis:
+                await self.redis.aclose()
 
     def stop(self) -> None:
         """Ask a running server to shut down gracefully; safe from any thread, and also before
