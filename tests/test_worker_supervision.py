@@ -16,7 +16,8 @@ import redis
 from rq_sched import Client, Inspector, Router, Server, Task, TaskState
 from rq_sched.cli import main
 from rq_sched.cli.worker import EXIT_UNHEALTHY
-from rq_sched.keys import QueueKeys
+from rq_sched.keys import GlobalKeys, QueueKeys
+from rq_sched.models import ServerInfo
 from rq_sched.worker.component import Component
 from rq_sched.worker.processor import CORRUPT_TYPE
 from rq_sched.worker.recoverer import Recoverer
@@ -117,7 +118,7 @@ def test_a_loop_that_raises_is_logged_and_restarted(
 
 
 def test_a_loop_that_keeps_failing_makes_the_server_unhealthy_and_serve_raise(
-    redis_url: str, namespace: str, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, r: redis.Redis, namespace: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def always_failing(self: Recoverer) -> float:
         raise RuntimeError("the recoverer is broken")
@@ -136,6 +137,9 @@ def test_a_loop_that_keeps_failing_makes_the_server_unhealthy_and_serve_raise(
         asyncio.run(main())
     assert server.status == "unhealthy"
     assert server.stopped.is_set()
+    record = r.get(GlobalKeys(namespace).server(server.id))
+    assert record is not None, "the unhealthy server's last heartbeat was cleared"
+    assert ServerInfo.from_json(record).status == "unhealthy"
 
 
 def test_rq_sched_worker_exits_non_zero_when_a_loop_keeps_failing(

@@ -312,7 +312,11 @@ class Server:
         for component in components:
             if isinstance(component, Heartbeat):
                 with contextlib.suppress(Exception):
-                    await component.clear()
+                    if self._status == "unhealthy":
+                        # Left to expire, so operators see why this server went away.
+                        await component.tick()
+                    else:
+                        await component.clear()
         runners.close()
         if self._status != "unhealthy":
             self._status = "stopped"
