@@ -344,7 +344,7 @@ class Processor:
                 result = encode_result(entry.task.result)
             except ValidationError as exc:
                 return exc
-        ack = ops.Ack(entry.id, keep_until, result, message.unique)
+        ack = ops.Ack(entry.id, keep_until_ms=keep_until, result=result, unique=message.unique)
         self.unacked[(entry.queue, entry.id)] = entry
         self.acks.add(entry.queue, ack)
         self.processed += 1
@@ -527,12 +527,14 @@ class Processor:
             for e in self.running.values()
             if not e.settling and (e.job is None or not e.job.done())
         ]
-        for entry in left:
+        # Superseded runs are stopped too, but not handed back: their lease is not theirs.
+        stale = [e for e in self.superseded if not e.settling and e.job and not e.job.done()]
+        for entry in (*left, *stale):
             entry.stop_reason = "shutdown"
             entry.task._cancel()
             if entry.job is not None:
                 entry.job.cancel()
-        if started_jobs := [e.job for e in left if e.job is not None]:
+        if started_jobs := [e.job for e in (*left, *stale) if e.job is not None]:
             await asyncio.wait(started_jobs, timeout=5)
         if not await self.flush_acks():
             log.warning(
