@@ -239,3 +239,28 @@ def test_a_process_handler_sees_the_task_deadline(
         _wait_state(inspector, task.id, TaskState.COMPLETED, TaskState.ARCHIVED)
     info = inspector.get_task("default", task.id)
     assert info.result == deadline.isoformat().encode(), info.last_error
+
+
+def test_a_handler_raising_retry_with_an_infinite_delay_fails_cleanly_and_frees_the_slot(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    ran = Recorder()
+    router = Router()
+
+    @router.task("s:retry-inf", backoff=fast_backoff)
+    async def retry_inf(task: Task) -> None:
+        raise Retry(float("inf"))
+
+    @router.task("s:next")
+    async def after(task: Task) -> None:
+        ran.add(task.id)
+
+    client = Client(r, namespace=namespace)
+    bad = client.enqueue("s:retry-inf", None, max_retry=1)
+    nxt = client.enqueue("s:next", None)
+    inspector = Inspector(r, namespace=namespace)
+    with running_server(redis_url, router, namespace=namespace, concurrency=1):
+        assert ran.wait_for(1) == [nxt.id]
+        _wait_state(inspector, bad.id, TaskState.ARCHIVED)
+    error = inspector.get_task("default", bad.id).last_error
+    assert error is not None and error.startswith("ValidationError: Retry(delay)")
