@@ -61,11 +61,12 @@ class AckWriter:
         return sum(len(acks) for acks in self._acks.values())
 
     async def loop(self) -> None:
-        """Write buffered acknowledgements whenever there are some."""
+        """Write buffered acknowledgements whenever there are some (first those left by a
+        previous run of the loop, when the supervisor restarts it)."""
         while True:
-            await self._event.wait()
             self._event.clear()
             await self.flush()
+            await self._event.wait()
 
     async def flush(self) -> bool:
         """Write every buffered acknowledgement, retrying through Redis outages (until
