@@ -123,13 +123,32 @@ class SkipRetry(RqSchedError):  # noqa: N818 - a control-flow signal, named as a
     """Raised by a handler: archive the task now, do not retry it."""
 
 
+MAX_RETRY_DELAY = 365 * 86400.0
+"""Longest delay :class:`Retry` accepts, in seconds (a year)."""
+
+
 class Retry(RqSchedError):  # noqa: N818 - a control-flow signal
-    """Raised by a handler: retry the task after ``delay`` instead of the backoff delay."""
+    """Raised by a handler: retry the task after ``delay`` instead of the backoff delay.
+
+    Raises:
+        ValidationError: ``delay`` is not a finite number of seconds between 0 and a year
+            (checked where it is raised, so a bad delay fails the handler, not the worker).
+    """
 
     def __init__(self, delay: timedelta | float, reason: str = "") -> None:
-        seconds = delay.total_seconds() if isinstance(delay, timedelta) else float(delay)
-        if seconds < 0:
-            raise ValidationError("Retry(delay): delay must be >= 0 seconds")
+        if isinstance(delay, timedelta):
+            seconds = delay.total_seconds()
+        elif isinstance(delay, int | float) and not isinstance(delay, bool):
+            seconds = float(delay)
+        else:
+            raise ValidationError(
+                f"Retry(delay): delay must be seconds (a number) or a timedelta, got {delay!r}"
+            )
+        if not 0 <= seconds <= MAX_RETRY_DELAY:  # also refuses NaN
+            raise ValidationError(
+                f"Retry(delay): delay must be between 0 and {MAX_RETRY_DELAY:g} seconds (a "
+                f"year), got {delay!r}; to give up on the task raise SkipRetry instead"
+            )
         super().__init__(reason or f"retry requested in {seconds:g}s")
         self.delay = seconds
 

@@ -7,13 +7,15 @@ in, which keeps pending tasks small and lets later versions append fields.
 
 from __future__ import annotations
 
+import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import msgpack
 
-from rq_sched.errors import CorruptTaskError
+from rq_sched.errors import CorruptTaskError, ValidationError
 
 VERSION = 1
 MAX_ERROR_CHARS = 4096
@@ -90,40 +92,128 @@ def _packer() -> msgpack.Packer:
 
 
 def decode(data: bytes, *, task_id: str = "?") -> TaskMessage:
-    """Decode stored bytes into a message.
+    """Decode stored bytes into a message, checking the shape and the type of every field.
 
     Raises:
-        CorruptTaskError: the bytes are not a message this version understands.
+        CorruptTaskError: the bytes are not a message this version understands (not msgpack,
+            trailing bytes, a map with an unhashable key, a field of the wrong type or range).
     """
-    try:
-        fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
-    except (ValueError, msgpack.UnpackException) as exc:
-        raise CorruptTaskError(f"task {task_id!r}: stored message is not msgpack ({exc})") from exc
+    fields = _unpack(data, task_id)
     if not isinstance(fields, list) or len(fields) < _REQUIRED:
         raise CorruptTaskError(f"task {task_id!r}: stored message is not a task array")
-    if fields[0] != VERSION:
+    version = fields[0]
+    if type(version) is not int or version != VERSION:
         raise CorruptTaskError(
-            f"task {task_id!r}: message version {fields[0]!r} is not supported by this rq_sched "
+            f"task {task_id!r}: message version {version!r} is not supported by this rq_sched "
             f"(reads version {VERSION}); upgrade rq_sched on this host"
         )
     fields.extend(_DEFAULTS[len(fields) :])
-    try:
-        message = TaskMessage(
-            type=fields[1],
-            payload=fields[2],
-            enqueued_at=fields[3],
-            max_retry=fields[4],
-            retried=fields[5],
-            timeout=float(fields[6]),
-            deadline=fields[7],
-            retention=fields[8],
-            unique=fields[9],
-            headers=fields[10],
-            last_error=fields[11],
-            last_failed_at=fields[12],
-        )
-    except (TypeError, ValueError) as exc:
-        raise CorruptTaskError(f"task {task_id!r}: malformed message ({exc})") from exc
-    if not isinstance(message.type, str):
+    if not isinstance(fields[1], str):
         raise CorruptTaskError(f"task {task_id!r}: task type is not a string")
-    return message
+    for index, name, check, expected in _CHECKED_FIELDS:
+        if not check(fields[index]):
+            raise CorruptTaskError(
+                f"task {task_id!r}: malformed message: field {name} holds "
+                f"{fields[index]!r}, expected {expected}"
+            )
+    return TaskMessage(
+        type=fields[1],
+        payload=fields[2],
+        enqueued_at=fields[3],
+        max_retry=fields[4],
+        retried=fields[5],
+        timeout=float(fields[6]),
+        deadline=fields[7],
+        retention=fields[8],
+        unique=fields[9],
+        headers=fields[10],
+        last_error=fields[11],
+        last_failed_at=fields[12],
+    )
+
+
+def unique_of(data: bytes) -> str | None:
+    """The uniqueness digest stored in ``data``, read even when the rest does not decode, so
+    archiving a corrupt unique task can still release its lock; None if there is none."""
+    try:
+        fields = _unpack(data, "?")
+    except CorruptTaskError:
+        return None
+    digest = fields[_UNIQUE] if isinstance(fields, list) and len(fields) > _UNIQUE else None
+    return digest if isinstance(digest, str) else None
+
+
+def encode_result(value: object) -> bytes:
+    """The bytes stored as a task's result. The contract: ``bytes`` are kept as they are, a
+    ``str`` as its UTF-8 bytes (both read back unchanged, as the inspector shows them), and any
+    other value as its msgpack encoding (read it back with ``msgpack.unpackb``).
+
+    Raises:
+        ValidationError: the value cannot be stored (a ``str`` with lone surrogates, or a value
+            msgpack cannot encode), saying what to return instead.
+    """
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    try:
+        if isinstance(value, str):
+            return value.encode()
+        return bytes(_packer().pack(value))
+    except (TypeError, ValueError, OverflowError) as exc:
+        # A failed pack can leave the shared packer's buffer half written.
+        _local.__dict__.pop("packer", None)
+        raise ValidationError(
+            f"the task's result {type(value).__name__} cannot be stored ({exc}); return or "
+            "write bytes, a str, or a msgpack-encodable value (None, bool, int, float, str, "
+            "bytes, and lists and dicts of them)"
+        ) from exc
+
+
+def _unpack(data: bytes, task_id: str) -> Any:
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        # TypeError: a map whose key is a list or a map (unhashable in Python).
+        raise CorruptTaskError(f"task {task_id!r}: stored message is not msgpack ({exc})") from exc
+
+
+MAX_MS = 253_402_300_799_999
+"""Largest epoch-ms time a message may hold (the end of year 9999, what datetime can show)."""
+_UNIQUE = 9
+
+
+def _count(limit: int) -> Callable[[object], bool]:
+    def check(value: object) -> bool:
+        return type(value) is int and 0 <= value <= limit
+
+    return check
+
+
+def _seconds(value: object) -> bool:
+    return type(value) in (int, float) and 0 <= value < math.inf  # type: ignore[operator]
+
+
+def _optional_str(value: object) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _headers(value: object) -> bool:
+    return value is None or (
+        isinstance(value, dict)
+        and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+    )
+
+
+_MS = "epoch ms (an int >= 0)"
+_CHECKED_FIELDS: tuple[tuple[int, str, Callable[[object], bool], str], ...] = (
+    # Counts go up to what msgpack holds: the client bounds none of them tighter.
+    (3, "enqueued_at", _count(MAX_MS), _MS),
+    (4, "max_retry", _count(2**64 - 1), "an int >= 0"),
+    (5, "retried", _count(2**64 - 1), "an int >= 0"),
+    (6, "timeout", _seconds, "seconds (a finite number >= 0)"),
+    (7, "deadline", _count(MAX_MS), _MS),
+    (8, "retention", _count(2**64 - 1), "seconds (an int >= 0)"),
+    (9, "unique", _optional_str, "a str or nil"),
+    (10, "headers", _headers, "a map of str to str, or nil"),
+    (11, "last_error", _optional_str, "a str or nil"),
+    (12, "last_failed_at", _count(MAX_MS), _MS),
+)

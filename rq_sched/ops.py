@@ -11,12 +11,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import msgpack
-
 from rq_sched import scripts
 from rq_sched.clock import utc_day
 from rq_sched.keys import QueueKeys
-from rq_sched.message import TaskMessage
+from rq_sched.message import TaskMessage, unique_of
 from rq_sched.options import Prepared
 from rq_sched.scripts import Arg, Call
 
@@ -266,30 +264,11 @@ def archive_corrupt(
         task_id,
         token,
         encoded=message.encode(),
-        unique=salvage_unique(raw),
+        unique=unique_of(raw),
         now_s=now_s,
         limits=limits,
         count_failure=True,
     )
-
-
-_UNIQUE_FIELD = 9
-"""Position of the uniqueness digest in the encoded message array (see rq_sched.message)."""
-
-
-def salvage_unique(raw: bytes | None) -> str | None:
-    """The uniqueness digest named by a stored message, read without full decoding, so a task
-    whose message is corrupt can still release its lock. None when it cannot be read."""
-    if not raw:
-        return None
-    try:
-        fields = msgpack.unpackb(raw, raw=False, strict_map_key=False)
-    except (ValueError, TypeError, msgpack.UnpackException):
-        return None
-    if isinstance(fields, list) and len(fields) > _UNIQUE_FIELD:
-        digest = fields[_UNIQUE_FIELD]
-        return digest if isinstance(digest, str) and digest else None
-    return None
 
 
 def archive(

@@ -6,14 +6,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from rq_sched.message import encode_result
+
 
 @dataclass(slots=True, eq=False)
 class Task:
     """One task handed to a handler.
 
-    Handlers read ``type``, ``payload`` and the metadata; a handler whose task was enqueued with
-    ``retention`` may keep a result with :meth:`write_result`. Long-running sync handlers should
-    check :meth:`is_cancelled` now and then: Python cannot stop a thread from outside.
+    Handlers read ``type``, ``payload`` and the metadata. A handler whose task was enqueued with
+    ``retention`` keeps a result by returning it or with :meth:`write_result`: bytes are stored
+    as they are, a str as UTF-8, and any other msgpack-encodable value as msgpack (the contract
+    is :func:`rq_sched.message.encode_result`). A result that cannot be stored fails the task,
+    alone, with an error saying so. Long-running sync handlers should check
+    :meth:`is_cancelled` now and then: Python cannot stop a thread from outside.
     """
 
     type: str
@@ -25,14 +30,20 @@ class Task:
     headers: dict[str, str] = field(default_factory=dict)
     deadline: datetime | None = None
     timeout: float | None = None
-    result: bytes | None = None
+    result: Any = None
+    """The value to keep as the result (None: none); encoded when the task is acknowledged."""
     # A plain flag, not a threading.Event: it is only ever set and polled, and an Event per task
     # cost ~12% of a busy worker's time. Reading a bool set by another thread is safe in CPython.
     _cancelled: bool = field(default=False, repr=False)
 
-    def write_result(self, data: bytes | str) -> None:
-        """Keep ``data`` as the task's result (stored when the task has ``retention``)."""
-        self.result = data.encode() if isinstance(data, str) else bytes(data)
+    def write_result(self, data: object) -> None:
+        """Keep ``data`` as the task's result (stored when the task has ``retention``).
+
+        Raises:
+            ValidationError: ``data`` cannot be stored (see
+                :func:`~rq_sched.message.encode_result`).
+        """
+        self.result = encode_result(data)
 
     def is_cancelled(self) -> bool:
         """True once the task was cancelled or timed out; sync handlers should then return."""

@@ -6,7 +6,7 @@ import msgpack
 import pytest
 
 from rq_sched import CorruptTaskError
-from rq_sched.message import MAX_ERROR_CHARS, VERSION, TaskMessage, decode
+from rq_sched.message import MAX_ERROR_CHARS, VERSION, TaskMessage, decode, unique_of
 
 EVERY_FIELD = TaskMessage(
     type="report",
@@ -73,3 +73,53 @@ def test_failed_records_the_attempt_and_cuts_long_errors() -> None:
 def test_garbage_is_a_corrupt_task(data: bytes, message: str) -> None:
     with pytest.raises(CorruptTaskError, match=message):
         decode(data, task_id="x1")
+
+
+def _fields(**changes: object) -> bytes:
+    """A full version-1 array with one or more fields replaced by position name."""
+    order = [
+        "version", "type", "payload", "enqueued_at", "max_retry", "retried", "timeout",
+        "deadline", "retention", "unique", "headers", "last_error", "last_failed_at",
+    ]  # fmt: skip
+    values: list[object] = [VERSION, "t", b"p", 1, 25, 0, 0, 0, 0, None, None, None, 0]
+    for name, value in changes.items():
+        values[order.index(name)] = value
+    return bytes(msgpack.packb(values, use_bin_type=True))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (_fields(max_retry="3"), "max_retry"),
+        (_fields(retried="1"), "retried"),
+        (_fields(deadline="soon"), "deadline"),
+        (_fields(retention="600"), "retention"),
+        (_fields(enqueued_at=b"x"), "enqueued_at"),
+        (_fields(last_failed_at=1.5), "last_failed_at"),
+        (_fields(max_retry=True), "max_retry"),
+        (_fields(max_retry=-1), "max_retry"),
+        (_fields(deadline=2**63), "deadline"),
+        (_fields(timeout="30"), "timeout"),
+        (_fields(timeout=float("inf")), "timeout"),
+        (_fields(timeout=float("nan")), "timeout"),
+        (_fields(timeout=-1), "timeout"),
+        (_fields(unique=5), "unique"),
+        (_fields(headers=["a"]), "headers"),
+        (_fields(headers={"a": 1}), "headers"),
+        (_fields(last_error=b"x"), "last_error"),
+        (_fields(version=True), "version"),
+        (_fields(payload={(1, 2): "list key"}), "not msgpack"),
+        (b"\x93\x01\xa1t\x81\x91\x01\xa1x", "not msgpack"),  # a map whose key is a list
+        (msgpack.packb([VERSION, "t", None]) + b"\x00", "not msgpack"),  # trailing bytes
+        (b"", "not msgpack"),
+    ],
+)
+def test_every_field_type_is_checked(data: bytes, message: str) -> None:
+    with pytest.raises(CorruptTaskError, match=message):
+        decode(data, task_id="x1")
+
+
+def test_unique_digest_is_salvaged_from_a_message_that_no_longer_decodes() -> None:
+    assert unique_of(_fields(unique="abc", deadline="soon")) == "abc"
+    assert unique_of(_fields(unique=5)) is None
+    assert unique_of(b"\xc1") is None

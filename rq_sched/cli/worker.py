@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from rq_sched.cli.common import add_redis_options, fail, import_object
 from rq_sched.errors import ValidationError
 from rq_sched.router import Router
 from rq_sched.worker.config import parse_queues
 from rq_sched.worker.server import Server
+from rq_sched.worker.supervisor import ServerUnhealthyError
+
+EXIT_UNHEALTHY = 3
+"""Exit status when a background loop kept failing (2 is bad usage): restart the worker."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,5 +60,9 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         return fail(str(exc))
-    server.run(router)
+    try:
+        server.run(router)
+    except ServerUnhealthyError as exc:
+        print(f"rq-sched: error: {exc}", file=sys.stderr)
+        return EXIT_UNHEALTHY
     return 0

@@ -26,6 +26,7 @@ from rq_sched.errors import (
 from rq_sched.inspector.lists import parse_state, state_key
 from rq_sched.inspector.models import BulkResult
 from rq_sched.keys import GlobalKeys, QueueKeys
+from rq_sched.message import unique_of
 from rq_sched.models import TaskState, encode_cancel
 from rq_sched.scripts import Call, SyncRedis
 
@@ -139,7 +140,7 @@ def _calls(
 def _unique_digests(redis: SyncRedis, keys: QueueKeys, ids: Sequence[str]) -> list[str | None]:
     """The uniqueness digest each task holds (None when none, missing or unreadable)."""
     found: list[Any] = redis.hmget(keys.msg, list(ids))
-    return [ops.salvage_unique(data) for data in found]
+    return [unique_of(data) if data else None for data in found]
 
 
 def _run_calls(redis: SyncRedis, calls: Sequence[Call]) -> list[Any]:

@@ -35,7 +35,7 @@ from rq_sched.inspector.models import (
     TypeBreakdown,
 )
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
-from rq_sched.message import decode
+from rq_sched.message import decode, unique_of
 from rq_sched.models import QueueInfo, TaskInfo, TaskState
 from rq_sched.options import check_stored_queue
 from rq_sched.scripts import Call, SyncRedis
@@ -455,7 +455,7 @@ class Inspector:
         if data is None:
             raise TaskNotFoundError(f"no task {task_id!r} in queue {queue!r}")
         # Not decode(): a corrupt message must not stop an operator deleting or archiving it.
-        return ops.salvage_unique(data)  # type: ignore[arg-type]
+        return unique_of(data) if data else None  # type: ignore[arg-type]
 
     def _run(self, call: Call, queue: str, task_id: str) -> Any:
         script, keys, args = call

@@ -2,7 +2,10 @@
 
 One component per module: :mod:`~rq_sched.worker.server` wires them together;
 :mod:`~rq_sched.worker.processor` fetches, runs and settles tasks through
-:mod:`~rq_sched.worker.runners`; the background components (:mod:`~rq_sched.worker.forwarder`,
+:mod:`~rq_sched.worker.runners` and acknowledges them in batches through
+:mod:`~rq_sched.worker.acks`; :mod:`~rq_sched.worker.supervisor` runs every long-running loop,
+restarting a failed one and turning the server unhealthy when one keeps failing; the
+background components (:mod:`~rq_sched.worker.forwarder`,
 :mod:`~rq_sched.worker.recoverer`, :mod:`~rq_sched.worker.janitor`,
 :mod:`~rq_sched.worker.heartbeat`, :mod:`~rq_sched.worker.wakeup`,
 :mod:`~rq_sched.worker.cancellation`) share the base in :mod:`~rq_sched.worker.component`.

@@ -2,7 +2,9 @@
 
 A component's ``tick()`` does one iteration and says how long to sleep; tests call ``tick()``
 directly. ``wake()`` runs the next tick at once. Redis errors are logged and retried with a
-growing pause, so a Redis restart stalls a component but never kills it.
+growing pause, so a Redis restart stalls a component but never kills it; anything else a tick
+raises goes to the :class:`~rq_sched.worker.supervisor.Supervisor`, which logs the traceback and
+restarts the loop.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from rq_sched.errors import RqSchedError
+from rq_sched.worker.supervisor import Supervisor, retry_pause
 
 log = logging.getLogger("rq_sched")
-
-MAX_ERROR_PAUSE = 2.0
 
 
 class Component:
@@ -36,10 +37,11 @@ class Component:
         """Do one iteration; return the seconds until the next one."""
         raise NotImplementedError
 
-    def start(self) -> None:
-        """Run ticks in the background on the current event loop."""
+    def start(self, supervisor: Supervisor | None = None) -> None:
+        """Run ticks in the background on the current event loop, under ``supervisor`` (the
+        server's; a component started on its own gets a supervisor of its own)."""
         if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name=f"rq_sched.{self.name}")
+            self._task = (supervisor or Supervisor()).spawn(self.name, self._loop)
 
     async def stop(self) -> None:
         """Stop after the current tick (or at once, when sleeping)."""
@@ -60,7 +62,7 @@ class Component:
                 failures = 0
             except (RedisError, RqSchedError, OSError) as exc:
                 failures += 1
-                delay = min(MAX_ERROR_PAUSE, 0.05 * 2**failures)
+                delay = retry_pause(failures)
                 log.warning("%s: %s (retrying in %.2fs)", self.name, exc, delay)
             if delay > 0:
                 with contextlib.suppress(TimeoutError):

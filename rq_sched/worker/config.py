@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,10 @@ class ServerConfig:
     backoff: Backoff = default_backoff
     middleware: tuple[Middleware, ...] = ()
     namespace: str = DEFAULT_NAMESPACE
+    loop_failures_allowed: int = 5
+    """Unexpected failures one background loop may have within ``loop_failure_window`` before
+    the server calls itself unhealthy, stops and exits non-zero (each is restarted until then)."""
+    loop_failure_window: float = 60.0
 
     def __post_init__(self) -> None:
         check_namespace(self.namespace)
@@ -56,9 +61,9 @@ class ServerConfig:
             check_stored_queue(name)
             if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
                 raise ValidationError(f"queue {name!r}: weight must be an int >= 1, got {weight!r}")
-        for name in ("concurrency", "batch_size"):
+        for name in ("concurrency", "batch_size", "loop_failures_allowed"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValidationError(f"{name} must be an int >= 1, got {value!r}")
         if not isinstance(self.processes, int) or self.processes < 0:
             raise ValidationError(f"processes must be an int >= 0, got {self.processes!r}")
@@ -69,9 +74,13 @@ class ServerConfig:
             "recover_interval",
             "heartbeat_interval",
             "janitor_interval",
+            "loop_failure_window",
         ):
-            if getattr(self, name) <= 0:
-                raise ValidationError(f"{name} must be > 0 seconds")
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ValidationError(
+                    f"{name} must be > 0 seconds (a finite number), got {value!r}"
+                )
         if self.shutdown_timeout < 0:
             raise ValidationError("shutdown_timeout must be >= 0 seconds")
 

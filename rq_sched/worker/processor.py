@@ -1,14 +1,21 @@
 """The worker's hot path: take tasks from the queues, run their handlers, record the outcomes.
 
 Tasks are taken in batches (one script call leases up to ``batch_size`` tasks) and successes
-are acknowledged in batches by a separate loop, so a busy worker spends few round trips per
-task. Failures are written one by one, at once.
+are acknowledged in batches by a separate loop (:mod:`~rq_sched.worker.acks`), so a busy worker
+spends few round trips per task. Failures are written one by one, at once.
+
+Settling cannot fail open: whatever a handler returns or raises, :meth:`Processor._settle`
+records an outcome and frees the slot in a ``finally``. An outcome that cannot be written as
+given (an error text that does not encode, a backoff that returns nonsense) is written as a
+plain failure record, and a message that does not decode is archived as corrupt with its raw
+bytes (:meth:`Processor._corrupt_call`), so no message can stop the fetch loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 import traceback
@@ -20,15 +27,25 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from rq_sched import ops, scripts
+from rq_sched.backoff import default_backoff
 from rq_sched.clock import Clock, to_ms
-from rq_sched.errors import CorruptTaskError, Retry, RqSchedError, SkipRetry, TaskCancelledError
+from rq_sched.errors import (
+    CorruptTaskError,
+    Retry,
+    RqSchedError,
+    SkipRetry,
+    TaskCancelledError,
+    ValidationError,
+)
 from rq_sched.keys import QueueKeys
-from rq_sched.message import TaskMessage, decode
+from rq_sched.message import TaskMessage, decode, encode_result
 from rq_sched.router import Next, Route, Router
 from rq_sched.scripts import AnyAsyncRedis, Call
 from rq_sched.task import Task
+from rq_sched.worker.acks import OUTAGE, AckWriter
 from rq_sched.worker.config import ServerConfig
 from rq_sched.worker.runners import Runners
+from rq_sched.worker.supervisor import retry_pause
 
 log = logging.getLogger("rq_sched")
 
@@ -36,22 +53,31 @@ ACK_GRACE = 3.0
 """Seconds a shutdown keeps trying to write buffered acknowledgements while Redis is away;
 tasks still unacknowledged after that run again once their lease expires."""
 CORRUPT_TYPE = ops.CORRUPT_TYPE
+"""Type given to an archived task whose stored message could not be decoded (kept as payload)."""
+WRITE_ATTEMPTS = 60
+"""Attempts to write one outcome through a Redis outage (about two minutes) before giving up;
+the task then runs again once its lease expires."""
 
 
 @dataclass(slots=True, eq=False)
 class Running:
-    """A task this worker holds a lease on."""
+    """One lease this worker holds: everything that running and settling the task needs."""
 
     queue: str
     id: str
+    data: bytes
+    """The stored message as leased, so an outcome that cannot be encoded still archives it."""
     message: TaskMessage
     task: Task
     started_at: float
     token: int = 0
-    """Fencing token of this lease: every settle and extend presents it."""
+    """The lease's fencing token: every settle and extend presents it, and the store refuses
+    a stale one (the task was recovered and leased again meanwhile)."""
     job: asyncio.Task[None] | None = None
     stop_reason: str | None = None
     """None while running normally; "cancel" (operator) or "shutdown"."""
+    settling: bool = False
+    """The outcome is being written; a cancel now is noted, never thrown into the write."""
 
 
 class Processor:
@@ -74,15 +100,20 @@ class Processor:
         self.clock = clock
         self.keys = keys
         self.running: dict[tuple[str, str], Running] = {}
+        """The current lease of each task held here, by (queue, id)."""
+        self.superseded: set[Running] = set()
+        """Runs still going whose task was leased here again (their lease expired meanwhile);
+        they hold a slot, and their outcome is dropped: it belongs to the newer lease."""
         self.unacked: dict[tuple[str, str], Running] = {}
         self.processed = 0
         self.failed = 0
-        self._acks: dict[str, list[ops.Ack]] = {}
-        self._ack_event = asyncio.Event()
-        self._ack_lock = asyncio.Lock()
-        self._ack_deadline: float | None = None
+        self.dropped = 0
+        """Outcomes of superseded runs that were not written."""
+        self.acks = AckWriter(redis, keys, clock=clock, on_written=self._acknowledged)
         self._work = asyncio.Event()
         self._slot = asyncio.Event()
+        self._fetch_idle = asyncio.Event()
+        self._fetch_idle.set()
         self._stopping = False
         self._chains = {t: self._chain(route) for t, route in router.routes.items()}
         self._weights = {q: float(w) for q, w in config.queues.items()}
@@ -95,11 +126,15 @@ class Processor:
         """Tasks may be ready: the fetch loop looks again."""
         self._work.set()
 
+    def busy(self) -> int:
+        """Slots in use: held leases plus superseded runs still going."""
+        return len(self.running) + len(self.superseded)
+
     async def fetch_loop(self) -> None:
         """Take tasks while there are free slots; sleep until woken when the queues are empty."""
         failures = 0
         while not self._stopping:
-            free = self.config.concurrency - len(self.running)
+            free = self.config.concurrency - self.busy()
             if free <= 0:
                 self._slot.clear()
                 await self._slot.wait()
@@ -110,7 +145,7 @@ class Processor:
                 failures = 0
             except (RedisError, OSError, RqSchedError) as exc:
                 failures += 1
-                pause = min(2.0, 0.05 * 2**failures)
+                pause = retry_pause(failures)
                 log.warning("fetching tasks failed: %s (retrying in %.2fs)", exc, pause)
                 await asyncio.sleep(pause)
                 continue
@@ -118,17 +153,25 @@ class Processor:
                 await self._work.wait()
 
     async def fetch(self, free: int) -> int:
-        """Lease up to ``free`` tasks from the first queue (in weighted order) that has some."""
+        """Lease up to ``free`` tasks from the first queue (in weighted order) that has some.
+
+        A fetch in flight when a shutdown begins runs to its end (:meth:`drain` waits for it),
+        and what it leased is handed back rather than started: cancelling it could leave Redis
+        having leased tasks to nobody."""
         lease_ms = int(self.config.lease_duration * 1000)
         count = min(free, self.config.batch_size)
-        for queue in self.queue_order():
-            script, keys, args = ops.dequeue(self.keys[queue], lease_ms, count)
-            leased = ops.parse_dequeue(await scripts.arun(self.redis, script, keys, args))
-            for task in leased:
-                self._start(queue, task)
-            if leased:
-                return len(leased)
-        return 0
+        self._fetch_idle.clear()
+        try:
+            for queue in self.queue_order():
+                script, keys, args = ops.dequeue(self.keys[queue], lease_ms, count)
+                leased = ops.parse_dequeue(await scripts.arun(self.redis, script, keys, args))
+                for task in leased:
+                    self._start(queue, task)
+                if leased:
+                    return len(leased)
+            return 0
+        finally:
+            self._fetch_idle.set()
 
     def queue_order(self) -> list[str]:
         """Queues in the order to ask them: by priority, or a weighted random permutation."""
@@ -140,38 +183,50 @@ class Processor:
     # -- running tasks ----------------------------------------------------------------------
 
     def _start(self, queue: str, leased: ops.Leased) -> None:
-        task_id, data, lost = leased.id, leased.data, leased.lost
+        """Start (or settle at once) one leased task; never raises, whatever it holds."""
+        task_id, data = leased.id, leased.data
         try:
-            message = decode(data, task_id=task_id)
+            entry = self._running(queue, leased, decode(data, task_id=task_id))
         except CorruptTaskError as exc:
-            # The raw message may still name its uniqueness lock: archiving releases it.
-            unique = ops.salvage_unique(data)
-            message = TaskMessage(type=CORRUPT_TYPE, payload=data, max_retry=0, unique=unique)
-            entry = self._running(queue, task_id, message, leased.token)
-            self._spawn(self._settle(entry, SkipRetry(str(exc))))
+            self._settle_now(self._corrupt_entry(queue, leased), exc)
             return
-        entry = self._running(queue, task_id, message, leased.token)
-        chain = self._chains.get(message.type)
-        error: BaseException | None = None
+        except Exception as exc:
+            log.exception("task %s/%s: its message cannot be run", queue, task_id)
+            error = CorruptTaskError(f"task {task_id!r}: message cannot be run ({exc!r})")
+            self._settle_now(self._corrupt_entry(queue, leased), error)
+            return
+        if self._stopping:
+            return  # leased by a fetch that was in flight: drain() hands it back
         if leased.cancelled:
-            error = TaskCancelledError("cancelled before it started")
-        elif chain is None:
-            error = SkipRetry(
-                f"no handler registered for task type {message.type!r} on this worker "
-                f"(registered: {', '.join(sorted(self._chains)) or 'none'})"
-            )
-        elif lost > message.max_retry:
-            error = SkipRetry(
-                f"lease expired {lost} times: the worker running it died or hung each time"
-            )
-        elif message.deadline and message.deadline <= to_ms(self.clock.now()):
-            error = SkipRetry("deadline exceeded before the task could run")
-        if error is not None or chain is None:
-            self._spawn(self._settle(entry, error))
+            # The cancel was recorded with the task in Redis (its worker may have died): the
+            # task ends archived as cancelled and never runs.
+            self._settle_now(entry, TaskCancelledError("cancelled before it started"))
+            return
+        chain = self._chains.get(entry.message.type)
+        refusal = self._refusal(entry, chain, leased.lost)
+        if refusal is not None or chain is None:
+            self._settle_now(entry, refusal)
         else:
             entry.job = self._spawn(self._execute(entry, chain))
 
-    def _running(self, queue: str, task_id: str, message: TaskMessage, token: int) -> Running:
+    def _refusal(self, entry: Running, chain: Next | None, lost: int) -> SkipRetry | None:
+        """Why a leased task must not run at all, or None."""
+        message = entry.message
+        if chain is None:
+            return SkipRetry(
+                f"no handler registered for task type {message.type!r} on this worker "
+                f"(registered: {', '.join(sorted(self._chains)) or 'none'})"
+            )
+        if lost > message.max_retry:
+            return SkipRetry(
+                f"lease expired {lost} times: the worker running it died or hung each time"
+            )
+        if message.deadline and message.deadline <= to_ms(self.clock.now()):
+            return SkipRetry("deadline exceeded before the task could run")
+        return None
+
+    def _running(self, queue: str, leased: ops.Leased, message: TaskMessage) -> Running:
+        task_id = leased.id
         task = Task(
             type=message.type,
             payload=message.payload,
@@ -185,9 +240,24 @@ class Processor:
             else None,
             timeout=message.timeout or None,
         )
-        entry = Running(queue, task_id, message, task, self.clock.now(), token)
+        entry = Running(queue, task_id, leased.data, message, task, self.clock.now(), leased.token)
+        earlier = self.running.get((queue, task_id))
+        if earlier is not None:
+            # Leased here again while an earlier run goes on: that run's lease expired and
+            # the task was recovered. The earlier run keeps its slot; its outcome is dropped.
+            log.warning(
+                "task %s/%s was leased here again while an earlier run still goes on; the "
+                "earlier run's outcome will be dropped",
+                queue,
+                task_id,
+            )
+            self.superseded.add(earlier)
         self.running[(queue, task_id)] = entry
         return entry
+
+    def _corrupt_entry(self, queue: str, leased: ops.Leased) -> Running:
+        message = TaskMessage(type=CORRUPT_TYPE, payload=leased.data, max_retry=0)
+        return self._running(queue, leased, message)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         job = asyncio.ensure_future(coro)
@@ -195,7 +265,12 @@ class Processor:
         job.add_done_callback(self._jobs.discard)
         return job
 
+    def _settle_now(self, entry: Running, error: BaseException | None) -> None:
+        entry.settling = True
+        entry.job = self._spawn(self._settle(entry, error))
+
     async def _execute(self, entry: Running, chain: Next) -> None:
+        error: BaseException | None = None
         try:
             await chain(entry.task)
         except asyncio.CancelledError:
@@ -204,12 +279,12 @@ class Processor:
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
-            await self._settle(entry, TaskCancelledError("cancelled while running"))
-            return
+            error = TaskCancelledError("cancelled while running")
         except Exception as exc:  # noqa: BLE001 - every handler error is recorded on the task
-            await self._settle(entry, exc)
-            return
-        await self._settle(entry, None)
+            error = exc
+        # Set before the first await of settling: from here on, cancel() only takes note.
+        entry.settling = True
+        await self._settle(entry, error)
 
     def _chain(self, route: Route) -> Next:
         runners, clock = self.runners, self.clock
@@ -229,42 +304,95 @@ class Processor:
     # -- settling outcomes ------------------------------------------------------------------
 
     async def _settle(self, entry: Running, error: BaseException | None) -> None:
+        """Record the outcome of ``entry`` and free its slot, whatever happens on the way."""
+        entry.settling = True
+        try:
+            if entry in self.superseded:
+                self.dropped += 1
+                log.warning(
+                    "task %s/%s: outcome of a superseded run dropped (%s)",
+                    entry.queue,
+                    entry.id,
+                    "success" if error is None else describe(error).partition("\n")[0],
+                )
+                return
+            if error is None:
+                error = self._acknowledge(entry)
+            if error is not None:
+                self.failed += 1
+                call, retried = self._failure_call(entry, error)
+                await self._write(call, entry)
+                if retried and entry.stop_reason == "cancel":
+                    await self._archive_cancelled_retry(entry)
+        except Exception:
+            log.exception(
+                "task %s/%s: its outcome could not be recorded; it runs again once its lease "
+                "expires",
+                entry.queue,
+                entry.id,
+            )
+        finally:
+            self._release(entry)
+
+    def _release(self, entry: Running) -> None:
         key = (entry.queue, entry.id)
-        if error is None:
-            self._acknowledge(entry)
-        else:
-            await self._write(self._failure_call(entry, error), entry)
-            self.failed += 1
-        # The same id may have been leased to this worker again (a stalled attempt, recovered
-        # and re-leased): only this attempt's entry is removed.
         if self.running.get(key) is entry:
             del self.running[key]
+        self.superseded.discard(entry)
         self._slot.set()
 
-    def _acknowledge(self, entry: Running) -> None:
+    def _acknowledge(self, entry: Running) -> ValidationError | None:
+        """Buffer the success of ``entry``; an error instead when its result cannot be stored
+        (checked per task, so one bad result never fails a whole batch)."""
         message = entry.message
         keep_until = to_ms(self.clock.now() + message.retention) if message.retention else 0
-        result = (entry.task.result or b"") if keep_until else b""
-        ack = ops.Ack(entry.id, entry.token, keep_until, result, message.unique)
-        self._acks.setdefault(entry.queue, []).append(ack)
+        result = b""
+        if keep_until and entry.task.result is not None:
+            try:
+                result = encode_result(entry.task.result)
+            except ValidationError as exc:
+                return exc
+        ack = ops.Ack(
+            entry.id, entry.token, keep_until_ms=keep_until, result=result, unique=message.unique
+        )
         self.unacked[(entry.queue, entry.id)] = entry
+        self.acks.add(entry.queue, ack)
         self.processed += 1
-        self._ack_event.set()
+        return None
 
-    def _failure_call(self, entry: Running, error: BaseException) -> Call:
+    def _failure_call(self, entry: Running, error: BaseException) -> tuple[Call, bool]:
+        """The script call recording ``error`` and whether it schedules a retry. Falls back to
+        a plain failure record, then to archiving the raw message, when the outcome as given
+        cannot be written."""
+        if isinstance(error, CorruptTaskError) and entry.message.type == CORRUPT_TYPE:
+            return self._corrupt_call(entry, describe(error)), False
+        try:
+            return self._outcome_call(entry, error, describe(error), self._delay(entry, error))
+        except Exception as exc:
+            log.exception("task %s/%s: writing a plain failure record", entry.queue, entry.id)
+            plain = f"{type(error).__name__} (its details could not be recorded: {exc!r})"
+        try:
+            delay = default_backoff(entry.message.retried + 1, error, entry.task)
+            return self._outcome_call(entry, error, _printable(plain), delay)
+        except Exception as exc:
+            log.exception("task %s/%s: archiving its raw message", entry.queue, entry.id)
+            return self._corrupt_call(entry, f"outcome could not be recorded: {exc!r}"), False
+
+    def _outcome_call(
+        self, entry: Running, error: BaseException, text: str, delay: float
+    ) -> tuple[Call, bool]:
         now = self.clock.now()
         message = entry.message
-        updated = message.failed(describe(error), to_ms(now))
+        updated = message.failed(text, to_ms(now))
         keys = self.keys[entry.queue]
-        cancelled = isinstance(error, TaskCancelledError)
+        cancelled = isinstance(error, TaskCancelledError) or entry.stop_reason == "cancel"
         due = 0
         archive = cancelled or isinstance(error, SkipRetry) or updated.retried > message.max_retry
         if not archive:
-            delay = error.delay if isinstance(error, Retry) else self._backoff(entry, error)
             due = to_ms(now + delay) if delay > 0 else 0
             archive = bool(message.deadline) and max(due, to_ms(now)) >= message.deadline
         if archive:
-            return ops.archive_active(
+            call = ops.archive_active(
                 keys,
                 entry.id,
                 entry.token,
@@ -274,14 +402,40 @@ class Processor:
                 limits=self.config.archive_limits,
                 count_failure=not cancelled,
             )
-        return ops.retry(
+            return call, False
+        retry = ops.retry(
             keys, entry.id, entry.token, encoded=updated.encode(), due_ms=due, now_s=now
         )
+        return retry, True
 
-    def _backoff(self, entry: Running, error: BaseException) -> float:
+    def _corrupt_call(self, entry: Running, reason: str) -> Call:
+        """The one place a task whose message cannot be used is archived as corrupt: its raw
+        bytes are kept as the payload of a :data:`CORRUPT_TYPE` message, and its uniqueness
+        lock is released when the raw bytes still name one."""
+        return ops.archive_corrupt(
+            self.keys[entry.queue],
+            entry.id,
+            entry.token,
+            raw=entry.data,
+            error=_printable(reason),
+            now_s=self.clock.now(),
+            limits=self.config.archive_limits,
+        )
+
+    def _delay(self, entry: Running, error: BaseException) -> float:
+        """Seconds until the retry: the handler's ``Retry(delay)``, else the backoff's answer,
+        which must be a finite number of seconds >= 0."""
+        if isinstance(error, Retry):
+            return error.delay
         route = self.router.routes.get(entry.message.type)
         backoff = route.backoff if route is not None and route.backoff else self.config.backoff
-        return max(0.0, backoff(entry.message.retried + 1, error, entry.task))
+        delay = backoff(entry.message.retried + 1, error, entry.task)
+        if not isinstance(delay, int | float) or not 0 <= delay < math.inf:
+            raise ValidationError(
+                f"the backoff for {entry.message.type!r} returned {delay!r}; it must return a "
+                "finite number of seconds >= 0"
+            )
+        return float(delay)
 
     async def _write(self, call: Call, entry: Running) -> None:
         """Run an outcome script, retrying through Redis outages (the lease keeps the task)."""
@@ -291,12 +445,12 @@ class Processor:
             try:
                 reply = await scripts.arun(self.redis, script, keys, args)
                 break
-            except (RedisError, OSError) as exc:
+            except OUTAGE as exc:
                 failures += 1
-                if failures > 60:
+                if failures >= WRITE_ATTEMPTS:
                     log.error("giving up writing the outcome of %s: %s", entry.id, exc)
                     return
-                await asyncio.sleep(min(2.0, 0.05 * 2**failures))
+                await asyncio.sleep(retry_pause(failures))
         if isinstance(reply, int) and reply < 0:
             log.warning(
                 "task %s/%s: outcome not recorded, this worker's lease was lost or is stale "
@@ -306,106 +460,112 @@ class Processor:
                 reply,
             )
 
+    async def _archive_cancelled_retry(self, entry: Running) -> None:
+        """A cancel arrived while a retry was being written: archive the retry at once, so
+        the cancelled task does not run again."""
+        call = ops.archive(
+            self.keys[entry.queue],
+            entry.id,
+            unique=entry.message.unique,
+            now_s=self.clock.now(),
+            limits=self.config.archive_limits,
+        )
+        script, keys, args = call
+        try:
+            await scripts.arun(self.redis, script, keys, args)
+        except (RedisError, RqSchedError) as exc:
+            log.warning(
+                "task %s/%s was cancelled as its retry was written, and could not be archived: %s",
+                entry.queue,
+                entry.id,
+                exc,
+            )
+
     # -- acknowledging in batches -----------------------------------------------------------
 
     async def ack_loop(self) -> None:
         """Write buffered acknowledgements whenever there are some."""
-        while True:
-            await self._ack_event.wait()
-            self._ack_event.clear()
-            await self.flush_acks()
+        await self.acks.loop()
 
     async def flush_acks(self) -> bool:
         """Write every buffered acknowledgement, retrying through Redis outages (once a
         shutdown began, for :data:`ACK_GRACE` seconds at most). Returns whether all were."""
-        async with self._ack_lock:  # one writer: a shutdown waits for the write in flight
-            return await self._flush_acks()
+        return await self.acks.flush()
 
-    async def _flush_acks(self) -> bool:
-        failures = 0
-        while self._acks:
-            if self._ack_deadline is not None and time.monotonic() >= self._ack_deadline:
-                return False
-            batches, self._acks = self._acks, {}
-            try:
-                for queue, acks in batches.items():
-                    while acks:
-                        await self._ack_chunk(queue, acks[: ops.BATCH_LIMIT])
-                        del acks[: ops.BATCH_LIMIT]
-                failures = 0
-            except (RedisError, OSError) as exc:
-                for queue, acks in batches.items():
-                    self._acks.setdefault(queue, [])[:0] = acks
-                failures += 1
-                pause = min(2.0, 0.05 * 2**failures)
-                log.warning("acknowledging tasks failed: %s (retrying in %.2fs)", exc, pause)
-                await asyncio.sleep(pause)
-        return True
-
-    async def _ack_chunk(self, queue: str, acks: list[ops.Ack]) -> None:
-        script, keys, args = ops.done(self.keys[queue], acks, self.clock.now())
-        reply = await scripts.arun(self.redis, script, keys, args)
-        for lost in reply[1:]:
-            log.warning(
-                "task %s/%s finished after its lease was lost or went stale; not settled",
-                queue,
-                lost.decode(),
-            )
-        for ack in acks:
-            self.unacked.pop((queue, ack.id), None)
+    def _acknowledged(self, queue: str, task_id: str) -> None:
+        self.unacked.pop((queue, task_id), None)
 
     # -- cancelling and stopping ------------------------------------------------------------
 
     def cancel(self, queue: str, task_id: str) -> bool:
         """Cancel a task running here; it ends archived as cancelled. False if not here."""
         entry = self.running.get((queue, task_id))
-        if entry is None or entry.job is None or entry.stop_reason is not None:
+        if entry is None or entry.stop_reason is not None:
             return False
         entry.stop_reason = "cancel"
         entry.task._cancel()
-        entry.job.cancel()
+        if entry.job is not None and not entry.settling:
+            entry.job.cancel()
         return True
 
     def leased(self) -> dict[str, list[tuple[str, int]]]:
-        """(id, token) per queue of the leases this worker must keep renewing."""
-        out: dict[str, list[tuple[str, int]]] = {}
+        """(id, token) per queue of the leases this worker must keep renewing (superseded runs
+        hold no lease of their own)."""
+        out: dict[str, set[tuple[str, int]]] = {}
         for entry in (*self.running.values(), *self.unacked.values()):
-            out.setdefault(entry.queue, []).append((entry.id, entry.token))
-        return out
+            out.setdefault(entry.queue, set()).add((entry.id, entry.token))
+        return {queue: sorted(leases) for queue, leases in out.items()}
 
     async def drain(self, timeout: float) -> None:
         """Stop taking tasks, wait up to ``timeout`` for handlers, hand the rest back at once."""
         self._stopping = True
-        self._ack_deadline = time.monotonic() + timeout + ACK_GRACE
+        started = time.monotonic()
+        self.acks.deadline = started + timeout + ACK_GRACE
         self._work.set()
         self._slot.set()
-        jobs = [e.job for e in self.running.values() if e.job is not None]
+        if not self._fetch_idle.is_set():
+            # What a fetch in flight leases is registered, never started: handed back below.
+            try:
+                await asyncio.wait_for(self._fetch_idle.wait(), max(timeout, 1.0))
+            except TimeoutError:
+                log.warning("a fetch was still in flight at shutdown; its tasks run again later")
+        jobs = [e.job for e in self._entries() if e.job is not None]
+        remaining = max(0.0, timeout - (time.monotonic() - started))
         if jobs:
-            await asyncio.wait(jobs, timeout=timeout)
-        left = [e for e in self.running.values() if e.job is not None and not e.job.done()]
-        for entry in left:
+            await asyncio.wait(jobs, timeout=remaining)
+        left = [
+            e
+            for e in self.running.values()
+            if not e.settling and (e.job is None or not e.job.done())
+        ]
+        # Superseded runs are stopped too, but not handed back: their lease is not theirs.
+        stale = [e for e in self.superseded if not e.settling and e.job and not e.job.done()]
+        for entry in (*left, *stale):
             entry.stop_reason = "shutdown"
             entry.task._cancel()
-            assert entry.job is not None
-            entry.job.cancel()
-        if left:
-            await asyncio.wait([e.job for e in left if e.job is not None], timeout=5)
+            if entry.job is not None:
+                entry.job.cancel()
+        if started_jobs := [e.job for e in (*left, *stale) if e.job is not None]:
+            await asyncio.wait(started_jobs, timeout=5)
         if not await self.flush_acks():
             log.warning(
                 "%d finished task(s) could not be acknowledged (Redis unreachable); they run "
                 "again once their lease expires",
-                sum(len(acks) for acks in self._acks.values()),
+                self.acks.buffered(),
             )
         await self._requeue(left)
         pending = [j for j in self._jobs if not j.done()]
         if pending:
             await asyncio.wait(pending, timeout=5)
 
+    def _entries(self) -> list[Running]:
+        return [*self.running.values(), *self.superseded]
+
     async def _requeue(self, entries: list[Running]) -> None:
         by_queue: dict[str, list[tuple[str, int]]] = {}
         for entry in entries:
             by_queue.setdefault(entry.queue, []).append((entry.id, entry.token))
-            self.running.pop((entry.queue, entry.id), None)
+            self._release(entry)
         for queue, ids in by_queue.items():
             script, keys, args = ops.requeue(self.keys[queue], ids)
             moved = await scripts.arun(self.redis, script, keys, args)
@@ -420,8 +580,19 @@ def _wrap(middleware: Callable[[Task, Next], object], inner: Next) -> Next:
 
 
 def describe(error: BaseException) -> str:
-    """The error text kept on a task: type, message and (for unexpected errors) traceback."""
-    text = f"{type(error).__name__}: {error}"
-    if isinstance(error, SkipRetry | Retry | TaskCancelledError) or error.__traceback__ is None:
-        return text
-    return text + "\n" + "".join(traceback.format_tb(error.__traceback__))
+    """The error text kept on a task: type, message and (for unexpected errors) traceback,
+    always storable (a lone surrogate, as in a file name from ``os.listdir``, is escaped)."""
+    try:
+        text = f"{type(error).__name__}: {error}"
+    except Exception as exc:  # noqa: BLE001 - a user's __str__ may raise anything
+        text = f"{type(error).__name__}: <str() of the error raised {type(exc).__name__}>"
+    if not (
+        isinstance(error, SkipRetry | Retry | TaskCancelledError) or error.__traceback__ is None
+    ):
+        text += "\n" + "".join(traceback.format_tb(error.__traceback__))
+    return _printable(text)
+
+
+def _printable(text: str) -> str:
+    """``text`` with anything UTF-8 cannot encode (lone surrogates) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -5,18 +5,26 @@ handler's child is killed; a thread cannot be stopped by Python, so its task is 
 cancelled) at once, ``task.is_cancelled()`` turns true, and the thread is left to finish. Handler
 threads are daemon threads: one still stuck after a graceful shutdown handed its task back does
 not keep the worker process from exiting.
+
+A sync call whose task was settled (timed out, cancelled) while it waited for a thread never
+starts. A thread still stuck in a timed-out handler is not counted as free: the pool starts a
+replacement, up to twice its size in all; past that, calls wait, and the pool counts and logs
+the saturation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import multiprocessing
 import queue
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -24,7 +32,10 @@ from rq_sched.errors import HandlerTimeoutError, ProcessHandlerError, Retry, Ski
 from rq_sched.router import Route
 from rq_sched.task import Task
 
-_Call = tuple[Callable[[Any], Any], Any, asyncio.AbstractEventLoop, "asyncio.Future[Any]"]
+log = logging.getLogger("rq_sched")
+
+SATURATION_LOG_INTERVAL = 10.0
+"""Seconds between two warnings that every handler thread is busy."""
 
 
 class Runners:
@@ -59,14 +70,16 @@ class Runners:
             raise HandlerTimeoutError(f"timed out after {timeout:g}s") from exc
 
     async def _run_thread(self, route: Route, task: Task, timeout: float | None) -> None:
-        future = self.threads.submit(route.handler, task)
+        call = self.threads.submit(route.handler, task)
         try:
-            _keep_returned(task, await asyncio.wait_for(future, timeout))
+            _keep_returned(task, await asyncio.wait_for(call.future, timeout))
         except TimeoutError as exc:
             raise HandlerTimeoutError(
                 f"timed out after {timeout:g}s (the handler's thread cannot be stopped by Python "
                 "and may still be running; check task.is_cancelled() in long sync handlers)"
             ) from exc
+        finally:
+            self.threads.abandon(call)  # no-op once the call is done
 
     async def _run_process(self, route: Route, task: Task, timeout: float | None) -> None:
         async with self.process_slots:
@@ -94,52 +107,130 @@ class Runners:
         self.threads.close()
 
 
+@dataclass(slots=True, eq=False)
+class PoolCall:
+    """One call submitted to a :class:`DaemonThreadPool`."""
+
+    fn: Callable[[Any], Any]
+    arg: Any
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+    state: str = "queued"
+    """queued -> running -> done; or skipped (abandoned before it started) or abandoned."""
+
+
 class DaemonThreadPool:
     """Up to ``size`` daemon threads running sync handlers for one event loop.
 
     Not a ``ThreadPoolExecutor``: its threads are joined when the interpreter exits, so a single
     handler stuck after a graceful shutdown (its task already handed back) would keep the
-    worker process alive for as long as the handler runs.
+    worker process alive for as long as the handler runs. And unlike one, it knows which of its
+    threads are stuck in a call nobody waits for any more, and does not count them as free.
     """
 
-    def __init__(self, size: int, *, name: str) -> None:
+    def __init__(self, size: int, *, name: str, max_threads: int | None = None) -> None:
         self.size = size
         self.name = name
-        self._calls: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
-        self._threads: list[threading.Thread] = []
+        self.max_threads = max_threads or 2 * size
+        """Threads in all, stuck ones included: the bound on replacements."""
+        self.saturated = 0
+        """Calls that had to wait because every thread was busy and no more were allowed."""
+        self._calls: queue.SimpleQueue[PoolCall | None] = queue.SimpleQueue()
+        self._threads: set[threading.Thread] = set()
         self._idle = threading.Semaphore(0)
+        self._lock = threading.Lock()
+        self._stuck = 0
+        self._serial = 0
+        self._warned_at = -SATURATION_LOG_INTERVAL
 
-    def submit(self, fn: Callable[[Any], Any], arg: Any) -> asyncio.Future[Any]:
-        """Run ``fn(arg)`` on a pool thread; the future is resolved on the calling loop."""
+    @property
+    def stuck(self) -> int:
+        """Threads still running a call that was abandoned (timed out or cancelled)."""
+        return self._stuck
+
+    def submit(self, fn: Callable[[Any], Any], arg: Any) -> PoolCall:
+        """Run ``fn(arg)`` on a pool thread; ``call.future`` is resolved on the calling loop."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._calls.put((fn, arg, loop, future))
-        if not self._idle.acquire(blocking=False) and len(self._threads) < self.size:
-            thread = threading.Thread(
-                target=self._work, name=f"{self.name}_{len(self._threads)}", daemon=True
-            )
-            self._threads.append(thread)
-            thread.start()
-        return future
+        call = PoolCall(fn, arg, loop, loop.create_future())
+        self._calls.put(call)
+        if not self._idle.acquire(blocking=False):
+            with self._lock:
+                self._grow_or_note_saturation()
+        return call
+
+    def abandon(self, call: PoolCall) -> None:
+        """Nobody waits for ``call`` any more: if it has not started it never will; if it is
+        running, its thread is stuck and a replacement may start."""
+        with self._lock:
+            if call.state == "queued":
+                call.state = "skipped"
+            elif call.state == "running":
+                call.state = "abandoned"
+                self._stuck += 1
+                if len(self._threads) - self._stuck < self.size:
+                    self._grow_or_note_saturation()
 
     def close(self) -> None:
         """Let idle threads end; busy ones end when their handler returns (or with the process)."""
-        for _ in self._threads:
+        with self._lock:
+            count = len(self._threads)
+        for _ in range(count):
             self._calls.put(None)
+
+    def _grow_or_note_saturation(self) -> None:
+        # Called with the lock held.
+        free_capacity = len(self._threads) - self._stuck < self.size
+        if free_capacity and len(self._threads) < self.max_threads:
+            thread = threading.Thread(
+                target=self._work, name=f"{self.name}_{self._serial}", daemon=True
+            )
+            self._serial += 1
+            self._threads.add(thread)
+            thread.start()
+            return
+        self.saturated += 1
+        now = time.monotonic()
+        if now - self._warned_at >= SATURATION_LOG_INTERVAL:
+            self._warned_at = now
+            log.warning(
+                "all %d handler threads are busy (%d stuck in handlers that timed out or were "
+                "cancelled); sync tasks wait for a thread (%d times so far)",
+                len(self._threads),
+                self._stuck,
+                self.saturated,
+            )
 
     def _work(self) -> None:
         while (call := self._calls.get()) is not None:
-            fn, arg, loop, future = call
-            try:
-                outcome: tuple[bool, Any] = (True, fn(arg))
-            except StopIteration as exc:  # cannot be set on a future
-                outcome = (False, RuntimeError(f"handler raised StopIteration: {exc}"))
-            except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the loop
-                outcome = (False, exc)
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-                loop.call_soon_threadsafe(_resolve, future, outcome)
-            del call, fn, arg, future, outcome
+            with self._lock:
+                start = call.state == "queued"
+                if start:
+                    call.state = "running"
+            if start:
+                self._run(call)
+            del call
+            with self._lock:
+                # A replacement made the pool larger than its size: the surplus retires.
+                retire = len(self._threads) - self._stuck > self.size
+                if retire:
+                    self._threads.discard(threading.current_thread())
+            if retire:
+                return
             self._idle.release()
+
+    def _run(self, call: PoolCall) -> None:
+        try:
+            outcome: tuple[bool, Any] = (True, call.fn(call.arg))
+        except StopIteration as exc:  # cannot be set on a future
+            outcome = (False, RuntimeError(f"handler raised StopIteration: {exc}"))
+        except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the loop
+            outcome = (False, exc)
+        with self._lock:
+            if call.state == "abandoned":
+                self._stuck -= 1
+            call.state = "done"
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            call.loop.call_soon_threadsafe(_resolve, call.future, outcome)
 
 
 def _resolve(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
@@ -164,6 +255,7 @@ class _TaskState:
     max_retry: int
     headers: dict[str, str]
     timeout: float | None
+    deadline: datetime | None
 
     @classmethod
     def of(cls, task: Task) -> _TaskState:
@@ -176,13 +268,15 @@ class _TaskState:
             task.max_retry,
             task.headers,
             task.timeout,
+            task.deadline,
         )
 
 
 def _keep_returned(task: Task, value: object) -> None:
-    """A handler's returned bytes or str is its result, unless it wrote one itself."""
-    if isinstance(value, bytes | str) and task.result is None:
-        task.write_result(value)
+    """A handler's returned value is its result, unless it wrote one itself (it is encoded
+    when the task is acknowledged, and only if the task keeps results)."""
+    if value is not None and task.result is None:
+        task.result = value
 
 
 async def _readable(fd: int) -> None:
@@ -223,6 +317,7 @@ def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
         max_retry=state.max_retry,
         headers=state.headers,
         timeout=state.timeout,
+        deadline=state.deadline,
     )
     try:
         _keep_returned(task, handler(task))

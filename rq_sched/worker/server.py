@@ -4,6 +4,11 @@ Example::
 
     server = Server.from_url("redis://localhost:6379/0", queues={"critical": 6, "default": 3})
     server.run(router)  # until SIGTERM / SIGINT, then a graceful shutdown
+
+Every background loop runs under one :class:`~rq_sched.worker.supervisor.Supervisor`. When a
+loop keeps failing, the server turns its status to "unhealthy" (seen in its heartbeat), shuts
+down gracefully and :meth:`Server.serve` raises :class:`ServerUnhealthyError`, so ``rq-sched
+worker`` exits non-zero and a process manager can restart it.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import threading
 from typing import Any, Self
 
@@ -33,9 +39,24 @@ from rq_sched.worker.janitor import Janitor
 from rq_sched.worker.processor import Processor
 from rq_sched.worker.recoverer import Recoverer
 from rq_sched.worker.runners import Runners
-from rq_sched.worker.wakeup import MarkerWatcher
+from rq_sched.worker.supervisor import ServerUnhealthyError, Supervisor
+from rq_sched.worker.wakeup import MarkerWatcher, socket_timeout
 
 log = logging.getLogger("rq_sched")
+
+CONNECTION_OPTIONS: dict[str, Any] = {
+    "socket_timeout": 10.0,
+    "socket_connect_timeout": 5.0,
+    "socket_keepalive": True,
+    "socket_keepalive_options": {
+        option: value
+        for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+        if (option := getattr(socket, name, None)) is not None
+    },
+}
+"""Connection settings of a worker made by :meth:`Server.from_url`: a reply must come within
+10 s (blocking waits stay shorter, see :mod:`~rq_sched.worker.wakeup`), and keepalive probes
+find a vanished peer in about 45 s."""
 
 
 class Server:
@@ -53,6 +74,11 @@ class Server:
             raise ValidationError("pass either config= or keyword options, not both")
         self.redis = redis
         self.config = config or ServerConfig(**options)
+        if not isinstance(socket_timeout(redis), int | float):
+            log.warning(
+                "the worker's Redis client has no socket timeout: a connection dropped without "
+                "a FIN or RST blocks it until TCP gives up; pass socket_timeout= (e.g. 10)"
+            )
         self.clock: Clock = clock or SystemClock()
         self.id = new_server_id()
         self.processor: Processor | None = None
@@ -62,16 +88,46 @@ class Server:
         self._stop: asyncio.Event | None = None
         self._stop_requested = False
         self._status = "starting"
+        self.components: list[Component] = []
+        self._owns_redis = False
+        self.supervisor = Supervisor(
+            failures_allowed=self.config.loop_failures_allowed,
+            window=self.config.loop_failure_window,
+            on_unhealthy=self._unhealthy,
+        )
+
+    @property
+    def status(self) -> str:
+        """starting, running, stopping, stopped, or unhealthy (a background loop kept failing)."""
+        return self._status
 
     @classmethod
     def from_url(cls, url: str, *, cluster: bool = False, **options: Any) -> Self:
-        """A server on its own connection pool to ``url``; options are :class:`ServerConfig`'s."""
+        """A server on its own connection pool to ``url``; options are :class:`ServerConfig`'s.
+
+        Its connections get socket timeouts and TCP keepalive (:data:`CONNECTION_OPTIONS`),
+        whatever the redis-py version's defaults, so a dropped connection fails a call instead
+        of blocking the worker for ever."""
         clock = options.pop("clock", None)
-        return cls(aconnect(url, cluster=cluster), clock=clock, **options)
+        server = cls(aconnect(url, cluster=cluster, **CONNECTION_OPTIONS), clock=clock, **options)
+        server._owns_redis = True
+        return server
 
     def run(self, router: Router) -> None:
-        """Serve until SIGTERM or SIGINT, then shut down gracefully (blocking)."""
-        asyncio.run(self.serve(router, handle_signals=True))
+        """Serve until SIGTERM or SIGINT, then shut down gracefully (blocking); a server made
+        by :meth:`from_url` closes its connections at the end.
+
+        Raises:
+            ServerUnhealthyError: a background loop kept failing; the server stopped.
+        """
+        asyncio.run(self._run(router))
+
+    async def _run(self, router: Router) -> None:
+        try:
+            await self.serve(router, handle_signals=True)
+        finally:
+            if self._owns_redis:
+                await self.redis.aclose()
 
     def stop(self) -> None:
         """Ask a running server to shut down gracefully; safe from any thread, and also before
@@ -81,8 +137,21 @@ class Server:
         if loop is not None and stop is not None:
             loop.call_soon_threadsafe(stop.set)
 
+    def _unhealthy(self, loop_name: str) -> None:
+        self._status = "unhealthy"
+        for component in self.components:
+            if isinstance(component, Heartbeat):
+                component.wake()  # tell the dashboard before stopping
+        if self._stop is not None:
+            self._stop.set()
+
     async def serve(self, router: Router, *, handle_signals: bool = False) -> None:
-        """Serve on the running event loop until :meth:`stop` (or a signal)."""
+        """Serve on the running event loop until :meth:`stop` (or a signal).
+
+        Raises:
+            ServerUnhealthyError: a background loop kept failing; the server shut down
+                gracefully first.
+        """
         self._stop = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         if self._stop_requested:  # stop() ran before the event existed
@@ -106,9 +175,10 @@ class Server:
             clock=self.clock,
             keys=keys,
         )
-        components = self._components(processor, keys)
+        components = self.components = self._components(processor, keys)
         tasks = self._background(processor, keys, components)
-        self._status = "running"
+        if self._status == "starting":
+            self._status = "running"
         self.started.set()
         log.info(
             "rq_sched server %s: queues %s, concurrency %d, %d task type(s)",
@@ -120,8 +190,16 @@ class Server:
         try:
             await self._stop.wait()
         finally:
-            self._status = "stopping"
+            if self._status != "unhealthy":
+                self._status = "stopping"
             await self._shutdown(processor, components, tasks, runners)
+        failed = self.supervisor.failed_loop
+        if failed is not None:
+            raise ServerUnhealthyError(
+                f"worker server {self.id} stopped: its {failed} loop kept failing "
+                f"(more than {self.config.loop_failures_allowed} times in "
+                f"{self.config.loop_failure_window:g}s; the tracebacks are in the log)"
+            )
 
     def _effective_router(self, router: Router) -> Router:
         if not self.config.processes:
@@ -184,7 +262,7 @@ class Server:
         components: list[Component],
     ) -> list[asyncio.Task[None]]:
         for component in components:
-            component.start()
+            component.start(self.supervisor)
         markers = {k.marker: q for q, k in keys.items()}
         groups = (
             [{m: q} for m, q in markers.items()]
@@ -208,13 +286,13 @@ class Server:
             processor.cancel,
         )
         self.cancel_listener = listener
-        coroutines = [
-            processor.fetch_loop(),
-            processor.ack_loop(),
-            listener.run(),
-            *(w.run() for w in watchers),
+        loops = [
+            ("fetch-loop", processor.fetch_loop),
+            ("ack-loop", processor.ack_loop),
+            ("cancel-listener", listener.run),
+            *((f"marker-watcher-{i}", w.run) for i, w in enumerate(watchers)),
         ]
-        return [asyncio.create_task(c) for c in coroutines]
+        return [self.supervisor.spawn(name, run) for name, run in loops]
 
     async def _shutdown(
         self,
@@ -234,7 +312,13 @@ class Server:
         for component in components:
             if isinstance(component, Heartbeat):
                 with contextlib.suppress(Exception):
-                    await component.clear()
+                    if self._status == "unhealthy":
+                        # Left to expire, so operators see why this server went away.
+                        await component.tick()
+                    else:
+                        await component.clear()
         runners.close()
+        if self._status != "unhealthy":
+            self._status = "stopped"
         self.stopped.set()
         log.info("rq_sched server %s: stopped", self.id)

@@ -6,7 +6,9 @@ command cannot span slots, each queue gets its own waiter.
 
 A single BZPOPMIN never blocks longer than the client's socket read timeout allows (redis-py
 defaults to 5 s): a longer block would end in a read timeout, a dropped connection and a
-reconnect. Short blocks are simply repeated until ``timeout`` has passed in total.
+reconnect. Short blocks are simply repeated until ``timeout`` has passed in total. Each call is
+also bounded on the client side (block + :data:`REPLY_GRACE`), so a connection dropped without
+a FIN or RST cannot hold the watcher even when the client has no socket timeout.
 """
 
 from __future__ import annotations
@@ -21,11 +23,14 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from rq_sched.scripts import AnyAsyncRedis
+from rq_sched.worker.supervisor import retry_pause
 
 log = logging.getLogger("rq_sched")
 
 READ_TIMEOUT_MARGIN = 1.0
 """Seconds a blocking call ends before the client's socket read timeout would cut it off."""
+REPLY_GRACE = 5.0
+"""Seconds past its block time a BZPOPMIN reply may take before the connection counts as dead."""
 
 
 class MarkerWatcher:
@@ -56,11 +61,12 @@ class MarkerWatcher:
         while True:
             block = max(0.01, min(self.block, idle_until - time.monotonic()))
             try:
-                reply = await self.redis.bzpopmin(self._keys, block)
+                async with asyncio.timeout(block + REPLY_GRACE):
+                    reply = await self.redis.bzpopmin(self._keys, block)
                 failures = 0
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError) as exc:  # TimeoutError is an OSError
                 failures += 1
-                pause = min(2.0, 0.05 * 2**failures)
+                pause = retry_pause(failures)
                 log.warning("wake-up wait failed: %s (retrying in %.2fs)", exc, pause)
                 await asyncio.sleep(pause)
                 self.on_ready()  # look once more after Redis comes back
