@@ -1,7 +1,7 @@
-"""``python -m tools.chaos_lib``: the entry point ``tools/chaos`` runs."""
+"""``python -m chaos_lib``: the entry point ``tools/chaos`` runs."""
 
 import sys
 
-from tools.chaos_lib.cli import main
+from chaos_lib.cli import main
 
 sys.exit(main())

@@ -13,12 +13,19 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaos_lib.plan import LEASE
+from chaos_lib.run import Snapshot
 from rq_sched.errors import CorruptTaskError
 from rq_sched.message import decode
-from tools.chaos_lib.plan import LEASE
-from tools.chaos_lib.run import Snapshot
 
-NETWORK = ("redis_pause", "redis_kill", "proxy_drop", "proxy_stall", "proxy_slow", "proxy_blackhole")
+NETWORK = (
+    "redis_pause",
+    "redis_kill",
+    "proxy_drop",
+    "proxy_stall",
+    "proxy_slow",
+    "proxy_blackhole",
+)
 SLACK = 1.0
 """Seconds after an operator's cancel or delete returned in which a start is still a race."""
 AOF_WINDOW = 1.5
@@ -33,6 +40,7 @@ class Run:
     """One handler call, from its start line to its end line (None: never ended)."""
 
     pid: int
+    """The worker server's pid (a process handler's child reports its parent's)."""
     proc: str
     start: float
     kind: str
@@ -105,6 +113,7 @@ class Audit:
                 self.redis_down.append(ev["wall"])
             elif kind == "tick":
                 self.ticks[ev["id"]] += 1
+                self.acked[("cron", ev["id"])].append({**ev, "q": "cron", "ret": True})
         for (pid, task_id), lines in by_pid.items():
             self._pair(pid, task_id, sorted(lines, key=lambda e: e["mono"]))
         for runs in self.runs.values():
@@ -124,12 +133,19 @@ class Audit:
         current: Run | None = None
         for ev in lines:
             if ev["ev"] == "start":
-                current = Run(pid, ev["proc"], ev["wall"], ev.get("kind", "?"), ev["retried"],
-                              ev["max_retry"], stall=float(ev.get("stall") or 0),
-                              cancelled_at_start=bool(ev.get("cancelled_at_start")))  # fmt: skip
+                current = Run(
+                    ev.get("wpid", pid),
+                    ev["proc"],
+                    ev["wall"],
+                    ev.get("kind", "?"),
+                    ev["retried"],
+                    ev["max_retry"],
+                    stall=float(ev.get("stall") or 0),
+                    cancelled_at_start=bool(ev.get("cancelled_at_start")),
+                )
                 self.runs[(ev["q"], task_id)].append(current)
                 if current.stall:
-                    self.stalls.append((pid, current.start, current.start + current.stall))
+                    self.stalls.append((current.pid, current.start, current.start + current.stall))
             elif current is not None and current.end is None:
                 current.end, current.outcome = ev["wall"], ev["outcome"]
                 current.final = ev["outcome"] in ("ok", "skip") or (
@@ -171,10 +187,13 @@ class Audit:
             if op["action"] == "run" and op["res"] == "ok" and after - 1.0 <= op["wall"] <= before:
                 return True
         return any(
-            op["action"] == "bulk_run" and op["q"] == key[0] and op["res"] == "ok"
-            and after - 1.0 <= op["wall"] and op["t0"] <= before
+            op["action"] == "bulk_run"
+            and op["q"] == key[0]
+            and op["res"] == "ok"
+            and after - 1.0 <= op["wall"]
+            and op["t0"] <= before
             for op in self.bulk_ops
-        )  # fmt: skip
+        )
 
     # -- the checks -----------------------------------------------------------------------------
 
@@ -197,8 +216,11 @@ class Audit:
         self._cancelled_final(key, runs)
         for i, run in enumerate(runs):
             if run.cancelled_at_start:
-                self.result.violate("thread_started_after_give_up", name,
-                                    f"thread call started after its task timed out or was cancelled ({run.proc})")  # fmt: skip
+                self.result.violate(
+                    "thread_started_after_give_up",
+                    name,
+                    f"thread call started after its task timed out or was cancelled ({run.proc})",
+                )
             if i == 0:
                 continue
             label = self._classify(key, runs[:i], run)
@@ -207,7 +229,9 @@ class Audit:
             cause, violation = label
             self.result.extra_runs[cause] += 1
             if violation:
-                self.result.violate(violation, name, f"start at {run.start:.3f} on {run.proc}: {cause}")
+                self.result.violate(
+                    violation, name, f"start at {run.start:.3f} on {run.proc}: {cause}"
+                )
         self._check_after_ops(key, runs, name)
 
     def _cancelled_final(self, key: tuple[str, str], runs: list[Run]) -> None:
@@ -215,10 +239,16 @@ class Audit:
             if op["action"] != "cancel" or op["res"] != "ok":
                 continue
             for run in runs:
-                if run.outcome == "interrupted" and run.end is not None and run.start <= op["wall"] <= run.end + 0.5:
+                if (
+                    run.outcome == "interrupted"
+                    and run.end is not None
+                    and run.start <= op["wall"] <= run.end + 0.5
+                ):
                     run.final = True
 
-    def _classify(self, key: tuple[str, str], earlier: list[Run], run: Run) -> tuple[str, str | None] | None:
+    def _classify(
+        self, key: tuple[str, str], earlier: list[Run], run: Run
+    ) -> tuple[str, str | None] | None:
         """None for a normal next attempt; else (cause, violation or None)."""
         finals = [r.end for r in earlier if r.final and r.end is not None]
         settled_at = min(finals) if finals else None
@@ -234,37 +264,56 @@ class Audit:
             other = alive[0]
             if other.outcome == "abandoned":
                 return ("thread_timeout_overrun", None)
-            cause = (self._stalled(other.pid, other.start, run.start)
-                     or self._skew(other.start - LEASE, run.start)
-                     or self._network(other.start - LEASE, run.start))  # fmt: skip
+            cause = (
+                self._stalled(other.pid, other.start, run.start)
+                or self._skew(other.start - LEASE, run.start)
+                or self._network(other.start - LEASE, run.start)
+            )
             return (cause or "unexplained", None if cause else "concurrent_runs")
         dead = [r for r in open_runs if r not in alive] or [r for r in earlier if r.end is None]
         if dead:
             cause = self._death(dead[0].pid, run.start + 60) or "handler_vanished"
-            return (cause, "process_died" if cause in ("process_died", "handler_vanished") else None)
+            return (
+                cause,
+                "process_died" if cause in ("process_died", "handler_vanished") else None,
+            )
         return None  # the previous attempt failed and was retried: not an extra run
 
     def _lost_settle(self, settler: Run, run: Run, earlier: list[Run]) -> str | None:
         """Why the settle of ``settler`` did not hold, if a fault explains it."""
         assert settler.end is not None
         death = self._death(settler.pid, run.start)
-        if death is not None and (self.kills.get(settler.pid) or self.died.get(settler.pid) or {}).get("wall", 0) >= settler.end - 0.5:
+        if (
+            death is not None
+            and (self.kills.get(settler.pid) or self.died.get(settler.pid) or {}).get("wall", 0)
+            >= settler.end - 0.5
+        ):
             return death + " (before its ack)"
-        overlapped = any(r is not settler and r.start < settler.end and (r.end or 1e18) > settler.start for r in earlier)
+        overlapped = any(
+            r is not settler and r.start < settler.end and (r.end or 1e18) > settler.start
+            for r in earlier
+        )
         if overlapped:
             return "stale_lease"
-        return self._network(settler.end - 1.0, run.start) or self._stalled(settler.pid, settler.start, run.start)
+        return self._network(settler.end - 1.0, run.start) or self._stalled(
+            settler.pid, settler.start, run.start
+        )
 
     def _check_after_ops(self, key: tuple[str, str], runs: list[Run], name: str) -> None:
         for op in self.ops.get(key, []):
             if op["res"] != "ok" or op["action"] not in ("cancel", "delete"):
                 continue
             for run in runs:
-                if run.start > op["wall"] + SLACK and not self._operator_run(key, op["wall"], run.start):
+                if run.start > op["wall"] + SLACK and not self._operator_run(
+                    key, op["wall"], run.start
+                ):
                     late = run.start - op["wall"]
-                    self.result.violate(f"run_after_{op['action']}", name,
-                                        f"started {late:.1f}s after the operator's {op['action']} "
-                                        f"(servers notified: {op.get('heard')})")  # fmt: skip
+                    self.result.violate(
+                        f"run_after_{op['action']}",
+                        name,
+                        f"started {late:.1f}s after the operator's {op['action']} "
+                        f"(servers notified: {op.get('heard')})",
+                    )
                     break
 
     # -- final states ---------------------------------------------------------------------------
@@ -274,8 +323,13 @@ class Audit:
         for queue, data in self.snap.queues.items():
             for task_id in data["pending"]:
                 states[(queue, task_id)].append("pending")
-            for name, state in (("lease", "active"), ("scheduled", "scheduled"), ("retry", "retry"),
-                                ("archived", "archived"), ("completed", "completed")):  # fmt: skip
+            for name, state in (
+                ("lease", "active"),
+                ("scheduled", "scheduled"),
+                ("retry", "retry"),
+                ("archived", "archived"),
+                ("completed", "completed"),
+            ):
                 for task_id in data[name]:
                     states[(queue, task_id)].append(state)
         return states
@@ -294,7 +348,9 @@ class Audit:
         outcome = self._outcome(key, states)
         self.result.outcomes[outcome] += 1
         if outcome in ("lost", "stuck", "archived_without_reason", "completed_record_missing"):
-            self.result.violate(outcome, name, f"states {states or 'none'}; runs {len(self.runs.get(key, []))}")
+            self.result.violate(
+                outcome, name, f"states {states or 'none'}; runs {len(self.runs.get(key, []))}"
+            )
 
     def _outcome(self, key: tuple[str, str], states: list[str]) -> str:
         if "completed" in states:
@@ -303,8 +359,14 @@ class Audit:
             message = self._message(key)
             error = getattr(message, "last_error", None)
             if error:
-                return "cancelled" if error.startswith("TaskCancelledError") else "archived (failed)"
-            return "archived (operator)" if self._operator(key, ("archive", "bulk_archive")) else "archived_without_reason"
+                return (
+                    "cancelled" if error.startswith("TaskCancelledError") else "archived (failed)"
+                )
+            return (
+                "archived (operator)"
+                if self._operator(key, ("archive", "bulk_archive"))
+                else "archived_without_reason"
+            )
         if "scheduled" in states:
             due = self.snap.queues[key[0]]["scheduled"][key[1]] / 1000
             return "scheduled (future)" if due > self.snap.taken_at + 1 else "stuck"
@@ -327,8 +389,10 @@ class Audit:
             if op["action"] in actions and op.get("err") not in _DID_NOT_HAPPEN:
                 return True
         first_ack = min(e["wall"] for e in self.acked.get(key, [{"wall": 0.0}]))
-        return any(op["action"] in actions and op["q"] == key[0] and op["wall"] >= first_ack
-                   for op in self.bulk_ops)  # fmt: skip
+        return any(
+            op["action"] in actions and op["q"] == key[0] and op["wall"] >= first_ack
+            for op in self.bulk_ops
+        )
 
     def _aof_loss(self, at: float) -> bool:
         if self.aof != "everysec":
@@ -348,31 +412,46 @@ class Audit:
         for queue, data in self.snap.queues.items():
             for raw in data["msg"]:
                 if (queue, raw.decode()) not in states:
-                    self.result.violate("message_without_state", f"{queue}/{raw.decode()}", "orphan message")
+                    self.result.violate(
+                        "message_without_state", f"{queue}/{raw.decode()}", "orphan message"
+                    )
             for lock, holder in data["locks"].items():
                 if not live & set(states.get((queue, holder), [])):
                     self.result.violate("leaked_unique_lock", f"{queue}/{holder}", lock)
             if self.snap.settled:
                 for task_id in data["lease"]:
-                    self.result.violate("leaked_lease", f"{queue}/{task_id}", "active after settling")
+                    self.result.violate(
+                        "leaked_lease", f"{queue}/{task_id}", "active after settling"
+                    )
         if not self.snap.settled:
-            self.result.violate("not_settled", "-", "queues did not empty within the settle timeout")
+            self.result.violate(
+                "not_settled", "-", "queues did not empty within the settle timeout"
+            )
         for server in self.snap.servers:
             if server["pid"] in self.snap.worker_pids and (server["active"] or server["workers"]):
-                self.result.violate("leaked_worker_slot", server["id"],
-                                    f"{server['active']} slot(s) busy with queues empty: {server['workers'][:5]}")  # fmt: skip
+                self.result.violate(
+                    "leaked_worker_slot",
+                    server["id"],
+                    f"{server['active']} slot(s) busy with queues empty: {server['workers'][:5]}",
+                )
         for pid, ev in self.died.items():
-            self.result.violate("process_died", ev["name"], f"pid {pid} exited with code {ev.get('code')} without a fault")
+            self.result.violate(
+                "process_died",
+                ev["name"],
+                f"pid {pid} exited with code {ev.get('code')} without a fault",
+            )
 
     def _check_ticks(self) -> None:
         seen: dict[str, set[int]] = defaultdict(set)
         cron = [k for k in set(self.runs) | set(self._states()) if k[0] == "cron"]
         for _, task_id in cron:
-            _, entry, fire = task_id.split(":")
-            seen[entry].add(int(fire))
+            _, entry_id, fire_ms = task_id.split(":")
+            seen[entry_id].add(int(fire_ms))
         for task_id, count in self.ticks.items():
             if count > 1:
-                self.result.violate("tick_enqueued_twice", f"cron/{task_id}", f"{count} schedulers enqueued it")
+                self.result.violate(
+                    "tick_enqueued_twice", f"cron/{task_id}", f"{count} schedulers enqueued it"
+                )
         periods = {"every-1s": 1000, "cron-2s": 2000}
         stop_ms = int((self.snap.sched_stopped - 3.0) * 1000)
         expected = missing = 0
@@ -385,10 +464,14 @@ class Audit:
                 expected += 1
                 if fire not in fires:
                     missing += 1
-                    self.result.violate("tick_missed", f"cron/cron:{entry}:{fire}", "no task for this tick")
+                    self.result.violate(
+                        "tick_missed", f"cron/cron:{entry}:{fire}", "no task for this tick"
+                    )
             off_grid = [f for f in fires if f % period]
             for fire in off_grid:
-                self.result.violate("tick_off_grid", f"cron/cron:{entry}:{fire}", "fire time off the schedule")
+                self.result.violate(
+                    "tick_off_grid", f"cron/cron:{entry}:{fire}", "fire time off the schedule"
+                )
         self.result.info["ticks expected / missing"] = f"{expected} / {missing}"
 
     def _check_counters(self) -> None:
@@ -415,4 +498,3 @@ def ledger_lines(events: list[dict[str, Any]], task: str) -> list[dict[str, Any]
     """Every ledger line about ``queue/id``, oldest first."""
     _, _, task_id = task.partition("/")
     return sorted((e for e in events if e.get("id") == task_id), key=lambda e: e["wall"])
-

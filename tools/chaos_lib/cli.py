@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import random
 import shutil
 import sys
@@ -15,11 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.chaos_lib import ledger as ledger_mod
-from tools.chaos_lib.audit import Audit, ledger_lines
-from tools.chaos_lib.plan import ALL_KINDS, KNOWN_BAD, SURVIVABLE
-from tools.chaos_lib.report import print_report, summary
-from tools.chaos_lib.run import Settings, Soak
+from chaos_lib import ledger as ledger_mod
+from chaos_lib.audit import Audit, ledger_lines
+from chaos_lib.plan import ALL_KINDS, KNOWN_BAD, SURVIVABLE
+from chaos_lib.report import print_report, summary
+from chaos_lib.run import Settings, Soak
 
 MAX_TASKS_SHOWN = 15
 MAX_LINES_SHOWN = 25
@@ -44,11 +45,20 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rate", type=float, help="producer iterations per second (each)")
     parser.add_argument("--fault-gap", type=float, help="mean seconds between faults")
     parser.add_argument("--workers", type=int, default=3, help="rq_sched.Server workers (+1 CLI)")
-    parser.add_argument("--no-cli-worker", action="store_true",
-                        help="no `rq-sched worker` (its archive limit is the default 10,000)")  # fmt: skip
+    parser.add_argument(
+        "--no-cli-worker",
+        action="store_true",
+        help="no `rq-sched worker` (its archive limit is the default 10,000)",
+    )
     parser.add_argument("--settle", type=float, help="seconds to wait for queues to empty")
     parser.add_argument("--dir", type=Path, help="keep the run (ledger, logs, Redis) here")
     parser.add_argument("--json", type=Path, help="write the audit summary here as JSON")
+    parser.add_argument(
+        "--audit-only",
+        type=Path,
+        metavar="DIR",
+        help="audit a kept run directory again (no new run)",
+    )
     return parser.parse_args(argv)
 
 
@@ -59,12 +69,16 @@ def kinds_of(text: str) -> tuple[str, ...]:
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     unknown = [k for k in kinds if k not in ALL_KINDS]
     if unknown:
-        raise SystemExit(f"tools/chaos: unknown fault kind(s) {unknown}; use {', '.join(ALL_KINDS)}")
+        raise SystemExit(
+            f"tools/chaos: unknown fault kind(s) {unknown}; use {', '.join(ALL_KINDS)}"
+        )
     return kinds
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    if args.audit_only:
+        return audit_only(args.audit_only, args.aof)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     duration = 45.0 if args.quick and args.duration == 120.0 else args.duration
     run_dir = args.dir or Path(tempfile.mkdtemp(prefix="rq-sched-chaos-"))
@@ -84,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chaos: run directory {run_dir}", flush=True)
     started = time.monotonic()
     snapshot = Soak(settings).run()
+    with (run_dir / "snapshot.pickle").open("wb") as handle:
+        pickle.dump(snapshot, handle)  # lets `--audit-only` audit this run again
     events = list(ledger_mod.read(run_dir / "ledger"))
     result = Audit(events, snapshot, args.aof).run()
     print_report(result, seed=seed, aof=args.aof, wall=time.monotonic() - started)
@@ -91,8 +107,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(summary(result, seed=seed, aof=args.aof), indent=1))
     if result.violations:
         _show_lines(result.violations, events)
-        print(f"\nchaos: VIOLATIONS; replay with: tools/chaos --seed {seed} --duration {duration:g} "
-              f"--aof {args.aof} --faults {args.faults}")  # fmt: skip
+        print(
+            f"\nchaos: VIOLATIONS; replay with: tools/chaos --seed {seed} --duration {duration:g} "
+            f"--aof {args.aof} --faults {args.faults}"
+        )
         print(f"chaos: ledger and logs kept in {run_dir}")
         return 1
     if args.dir is None:
@@ -101,7 +119,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _show_lines(violations: dict[str, list[tuple[str, str]]], events: list[dict[str, object]]) -> None:
+def audit_only(run_dir: Path, aof: str) -> int:
+    with (run_dir / "snapshot.pickle").open("rb") as handle:
+        snapshot = pickle.load(handle)  # our own file, written by this tool
+    events = list(ledger_mod.read(run_dir / "ledger"))
+    runs = [e for e in events if e["ev"] == "run"]
+    seed = int(runs[0]["seed"]) if runs else 0
+    aof = str(runs[0]["aof"]) if runs else aof
+    result = Audit(events, snapshot, aof).run()
+    print_report(result, seed=seed, aof=aof, wall=0.0)
+    if result.violations:
+        _show_lines(result.violations, events)
+        return 1
+    return 0
+
+
+def _show_lines(
+    violations: dict[str, list[tuple[str, str]]], events: list[dict[str, object]]
+) -> None:
     shown = 0
     for kind, cases in sorted(violations.items()):
         for task, detail in cases[:3]:
@@ -109,7 +144,7 @@ def _show_lines(violations: dict[str, list[tuple[str, str]]], events: list[dict[
                 continue
             shown += 1
             print(f"\n--- {kind}: {task}: {detail}")
-            for line in ledger_lines(events, task)[:MAX_LINES_SHOWN]:  # type: ignore[arg-type]
+            for line in ledger_lines(events, task)[:MAX_LINES_SHOWN]:
                 print("   ", json.dumps(line, default=str))
 
 

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING
 import msgpack
 import redis
 
+from chaos_lib import handlers
+from chaos_lib.plan import Fault
 from rq_sched import Client, Inspector, RqSchedError
 from rq_sched.keys import QueueKeys
-from tools.chaos_lib import handlers
-from tools.chaos_lib.plan import Fault
 
 if TYPE_CHECKING:
-    from tools.chaos_lib.procs import Proc
-    from tools.chaos_lib.run import Soak
+    from chaos_lib.procs import Proc
+    from chaos_lib.run import Soak
 
 Undo = Callable[[], None] | None
 
@@ -43,19 +43,37 @@ class Injector:
         try:
             undo: Undo = getattr(self, "begin_" + fault.kind)(fault)
         except (OSError, redis.RedisError, RqSchedError) as exc:
-            self.soak.ledger.write("fault", kind=fault.kind, target=fault.target, t0=began,
-                                   t1=time.time(), error=f"{type(exc).__name__}: {exc}")  # fmt: skip
+            self.soak.ledger.write(
+                "fault",
+                kind=fault.kind,
+                target=fault.target,
+                t0=began,
+                t1=time.time(),
+                error=f"{type(exc).__name__}: {exc}",
+            )
             return None
         book = self.soak.ledger
         if undo is None:
-            book.write("fault", kind=fault.kind, target=fault.target, t0=began, t1=time.time(),
-                       params=fault.params)  # fmt: skip
+            book.write(
+                "fault",
+                kind=fault.kind,
+                target=fault.target,
+                t0=began,
+                t1=time.time(),
+                params=fault.params,
+            )
             return None
 
         def finish() -> None:
             undo()
-            book.write("fault", kind=fault.kind, target=fault.target, t0=began, t1=time.time(),
-                       params=fault.params)  # fmt: skip
+            book.write(
+                "fault",
+                kind=fault.kind,
+                target=fault.target,
+                t0=began,
+                t1=time.time(),
+                params=fault.params,
+            )
 
         return finish
 
@@ -69,8 +87,14 @@ class Injector:
 
         def restart() -> None:
             if not proc.wait(6.0):  # a graceful stop that takes too long becomes a kill
-                self.soak.ledger.write("kill", name=name, child=proc.pid, sig=int(signal.SIGKILL),
-                                       kind=kind, why="sigterm took longer than 6s")  # fmt: skip
+                self.soak.ledger.write(
+                    "kill",
+                    name=name,
+                    child=proc.pid,
+                    sig=int(signal.SIGKILL),
+                    kind=kind,
+                    why="sigterm took longer than 6s",
+                )
                 proc.signal(signal.SIGKILL)
                 proc.wait(5.0)
             proc.start()
@@ -109,12 +133,14 @@ class Injector:
 
     def _replace(self, proc: Proc, kind: str) -> None:
         """Stop ``proc`` gracefully (a kill after 6 s) so it can start again differently."""
-        self.soak.ledger.write("kill", name=proc.name, child=proc.pid, sig=int(signal.SIGTERM),
-                               kind=kind)  # fmt: skip
+        self.soak.ledger.write(
+            "kill", name=proc.name, child=proc.pid, sig=int(signal.SIGTERM), kind=kind
+        )
         proc.signal(signal.SIGTERM)
         if not proc.wait(6.0):
-            self.soak.ledger.write("kill", name=proc.name, child=proc.pid,
-                                   sig=int(signal.SIGKILL), kind=kind)  # fmt: skip
+            self.soak.ledger.write(
+                "kill", name=proc.name, child=proc.pid, sig=int(signal.SIGKILL), kind=kind
+            )
             proc.signal(signal.SIGKILL)
             proc.wait(5.0)
 
@@ -132,17 +158,25 @@ class Injector:
             try:
                 heard = self.soak.inspector.cancel_task(queue, task_id)
             except RqSchedError as exc:
-                self.soak.ledger.write("op", action="cancel", id=task_id, q=queue, res="error",
-                                       err=type(exc).__name__, t0=started)  # fmt: skip
+                self.soak.ledger.write(
+                    "op",
+                    action="cancel",
+                    id=task_id,
+                    q=queue,
+                    res="error",
+                    err=type(exc).__name__,
+                    t0=started,
+                )
                 continue
-            self.soak.ledger.write("op", action="cancel", id=task_id, q=queue, res="ok",
-                                   heard=heard, t0=started)  # fmt: skip
+            self.soak.ledger.write(
+                "op", action="cancel", id=task_id, q=queue, res="ok", heard=heard, t0=started
+            )
         return undo
 
     # -- Redis and the network ---------------------------------------------------------------
 
     def begin_redis_pause(self, fault: Fault) -> Undo:
-        self.soak.direct.execute_command("CLIENT", "PAUSE", int(fault.hold * 1000), "ALL")
+        self.soak.direct.client_pause(int(fault.hold * 1000), all=True)
         return None  # Redis ends the pause by itself
 
     def begin_redis_kill(self, fault: Fault) -> Undo:
@@ -173,8 +207,9 @@ class Injector:
     def _enqueue(self, task_type: str, payload: object, mode: str) -> None:
         client = Client(self.soak.direct, namespace=self.soak.namespace)
         info = client.enqueue(task_type, payload, queue="chaos", max_retry=3, retention=3600)
-        self.soak.ledger.write("enq", id=info.id, q="chaos", mode=mode, res="ok", due=0.0,
-                               type=task_type, ret=True)  # fmt: skip
+        self.soak.ledger.write(
+            "enq", id=info.id, q="chaos", mode=mode, res="ok", due=0.0, type=task_type, ret=True
+        )
 
     def begin_loop_stall(self, fault: Fault) -> Undo:
         self._enqueue(handlers.STALL, {"s": fault.hold}, "stall")
@@ -212,8 +247,9 @@ class Injector:
         pipe.lpush(keys.pending, task_id)
         pipe.zadd(keys.marker, {"r": 0})
         pipe.execute()
-        self.soak.ledger.write("enq", id=task_id, q="chaos", mode="poison", res="ok", due=0.0,
-                               type="poison:" + how)  # fmt: skip
+        self.soak.ledger.write(
+            "enq", id=task_id, q="chaos", mode="poison", res="ok", due=0.0, type="poison:" + how
+        )
 
 
 def unpause_all(inspector: Inspector, queues: list[str]) -> None:

@@ -11,12 +11,13 @@ process handler writes from its child). ``end.outcome`` is one of ``ok``, ``fail
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import os
 import time
 from typing import Any
 
+from chaos_lib.ledger import Ledger
 from rq_sched import Retry, Router, SkipRetry, Task
-from tools.chaos_lib.ledger import Ledger
 
 ASYNC = "chaos.async"
 THREAD = "chaos.thread"
@@ -37,11 +38,18 @@ def ledger() -> Ledger | None:
     return _ledger
 
 
+def _worker_pid() -> int:
+    """The worker server's pid, also from a process handler's child (a forkserver child)."""
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None and parent.pid is not None else os.getpid()
+
+
 def _log(event: str, task: Task, **fields: Any) -> None:
     book = ledger()
     if book is not None:
         book.write(
             event,
+            wpid=_worker_pid(),
             id=task.id,
             q=task.queue,
             type=task.type,

@@ -12,8 +12,8 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from chaos_lib import handlers
 from rq_sched import NewTask
-from tools.chaos_lib import handlers
 
 QUEUES = {"chaos": 4, "chaos-doomed": 1, "cron": 2}
 """Queues every worker serves; operators bulk-delete only in ``chaos-doomed``."""
@@ -22,9 +22,23 @@ LEASE = 2.0
 
 # -- tasks --------------------------------------------------------------------------------------
 
-_MODES = (("now", 40), ("later", 15), ("unique", 10), ("explicit", 10), ("bulk", 15), ("doomed", 10))
-_BEHAVIOURS = (("ok", 62), ("fail", 12), ("retry", 8), ("skip", 5), ("always_fail", 5),
-               ("timeout", 5), ("result", 3))  # fmt: skip
+_MODES = (
+    ("now", 40),
+    ("later", 15),
+    ("unique", 10),
+    ("explicit", 10),
+    ("bulk", 15),
+    ("doomed", 10),
+)
+_BEHAVIOURS = (
+    ("ok", 62),
+    ("fail", 12),
+    ("retry", 8),
+    ("skip", 5),
+    ("always_fail", 5),
+    ("timeout", 5),
+    ("result", 3),
+)
 _KINDS = ((handlers.ASYNC, 55), (handlers.THREAD, 35), (handlers.PROCESS, 10))
 
 
@@ -46,8 +60,10 @@ class TaskPlanner:
         if mode == "bulk" and not bulk:
             mode = "now"
         if mode == "bulk":
-            return mode, [self.task("now" if self.rng.random() < 0.8 else "later")
-                          for _ in range(self.rng.randint(5, 20))]  # fmt: skip
+            return mode, [
+                self.task("now" if self.rng.random() < 0.8 else "later")
+                for _ in range(self.rng.randint(5, 20))
+            ]
         return mode, [self.task(mode)]
 
     def task(self, mode: str) -> NewTask:
@@ -147,22 +163,38 @@ def _fault(
     if kind == "proxy_stall":
         return Fault(at, kind, "proxy", round(rng.uniform(LEASE * 1.2, LEASE * 2.5), 2))
     if kind == "proxy_slow":
-        return Fault(at, kind, "proxy", round(rng.uniform(1.0, 4.0), 2),
-                     {"delay": round(rng.uniform(0.02, 0.2), 3)})  # fmt: skip
+        return Fault(
+            at,
+            kind,
+            "proxy",
+            round(rng.uniform(1.0, 4.0), 2),
+            {"delay": round(rng.uniform(0.02, 0.2), 3)},
+        )
     if kind == "clock_skew":
         sign = rng.choice((-1, 1))
-        return Fault(at, kind, rng.choice(workers), round(rng.uniform(4.0, 8.0), 2),
-                     {"offset": sign * round(rng.uniform(LEASE * 2, LEASE * 4), 2)})  # fmt: skip
+        return Fault(
+            at,
+            kind,
+            rng.choice(workers),
+            round(rng.uniform(4.0, 8.0), 2),
+            {"offset": sign * round(rng.uniform(LEASE * 2, LEASE * 4), 2)},
+        )
     if kind == "loop_stall":
         return Fault(at, kind, "any-worker", round(rng.uniform(LEASE * 1.5, LEASE * 3), 2))
     if kind == "poison_bytes":
         return Fault(at, kind, "chaos", 0.0, {"how": rng.choice(["not_msgpack", "version"])})
     if kind == "poison_types":
-        return Fault(at, kind, "chaos", 0.0,
-                     {"how": rng.choice(["str_max_retry", "list_key", "str_retried"])})  # fmt: skip
+        return Fault(
+            at,
+            kind,
+            "chaos",
+            0.0,
+            {"how": rng.choice(["str_max_retry", "list_key", "str_retried"])},
+        )
     if kind == "bad_outcome":
-        return Fault(at, kind, "any-worker", 0.0,
-                     {"how": rng.choice(["surrogate", "retry_inf", "result"])})  # fmt: skip
+        return Fault(
+            at, kind, "any-worker", 0.0, {"how": rng.choice(["surrogate", "retry_inf", "result"])}
+        )
     if kind == "cancel_storm":
         return Fault(at, kind, rng.choice(workers), round(rng.uniform(0.5, 2.0), 2))
     raise ValueError(f"unknown fault kind {kind!r}")

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tools.chaos_lib.ledger import LEDGER_ENV, NAME_ENV, Ledger
+from chaos_lib.ledger import LEDGER_ENV, NAME_ENV, Ledger
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,9 +37,8 @@ class Proc:
 
     def start(self) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p
-        )
+        paths = (str(ROOT / "tools"), str(ROOT), env.get("PYTHONPATH", ""))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         env[LEDGER_ENV] = str(self.run_dir / "ledger")
         env[NAME_ENV] = self.name
         logs = self.run_dir / "logs"
@@ -54,8 +53,9 @@ class Proc:
                 start_new_session=True,
             )
         self.pids.append(self.popen.pid)
-        self.ledger.write("spawn", name=self.name, role=self.role, child=self.popen.pid,
-                          argv=self.argv[2:4])  # fmt: skip
+        self.ledger.write(
+            "spawn", name=self.name, role=self.role, child=self.popen.pid, argv=self.argv[2:4]
+        )
 
     @property
     def pid(self) -> int:

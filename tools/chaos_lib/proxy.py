@@ -61,6 +61,11 @@ class Proxy:
         loop.run_until_complete(self._listen())
         self._ready.set()
         loop.run_forever()
+        loop.set_exception_handler(lambda _loop, _context: None)  # closing: nothing to report
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()
 
     async def _listen(self) -> None:
@@ -116,7 +121,7 @@ class Proxy:
             try:
                 fn()
                 done.set_result(None)
-            except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+            except BaseException as exc:  # handed back to the caller
                 done.set_exception(exc)
 
         self._loop.call_soon_threadsafe(run)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from tools.chaos_lib.audit import Result
+from chaos_lib.audit import Result
 
 
-def _table(title: str, rows: list[tuple[str, object]]) -> None:
+def _table(title: str, rows: Sequence[tuple[str, object]]) -> None:
     print(f"\n{title}")
     if not rows:
         print("  (none)")
@@ -25,8 +26,10 @@ def print_report(result: Result, *, seed: int, aof: str, wall: float) -> None:
     _table("violations", violations)
     if aof == "everysec":
         lost = result.outcomes.get("lost to AOF everysec", 0)
-        print(f"\nAOF everysec loss: {lost} acknowledged task(s) lost in the last second before a "
-              "Redis kill (allowed by Redis's fsync contract; not a violation)")  # fmt: skip
+        print(
+            f"\nAOF everysec loss: {lost} acknowledged task(s) lost in the last second before a "
+            "Redis kill (allowed by Redis's fsync contract; not a violation)"
+        )
     verdict = "CLEAN" if not result.violations else f"{sum(n for _, n in violations)} VIOLATION(S)"
     print(f"\nverdict: {verdict} (seed {seed}, aof {aof}, {wall:.0f}s)")
 

@@ -1,5 +1,5 @@
 """The processes of a soak, one subcommand each: ``worker``, ``producer``, ``scheduler``,
-``operator``. The orchestrator starts them with ``python -m tools.chaos_lib.roles ROLE ...``;
+``operator``. The orchestrator starts them with ``python -m chaos_lib.roles ROLE ...``;
 each runs until its ``--until`` wall time (or a signal) and writes what it did to the ledger.
 Everything goes through rq_sched's public API (and, for some operator actions, its CLI).
 """
@@ -18,6 +18,9 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from chaos_lib import handlers
+from chaos_lib.ledger import Ledger
+from chaos_lib.plan import QUEUES, TaskPlanner
 from rq_sched import (
     AsyncClient,
     Client,
@@ -30,9 +33,6 @@ from rq_sched import (
     TaskInfo,
 )
 from rq_sched.ops import ArchiveLimits
-from tools.chaos_lib import handlers
-from tools.chaos_lib.ledger import Ledger
-from tools.chaos_lib.plan import QUEUES, TaskPlanner
 
 BIG_ARCHIVE = ArchiveLimits(max_size=10_000_000, max_age_s=30 * 86400)
 """The soak audits every archived task, so nothing may be trimmed while it runs."""
@@ -93,13 +93,24 @@ class _Producing:
         self.until = args.until
         self.pause = 1.0 / args.rate
 
-    def log(self, task: NewTask, mode: str, outcome: TaskInfo | BaseException, **extra: Any) -> None:
+    def log(
+        self, task: NewTask, mode: str, outcome: TaskInfo | BaseException, **extra: Any
+    ) -> None:
         due = 0.0
         if isinstance(outcome, TaskInfo):
             if outcome.next_process_at is not None:
                 due = outcome.next_process_at.timestamp()
-            self.book.write("enq", id=outcome.id, q=task.queue, mode=mode, res="ok", due=due,
-                            type=task.type, ret=bool(task.retention), **extra)  # fmt: skip
+            self.book.write(
+                "enq",
+                id=outcome.id,
+                q=task.queue,
+                mode=mode,
+                res="ok",
+                due=due,
+                type=task.type,
+                ret=bool(task.retention),
+                **extra,
+            )
             return
         refused = isinstance(outcome, RqSchedError) and type(outcome).__name__ not in (
             "RedisUnavailableError",
@@ -300,8 +311,17 @@ class Operator:
         started = time.time()
         if via_cli:
             code, out = self.cli("task", queue, task_id, action)
-            self.book.write("op", action=action, id=task_id, q=queue, state=state, via="cli",
-                            res="ok" if code == 0 else "error", err=out[-200:], t0=started)  # fmt: skip
+            self.book.write(
+                "op",
+                action=action,
+                id=task_id,
+                q=queue,
+                state=state,
+                via="cli",
+                res="ok" if code == 0 else "error",
+                err=out[-200:],
+                t0=started,
+            )
             return
         try:
             reply: object = {
@@ -311,27 +331,66 @@ class Operator:
                 "run": self.inspector.run_task,
             }[action](queue, task_id)
         except RqSchedError as exc:
-            self.book.write("op", action=action, id=task_id, q=queue, state=state, res="error",
-                            err=type(exc).__name__, t0=started)  # fmt: skip
+            self.book.write(
+                "op",
+                action=action,
+                id=task_id,
+                q=queue,
+                state=state,
+                res="error",
+                err=type(exc).__name__,
+                t0=started,
+            )
             return
-        self.book.write("op", action=action, id=task_id, q=queue, state=state, res="ok",
-                        heard=reply if isinstance(reply, int) else None, t0=started)  # fmt: skip
+        self.book.write(
+            "op",
+            action=action,
+            id=task_id,
+            q=queue,
+            state=state,
+            res="ok",
+            heard=reply if isinstance(reply, int) else None,
+            t0=started,
+        )
 
     def bulk(self, queue: str, state: str, action: str) -> None:
         started = time.time()
         if self.rng.random() < 0.3:
             code, out = self.cli("tasks", queue, state, "--bulk", action)
-            self.book.write("op", action="bulk_" + action, q=queue, state=state, via="cli",
-                            res="ok" if code == 0 else "error", err=out[-200:], t0=started)  # fmt: skip
+            self.book.write(
+                "op",
+                action="bulk_" + action,
+                q=queue,
+                state=state,
+                via="cli",
+                res="ok" if code == 0 else "error",
+                err=out[-200:],
+                t0=started,
+            )
             return
         try:
             result = self.inspector.bulk(queue, state, action)
         except RqSchedError as exc:
-            self.book.write("op", action="bulk_" + action, q=queue, state=state, res="error",
-                            err=type(exc).__name__, t0=started)  # fmt: skip
+            self.book.write(
+                "op",
+                action="bulk_" + action,
+                q=queue,
+                state=state,
+                res="error",
+                err=type(exc).__name__,
+                t0=started,
+            )
             return
-        self.book.write("op", action="bulk_" + action, q=queue, state=state, res="ok",
-                        done=result.done, skipped=result.skipped, t0=started)  # fmt: skip
+        self.book.write(
+            "op",
+            action="bulk_" + action,
+            q=queue,
+            state=state,
+            res="ok",
+            done=result.done,
+            skipped=result.skipped,
+            t0=started,
+        )
 
     def pause(self) -> None:
         queue = self.rng.choice(["chaos", "chaos-doomed", "cron"])
@@ -340,8 +399,9 @@ class Operator:
                 try:
                     getattr(self.inspector, action)(queue)
                 except RqSchedError as exc:
-                    self.book.write("op", action=action, q=queue, res="error",
-                                    err=type(exc).__name__)  # fmt: skip
+                    self.book.write(
+                        "op", action=action, q=queue, res="error", err=type(exc).__name__
+                    )
                     time.sleep(0.5)
                     continue
                 self.book.write("op", action=action, q=queue, res="ok")
@@ -372,7 +432,7 @@ def run_operator(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tools.chaos_lib.roles")
+    parser = argparse.ArgumentParser(prog="python -m chaos_lib.roles")
     sub = parser.add_subparsers(dest="role", required=True)
     worker = sub.add_parser("worker")
     _common(worker)
@@ -386,7 +446,9 @@ def main(argv: list[str] | None = None) -> int:
         role.add_argument("--rate", type=float, default=20.0)
     _common(sub.add_parser("scheduler"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     runner = {
         "worker": run_worker,
         "producer": run_producer,

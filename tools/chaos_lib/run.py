@@ -18,15 +18,15 @@ from typing import Any
 
 import redis
 
+from chaos_lib.faults import Injector
+from chaos_lib.ledger import Ledger
+from chaos_lib.plan import LEASE, QUEUES, Fault, fault_schedule
+from chaos_lib.procs import Proc, wait_all
+from chaos_lib.proxy import Proxy
+from chaos_lib.roles import BIG_ARCHIVE
 from rq_sched import Inspector, RqSchedError
 from rq_sched.keys import QueueKeys
 from rq_sched.local_redis import RedisServer, free_port
-from tools.chaos_lib.faults import Injector
-from tools.chaos_lib.ledger import Ledger
-from tools.chaos_lib.plan import LEASE, QUEUES, Fault, fault_schedule
-from tools.chaos_lib.procs import Proc, wait_all
-from tools.chaos_lib.proxy import Proxy
-from tools.chaos_lib.roles import BIG_ARCHIVE
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,10 +92,18 @@ class Soak:
         self.proxy.upstream_port = self.redis.port
         self.proxy.start()
         self.direct = redis.Redis(port=self.redis.port, socket_timeout=10, socket_connect_timeout=5)
-        self.inspector = Inspector(self.direct, namespace=self.namespace, archive_limits=BIG_ARCHIVE)
-        self.ledger.write("run", seed=self.settings.seed, aof=self.settings.aof,
-                          ns=self.namespace, kinds=list(self.settings.kinds), lease=LEASE,
-                          duration=self.settings.duration)  # fmt: skip
+        self.inspector = Inspector(
+            self.direct, namespace=self.namespace, archive_limits=BIG_ARCHIVE
+        )
+        self.ledger.write(
+            "run",
+            seed=self.settings.seed,
+            aof=self.settings.aof,
+            ns=self.namespace,
+            kinds=list(self.settings.kinds),
+            lease=LEASE,
+            duration=self.settings.duration,
+        )
         until = time.time() + self.settings.duration
         for proc in self._plan_procs(until):
             self.procs[proc.name] = proc
@@ -117,23 +125,61 @@ class Soak:
     def _plan_procs(self, until: float) -> list[Proc]:
         s = self.settings
         proxy_url = f"redis://127.0.0.1:{self.proxy.port}/0"
-        base = ["--url", proxy_url, "--ns", self.namespace, "--ledger", str(self.run_dir / "ledger")]
+        base = [
+            "--url",
+            proxy_url,
+            "--ns",
+            self.namespace,
+            "--ledger",
+            str(self.run_dir / "ledger"),
+        ]
 
         def role(name: str, kind: str, *extra: str, seed: int = 0) -> Proc:
-            argv = ["-m", "tools.chaos_lib.roles", kind, *base, "--name", name,
-                    "--seed", str(s.seed * 1000 + seed), "--until", str(until), *extra]  # fmt: skip
+            argv = [
+                "-m",
+                "chaos_lib.roles",
+                kind,
+                *base,
+                "--name",
+                name,
+                "--seed",
+                str(s.seed * 1000 + seed),
+                "--until",
+                str(until),
+                *extra,
+            ]
             return Proc(name, kind.replace("async-", ""), argv, self.run_dir, self.ledger)
 
         procs = [
-            role(f"w{i + 1}", "worker", "--lease", str(LEASE),
-                 *(("--processes", "2") if i == 1 else ()))  # fmt: skip
+            role(
+                f"w{i + 1}",
+                "worker",
+                "--lease",
+                str(LEASE),
+                *(("--processes", "2") if i == 1 else ()),
+            )
             for i in range(s.workers)
         ]
         if s.cli_worker:
             queues = ",".join(f"{q}={w}" for q, w in QUEUES.items())
-            argv = ["-m", "rq_sched.cli", "worker", "tools.chaos_lib.handlers:router",
-                    "--url", proxy_url, "--namespace", self.namespace, "--queues", queues,
-                    "--lease", str(LEASE), "--concurrency", "8", "--shutdown-timeout", "2"]  # fmt: skip
+            argv = [
+                "-m",
+                "rq_sched.cli",
+                "worker",
+                "chaos_lib.handlers:router",
+                "--url",
+                proxy_url,
+                "--namespace",
+                self.namespace,
+                "--queues",
+                queues,
+                "--lease",
+                str(LEASE),
+                "--concurrency",
+                "8",
+                "--shutdown-timeout",
+                "2",
+            ]
             procs.append(Proc("wcli", "worker", argv, self.run_dir, self.ledger))
         procs += [role(f"s{i + 1}", "scheduler") for i in range(2)]
         rate = str(s.rate)
@@ -152,7 +198,9 @@ class Soak:
         order = itertools.count()
         events: list[tuple[float, int, Callable[[], None]]] = []
         for fault in self.schedule:
-            heapq.heappush(events, (start + fault.at, next(order), self._beginner(fault, events, order)))
+            heapq.heappush(
+                events, (start + fault.at, next(order), self._beginner(fault, events, order))
+            )
         end = start + self.settings.duration
         while time.monotonic() < end:
             while events and events[0][0] <= time.monotonic():
@@ -165,7 +213,10 @@ class Soak:
                 action()
 
     def _beginner(
-        self, fault: Fault, events: list[tuple[float, int, Callable[[], None]]], order: itertools.count[int]
+        self,
+        fault: Fault,
+        events: list[tuple[float, int, Callable[[], None]]],
+        order: itertools.count[int],
     ) -> Callable[[], None]:
         def begin() -> None:
             undo = self.injector.begin(fault)
@@ -182,7 +233,9 @@ class Soak:
                 continue
             if proc.role in ("producer", "operator"):
                 continue  # they end at --until
-            self.ledger.write("proc_died", name=proc.name, child=proc.pid, code=proc.popen.returncode)
+            self.ledger.write(
+                "proc_died", name=proc.name, child=proc.pid, code=proc.popen.returncode
+            )
             proc.start()
 
     def restart_redis(self) -> None:
@@ -203,7 +256,7 @@ class Soak:
         if self.redis.proc is None or self.redis.proc.poll() is not None:
             self.restart_redis()
         with contextlib.suppress(redis.RedisError):
-            self.direct.execute_command("CLIENT", "UNPAUSE")
+            self.direct.client_unpause()
         clients = [p for p in self.procs.values() if p.role in ("producer", "operator")]
         wait_all(clients, 40.0)
         for proc in clients:
@@ -263,10 +316,13 @@ class Soak:
                 pipe.zrange(key, 0, -1, withscores=True)
             pipe.get(keys.processed)
             pipe.get(keys.failed)
-            msg, pending, lease, scheduled, retry, archived, completed, processed, failed = pipe.execute()
-            locks = {}
+            msg, pending, lease, scheduled, retry, archived, completed, processed, failed = (
+                pipe.execute()
+            )
+            locks: dict[str, str] = {}
             for key in self.direct.scan_iter(match=keys.unique("*"), count=1000):
-                locks[key.decode()] = (self.direct.get(key) or b"").decode(errors="replace")
+                holder: Any = self.direct.get(key) or b""
+                locks[key.decode()] = holder.decode(errors="replace")
             snap.queues[queue] = {
                 "msg": msg,
                 "pending": [i.decode() for i in pending],
@@ -280,9 +336,15 @@ class Soak:
                 "locks": locks,
             }
         for server in self.inspector.servers():
-            snap.servers.append({"id": server.info.id, "pid": server.info.pid,
-                                 "active": server.info.active, "status": server.info.status,
-                                 "workers": [w.task_id for w in server.workers]})  # fmt: skip
+            snap.servers.append(
+                {
+                    "id": server.info.id,
+                    "pid": server.info.pid,
+                    "active": server.info.active,
+                    "status": server.info.status,
+                    "workers": [w.task_id for w in server.workers],
+                }
+            )
         snap.worker_pids = [p.pid for p in self.procs.values() if p.role == "worker" and p.alive()]
         return snap
 
