@@ -254,7 +254,11 @@ class Audit:
         settled_at = min(finals) if finals else None
         if self._operator_run(key, settled_at or earlier[-1].start, run.start):
             return None
-        open_runs = [r for r in earlier if r.end is None or r.end > run.start]
+        # A run with a lower attempt number was settled as a failure (its timeout, say) even if
+        # its handler went on: only runs of the same attempt can still be running it.
+        open_runs = [
+            r for r in earlier if (r.end is None or r.end > run.start) and r.retried >= run.retried
+        ]
         alive = [r for r in open_runs if self._death(r.pid, run.start) is None]
         if settled_at is not None and settled_at <= run.start:
             settler = next(r for r in earlier if r.final and r.end == settled_at)
@@ -270,7 +274,7 @@ class Audit:
                 or self._network(other.start - LEASE, run.start)
             )
             return (cause or "unexplained", None if cause else "concurrent_runs")
-        dead = [r for r in open_runs if r not in alive] or [r for r in earlier if r.end is None]
+        dead = [r for r in open_runs if r not in alive]
         if dead:
             cause = self._death(dead[0].pid, run.start + 60) or "handler_vanished"
             return (
@@ -283,6 +287,10 @@ class Audit:
         """Why the settle of ``settler`` did not hold, if a fault explains it."""
         assert settler.end is not None
         death = self._death(settler.pid, run.start)
+        if death is not None and self._death(settler.pid, settler.end) is not None:
+            # A process handler's child finished after its worker was killed: nobody could
+            # record the outcome (the child outlived its parent).
+            return death + " (handler outlived its worker)"
         if (
             death is not None
             and (self.kills.get(settler.pid) or self.died.get(settler.pid) or {}).get("wall", 0)
@@ -479,9 +487,9 @@ class Audit:
         failed = sum(d["failed"] for d in self.snap.queues.values())
         done = sum(len(d["completed"]) for d in self.snap.queues.values())
         for key, runs in self.runs.items():
+            # Done and gone: no retention, or an operator deleted the kept record afterwards.
             in_redis = key[1].encode() in self.snap.queues[key[0]]["msg"]
-            retained = any(e.get("ret") for e in self.acked.get(key, []))
-            if not in_redis and not retained and any(r.outcome == "ok" for r in runs):
+            if not in_redis and any(r.outcome == "ok" for r in runs):
                 done += 1
         ends = Counter(r.outcome for runs in self.runs.values() for r in runs)
         self.result.info["processed counter / done tasks"] = f"{processed} / {done}"

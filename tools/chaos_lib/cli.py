@@ -20,6 +20,7 @@ from chaos_lib import ledger as ledger_mod
 from chaos_lib.audit import Audit, ledger_lines
 from chaos_lib.plan import ALL_KINDS, KNOWN_BAD, SURVIVABLE
 from chaos_lib.report import print_report, summary
+from chaos_lib.roles import OPS
 from chaos_lib.run import Settings, Soak
 
 MAX_TASKS_SHOWN = 15
@@ -41,6 +42,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         default="all",
         help="comma-separated fault kinds, or 'all', 'survivable' (what today's main survives) "
         f"or 'known-bad'; kinds: {', '.join(ALL_KINDS)}",
+    )
+    parser.add_argument(
+        "--ops",
+        default=",".join(OPS),
+        help=f"operator actions to take (default all: {','.join(OPS)})",
     )
     parser.add_argument("--rate", type=float, help="producer iterations per second (each)")
     parser.add_argument("--fault-gap", type=float, help="mean seconds between faults")
@@ -75,6 +81,14 @@ def kinds_of(text: str) -> tuple[str, ...]:
     return kinds
 
 
+def ops_of(text: str) -> tuple[str, ...]:
+    ops = tuple(o.strip() for o in text.split(",") if o.strip())
+    unknown = [o for o in ops if o not in OPS]
+    if unknown:
+        raise SystemExit(f"tools/chaos: unknown operator action(s) {unknown}; use {', '.join(OPS)}")
+    return ops
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     if args.audit_only:
@@ -88,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         aof=args.aof,
         kinds=kinds_of(args.faults),
         run_dir=run_dir,
-        rate=args.rate or (4.0 if args.quick else 12.0),
+        rate=args.rate or (3.0 if args.quick else 12.0),
         mean_gap=args.fault_gap or (2.0 if args.quick else 1.5),
-        settle_timeout=args.settle or (40.0 if args.quick else 120.0),
+        settle_timeout=args.settle or (60.0 if args.quick else 180.0),
         workers=args.workers,
         cli_worker=not args.no_cli_worker,
+        ops=ops_of(args.ops),
     )
     print(f"chaos: seed {seed}, {duration:g}s, aof {args.aof}, faults {','.join(settings.kinds)}")
     print(f"chaos: run directory {run_dir}", flush=True)
@@ -109,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         _show_lines(result.violations, events)
         print(
             f"\nchaos: VIOLATIONS; replay with: tools/chaos --seed {seed} --duration {duration:g} "
-            f"--aof {args.aof} --faults {args.faults}"
+            f"--aof {args.aof} --faults {args.faults} --ops {args.ops}"
         )
         print(f"chaos: ledger and logs kept in {run_dir}")
         return 1

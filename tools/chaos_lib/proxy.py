@@ -58,6 +58,7 @@ class Proxy:
 
     def _run(self) -> None:
         loop = self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         loop.run_until_complete(self._listen())
         self._ready.set()
         loop.run_forever()

@@ -260,6 +260,8 @@ def _on_signals(stop: Callable[[], None]) -> None:
 
 # -- operator -----------------------------------------------------------------------------------
 
+OPS = ("cancel", "delete", "archive", "run", "pause", "bulk")
+"""What the operator does (``--ops`` picks a subset; the rolls stay the same per seed)."""
 SINGLE = {
     "cancel": ("active",),
     "delete": ("pending", "scheduled", "retry", "archived"),
@@ -287,14 +289,18 @@ class Operator:
 
     def step(self) -> None:
         roll = self.rng.random()
+        allowed = self.args.ops
         if roll < 0.08:
-            self.pause()
+            if "pause" in allowed:
+                self.pause()
         elif roll < 0.18:
             queue, state, action = self.rng.choice(BULK)
-            self.bulk(queue, state, action)
+            if "bulk" in allowed:
+                self.bulk(queue, state, action)
         else:
             action = self.rng.choice(["cancel", "cancel", "delete", "archive", "run"])
-            self.single(action)
+            if action in allowed:
+                self.single(action)
 
     def single(self, action: str) -> None:
         queue = self.rng.choice(["chaos", "chaos", "chaos-doomed"])
@@ -444,6 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         role = sub.add_parser(name)
         _common(role)
         role.add_argument("--rate", type=float, default=20.0)
+        if name == "operator":
+            role.add_argument("--ops", type=lambda t: set(t.split(",")), default=set(OPS))
     _common(sub.add_parser("scheduler"))
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -23,7 +23,7 @@ from chaos_lib.ledger import Ledger
 from chaos_lib.plan import LEASE, QUEUES, Fault, fault_schedule
 from chaos_lib.procs import Proc, wait_all
 from chaos_lib.proxy import Proxy
-from chaos_lib.roles import BIG_ARCHIVE
+from chaos_lib.roles import BIG_ARCHIVE, OPS
 from rq_sched import Inspector, RqSchedError
 from rq_sched.keys import QueueKeys
 from rq_sched.local_redis import RedisServer, free_port
@@ -45,6 +45,7 @@ class Settings:
     settle_timeout: float = 45.0
     workers: int = 3
     cli_worker: bool = True
+    ops: tuple[str, ...] = OPS
 
 
 @dataclass
@@ -187,7 +188,7 @@ class Soak:
             role("p1", "producer", "--rate", rate, seed=1),
             role("p2", "producer", "--rate", rate, seed=2),
             role("pa", "async-producer", "--rate", rate, seed=3),
-            role("op", "operator", "--rate", "1", seed=4),
+            role("op", "operator", "--rate", "1", "--ops", ",".join(s.ops), seed=4),
         ]
         return procs
 
@@ -284,17 +285,23 @@ class Soak:
                 time.sleep(0.5)
 
     def _wait_quiet(self, deadline: float) -> bool:
+        next_note = 0.0
         while time.monotonic() < deadline:
             self._supervise()
             try:
-                if self._quiet():
-                    return True
-            except redis.RedisError:
-                pass
+                left = self._left()
+            except redis.RedisError as exc:
+                left = {"error": str(exc)}
+            if not any(left.values()):
+                return True
+            if time.monotonic() >= next_note:  # why it is not quiet yet, for the record
+                self.ledger.write("settle", phase="waiting", left=left)
+                next_note = time.monotonic() + 5.0
             time.sleep(0.5)
         return False
 
-    def _quiet(self) -> bool:
+    def _left(self) -> dict[str, Any]:
+        """What still keeps each queue busy (pending, active, retry, due scheduled)."""
         soon = int((time.time() + 1.0) * 1000)
         pipe = self.direct.pipeline(transaction=False)
         for queue in QUEUES:
@@ -303,7 +310,12 @@ class Soak:
             pipe.zcard(keys.lease)
             pipe.zcard(keys.retry)
             pipe.zcount(keys.scheduled, "-inf", soon)
-        return not any(pipe.execute())
+        counts = pipe.execute()
+        return {
+            q: counts[i * 4 : i * 4 + 4]
+            for i, q in enumerate(QUEUES)
+            if any(counts[i * 4 : i * 4 + 4])
+        }
 
     def _snapshot(self, settled: bool, began: float, sched_stopped: float) -> Snapshot:
         snap = Snapshot(settled, began, sched_stopped, time.time())
