@@ -32,10 +32,19 @@ def soak(tmp_path: Path, *options: str, timeout: float) -> tuple[dict[str, Any],
     summary = tmp_path / "audit.json"
     command = [sys.executable, "-m", "chaos_lib", "--quick", "--dir", str(tmp_path / "run")]
     command += ["--json", str(summary), *options]
-    proc = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    proc = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    output = (proc.stdout + proc.stderr)[-8000:]
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # the soak stops every process it started on SIGTERM
+        try:
+            out, _ = proc.communicate(timeout=40)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, _ = proc.communicate()
+    output = out[-8000:]
     assert summary.exists(), f"the soak wrote no audit (exit {proc.returncode}):\n{output}"
     result: dict[str, Any] = json.loads(summary.read_text())
     assert (proc.returncode == 0) == result["clean"], output
@@ -67,9 +76,11 @@ def test_soak_with_faults_todays_code_survives_audits_clean(tmp_path: Path) -> N
     "are lost with their worker (17), connections without timeouts hang (18)",
 )
 def test_soak_with_faults_main_does_not_survive_audits_clean(tmp_path: Path) -> None:
+    # Each kind of KNOWN_BAD is injected at least once (faults come in shuffled decks), and the
+    # operator cancels too; poison_types alone stops every worker's fetch loop on today's main.
     result, output = soak(
         tmp_path,
-        "--seed", "7", "--faults", "all", "--duration", "30", "--settle", "25",
+        "--seed", "7", "--faults", "known-bad", "--duration", "30", "--settle", "25",
         timeout=280,
     )  # fmt: skip
     assert result["clean"], output

@@ -11,10 +11,12 @@ import json
 import pickle
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import FrameType
 
 from chaos_lib import ledger as ledger_mod
 from chaos_lib.audit import Audit, ledger_lines
@@ -81,6 +83,10 @@ def kinds_of(text: str) -> tuple[str, ...]:
     return kinds
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def ops_of(text: str) -> tuple[str, ...]:
     ops = tuple(o.strip() for o in text.split(",") if o.strip())
     unknown = [o for o in ops if o not in OPS]
@@ -112,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"chaos: seed {seed}, {duration:g}s, aof {args.aof}, faults {','.join(settings.kinds)}")
     print(f"chaos: run directory {run_dir}", flush=True)
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, _interrupt)  # so a SIGTERM still stops what the soak started
     snapshot = Soak(settings).run()
     with (run_dir / "snapshot.pickle").open("wb") as handle:
         pickle.dump(snapshot, handle)  # lets `--audit-only` audit this run again

@@ -137,11 +137,19 @@ def fault_schedule(
 ) -> list[Fault]:
     """The faults of a run, sorted by time; the last ones end well before ``duration``."""
     rng = random.Random(f"faults:{seed}")
+    # Kinds come as shuffled decks, so every kind is injected once before any comes twice: a
+    # short run still meets each kind, a long one meets each about equally often.
+    order = random.Random(f"kinds:{seed}")
+    deck: list[str] = []
     faults: list[Fault] = []
     at = rng.uniform(1.0, 2.0) + 2.0  # let every process start first
     end = duration - 3.0
     while at < end and kinds:
-        kind = rng.choice(kinds)
+        if len(kinds) == 1:
+            kind = rng.choice(kinds)
+        else:
+            deck = deck or order.sample(kinds, len(kinds))
+            kind = deck.pop()
         faults.append(_fault(rng, at, kind, workers, schedulers))
         at += rng.expovariate(1.0 / mean_gap)
     return faults

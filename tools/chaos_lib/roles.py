@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -437,6 +439,20 @@ def run_operator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _watch_parent() -> None:
+    """Stop when the orchestrator is gone (it was killed): nobody else would stop us."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os.kill(os.getpid(), signal.SIGTERM)  # a graceful stop first
+        time.sleep(15.0)
+        os._exit(3)
+
+    threading.Thread(target=watch, name="chaos-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m chaos_lib.roles")
     sub = parser.add_subparsers(dest="role", required=True)
@@ -454,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
             role.add_argument("--ops", type=lambda t: set(t.split(",")), default=set(OPS))
     _common(sub.add_parser("scheduler"))
     args = parser.parse_args(argv)
+    _watch_parent()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
