@@ -118,13 +118,13 @@ class Injector:
         """Restart a worker with its clock off by ``offset`` s; restart it right afterwards."""
         proc = self.soak.procs[fault.target]
         proc.held = True
-        self._replace(proc, "clock_skew")
+        self._replace(proc, "skew_restart")
         normal = list(proc.argv)
         proc.argv = [*normal, "--skew", str(fault.params["offset"])]
         proc.start()
 
         def restore() -> None:
-            self._replace(proc, "clock_skew")
+            self._replace(proc, "skew_restart")
             proc.argv = normal
             proc.start()
             proc.held = False

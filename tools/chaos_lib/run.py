@@ -272,7 +272,7 @@ class Soak:
         sched_stopped = time.time()
         self.ledger.write("settle", phase="schedulers stopped")
         settled = self._wait_quiet(time.monotonic() + self.settings.settle_timeout)
-        time.sleep(2.5)  # heartbeats (every 1 s) catch up with the last settles
+        time.sleep(6.0)  # heartbeats (every 1 s; 5 s for `rq-sched worker`) catch up
         self.ledger.write("settle", phase="settled" if settled else "timed out")
         return self._snapshot(settled, began, sched_stopped)
 
