@@ -83,6 +83,8 @@ class Audit:
         self.died: dict[int, dict[str, Any]] = {}
         self.redis_down: list[float] = []
         self.stalls: list[tuple[int, float, float]] = []
+        self.lags: list[tuple[int, float, float]] = []
+        """(worker pid, from, to): its event loop ran late (stalled handler or overload)."""
         self.ticks: Counter[str] = Counter()
         self._index(events)
 
@@ -111,6 +113,8 @@ class Audit:
                 self.died[ev["child"]] = ev
             elif kind == "redis_down":
                 self.redis_down.append(ev["wall"])
+            elif kind == "lag":
+                self.lags.append((ev["wpid"], ev["since"], ev["wall"]))
             elif kind == "tick":
                 self.ticks[ev["id"]] += 1
                 self.acked[("cron", ev["id"])].append({**ev, "q": "cron", "ret": True})
@@ -170,6 +174,13 @@ class Audit:
         for stall_pid, s0, s1 in self.stalls:
             if stall_pid == pid and s0 <= t1 and t0 <= s1 + 1.0:
                 return "loop_stall"
+        return None
+
+    def _lagged(self, pid: int, t0: float, t1: float) -> str | None:
+        """A loop lag of at least half a lease on worker ``pid`` between ``t0`` and ``t1``."""
+        for lag_pid, s0, s1 in self.lags:
+            if lag_pid == pid and s1 - s0 >= LEASE / 2 and s0 <= t1 and t0 <= s1 + 1.0:
+                return "worker loop lag (load)"
         return None
 
     def _death(self, pid: int, before: float) -> str | None:
@@ -276,6 +287,7 @@ class Audit:
                 self._stalled(other.pid, other.start, run.start)
                 or self._skew(other.start - LEASE, run.start)
                 or self._network(other.start - LEASE, run.start)
+                or self._lagged(other.pid, other.start - LEASE, run.start)
             )
             return (cause or "unexplained", None if cause else "concurrent_runs")
         dead = [r for r in open_runs if r not in alive]
@@ -310,8 +322,10 @@ class Audit:
         skew = self._skew(settler.start - LEASE, run.start)
         if skew is not None:
             return skew
-        return self._network(settler.end - 1.0, run.start) or self._stalled(
-            settler.pid, settler.start, run.start
+        return (
+            self._network(settler.end - 1.0, run.start)
+            or self._stalled(settler.pid, settler.start, run.start)
+            or self._lagged(settler.pid, settler.start - LEASE, run.start)
         )
 
     def _check_after_ops(self, key: tuple[str, str], runs: list[Run], name: str) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from chaos_lib.ledger import Ledger
 from rq_sched import Retry, Router, SkipRetry, Task
+from rq_sched.router import Next
 
 ASYNC = "chaos.async"
 THREAD = "chaos.thread"
@@ -98,6 +99,36 @@ def _backoff(attempt: int, error: BaseException, task: Task) -> float:
 
 
 router = Router()
+
+LAG_PROBE = 0.2
+"""Seconds between two event-loop lag probes in each worker."""
+LAG_REPORT = 0.5
+"""A probe late by this much is written to the ledger as ``lag``."""
+_probing: set[int] = set()
+
+
+@router.use
+async def probe_lag(task: Task, call_next: Next) -> None:
+    """Start, once per worker process, a probe that writes event-loop lag to the ledger.
+
+    A worker whose loop is blocked (a stalled handler, an overloaded machine) cannot renew its
+    leases; the audit explains re-runs that follow such lag instead of calling them violations.
+    """
+    if os.getpid() not in _probing:
+        _probing.add(os.getpid())
+        probe = asyncio.ensure_future(_probe())
+        probe.add_done_callback(lambda _: _probing.discard(os.getpid()))
+    await call_next(task)
+
+
+async def _probe() -> None:
+    book = ledger()
+    while book is not None:
+        before = time.monotonic()
+        await asyncio.sleep(LAG_PROBE)
+        late = time.monotonic() - before - LAG_PROBE
+        if late >= LAG_REPORT:
+            book.write("lag", wpid=os.getpid(), seconds=round(late, 3), since=time.time() - late)
 
 
 @router.task(ASYNC, backoff=_backoff)
