@@ -180,6 +180,8 @@ class Injector:
         return None  # Redis ends the pause by itself
 
     def begin_redis_kill(self, fault: Fault) -> Undo:
+        if not self.soak.redis_up():
+            return None  # already down: the fault that killed it starts it again
         self.soak.redis.stop(kill=True)
         self.soak.ledger.write("redis_down", t=time.time(), aof=self.soak.settings.aof)
         return self.soak.restart_redis

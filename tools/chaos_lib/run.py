@@ -9,6 +9,7 @@ import heapq
 import itertools
 import json
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -77,6 +78,9 @@ class Soak:
         self.inspector: Inspector
         self.injector = Injector(self)
         self.schedule: list[Fault] = []
+        self.redis_procs: list[subprocess.Popen[bytes] | None] = []
+        """Every redis-server this soak started, all stopped at the end (a child not yet
+        reaped keeps its pid, so this never signals a stranger)."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -90,6 +94,7 @@ class Soak:
 
     def _start(self) -> None:
         self.redis.start()
+        self.redis_procs.append(self.redis.proc)
         self.proxy.upstream_port = self.redis.port
         self.proxy.start()
         self.direct = redis.Redis(port=self.redis.port, socket_timeout=10, socket_connect_timeout=5)
@@ -239,10 +244,16 @@ class Soak:
             )
             proc.start()
 
+    def redis_up(self) -> bool:
+        return self.redis.proc is not None and self.redis.proc.poll() is None
+
     def restart_redis(self) -> None:
         for _ in range(3):
+            if self.redis_up():
+                break
             try:
                 self.redis.start()
+                self.redis_procs.append(self.redis.proc)
                 break
             except (RuntimeError, TimeoutError, OSError) as exc:
                 self.ledger.write("redis_restart_failed", error=str(exc))
@@ -254,7 +265,7 @@ class Soak:
     def _settle(self) -> Snapshot:
         began = time.time()
         self.ledger.write("settle", phase="begin")
-        if self.redis.proc is None or self.redis.proc.poll() is not None:
+        if not self.redis_up():
             self.restart_redis()
         with contextlib.suppress(redis.RedisError):
             self.direct.client_unpause()
@@ -371,3 +382,7 @@ class Soak:
         with contextlib.suppress(Exception):
             self.direct.close()
         self.redis.stop(kill=True)
+        for server in self.redis_procs:
+            if server is not None and server.poll() is None:
+                server.kill()
+                server.wait(10)
