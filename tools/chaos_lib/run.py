@@ -1,0 +1,388 @@
+"""The orchestrator: start Redis, the proxy and every process; inject the faults; let the
+system settle; take the snapshot the audit reads; stop everything it started, by pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import json
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from chaos_lib.faults import Injector
+from chaos_lib.ledger import Ledger
+from chaos_lib.plan import LEASE, QUEUES, Fault, fault_schedule
+from chaos_lib.procs import Proc, wait_all
+from chaos_lib.proxy import Proxy
+from chaos_lib.roles import BIG_ARCHIVE, OPS
+from rq_sched import Inspector, RqSchedError
+from rq_sched.keys import QueueKeys
+from rq_sched.local_redis import RedisServer, free_port
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """One soak's parameters (the CLI's options)."""
+
+    seed: int
+    duration: float
+    aof: str
+    kinds: tuple[str, ...]
+    run_dir: Path
+    rate: float = 4.0
+    """Producer iterations per second, per producer (about 2.7 tasks each)."""
+    mean_gap: float = 2.0
+    """Mean seconds between two faults."""
+    settle_timeout: float = 45.0
+    workers: int = 3
+    cli_worker: bool = True
+    ops: tuple[str, ...] = OPS
+
+
+@dataclass
+class Snapshot:
+    """What the audit needs from the system once it settled."""
+
+    settled: bool
+    settle_started: float
+    sched_stopped: float
+    taken_at: float
+    queues: dict[str, dict[str, Any]] = field(default_factory=dict)
+    servers: list[dict[str, Any]] = field(default_factory=list)
+    worker_pids: list[int] = field(default_factory=list)
+
+
+class Soak:
+    """Runs one soak; :meth:`run` returns the snapshot, the ledger is in ``run_dir``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.namespace = f"chaos{uuid.uuid4().hex[:6]}"
+        self.run_dir = settings.run_dir
+        self.ledger = Ledger(self.run_dir / "ledger", "orchestrator")
+        fsync = ["--appendfsync", settings.aof, "--auto-aof-rewrite-percentage", "0"]
+        self.redis = RedisServer(self.run_dir / "redis", appendonly=True, extra_args=fsync)
+        self.proxy = Proxy(free_port(), 0)
+        self.procs: dict[str, Proc] = {}
+        self.direct: redis.Redis = redis.Redis()
+        self.inspector: Inspector
+        self.injector = Injector(self)
+        self.schedule: list[Fault] = []
+        self.redis_procs: list[subprocess.Popen[bytes] | None] = []
+        """Every redis-server this soak started, all stopped at the end (a child not yet
+        reaped keeps its pid, so this never signals a stranger)."""
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def run(self) -> Snapshot:
+        try:
+            self._start()
+            self._chaos()
+            return self._settle()
+        finally:
+            self._teardown()
+
+    def _start(self) -> None:
+        self.redis.start()
+        self.redis_procs.append(self.redis.proc)
+        self.proxy.upstream_port = self.redis.port
+        self.proxy.start()
+        self.direct = redis.Redis(port=self.redis.port, socket_timeout=10, socket_connect_timeout=5)
+        self.inspector = Inspector(
+            self.direct, namespace=self.namespace, archive_limits=BIG_ARCHIVE
+        )
+        self.ledger.write(
+            "run",
+            seed=self.settings.seed,
+            aof=self.settings.aof,
+            ns=self.namespace,
+            kinds=list(self.settings.kinds),
+            lease=LEASE,
+            duration=self.settings.duration,
+        )
+        until = time.time() + self.settings.duration
+        for proc in self._plan_procs(until):
+            self.procs[proc.name] = proc
+            proc.start()
+        workers = [n for n, p in self.procs.items() if p.role == "worker"]
+        schedulers = [n for n, p in self.procs.items() if p.role == "scheduler"]
+        self.schedule = fault_schedule(
+            self.settings.seed,
+            self.settings.duration,
+            self.settings.kinds,
+            workers=workers,
+            schedulers=schedulers,
+            mean_gap=self.settings.mean_gap,
+        )
+        (self.run_dir / "schedule.json").write_text(
+            json.dumps([f.__dict__ for f in self.schedule], indent=1)
+        )
+
+    def _plan_procs(self, until: float) -> list[Proc]:
+        s = self.settings
+        proxy_url = f"redis://127.0.0.1:{self.proxy.port}/0"
+        base = [
+            "--url",
+            proxy_url,
+            "--ns",
+            self.namespace,
+            "--ledger",
+            str(self.run_dir / "ledger"),
+        ]
+
+        def role(name: str, kind: str, *extra: str, seed: int = 0) -> Proc:
+            argv = [
+                "-m",
+                "chaos_lib.roles",
+                kind,
+                *base,
+                "--name",
+                name,
+                "--seed",
+                str(s.seed * 1000 + seed),
+                "--until",
+                str(until),
+                *extra,
+            ]
+            return Proc(name, kind.replace("async-", ""), argv, self.run_dir, self.ledger)
+
+        procs = [
+            role(
+                f"w{i + 1}",
+                "worker",
+                "--lease",
+                str(LEASE),
+                *(("--processes", "2") if i == 1 else ()),
+            )
+            for i in range(s.workers)
+        ]
+        if s.cli_worker:
+            queues = ",".join(f"{q}={w}" for q, w in QUEUES.items())
+            argv = [
+                "-m",
+                "rq_sched.cli",
+                "worker",
+                "chaos_lib.handlers:router",
+                "--url",
+                proxy_url,
+                "--namespace",
+                self.namespace,
+                "--queues",
+                queues,
+                "--lease",
+                str(LEASE),
+                "--concurrency",
+                "8",
+                "--shutdown-timeout",
+                "2",
+            ]
+            procs.append(Proc("wcli", "worker", argv, self.run_dir, self.ledger))
+        procs += [role(f"s{i + 1}", "scheduler") for i in range(2)]
+        rate = str(s.rate)
+        procs += [
+            role("p1", "producer", "--rate", rate, seed=1),
+            role("p2", "producer", "--rate", rate, seed=2),
+            role("pa", "async-producer", "--rate", rate, seed=3),
+            role("op", "operator", "--rate", "1", "--ops", ",".join(s.ops), seed=4),
+        ]
+        return procs
+
+    # -- the chaos phase ----------------------------------------------------------------------
+
+    def _chaos(self) -> None:
+        start = time.monotonic()
+        order = itertools.count()
+        events: list[tuple[float, int, Callable[[], None]]] = []
+        for fault in self.schedule:
+            heapq.heappush(
+                events, (start + fault.at, next(order), self._beginner(fault, events, order))
+            )
+        end = start + self.settings.duration
+        while time.monotonic() < end:
+            while events and events[0][0] <= time.monotonic():
+                _, _, action = heapq.heappop(events)
+                action()
+            self._supervise()
+            time.sleep(0.05)
+        for _, _, action in sorted(events):  # undo what is still held; begin nothing new
+            if getattr(action, "is_undo", False):
+                action()
+
+    def _beginner(
+        self,
+        fault: Fault,
+        events: list[tuple[float, int, Callable[[], None]]],
+        order: itertools.count[int],
+    ) -> Callable[[], None]:
+        def begin() -> None:
+            undo = self.injector.begin(fault)
+            if undo is not None:
+                undo.is_undo = True  # type: ignore[attr-defined]
+                heapq.heappush(events, (time.monotonic() + fault.hold, next(order), undo))
+
+        return begin
+
+    def _supervise(self) -> None:
+        """Restart a process that died without a fault: a crash is a finding, not a fault."""
+        for proc in self.procs.values():
+            if proc.held or proc.popen is None or proc.alive():
+                continue
+            if proc.role in ("producer", "operator"):
+                continue  # they end at --until
+            self.ledger.write(
+                "proc_died", name=proc.name, child=proc.pid, code=proc.popen.returncode
+            )
+            proc.start()
+
+    def redis_up(self) -> bool:
+        return self.redis.proc is not None and self.redis.proc.poll() is None
+
+    def restart_redis(self) -> None:
+        for _ in range(3):
+            if self.redis_up():
+                break
+            try:
+                self.redis.start()
+                self.redis_procs.append(self.redis.proc)
+                break
+            except (RuntimeError, TimeoutError, OSError) as exc:
+                self.ledger.write("redis_restart_failed", error=str(exc))
+                time.sleep(0.5)
+        self.ledger.write("redis_up", t=time.time())
+
+    # -- settling -----------------------------------------------------------------------------
+
+    def _settle(self) -> Snapshot:
+        began = time.time()
+        self.ledger.write("settle", phase="begin")
+        if not self.redis_up():
+            self.restart_redis()
+        with contextlib.suppress(redis.RedisError):
+            self.direct.client_unpause()
+        clients = [p for p in self.procs.values() if p.role in ("producer", "operator")]
+        wait_all(clients, 40.0)
+        for proc in clients:
+            proc.kill_groups()
+        for queue in QUEUES:
+            self._retry(lambda q=queue: self.inspector.unpause(q))  # type: ignore[misc]
+        schedulers = [p for p in self.procs.values() if p.role == "scheduler"]
+        for proc in schedulers:
+            proc.held = True
+            proc.signal(signal.SIGTERM)
+        wait_all(schedulers, 10.0)
+        sched_stopped = time.time()
+        self.ledger.write("settle", phase="schedulers stopped")
+        settled = self._wait_quiet(time.monotonic() + self.settings.settle_timeout)
+        time.sleep(6.0)  # heartbeats (every 1 s; 5 s for `rq-sched worker`) catch up
+        self.ledger.write("settle", phase="settled" if settled else "timed out")
+        return self._snapshot(settled, began, sched_stopped)
+
+    def _retry(self, action: Callable[[], object]) -> None:
+        for _ in range(20):
+            try:
+                action()
+                return
+            except (RqSchedError, redis.RedisError):
+                time.sleep(0.5)
+
+    def _wait_quiet(self, deadline: float) -> bool:
+        next_note = 0.0
+        while time.monotonic() < deadline:
+            self._supervise()
+            try:
+                left = self._left()
+            except redis.RedisError as exc:
+                left = {"error": str(exc)}
+            if not any(left.values()):
+                return True
+            if time.monotonic() >= next_note:  # why it is not quiet yet, for the record
+                self.ledger.write("settle", phase="waiting", left=left)
+                next_note = time.monotonic() + 5.0
+            time.sleep(0.5)
+        return False
+
+    def _left(self) -> dict[str, Any]:
+        """What still keeps each queue busy (pending, active, retry, due scheduled)."""
+        soon = int((time.time() + 1.0) * 1000)
+        pipe = self.direct.pipeline(transaction=False)
+        for queue in QUEUES:
+            keys = QueueKeys(self.namespace, queue)
+            pipe.llen(keys.pending)
+            pipe.zcard(keys.lease)
+            pipe.zcard(keys.retry)
+            pipe.zcount(keys.scheduled, "-inf", soon)
+        counts = pipe.execute()
+        return {
+            q: counts[i * 4 : i * 4 + 4]
+            for i, q in enumerate(QUEUES)
+            if any(counts[i * 4 : i * 4 + 4])
+        }
+
+    def _snapshot(self, settled: bool, began: float, sched_stopped: float) -> Snapshot:
+        snap = Snapshot(settled, began, sched_stopped, time.time())
+        for queue in QUEUES:
+            keys = QueueKeys(self.namespace, queue)
+            pipe = self.direct.pipeline(transaction=False)
+            pipe.hgetall(keys.msg)
+            pipe.lrange(keys.pending, 0, -1)
+            for key in (keys.lease, keys.scheduled, keys.retry, keys.archived, keys.completed):
+                pipe.zrange(key, 0, -1, withscores=True)
+            pipe.get(keys.processed)
+            pipe.get(keys.failed)
+            msg, pending, lease, scheduled, retry, archived, completed, processed, failed = (
+                pipe.execute()
+            )
+            locks: dict[str, str] = {}
+            for key in self.direct.scan_iter(match=keys.unique("*"), count=1000):
+                holder: Any = self.direct.get(key) or b""
+                locks[key.decode()] = holder.decode(errors="replace")
+            snap.queues[queue] = {
+                "msg": msg,
+                "pending": [i.decode() for i in pending],
+                "lease": {i.decode(): s for i, s in lease},
+                "scheduled": {i.decode(): s for i, s in scheduled},
+                "retry": {i.decode(): s for i, s in retry},
+                "archived": {i.decode(): s for i, s in archived},
+                "completed": {i.decode(): s for i, s in completed},
+                "processed": int(processed or 0),
+                "failed": int(failed or 0),
+                "locks": locks,
+            }
+        for server in self.inspector.servers():
+            snap.servers.append(
+                {
+                    "id": server.info.id,
+                    "pid": server.info.pid,
+                    "active": server.info.active,
+                    "status": server.info.status,
+                    "workers": [w.task_id for w in server.workers],
+                }
+            )
+        snap.worker_pids = [p.pid for p in self.procs.values() if p.role == "worker" and p.alive()]
+        return snap
+
+    def _teardown(self) -> None:
+        procs = list(self.procs.values())
+        for proc in procs:
+            proc.signal(signal.SIGTERM)
+        wait_all(procs, 8.0)
+        for proc in procs:
+            proc.kill_groups()
+        self.proxy.stop()
+        with contextlib.suppress(Exception):
+            self.direct.close()
+        self.redis.stop(kill=True)
+        for server in self.redis_procs:
+            if server is not None and server.poll() is None:
+                server.kill()
+                server.wait(10)
