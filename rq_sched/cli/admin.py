@@ -14,12 +14,12 @@ from typing import Any
 
 from rq_sched.cli.common import add_redis_options, complain, fail, say
 from rq_sched.client import Client
+from rq_sched.durations import parse_duration_ms
 from rq_sched.errors import RedisUnavailableError, RqSchedError, ValidationError
 from rq_sched.inspector.actions import BULK_ACTIONS
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.inspector.models import QueueStats, jsonable, payload_text, task_json
 from rq_sched.models import TaskInfo, TaskState
-from rq_sched.scheduler.cron import parse_duration_ms
 
 Handler = Callable[[Inspector, argparse.Namespace], Any]
 STATES = [s.value for s in TaskState]

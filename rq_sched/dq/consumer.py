@@ -39,6 +39,8 @@ from rq_sched.dq.handling import (
     default_backoff,
     is_async_callable,
 )
+from rq_sched.durations import duration_seconds
+from rq_sched.errors import ValidationError
 from rq_sched.scripts import SyncRedis
 
 log = logging.getLogger(__name__)
@@ -47,10 +49,11 @@ _DEFAULT = object()
 
 
 def _seconds(value: timedelta | float, what: str) -> float:
-    seconds = value.total_seconds() if isinstance(value, timedelta) else float(value)
-    if seconds <= 0:
-        raise DqConfigError(f"{what} must be > 0 seconds, got {value!r}")
-    return seconds
+    """A positive, finite duration in seconds (the one duration check, as a dq config error)."""
+    try:
+        return duration_seconds(value, what, allow_zero=False, allow_text=False)
+    except ValidationError as exc:
+        raise DqConfigError(str(exc)) from None
 
 
 class Consumer:

@@ -102,15 +102,6 @@ def nodes_of(servers: list[BeanstalkdServer], tube: str) -> list[Beanstalk]:
     return [Beanstalk(s.endpoint, tube) for s in servers]
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "") -> None:
-    """Poll ``predicate`` until true; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        time.sleep(0.02)
-
-
 def put_like_go(
     server: BeanstalkdServer, tube: str, body: bytes, at_ns: int, *, ttr: int = 5
 ) -> int:

@@ -17,9 +17,9 @@ from tests.dq.conftest import (
     StartServers,
     nodes_of,
     put_like_go,
-    wait_until,
 )
 from tests.dq.go_emulation import GoConsumer
+from tests.polling import wait_until
 
 
 def test_a_job_written_by_a_go_producer_is_consumed_at_its_time(
@@ -221,3 +221,12 @@ def test_registration_mistakes_are_clear_errors(
     consumer.start()
     with pytest.raises(DqConfigError, match="before start"):
         consumer.register(f"{tube}-2", Calls())
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0, 0, True, "5s"])
+def test_a_duration_option_that_is_not_a_positive_finite_number_is_refused(
+    beanstalkds: StartServers, tube: str, consumers: MakeConsumer, bad: object
+) -> None:
+    nodes = nodes_of(beanstalkds(1), tube)
+    with pytest.raises(DqConfigError, match="lease"):
+        consumers(nodes, lease=bad)

@@ -17,8 +17,8 @@ from tests.dq.conftest import (
     StartServers,
     nodes_of,
     put_like_go,
-    wait_until,
 )
+from tests.polling import wait_until
 
 
 def _fail(count: int) -> None:

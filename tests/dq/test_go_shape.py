@@ -11,7 +11,8 @@ import pytest
 import redis
 
 from rq_sched.dq import AsyncConsumer, DqConfigError
-from tests.dq.conftest import MakeConsumer, StartServers, nodes_of, put_like_go, wait_until
+from tests.dq.conftest import MakeConsumer, StartServers, nodes_of, put_like_go
+from tests.polling import wait_until
 
 
 def test_consume_blocks_and_gives_the_handler_the_body_until_stop(

@@ -10,7 +10,8 @@ import time
 import pytest
 
 from rq_sched.dq import AsyncConsumer, DqConfigError, Job, Outcome
-from tests.dq.conftest import MakeConsumer, StartServers, nodes_of, put_like_go, wait_until
+from tests.dq.conftest import MakeConsumer, StartServers, nodes_of, put_like_go
+from tests.polling import wait_until
 
 
 def test_a_handler_past_the_ttr_is_not_handed_to_a_second_consumer(
