@@ -28,6 +28,16 @@ class TaskState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptError:
+    """The error of one failed attempt of a task."""
+
+    attempt: int
+    """1 for the first attempt."""
+    failed_at: datetime | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class TaskInfo:
     """A snapshot of one task. ``enqueue`` fills what it knows; the inspector fills the rest."""
 
@@ -58,6 +68,9 @@ class TaskInfo:
     """What the handler wrote, kept with the completed task when it has retention."""
     expires_at: datetime | None = None
     """For completed tasks: when the kept record is dropped."""
+    errors: list[AttemptError] = field(default_factory=list)
+    """Errors of the last (up to 10) failed attempts, oldest first; the last one is
+    ``last_error`` in full, earlier ones are cut to their last 1024 characters."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

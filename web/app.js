@@ -575,11 +575,23 @@
       t.last_error ? h("div", { class: "card", id: "errors" },
         h("h2", {}, `Error of attempt ${t.retry_count}`, t.last_failed_at ? [" · ", whenFull(t.last_failed_at)] : ""),
         h("pre", { class: "error", id: "last-error" }, t.last_error),
-        h("p", { class: "muted small" }, t.retry_count > 1
-          ? `Only the latest error is stored: each of the ${t.retry_count} failed attempts replaced the one before.`
-          : "")) : null,
+        earlierErrors(t)) : null,
       t.result_text !== null ? h("div", { class: "card" }, h("h2", {}, "Result"),
         h("pre", { id: "result" }, t.result_text)) : null);
+  }
+
+  function earlierErrors(t) {
+    // Every attempt error kept with the task (the last one is shown above in full).
+    const earlier = (t.errors || []).slice(0, -1).reverse();
+    if (!earlier.length) return null;
+    const dropped = t.retry_count - (t.errors || []).length;
+    return h("div", { id: "earlier-errors" },
+      h("h3", {}, "Earlier attempts"),
+      earlier.map((e) => h("div", { class: "attempt-error", "data-attempt": e.attempt },
+        h("p", { class: "muted small" }, `Attempt ${e.attempt}`, e.failed_at ? [" · ", whenFull(e.failed_at)] : ""),
+        h("pre", { class: "error" }, e.error))),
+      dropped > 0 ? h("p", { class: "muted small" },
+        `${dropped} older attempt error(s) not kept (a task keeps its last ${t.errors.length}).`) : null);
   }
 
   // ---- search, servers, scheduler, redis -------------------------------------------------------

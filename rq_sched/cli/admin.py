@@ -255,6 +255,10 @@ def _describe(info: TaskInfo, now: float) -> str:
     ]
     lines = [f"{name:<12}{value}" for name, value in fields if value]
     lines += ["", "payload:", payload_text(info.payload)]
+    if len(info.errors) > 1:
+        lines += ["", f"errors of the last {len(info.errors)} failed attempts (oldest first):"]
+        for e in info.errors[:-1]:
+            lines += [f"-- attempt {e.attempt}, failed {when(e.failed_at, now)}", e.error]
     if info.last_error:
         lines += ["", "last error:", info.last_error]
     if info.result is not None:

@@ -36,7 +36,7 @@ from rq_sched.inspector.models import (
 )
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.message import decode, unique_of
-from rq_sched.models import QueueInfo, TaskInfo, TaskState
+from rq_sched.models import AttemptError, QueueInfo, TaskInfo, TaskState
 from rq_sched.options import check_stored_queue
 from rq_sched.scripts import Call, SyncRedis
 
@@ -124,6 +124,10 @@ class Inspector:
             retry_count=message.retried,
             last_error=message.last_error,
             last_failed_at=from_ms(message.last_failed_at) if message.last_failed_at else None,
+            errors=[
+                AttemptError(attempt, from_ms(at) if at else None, text)
+                for attempt, at, text in message.attempt_errors()
+            ],
             next_process_at=due if state in (TaskState.SCHEDULED, TaskState.RETRY) else None,
             timeout=message.timeout or None,
             deadline=from_ms(message.deadline) if message.deadline else None,
