@@ -282,17 +282,20 @@ class ScheduleRecord:
     queue: str
     error: str | None = None
     """Why nothing was enqueued (e.g. a validation error); None on success."""
+    skipped: bool = False
+    """The tick came while the entry was paused: nothing was enqueued (``task_id`` is "")."""
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "fire_time": _ms(self.fire_time),
-                "enqueued_at": _ms(self.enqueued_at),
-                "task_id": self.task_id,
-                "queue": self.queue,
-                "error": self.error,
-            }
-        )
+        data: dict[str, Any] = {
+            "fire_time": _ms(self.fire_time),
+            "enqueued_at": _ms(self.enqueued_at),
+            "task_id": self.task_id,
+            "queue": self.queue,
+            "error": self.error,
+        }
+        if self.skipped:
+            data["skipped"] = True
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ScheduleRecord:
@@ -303,6 +306,7 @@ class ScheduleRecord:
             task_id=data["task_id"],
             queue=data["queue"],
             error=data.get("error"),
+            skipped=data.get("skipped") is True,
         )
 
 

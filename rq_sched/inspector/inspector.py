@@ -448,6 +448,32 @@ class Inspector:
                 self.redis, self.global_keys, client, entry_id, self.clock.now()
             )
 
+    def pause_entry(self, entry: str) -> bool:
+        """Pause periodic entry ``entry`` (its id, or its name): every scheduler skips its ticks,
+        recording them as skipped, until :meth:`resume_entry`. Survives scheduler restarts.
+
+        Returns:
+            True when the entry was running, False when it was already paused.
+
+        Raises:
+            TaskNotFoundError: no running scheduler publishes such an entry.
+        """
+        with translate_errors(self.redis):
+            return inspector_entries.set_paused(self.redis, self.global_keys, entry, True)
+
+    def resume_entry(self, entry: str) -> bool:
+        """Resume a paused periodic entry (its id, or its name): its next tick fires; ticks
+        that came while it was paused are not caught up.
+
+        Returns:
+            True when the entry was paused, False when it was already running.
+
+        Raises:
+            TaskNotFoundError: no running scheduler publishes such an entry.
+        """
+        with translate_errors(self.redis):
+            return inspector_entries.set_paused(self.redis, self.global_keys, entry, False)
+
     def redis_info(self) -> list[RedisNode]:
         """A summary of Redis INFO per node (every primary of a cluster)."""
         with translate_errors(self.redis):
