@@ -5,6 +5,10 @@ a resume fires only the next tick (misfire policy respected), and the pause live
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -16,6 +20,10 @@ from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.models import ScheduleRecord
 from rq_sched.scheduler.entries import build_entry
 from rq_sched.scheduler.scheduler import Scheduler
+from rq_sched.web import create_app
+from tests.web.serve import serving
+
+MUTATE = {"X-Requested-With": "rq-sched"}
 
 T0 = 1_800_000_000.0  # a multiple of 60 s
 MakeScheduler = Callable[..., Scheduler]
@@ -30,7 +38,7 @@ def make(r: redis.Redis, namespace: str, clock: ManualClock) -> MakeScheduler:
 
 
 def pending(r: redis.Redis, namespace: str) -> list[str]:
-    ids = r.lrange(QueueKeys(namespace, "default").pending, 0, -1)
+    ids: list[bytes] = r.lrange(QueueKeys(namespace, "default").pending, 0, -1)  # type: ignore[assignment]
     return [i.decode() for i in reversed(ids)]
 
 
@@ -161,4 +169,84 @@ def test_pausing_an_unknown_entry_is_refused_and_writes_nothing(
 ) -> None:
     with pytest.raises(TaskNotFoundError, match="no periodic entry 'nope'"):
         inspector.pause_entry("nope")
+    assert not r.exists(GlobalKeys(namespace).scheduler_paused)
+
+
+# -- the CLI (a real subprocess) and the dashboard API ------------------------------------------
+
+
+def rq_sched(redis_url: str, namespace: str, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "rq_sched.cli", *argv, "--url", redis_url, "--namespace", namespace],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "NO_COLOR": "1"},
+        check=False,
+    )
+
+
+def test_cli_pauses_lists_and_resumes_an_entry(
+    make: MakeScheduler, r: redis.Redis, redis_url: str, namespace: str, clock: ManualClock
+) -> None:
+    scheduler = started(make, clock)
+    done = rq_sched(redis_url, namespace, "cron", "pause", "beat")
+    assert (done.returncode, done.stdout.strip()) == (
+        0,
+        "entry beat is now paused (its ticks are skipped)",
+    )
+    scheduler.tick(T0)
+    listing = rq_sched(redis_url, namespace, "cron")
+    assert listing.returncode == 0
+    assert "beat (paused)" in listing.stdout and "skipped (paused)" in listing.stdout
+    as_json = json.loads(rq_sched(redis_url, namespace, "cron", "--json").stdout)
+    assert as_json["entries"][0]["paused"] is True
+    assert as_json["entries"][0]["history"][0]["skipped"] is True
+    again = rq_sched(redis_url, namespace, "cron", "resume", "beat", "--json")
+    assert json.loads(again.stdout) == {"entry": "beat", "paused": False, "changed": True}
+    assert not r.exists(GlobalKeys(namespace).scheduler_paused)
+
+
+def test_cli_refuses_an_unknown_entry_or_a_missing_one(
+    r: redis.Redis, redis_url: str, namespace: str
+) -> None:
+    unknown = rq_sched(redis_url, namespace, "cron", "pause", "nope\x1b[2J")
+    assert unknown.returncode != 0
+    assert "no periodic entry" in unknown.stderr and "\x1b" not in unknown.stderr
+    missing = rq_sched(redis_url, namespace, "cron", "pause")
+    assert missing.returncode != 0 and "needs the entry's id or name" in missing.stderr
+    assert not r.exists(GlobalKeys(namespace).scheduler_paused)
+
+
+def test_api_pauses_and_resumes_an_entry(
+    make: MakeScheduler, r: redis.Redis, namespace: str, clock: ManualClock, inspector: Inspector
+) -> None:
+    scheduler = started(make, clock)
+    with serving(create_app(inspector)) as http:
+        reply = http.post("/api/scheduler/pause", params={"entry": "beat"}, headers=MUTATE)
+        assert (reply.status_code, reply.json()) == (
+            200,
+            {"entry": "beat", "paused": True, "changed": True},
+        )
+        scheduler.tick(T0)
+        (entry,) = http.get("/api/scheduler").json()["entries"]
+        assert entry["paused"] is True and entry["outcomes"] == ["skipped"]
+        assert entry["history"][0]["skipped"] is True
+        reply = http.post("/api/scheduler/resume", params={"entry": "beat"}, headers=MUTATE)
+        assert reply.json()["changed"] is True
+        assert http.get("/api/scheduler").json()["entries"][0]["paused"] is False
+        unknown = http.post("/api/scheduler/pause", params={"entry": "nope"}, headers=MUTATE)
+        assert unknown.status_code == 404
+        forged = http.post("/api/scheduler/pause", params={"entry": "beat"})
+        assert forged.status_code == 403
+    assert not r.exists(GlobalKeys(namespace).scheduler_paused)
+
+
+def test_a_read_only_dashboard_cannot_pause_an_entry(
+    make: MakeScheduler, r: redis.Redis, namespace: str, clock: ManualClock, inspector: Inspector
+) -> None:
+    started(make, clock)
+    with serving(create_app(inspector, read_only=True)) as http:
+        reply = http.post("/api/scheduler/pause", params={"entry": "beat"}, headers=MUTATE)
+    assert reply.status_code == 403
     assert not r.exists(GlobalKeys(namespace).scheduler_paused)

@@ -143,6 +143,9 @@
       return result.action + ": " + result.done + " task(s) done, " + result.skipped + " skipped";
     }
     if (result.entry && result.task) return `ran ${result.entry} now: task ${result.task.id}`;
+    if (result.entry !== undefined && result.paused !== undefined) {
+      return "entry " + result.entry + (result.paused ? " paused: its ticks are skipped" : " resumed");
+    }
     if (result.cancelled) return "cancel of " + result.cancelled + " sent to "
       + result.servers_notified + " server(s)";
     if (result.run) return "moved to pending: " + result.run;
@@ -647,7 +650,7 @@
   function outcomeBadge(outcome) {
     const cls = outcome === "completed" ? "badge badge-ok"
       : outcome === "archived" || outcome === "error" ? "badge badge-bad"
-        : outcome === "retry" || outcome === "gone" ? "badge badge-warn" : "badge";
+        : outcome === "retry" || outcome === "gone" || outcome === "skipped" ? "badge badge-warn" : "badge";
     return h("span", { class: cls, "data-outcome": outcome }, outcome);
   }
 
@@ -655,7 +658,8 @@
     const status = await api("GET", "/api/scheduler?history=" + (r.entry ? 100 : 5));
     const entries = r.entry ? status.entries.filter((e) => e.info.id === r.entry) : status.entries;
     const rows = entries.map((e) => h("tr", { "data-key": "e:" + e.info.id },
-      cell("Name", {}, link("#/scheduler/" + seg(e.info.id), e.info.name)),
+      cell("Name", {}, link("#/scheduler/" + seg(e.info.id), e.info.name),
+        e.paused ? [" ", h("span", { class: "badge badge-warn", "data-paused": "" }, "paused")] : null),
       cell("Spec", { class: "mono" }, e.info.spec), cell("Type", { class: "type" }, e.info.type),
       cell("Queue", {}, link("#/queues/" + seg(e.info.queue), e.info.queue)),
       cell("Next fire", {}, when(e.info.next_fire)), cell("Previous fire", {}, when(e.info.prev_fire)),
@@ -663,7 +667,10 @@
       cell("Zone", {}, e.info.timezone),
       cell("Payload", { class: "mono preview" }, e.info.payload_preview),
       config.read_only ? null : cell("", { class: "act" }, h("button", { "data-run-entry": e.info.id,
-        onclick: () => act("POST", apiUrl("/api/scheduler/run", { entry: e.info.id })) }, "Run now"))));
+        onclick: () => act("POST", apiUrl("/api/scheduler/run", { entry: e.info.id })) }, "Run now"),
+        " ", h("button", { "data-pause-entry": e.info.id,
+          onclick: () => act("POST", apiUrl(e.paused ? "/api/scheduler/resume" : "/api/scheduler/pause",
+            { entry: e.info.id })) }, e.paused ? "Resume" : "Pause"))));
     const table = entries.length
       ? h("table", { class: "cards" }, h("thead", {}, h("tr", {}, ["Name", "Spec", "Type", "Queue",
           "Next fire", "Previous fire", "Last outcomes", "Zone", "Payload"].map((c) => h("th", {}, c)),
@@ -679,7 +686,7 @@
         cell("Enqueued", {}, when(f.enqueued_at)),
         cell("Task", { class: "mono id" }, f.task_id ? link(taskHash(f.queue, f.task_id), f.task_id) : ""),
         cell("Outcome", {}, outcomeBadge((e.outcomes || [])[n] || "unknown")),
-        cell("Error", { class: "error-text" }, f.error || ""))))))) : null;
+        cell("Error", { class: "error-text" }, f.error || (f.skipped ? "entry paused: nothing enqueued" : "")))))))) : null;
     return h("div", {}, h("div", { class: "card" },
       h("div", { class: "row spread" }, h("h2", {}, "Periodic entries"),
         h("span", { class: "muted" }, `${status.instances.length} scheduler instance(s) live`)),
