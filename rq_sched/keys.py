@@ -248,6 +248,11 @@ class GlobalKeys:
         return f"{self.namespace}:scheduler:history:{entry_id}"
 
     @property
+    def scheduler_paused(self) -> str:
+        """Set of paused periodic entry ids (skipped at their ticks by every scheduler)."""
+        return f"{self.namespace}:scheduler:paused"
+
+    @property
     def schedulers(self) -> str:
         """Sorted set: scheduler instance id -> expiry of its heartbeat (ms)."""
         return f"{self.namespace}:schedulers"

@@ -3,6 +3,16 @@
 A message is a msgpack array, version first, with positional fields so that no field names are
 stored per task. Trailing fields that hold their default are left off, and the decoder fills them
 in, which keeps pending tasks small and lets later versions append fields.
+
+**Attempt errors.** A task keeps the error of its last failed attempt (``last_error``, up to
+MAX_ERROR_CHARS) and, in the appended field ``errors``, those of up to MAX_EARLIER_ERRORS earlier
+attempts as ``(attempt, failed_at ms, text)``, text cut to its first EARLIER_ERROR_CHARS (the
+worker writes the exception line first, then the traceback). The field is absent until a task
+fails a second time, so a task that never failed (or failed once) stores exactly the bytes it
+stored before the field existed; decoders that predate it ignore the extra trailing element, and
+this one reads older messages as having none.
+Keeping the history in the message rather than in a separate hash means every script that moves
+or deletes a task carries or drops it with no change (see docs/core.md).
 """
 
 from __future__ import annotations
@@ -20,6 +30,13 @@ from rq_sched.errors import CorruptTaskError, ValidationError
 VERSION = 1
 MAX_ERROR_CHARS = 4096
 """Longest error text (message plus traceback) kept on a task; the tail is cut."""
+MAX_EARLIER_ERRORS = 9
+"""Earlier attempts' errors kept besides the last one (so the last 10 attempts are shown)."""
+EARLIER_ERROR_CHARS = 1024
+"""Longest text kept per earlier attempt's error (its head: the exception line comes first)."""
+
+AttemptError = tuple[int, int, str]
+"""``(attempt number from 1, failed_at epoch ms, error text)``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +59,8 @@ class TaskMessage:
     enqueued_at: int = 0
     last_error: str | None = None
     last_failed_at: int = 0
+    errors: tuple[AttemptError, ...] = ()
+    """Errors of earlier failed attempts, oldest first, not counting ``last_error``."""
 
     def encode(self) -> bytes:
         """The msgpack bytes stored in Redis."""
@@ -56,6 +75,7 @@ class TaskMessage:
             self.headers,
             self.last_error,
             self.last_failed_at,
+            [list(e) for e in self.errors] if self.errors else None,
         )
         if tail == _DEFAULT_TAIL:  # a fresh task with default options: the common case
             fields: list[Any] = [VERSION, self.type, self.payload, self.enqueued_at]
@@ -67,16 +87,40 @@ class TaskMessage:
 
     def failed(self, error: str, at_ms: int) -> TaskMessage:
         """A copy recording one more failed attempt with ``error`` (cut to MAX_ERROR_CHARS)."""
-        if len(error) > MAX_ERROR_CHARS:
-            error = "…" + error[-MAX_ERROR_CHARS:]
-        return replace(self, retried=self.retried + 1, last_error=error, last_failed_at=at_ms)
+        errors = self.errors
+        if self.last_error is not None:
+            text = _head(self.last_error, EARLIER_ERROR_CHARS)
+            earlier = (self.retried, self.last_failed_at, text)
+            errors = (*errors, earlier)[-MAX_EARLIER_ERRORS:]
+        return replace(
+            self,
+            retried=self.retried + 1,
+            last_error=_tail(error, MAX_ERROR_CHARS),
+            last_failed_at=at_ms,
+            errors=errors,
+        )
+
+    def attempt_errors(self) -> list[AttemptError]:
+        """Every kept attempt error, oldest first, the last attempt's (full) error included."""
+        out = list(self.errors)
+        if self.last_error is not None:
+            out.append((self.retried, self.last_failed_at, self.last_error))
+        return out
+
+
+def _tail(text: str, limit: int) -> str:
+    return "…" + text[-limit:] if len(text) > limit else text
+
+
+def _head(text: str, limit: int) -> str:
+    return text[:limit] + "…" if len(text) > limit else text
 
 
 # Stored order: version, type, payload, enqueued_at, max_retry, retried, timeout, deadline,
-# retention, unique, headers, last_error, last_failed_at. Fields that a fresh task leaves at
+# retention, unique, headers, last_error, last_failed_at, errors. Fields that a fresh task leaves at
 # their default come last, so a pending task stores only the first four.
 _REQUIRED = 3  # version, type, payload
-_DEFAULTS: tuple[Any, ...] = (VERSION, "", None, 0, 25, 0, 0, 0, 0, None, None, None, 0)
+_DEFAULTS: tuple[Any, ...] = (VERSION, "", None, 0, 25, 0, 0, 0, 0, None, None, None, 0, None)
 _DEFAULT_TAIL = _DEFAULTS[4:]
 _local = threading.local()
 
@@ -129,6 +173,7 @@ def decode(data: bytes, *, task_id: str = "?") -> TaskMessage:
         headers=fields[10],
         last_error=fields[11],
         last_failed_at=fields[12],
+        errors=tuple((e[0], e[1], e[2]) for e in fields[13] or ()),
     )
 
 
@@ -196,6 +241,23 @@ def _optional_str(value: object) -> bool:
     return value is None or isinstance(value, str)
 
 
+def _errors(value: object) -> bool:
+    return value is None or (
+        isinstance(value, list)
+        and len(value) <= MAX_EARLIER_ERRORS
+        and all(
+            isinstance(e, list)
+            and len(e) == 3  # (attempt, failed_at, text)
+            and type(e[0]) is int
+            and e[0] >= 0
+            and type(e[1]) is int
+            and 0 <= e[1] <= MAX_MS
+            and isinstance(e[2], str)
+            for e in value
+        )
+    )
+
+
 def _headers(value: object) -> bool:
     return value is None or (
         isinstance(value, dict)
@@ -216,4 +278,5 @@ _CHECKED_FIELDS: tuple[tuple[int, str, Callable[[object], bool], str], ...] = (
     (10, "headers", _headers, "a map of str to str, or nil"),
     (11, "last_error", _optional_str, "a str or nil"),
     (12, "last_failed_at", _count(MAX_MS), _MS),
+    (13, "errors", _errors, f"nil or up to {MAX_EARLIER_ERRORS} [attempt, epoch ms, text] arrays"),
 )

@@ -28,6 +28,16 @@ class TaskState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class AttemptError:
+    """The error of one failed attempt of a task."""
+
+    attempt: int
+    """1 for the first attempt."""
+    failed_at: datetime | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class TaskInfo:
     """A snapshot of one task. ``enqueue`` fills what it knows; the inspector fills the rest."""
 
@@ -58,6 +68,9 @@ class TaskInfo:
     """What the handler wrote, kept with the completed task when it has retention."""
     expires_at: datetime | None = None
     """For completed tasks: when the kept record is dropped."""
+    errors: list[AttemptError] = field(default_factory=list)
+    """Errors of the last (up to 10) failed attempts, oldest first; the last one is
+    ``last_error`` in full, earlier ones are cut to their last 1024 characters."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -269,17 +282,20 @@ class ScheduleRecord:
     queue: str
     error: str | None = None
     """Why nothing was enqueued (e.g. a validation error); None on success."""
+    skipped: bool = False
+    """The tick came while the entry was paused: nothing was enqueued (``task_id`` is "")."""
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "fire_time": _ms(self.fire_time),
-                "enqueued_at": _ms(self.enqueued_at),
-                "task_id": self.task_id,
-                "queue": self.queue,
-                "error": self.error,
-            }
-        )
+        data: dict[str, Any] = {
+            "fire_time": _ms(self.fire_time),
+            "enqueued_at": _ms(self.enqueued_at),
+            "task_id": self.task_id,
+            "queue": self.queue,
+            "error": self.error,
+        }
+        if self.skipped:
+            data["skipped"] = True
+        return json.dumps(data)
 
     @classmethod
     def from_json(cls, text: str | bytes) -> ScheduleRecord:
@@ -290,6 +306,7 @@ class ScheduleRecord:
             task_id=data["task_id"],
             queue=data["queue"],
             error=data.get("error"),
+            skipped=data.get("skipped") is True,
         )
 
 

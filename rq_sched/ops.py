@@ -48,6 +48,11 @@ def enqueue(keys: QueueKeys, task: Prepared, guard: tuple[str, int] | None = Non
     )
 
 
+def claim_tick(keys: QueueKeys, guard: str, fire_ms: int) -> Call:
+    """Claim a periodic entry's tick without enqueueing (the entry is paused)."""
+    return scripts.load("claim_tick"), (keys.guard(guard),), (fire_ms,)
+
+
 def _enqueue_state_keys(keys: QueueKeys) -> tuple[str, ...]:
     return (
         keys.msg,

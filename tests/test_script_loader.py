@@ -46,6 +46,7 @@ def every_call(keys: QueueKeys) -> list[Call]:
         ops.run_now(keys, "a"),
         ops.set_paused(keys, False),
         ops.trim(keys, NOW_MS, limits),
+        ops.claim_tick(keys, "g", 1),
     ]
 
 

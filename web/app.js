@@ -143,6 +143,9 @@
       return result.action + ": " + result.done + " task(s) done, " + result.skipped + " skipped";
     }
     if (result.entry && result.task) return `ran ${result.entry} now: task ${result.task.id}`;
+    if (result.entry !== undefined && result.paused !== undefined) {
+      return "entry " + result.entry + (result.paused ? " paused: its ticks are skipped" : " resumed");
+    }
     if (result.cancelled) return "cancel of " + result.cancelled + " sent to "
       + result.servers_notified + " server(s)";
     if (result.run) return "moved to pending: " + result.run;
@@ -575,11 +578,23 @@
       t.last_error ? h("div", { class: "card", id: "errors" },
         h("h2", {}, `Error of attempt ${t.retry_count}`, t.last_failed_at ? [" · ", whenFull(t.last_failed_at)] : ""),
         h("pre", { class: "error", id: "last-error" }, t.last_error),
-        h("p", { class: "muted small" }, t.retry_count > 1
-          ? `Only the latest error is stored: each of the ${t.retry_count} failed attempts replaced the one before.`
-          : "")) : null,
+        earlierErrors(t)) : null,
       t.result_text !== null ? h("div", { class: "card" }, h("h2", {}, "Result"),
         h("pre", { id: "result" }, t.result_text)) : null);
+  }
+
+  function earlierErrors(t) {
+    // Every attempt error kept with the task (the last one is shown above in full).
+    const earlier = (t.errors || []).slice(0, -1).reverse();
+    if (!earlier.length) return null;
+    const dropped = t.retry_count - (t.errors || []).length;
+    return h("div", { id: "earlier-errors" },
+      h("h3", {}, "Earlier attempts"),
+      earlier.map((e) => h("div", { class: "attempt-error", "data-attempt": e.attempt },
+        h("p", { class: "muted small" }, `Attempt ${e.attempt}`, e.failed_at ? [" · ", whenFull(e.failed_at)] : ""),
+        h("pre", { class: "error" }, e.error))),
+      dropped > 0 ? h("p", { class: "muted small" },
+        `${dropped} older attempt error(s) not kept (a task keeps its last ${t.errors.length}).`) : null);
   }
 
   // ---- search, servers, scheduler, redis -------------------------------------------------------
@@ -635,7 +650,7 @@
   function outcomeBadge(outcome) {
     const cls = outcome === "completed" ? "badge badge-ok"
       : outcome === "archived" || outcome === "error" ? "badge badge-bad"
-        : outcome === "retry" || outcome === "gone" ? "badge badge-warn" : "badge";
+        : outcome === "retry" || outcome === "gone" || outcome === "skipped" ? "badge badge-warn" : "badge";
     return h("span", { class: cls, "data-outcome": outcome }, outcome);
   }
 
@@ -643,7 +658,8 @@
     const status = await api("GET", "/api/scheduler?history=" + (r.entry ? 100 : 5));
     const entries = r.entry ? status.entries.filter((e) => e.info.id === r.entry) : status.entries;
     const rows = entries.map((e) => h("tr", { "data-key": "e:" + e.info.id },
-      cell("Name", {}, link("#/scheduler/" + seg(e.info.id), e.info.name)),
+      cell("Name", {}, link("#/scheduler/" + seg(e.info.id), e.info.name),
+        e.paused ? [" ", h("span", { class: "badge badge-warn", "data-paused": "" }, "paused")] : null),
       cell("Spec", { class: "mono" }, e.info.spec), cell("Type", { class: "type" }, e.info.type),
       cell("Queue", {}, link("#/queues/" + seg(e.info.queue), e.info.queue)),
       cell("Next fire", {}, when(e.info.next_fire)), cell("Previous fire", {}, when(e.info.prev_fire)),
@@ -651,7 +667,10 @@
       cell("Zone", {}, e.info.timezone),
       cell("Payload", { class: "mono preview" }, e.info.payload_preview),
       config.read_only ? null : cell("", { class: "act" }, h("button", { "data-run-entry": e.info.id,
-        onclick: () => act("POST", apiUrl("/api/scheduler/run", { entry: e.info.id })) }, "Run now"))));
+        onclick: () => act("POST", apiUrl("/api/scheduler/run", { entry: e.info.id })) }, "Run now"),
+        " ", h("button", { "data-pause-entry": e.info.id,
+          onclick: () => act("POST", apiUrl(e.paused ? "/api/scheduler/resume" : "/api/scheduler/pause",
+            { entry: e.info.id })) }, e.paused ? "Resume" : "Pause"))));
     const table = entries.length
       ? h("table", { class: "cards" }, h("thead", {}, h("tr", {}, ["Name", "Spec", "Type", "Queue",
           "Next fire", "Previous fire", "Last outcomes", "Zone", "Payload"].map((c) => h("th", {}, c)),
@@ -667,7 +686,7 @@
         cell("Enqueued", {}, when(f.enqueued_at)),
         cell("Task", { class: "mono id" }, f.task_id ? link(taskHash(f.queue, f.task_id), f.task_id) : ""),
         cell("Outcome", {}, outcomeBadge((e.outcomes || [])[n] || "unknown")),
-        cell("Error", { class: "error-text" }, f.error || ""))))))) : null;
+        cell("Error", { class: "error-text" }, f.error || (f.skipped ? "entry paused: nothing enqueued" : "")))))))) : null;
     return h("div", {}, h("div", { class: "card" },
       h("div", { class: "row spread" }, h("h2", {}, "Periodic entries"),
         h("span", { class: "muted" }, `${status.instances.length} scheduler instance(s) live`)),

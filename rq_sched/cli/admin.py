@@ -19,7 +19,7 @@ from rq_sched.errors import RedisUnavailableError, RqSchedError, ValidationError
 from rq_sched.inspector.actions import BULK_ACTIONS
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.inspector.models import QueueStats, jsonable, payload_text, task_json
-from rq_sched.models import TaskInfo, TaskState
+from rq_sched.models import ScheduleRecord, TaskInfo, TaskState
 
 Handler = Callable[[Inspector, argparse.Namespace], Any]
 STATES = [s.value for s in TaskState]
@@ -55,6 +55,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _command(sub, "servers", "live worker servers and the tasks they run", _servers)
     cron = _command(sub, "cron", "periodic scheduler entries and recent fires", _cron)
     cron.add_argument("--history", type=int, default=5, help="fires per entry (%(default)s)")
+    cron.add_argument(
+        "action", nargs="?", choices=("pause", "resume"), help="pause or resume ENTRY"
+    )
+    cron.add_argument("entry", nargs="?", help="with pause/resume: the entry's id or name")
     stats = _command(sub, "stats", "totals over all queues, daily history, Redis", _stats)
     stats.add_argument("--days", type=int, default=7, help="days of history (%(default)s)")
     _register_enqueue(sub)
@@ -255,6 +259,10 @@ def _describe(info: TaskInfo, now: float) -> str:
     ]
     lines = [f"{name:<12}{value}" for name, value in fields if value]
     lines += ["", "payload:", payload_text(info.payload)]
+    if len(info.errors) > 1:
+        lines += ["", f"errors of the last {len(info.errors)} failed attempts (oldest first):"]
+        for e in info.errors[:-1]:
+            lines += [f"-- attempt {e.attempt}, failed {when(e.failed_at, now)}", e.error]
     if info.last_error:
         lines += ["", "last error:", info.last_error]
     if info.result is not None:
@@ -294,6 +302,8 @@ def _servers(inspector: Inspector, args: argparse.Namespace) -> Any:
 
 
 def _cron(inspector: Inspector, args: argparse.Namespace) -> Any:
+    if args.action:
+        return _pause_entry(inspector, args)
     status = inspector.scheduler(history=args.history)
     if args.json:
         return status
@@ -302,19 +312,37 @@ def _cron(inspector: Inspector, args: argparse.Namespace) -> Any:
     now = inspector.clock.now()
     rows = [
         [
-            e.info.name,
+            e.info.name + (" (paused)" if e.paused else ""),
             e.info.spec,
             e.info.type,
             e.info.queue,
             when(e.info.next_fire, now),
             when(e.info.prev_fire, now),
-            ", ".join(("error: " + h.error) if h.error else h.task_id for h in e.history),
+            ", ".join(_fire_text(h) for h in e.history),
         ]
         for e in status.entries
     ]
     headers = ["NAME", "SPEC", "TYPE", "QUEUE", "NEXT", "PREVIOUS", "RECENT TASKS"]
     live = f"{len(status.instances)} scheduler instance(s) live"
     return render_table(headers, rows) + "\n" + live
+
+
+def _fire_text(fire: ScheduleRecord) -> str:
+    if fire.skipped:
+        return "skipped (paused)"
+    return ("error: " + fire.error) if fire.error else fire.task_id
+
+
+def _pause_entry(inspector: Inspector, args: argparse.Namespace) -> Any:
+    if not args.entry:
+        raise ValidationError(f"`rq-sched cron {args.action}` needs the entry's id or name")
+    pause = args.action == "pause"
+    flip = inspector.pause_entry if pause else inspector.resume_entry
+    changed = flip(args.entry)
+    if args.json:
+        return {"entry": args.entry, "paused": pause, "changed": changed}
+    state = "paused (its ticks are skipped)" if pause else "running"
+    return f"entry {args.entry} {'is now' if changed else 'was already'} {state}"
 
 
 def _stats(inspector: Inspector, args: argparse.Namespace) -> Any:

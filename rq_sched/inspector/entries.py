@@ -1,4 +1,9 @@
-"""Operator actions on periodic scheduler entries: run an entry now.
+"""Operator actions on periodic scheduler entries: run an entry now, pause and resume it.
+
+Pausing adds the entry's id to ``scheduler:paused``; every scheduler process reads that set at
+the entry's ticks and skips them (recorded in the history as ``skipped``) until it is resumed.
+An entry is named by its id or, failing that, by its name; one that no scheduler publishes is
+refused (TaskNotFoundError), so no stale flag is left for an entry that later gets that name.
 
 The scheduler publishes an entry's spec, type and queue but only a preview of its payload, so
 "run now" copies the task of the entry's most recent fire that is still stored (type, payload,
@@ -58,6 +63,39 @@ def run_now(
     pipe.ltrim(global_keys.scheduler_history(entry_id), 0, MAX_HISTORY - 1)
     pipe.execute()
     return info
+
+
+def set_paused(redis: SyncRedis, global_keys: GlobalKeys, entry: str, paused: bool) -> bool:
+    """Pause (or resume) the periodic entry with id or name ``entry``.
+
+    Returns:
+        True when the flag changed, False when the entry already was in that state.
+
+    Raises:
+        TaskNotFoundError: no running scheduler publishes such an entry.
+    """
+    entry_id = find_entry(redis, global_keys, entry)
+    key = global_keys.scheduler_paused
+    changed = redis.sadd(key, entry_id) if paused else redis.srem(key, entry_id)
+    return bool(changed)
+
+
+def find_entry(redis: SyncRedis, global_keys: GlobalKeys, entry: str) -> str:
+    """The id of the published entry whose id (or else name) is ``entry``.
+
+    Raises:
+        TaskNotFoundError: there is none.
+    """
+    if redis.hexists(global_keys.scheduler_entries, entry):
+        return entry
+    for _, raw in redis.hscan_iter(global_keys.scheduler_entries, count=200):
+        try:
+            info = ScheduleEntryInfo.from_json(raw)
+        except (ValueError, KeyError, TypeError):
+            continue
+        if info.name == entry:
+            return info.id
+    raise TaskNotFoundError(f"no periodic entry {entry!r} (give its id or name; see rq-sched cron)")
 
 
 def _latest_stored(redis: SyncRedis, namespace: str, fires: list[ScheduleRecord]) -> Any:

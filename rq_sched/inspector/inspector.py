@@ -36,7 +36,7 @@ from rq_sched.inspector.models import (
 )
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.message import decode, unique_of
-from rq_sched.models import QueueInfo, TaskInfo, TaskState
+from rq_sched.models import AttemptError, QueueInfo, TaskInfo, TaskState
 from rq_sched.options import check_stored_queue
 from rq_sched.scripts import Call, SyncRedis
 
@@ -124,6 +124,10 @@ class Inspector:
             retry_count=message.retried,
             last_error=message.last_error,
             last_failed_at=from_ms(message.last_failed_at) if message.last_failed_at else None,
+            errors=[
+                AttemptError(attempt, from_ms(at) if at else None, text)
+                for attempt, at, text in message.attempt_errors()
+            ],
             next_process_at=due if state in (TaskState.SCHEDULED, TaskState.RETRY) else None,
             timeout=message.timeout or None,
             deadline=from_ms(message.deadline) if message.deadline else None,
@@ -443,6 +447,32 @@ class Inspector:
             return inspector_entries.run_now(
                 self.redis, self.global_keys, client, entry_id, self.clock.now()
             )
+
+    def pause_entry(self, entry: str) -> bool:
+        """Pause periodic entry ``entry`` (its id, or its name): every scheduler skips its ticks,
+        recording them as skipped, until :meth:`resume_entry`. Survives scheduler restarts.
+
+        Returns:
+            True when the entry was running, False when it was already paused.
+
+        Raises:
+            TaskNotFoundError: no running scheduler publishes such an entry.
+        """
+        with translate_errors(self.redis):
+            return inspector_entries.set_paused(self.redis, self.global_keys, entry, True)
+
+    def resume_entry(self, entry: str) -> bool:
+        """Resume a paused periodic entry (its id, or its name): its next tick fires; ticks
+        that came while it was paused are not caught up.
+
+        Returns:
+            True when the entry was paused, False when it was already running.
+
+        Raises:
+            TaskNotFoundError: no running scheduler publishes such an entry.
+        """
+        with translate_errors(self.redis):
+            return inspector_entries.set_paused(self.redis, self.global_keys, entry, False)
 
     def redis_info(self) -> list[RedisNode]:
         """A summary of Redis INFO per node (every primary of a cluster)."""

@@ -170,7 +170,10 @@ class SchedulerEntry:
     history: list[ScheduleRecord]
     outcomes: list[str] = dataclasses.field(default_factory=list)
     """The state each fire's task is in now (``gone`` once deleted or trimmed; ``error`` when
-    the fire enqueued nothing), in the order of ``history``."""
+    the fire enqueued nothing; ``skipped`` when the entry was paused), in the order of
+    ``history``."""
+    paused: bool = False
+    """An operator paused the entry: every scheduler skips its ticks until it is resumed."""
 
 
 @dataclass(frozen=True, slots=True)

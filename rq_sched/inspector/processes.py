@@ -123,16 +123,19 @@ def read_scheduler(
         if len(entries) >= MAX_ENTRIES:
             break
     histories: list[Any] = [[] for _ in entries]
-    if history and entries:
+    paused: list[Any] = [0 for _ in entries]
+    if entries:
         pipe = redis.pipeline(transaction=False)
-        for entry in entries:
+        pipe.smismember(global_keys.scheduler_paused, [e.id for e in entries])
+        for entry in entries if history else ():
             pipe.lrange(global_keys.scheduler_history(entry.id), 0, history - 1)
-        histories = pipe.execute()
+        paused, *read = pipe.execute()
+        histories = read or histories
     records = [parse_records(raw_history) for raw_history in histories]
     outcomes = fire_outcomes(redis, global_keys.namespace, records)
     out = [
-        SchedulerEntry(entry, fires, states)
-        for entry, fires, states in zip(entries, records, outcomes, strict=True)
+        SchedulerEntry(entry, fires, states, bool(flag))
+        for entry, fires, states, flag in zip(entries, records, outcomes, paused, strict=True)
     ]
     far = from_ms(2**42)
     out.sort(key=lambda e: (e.info.next_fire or far, e.info.name))
@@ -147,12 +150,15 @@ def fire_outcomes(
     redis: SyncRedis, namespace: str, records: list[list[ScheduleRecord]]
 ) -> list[list[str]]:
     """The state each fire's task is in now: a task state, ``gone`` (deleted, trimmed or never
-    stored) or ``error`` (the fire enqueued nothing). Past MAX_OUTCOMES fires, ``unknown``."""
+    stored), ``error`` (the fire enqueued nothing) or ``skipped`` (the entry was paused).
+    Past MAX_OUTCOMES fires, ``unknown``."""
     looked: list[tuple[int, int, QueueKeys, str]] = []
     out = [["unknown"] * len(fires) for fires in records]
     for e, fires in enumerate(records):
         for f, fire in enumerate(fires):
-            if fire.error or not fire.task_id:
+            if fire.skipped:
+                out[e][f] = "skipped"
+            elif fire.error or not fire.task_id:
                 out[e][f] = "error"
             elif len(looked) < MAX_OUTCOMES:
                 looked.append((e, f, QueueKeys(namespace, fire.queue), fire.task_id))

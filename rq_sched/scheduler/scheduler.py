@@ -20,6 +20,17 @@ no scheduler ran. ``misfire="skip"`` (default) drops them. ``misfire="run_once"`
 the newest missed tick, and only if it is at most ``grace`` old: never a burst of catch-up tasks.
 Where a scheduler resumes from is the entry's guard in Redis (the newest tick any process claimed).
 
+**Paused entries.** An operator pauses an entry by adding its id to ``scheduler:paused`` (a set;
+see :meth:`rq_sched.inspector.Inspector.pause_entry`). Every scheduler process reads it at a tick
+that is due (one SMISMEMBER for all entries due at that moment, nothing while none is due), and
+instead of enqueueing, claims the tick with the ``claim_tick`` script, which moves the entry's
+guard as an enqueue would. The one process that claims it records the tick in the history as
+``skipped``. The ticks handled are those the misfire policy picks, exactly as for enqueueing, so
+a resume fires only the next tick: no catch-up burst, and a scheduler started while the entry was
+paused resumes after the newest skipped tick. The set lives in Redis, so a pause survives
+scheduler restarts and config reloads; it is dropped with the entry's history when the entry's
+only scheduler removes the entry.
+
 **State for the dashboard** (keys from :mod:`rq_sched.keys`): ``scheduler:entries`` maps entry id
 to :class:`~rq_sched.models.ScheduleEntryInfo` JSON, refreshed by every running scheduler at each
 heartbeat; ``scheduler:history:<entry id>`` holds :class:`~rq_sched.models.ScheduleRecord` JSON,
@@ -270,8 +281,10 @@ class Scheduler:
         now_ms = to_ms(self.clock.now() if now is None else now)
         with self._lock, translate_errors(self.redis):
             self._load_progress(now_ms)
-            for state in list(self._states.values()):
-                self._process(state, now_ms)
+            due = [s for s in self._states.values() if s.next_ms <= now_ms]
+            paused = self._paused(due)
+            for state in due:
+                self._process(state, now_ms, paused=state.entry.id in paused)
             if now_ms >= self._next_heartbeat_ms:
                 self._heartbeat(now_ms)
             wake_ms = min([s.next_ms for s in self._states.values()], default=None)
@@ -299,12 +312,23 @@ class Scheduler:
             state.prev_ms = claimed
             state.next_ms = state.entry.schedule.next_after(state.last_ms)
 
-    def _process(self, state: _State, now_ms: int) -> None:
+    def _paused(self, due: list[_State]) -> set[str]:
+        """The ids among ``due`` entries that an operator paused (one read, none if none due)."""
+        if not due:
+            return set()
+        ids = [s.entry.id for s in due]
+        flags = self.redis.smismember(self.global_keys.scheduler_paused, ids)
+        return {i for i, flag in zip(ids, flags, strict=True) if flag}
+
+    def _process(self, state: _State, now_ms: int, *, paused: bool = False) -> None:
         assert state.last_ms is not None
         if state.next_ms > now_ms:
             return  # not due: skip the cron arithmetic
         for fire_ms in self._due(state, now_ms):
-            self._fire(state, fire_ms, now_ms)
+            if paused:
+                self._skip(state, fire_ms, now_ms)
+            else:
+                self._fire(state, fire_ms, now_ms)
             state.last_ms = fire_ms
         state.last_ms = max(state.last_ms, now_ms)
         state.next_ms = state.entry.schedule.next_after(state.last_ms)
@@ -357,8 +381,24 @@ class Scheduler:
         log.warning("entry %r: tick %s not enqueued: %s", entry.name, from_ms(fire_ms), error)
         self._record(state, fire_ms, now_ms, task_id, str(error))
 
+    def _skip(self, state: _State, fire_ms: int, now_ms: int) -> None:
+        """A tick of a paused entry: claim it (so one process records it) and enqueue nothing."""
+        entry = state.entry
+        script, keys, args = ops.claim_tick(state.keys, entry.id, fire_ms)
+        if int(scripts.run(self.redis, script, keys, args)) < 0:
+            return  # another process claimed (and recorded) it
+        log.info("entry %r: tick %s skipped (entry paused)", entry.name, from_ms(fire_ms))
+        self._record(state, fire_ms, now_ms, "", None, skipped=True)
+
     def _record(
-        self, state: _State, fire_ms: int, at_ms: int, task_id: str, error: str | None
+        self,
+        state: _State,
+        fire_ms: int,
+        at_ms: int,
+        task_id: str,
+        error: str | None,
+        *,
+        skipped: bool = False,
     ) -> None:
         entry = state.entry
         record = ScheduleRecord(
@@ -367,6 +407,7 @@ class Scheduler:
             task_id=task_id,
             queue=entry.queue,
             error=error,
+            skipped=skipped,
         )
         history = self.global_keys.scheduler_history(entry.id)
         next_ms = entry.schedule.next_after(max(fire_ms, at_ms))
@@ -417,6 +458,10 @@ class Scheduler:
             pipe.hdel(keys.scheduler_entries, *orphans)
             for eid in orphans:
                 pipe.delete(keys.scheduler_history(eid))
+            # Only an entry its last owner dropped loses its pause: a stale one may belong to a
+            # scheduler that is down and will come back with it, still paused.
+            if dropped := [eid for eid in orphans if alone and eid in self._removed]:
+                pipe.srem(keys.scheduler_paused, *dropped)
             pipe.execute()
             log.info("removed schedule entries no running scheduler owns: %s", ", ".join(orphans))
         self._removed.clear()

@@ -264,6 +264,16 @@ async def run_entry(request: Request) -> Response:
     return JSONResponse({"entry": entry_id, "task": task_json(info)})
 
 
+async def pause_entry(request: Request) -> Response:
+    """POST /api/scheduler/pause?entry=id and /resume: every scheduler skips (or again fires)
+    the entry's ticks; 404 for an entry no scheduler publishes."""
+    inspector = _inspector(request)
+    entry = _param(request, "entry")
+    paused = request.url.path.endswith("/pause")
+    flip = inspector.pause_entry if paused else inspector.resume_entry
+    return _ok({"entry": entry, "paused": paused, "changed": await _call(flip, entry)})
+
+
 async def redis_info(request: Request) -> Response:
     """GET /api/redis: a summary of Redis INFO per node."""
     return _ok(await _call(_inspector(request).redis_info))
@@ -349,6 +359,8 @@ def routes() -> list[Route]:
         Route("/api/servers", servers),
         Route("/api/scheduler", scheduler),
         Route("/api/scheduler/run", run_entry, methods=["POST"]),
+        Route("/api/scheduler/pause", pause_entry, methods=["POST"]),
+        Route("/api/scheduler/resume", pause_entry, methods=["POST"]),
         Route("/api/redis", redis_info),
         Route("/api/stats/history", stats_history),
     ]
