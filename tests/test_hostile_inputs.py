@@ -13,17 +13,25 @@ from rq_sched import Client
 from rq_sched.errors import ValidationError
 
 
-class _RaisingTz(tzinfo):
+class _OddTz(tzinfo):
+    def dst(self, dt: datetime | None) -> None:
+        return None
+
+    def tzname(self, dt: datetime | None) -> str:
+        return "odd"
+
+
+class _RaisingTz(_OddTz):
     def utcoffset(self, dt: datetime | None) -> timedelta:
         raise RuntimeError("tz database unavailable")
 
 
-class _OutOfRangeTz(tzinfo):
+class _OutOfRangeTz(_OddTz):
     def utcoffset(self, dt: datetime | None) -> timedelta:
         return timedelta(hours=30)
 
 
-class _TextTz(tzinfo):
+class _TextTz(_OddTz):
     def utcoffset(self, dt: datetime | None) -> Any:
         return "+01:00"
 
