@@ -9,6 +9,7 @@ queue-wide actions) and ``processes`` (servers, scheduler, Redis INFO).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -39,6 +40,8 @@ from rq_sched.message import decode, unique_of
 from rq_sched.models import QueueInfo, TaskInfo, TaskState
 from rq_sched.options import check_stored_queue
 from rq_sched.scripts import Call, SyncRedis
+
+log = logging.getLogger(__name__)
 
 MAX_SELECTION = 500
 """Most task ids one selection action takes (one page at the largest page size)."""
@@ -82,7 +85,7 @@ class Inspector:
         """Names of every queue that has had a task enqueued, sorted."""
         with translate_errors(self.redis):
             names = self.redis.smembers(self.global_keys.queues)
-        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+        return sorted(filter(None, map(_usable_queue, names)))
 
     def queue_info(self, queue: str) -> QueueInfo:
         """Counts per state, paused flag and processed/failed totals of one queue, read in one
@@ -112,7 +115,7 @@ class Inspector:
             ((s, sc) for s, sc in zip(_ZSET_STATES, scores, strict=True) if sc is not None),
             (TaskState.PENDING, None),
         )
-        due = from_ms(score) if score is not None else None
+        due = inspector_lists.when(score)
         return TaskInfo(
             id=task_id,
             queue=queue,
@@ -132,7 +135,7 @@ class Inspector:
             headers=dict(message.headers or {}),
             enqueued_at=from_ms(message.enqueued_at) if message.enqueued_at else None,
             lease_expires_at=due if state is TaskState.ACTIVE else None,
-            lost_count=int(lost or 0),
+            lost_count=inspector_lists.count(lost),
             result=result,
             expires_at=due if state is TaskState.COMPLETED else None,
         )
@@ -464,3 +467,13 @@ class Inspector:
         if isinstance(reply, int):
             raise_for_code(reply, queue=queue, task_id=task_id)
         return reply
+
+
+def _usable_queue(raw: bytes | str) -> str | None:
+    """A registry member as a queue name, or None (logged) if no queue can have that name:
+    one bad member, planted or left by a bug, must not fail every list of queues."""
+    try:
+        return check_stored_queue(raw.decode() if isinstance(raw, bytes) else raw)
+    except (UnicodeDecodeError, ValidationError) as exc:
+        log.warning("skipping %r in the queue registry: %s", raw, exc)
+        return None
