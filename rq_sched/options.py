@@ -275,6 +275,38 @@ def check_task_id(task_id: object) -> str:
     return task_id
 
 
+def check_stored_id(task_id: object, what: str = "task id") -> str:
+    """Validate the id of a task (or entry) that may already exist, for reads and operator
+    actions: a non-empty str that UTF-8 can encode (a lone surrogate, e.g. from JSON's
+    ``"\\ud800"``, can name no stored key). Looser than :func:`check_task_id`, so ids older
+    versions stored stay reachable.
+
+    Raises:
+        ValidationError: it is not.
+    """
+    if not isinstance(task_id, str) or not task_id:
+        raise ValidationError(f"{what} must be a non-empty str, got {task_id!r}")
+    try:
+        task_id.encode()
+    except UnicodeEncodeError:
+        raise ValidationError(
+            f"{what} {task_id!r} has a lone surrogate, so no stored {what} can match it; "
+            "pass the id as the task list shows it"
+        ) from None
+    return task_id
+
+
+def check_count(value: object, name: str) -> int:
+    """``value`` if it is an int (not a bool), for page numbers, sizes, days and limits.
+
+    Raises:
+        ValidationError: it is not.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError(f"{name} must be an int, got {value!r}")
+    return value
+
+
 def check_max_retry(max_retry: object) -> int:
     """Validate ``max_retry``: an int from 0 to :data:`MAX_RETRY`."""
     if not isinstance(max_retry, int) or isinstance(max_retry, bool) or max_retry < 0:

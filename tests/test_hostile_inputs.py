@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from rq_sched import Client
+from rq_sched import Client, Inspector
 from rq_sched.errors import ValidationError
 
 
@@ -78,3 +78,62 @@ def test_enqueue_refuses_before_writing(
 def test_client_refuses_bad_max_payload_bytes(r: redis.Redis, size: Any) -> None:
     with pytest.raises(ValidationError, match="max_payload_bytes"):
         Client(r, max_payload_bytes=size)
+
+
+TASK_ACTIONS = ["get_task", "delete_task", "run_task", "archive_task", "cancel_task"]
+
+
+@pytest.mark.parametrize(
+    "task_id", ["\ud800", None, 5, ""], ids=["surrogate", "none", "int", "empty"]
+)
+@pytest.mark.parametrize("method", TASK_ACTIONS)
+def test_inspector_refuses_unusable_task_ids(
+    client: Client, inspector: Inspector, r: redis.Redis, method: str, task_id: Any
+) -> None:
+    client.enqueue("t", task_id="kept")
+    before = _dump(r, inspector.namespace)
+    with pytest.raises(ValidationError, match="task id"):
+        getattr(inspector, method)("default", task_id)
+    assert _dump(r, inspector.namespace) == before
+
+
+@pytest.mark.parametrize("task_id", ["\ud800", None, 5])
+def test_inspector_search_and_selection_refuse_unusable_ids(
+    client: Client, inspector: Inspector, task_id: Any
+) -> None:
+    client.enqueue("t", task_id="kept")
+    with pytest.raises(ValidationError, match="task id"):
+        inspector.find_task(task_id)
+    with pytest.raises(ValidationError, match="task id"):
+        inspector.act_on("default", ["kept", task_id], "delete")
+    assert inspector.get_task("default", "kept").id == "kept"
+    with pytest.raises(ValidationError, match="entry id"):
+        inspector.run_entry_now(task_id)
+
+
+@pytest.mark.parametrize(
+    ("method", "args", "options"),
+    [
+        ("list_tasks", ("default", "pending"), {"size": 1.5}),
+        ("list_tasks", ("default", "pending"), {"size": "5"}),
+        ("list_tasks", ("default", "pending"), {"page": True}),
+        ("history", ("default",), {"days": 2.5}),
+        ("history", ("default",), {"days": "3"}),
+        ("bulk", ("default", "archived", "run"), {"limit": "2"}),
+        ("bulk", ("default", "archived", "run"), {"limit": 1.5}),
+    ],
+)
+def test_inspector_refuses_non_int_counts(
+    client: Client,
+    inspector: Inspector,
+    method: str,
+    args: tuple[str, ...],
+    options: dict[str, Any],
+) -> None:
+    client.enqueue("t")
+    with pytest.raises(ValidationError, match=next(iter(options))):
+        getattr(inspector, method)(*args, **options)
+
+
+def _dump(r: redis.Redis, namespace: str) -> dict[bytes, bytes | None]:
+    return {key: r.dump(key) for key in _written(r, namespace)}

@@ -38,7 +38,7 @@ from rq_sched.inspector.models import (
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.message import decode, unique_of
 from rq_sched.models import QueueInfo, TaskInfo, TaskState
-from rq_sched.options import check_stored_queue
+from rq_sched.options import check_count, check_stored_id, check_stored_queue
 from rq_sched.scripts import Call, SyncRedis
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,7 @@ class Inspector:
             CorruptTaskError: the stored message cannot be decoded.
         """
         keys = self.keys(queue)
+        check_stored_id(task_id)
         with translate_errors(self.redis):
             pipe = self.redis.pipeline(transaction=True)
             pipe.hget(keys.msg, task_id)
@@ -155,7 +156,7 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is active (cancel it instead).
         """
-        unique = self._unique_of(queue, task_id)
+        unique = self._unique_of(queue, check_stored_id(task_id))
         self._run(ops.delete(self.keys(queue), task_id, unique), queue, task_id)
 
     def run_task(self, queue: str, task_id: str) -> None:
@@ -165,6 +166,7 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is active, already pending, or completed.
         """
+        check_stored_id(task_id)
         self._run(ops.run_now(self.keys(queue), task_id), queue, task_id)
 
     def archive_task(self, queue: str, task_id: str) -> int:
@@ -178,7 +180,7 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is active, archived or completed.
         """
-        unique = self._unique_of(queue, task_id)
+        unique = self._unique_of(queue, check_stored_id(task_id))
         call = ops.archive(
             self.keys(queue),
             task_id,
@@ -204,7 +206,7 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is not active (delete or archive it instead).
         """
-        unique = self._unique_of(queue, task_id)
+        unique = self._unique_of(queue, check_stored_id(task_id))
         with translate_errors(self.redis):
             return inspector_actions.cancel(
                 self.redis, self.global_keys, self.keys(queue), task_id, unique
@@ -241,8 +243,9 @@ class Inspector:
         Raises:
             ValidationError: ``task_id`` is empty.
         """
-        if not task_id:
+        if task_id == "":
             raise ValidationError("give a task id to look for")
+        check_stored_id(task_id)
         names = self.queues()
         with translate_errors(self.redis):
             pipe = self.redis.pipeline(transaction=False)
@@ -327,7 +330,7 @@ class Inspector:
             RqSchedError: a script failed unexpectedly.
         """
         parsed, name = inspector_actions.check_bulk(state, action)
-        if limit is not None and limit < 1:
+        if limit is not None and check_count(limit, "limit") < 1:
             raise ValidationError(f"limit must be at least 1, got {limit}")
         keys = self.keys(queue)
         with translate_errors(self.redis):
@@ -364,6 +367,8 @@ class Inspector:
         if not 1 <= len(task_ids) <= MAX_SELECTION:
             raise ValidationError(f"select between 1 and {MAX_SELECTION} tasks")
         self.keys(queue)
+        for task_id in task_ids:
+            check_stored_id(task_id)  # all checked before any is acted on
         done: list[str] = []
         failed: dict[str, str] = {}
         for task_id in task_ids:
@@ -441,6 +446,7 @@ class Inspector:
             TaskNotFoundError: no such entry.
             TaskStateError: none of the entry's recent fires is still stored to copy.
         """
+        check_stored_id(entry_id, "entry id")
         client = Client(self.redis, namespace=self.namespace, clock=self.clock)
         with translate_errors(self.redis):
             return inspector_entries.run_now(

@@ -27,6 +27,7 @@ from rq_sched.keys import QueueKeys
 from rq_sched.message import decode
 from rq_sched.models import QueueInfo, TaskState
 from rq_sched.ops import DAILY_COUNTER_DAYS
+from rq_sched.options import check_count
 from rq_sched.scripts import SyncRedis
 
 log = logging.getLogger(__name__)
@@ -175,7 +176,7 @@ def read_history(
     Raises:
         ValidationError: ``days`` is not between 1 and MAX_HISTORY_DAYS.
     """
-    if not 1 <= days <= MAX_HISTORY_DAYS:
+    if not 1 <= check_count(days, "days") <= MAX_HISTORY_DAYS:
         raise ValidationError(f"days must be between 1 and {MAX_HISTORY_DAYS}, got {days}")
     names = [utc_day(now_s - 86400 * back) for back in range(days - 1, -1, -1)]
     processed = [0] * days
@@ -320,6 +321,8 @@ def _type_of(data: bytes, task_id: str) -> str | None:
 
 def check_paging(page: int, size: int) -> None:
     """Raises ValidationError unless page >= 1 and 1 <= size <= MAX_PAGE_SIZE."""
+    check_count(page, "page")
+    check_count(size, "size")
     if page < 1:
         raise ValidationError(f"page numbers start at 1, got {page}")
     if not 1 <= size <= MAX_PAGE_SIZE:
