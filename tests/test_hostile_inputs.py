@@ -10,7 +10,8 @@ import pytest
 import redis
 
 from rq_sched import Client, Inspector
-from rq_sched.errors import ValidationError
+from rq_sched.dq.redis_producer import RedisProducer
+from rq_sched.errors import DqConfigError, ValidationError
 
 
 class _OddTz(tzinfo):
@@ -137,3 +138,13 @@ def test_inspector_refuses_non_int_counts(
 
 def _dump(r: redis.Redis, namespace: str) -> dict[bytes, bytes | None]:
     return {key: r.dump(key) for key in _written(r, namespace)}
+
+
+@pytest.mark.parametrize("delay", [10**400, -(10**400), 2**64])
+def test_dq_redis_producer_refuses_huge_int_delays(
+    client: Client, r: redis.Redis, namespace: str, delay: int
+) -> None:
+    producer = RedisProducer(client, type="dq")
+    with pytest.raises(DqConfigError, match="delay"):
+        producer.delay(b"job", delay)
+    assert _written(r, namespace) == []
