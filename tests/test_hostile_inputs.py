@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from rq_sched import Client, Inspector
+from rq_sched import Client, Inspector, Router
 from rq_sched.dq.redis_producer import RedisProducer
 from rq_sched.errors import DqConfigError, ValidationError
 
@@ -148,3 +148,17 @@ def test_dq_redis_producer_refuses_huge_int_delays(
     with pytest.raises(DqConfigError, match="delay"):
         producer.delay(b"job", delay)
     assert _written(r, namespace) == []
+
+
+@pytest.mark.parametrize(
+    "options", [{"backoff": "exponential"}, {"backoff": 5}, {"process": "yes"}, {"process": 1}]
+)
+def test_router_refuses_bad_handler_options(options: dict[str, Any]) -> None:
+    router = Router()
+    with pytest.raises(ValidationError, match=next(iter(options))):
+        router.task("t", **options)(_handler)
+    assert "t" not in router.routes
+
+
+def _handler(task: object) -> None:
+    return None
