@@ -29,8 +29,14 @@ class _Producer:
 
     def __init__(self, *, namespace: str, max_payload_bytes: int, clock: Clock | None) -> None:
         check_namespace(namespace)
-        if max_payload_bytes <= 0:
-            raise ValidationError("max_payload_bytes must be > 0")
+        if (
+            not isinstance(max_payload_bytes, int)
+            or isinstance(max_payload_bytes, bool)
+            or max_payload_bytes <= 0
+        ):
+            raise ValidationError(
+                f"max_payload_bytes must be > 0 (an int of bytes), got {max_payload_bytes!r}"
+            )
         self.namespace = namespace
         self.max_payload_bytes = max_payload_bytes
         self.clock: Clock = clock or SystemClock()

@@ -56,7 +56,11 @@ def duration_seconds(
     if isinstance(value, timedelta):
         result = value.total_seconds()
     elif isinstance(value, int | float) and not isinstance(value, bool):
-        result = float(value)
+        try:
+            result = float(value)
+        except OverflowError:
+            # An int beyond a double's range (10**400): as out of range as inf.
+            result = math.inf if value > 0 else -math.inf
     elif isinstance(value, str) and allow_text:
         try:
             result = parse_duration_ms(value) / 1000

@@ -20,7 +20,7 @@ from typing import Any
 import msgpack
 
 from rq_sched.clock import from_ms, to_ms
-from rq_sched.durations import duration_seconds
+from rq_sched.durations import MAX_DURATION_S, duration_seconds
 from rq_sched.errors import PayloadTooLargeError, ValidationError
 from rq_sched.message import TaskMessage
 from rq_sched.models import NewTask, TaskInfo, TaskState
@@ -180,12 +180,35 @@ def aware_ms(value: datetime, name: str) -> int:
     """An aware datetime as epoch ms; naive datetimes are refused."""
     if not isinstance(value, datetime):
         raise ValidationError(f"{name} must be a datetime, got {value!r}")
-    if value.tzinfo is None or value.utcoffset() is None:
+    try:
+        offset = value.utcoffset()
+        ms = to_ms(value.timestamp()) if offset is not None else 0
+    except Exception as exc:  # a user's tzinfo runs arbitrary code: any error is theirs
+        raise ValidationError(
+            f"{name}'s tzinfo failed ({type(exc).__name__}: {exc}); pass a datetime with "
+            "timezone.utc or a zoneinfo.ZoneInfo"
+        ) from exc
+    if offset is None:
         raise ValidationError(
             f"{name} is a naive datetime; pass an aware one, e.g. "
             "datetime.now(timezone.utc) or datetime(..., tzinfo=ZoneInfo('Europe/Berlin'))"
         )
-    return to_ms(value.timestamp())
+    return ms
+
+
+def future_ms(value: datetime, name: str, now_ms: int) -> int:
+    """:func:`aware_ms` of a time at most :data:`MAX_DURATION_S` ahead of ``now_ms``.
+
+    The bound keeps every stored time a date Python can show again (``datetime.max`` would be
+    written, then fail to come back as a datetime) and an exact integer in Lua's doubles.
+    """
+    ms = aware_ms(value, name)
+    if ms - now_ms > MAX_DURATION_S * 1000:
+        raise ValidationError(
+            f"{name} {value} is more than {MAX_DURATION_S} seconds (100 years) ahead; "
+            "pass a nearer time"
+        )
+    return ms
 
 
 def due_ms(process_in: timedelta | float | None, process_at: datetime | None, now_ms: int) -> int:
@@ -193,7 +216,7 @@ def due_ms(process_in: timedelta | float | None, process_at: datetime | None, no
     if process_in is not None and process_at is not None:
         raise ValidationError("pass process_in or process_at, not both")
     if process_at is not None:
-        due = aware_ms(process_at, "process_at")
+        due = future_ms(process_at, "process_at", now_ms)
     elif process_in is not None:
         due = now_ms + int(_seconds(process_in, "process_in", allow_zero=True) * 1000)
     else:
@@ -252,6 +275,38 @@ def check_task_id(task_id: object) -> str:
     return task_id
 
 
+def check_stored_id(task_id: object, what: str = "task id") -> str:
+    """Validate the id of a task (or entry) that may already exist, for reads and operator
+    actions: a non-empty str that UTF-8 can encode (a lone surrogate, e.g. from JSON's
+    ``"\\ud800"``, can name no stored key). Looser than :func:`check_task_id`, so ids older
+    versions stored stay reachable.
+
+    Raises:
+        ValidationError: it is not.
+    """
+    if not isinstance(task_id, str) or not task_id:
+        raise ValidationError(f"{what} must be a non-empty str, got {task_id!r}")
+    try:
+        task_id.encode()
+    except UnicodeEncodeError:
+        raise ValidationError(
+            f"{what} {task_id!r} has a lone surrogate, so no stored {what} can match it; "
+            "pass the id as the task list shows it"
+        ) from None
+    return task_id
+
+
+def check_count(value: object, name: str) -> int:
+    """``value`` if it is an int (not a bool), for page numbers, sizes, days and limits.
+
+    Raises:
+        ValidationError: it is not.
+    """
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValidationError(f"{name} must be an int, got {value!r}")
+    return value
+
+
 def check_max_retry(max_retry: object) -> int:
     """Validate ``max_retry``: an int from 0 to :data:`MAX_RETRY`."""
     if not isinstance(max_retry, int) or isinstance(max_retry, bool) or max_retry < 0:
@@ -288,7 +343,7 @@ def prepare(task: NewTask, *, now_ms: int, max_payload_bytes: int) -> Prepared:
     unique_ttl = _seconds(task.unique, "unique", allow_zero=False) if task.unique is not None else 0
     deadline_ms = 0
     if task.deadline is not None:
-        deadline_ms = aware_ms(task.deadline, "deadline")
+        deadline_ms = future_ms(task.deadline, "deadline", now_ms)
         if deadline_ms <= now_ms:
             raise ValidationError(
                 f"deadline {task.deadline} has already passed; pass a future time"

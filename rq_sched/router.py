@@ -91,6 +91,14 @@ class Router:
             raise ValidationError(f"task type {task_type!r} already has a handler")
         if not callable(handler):
             raise ValidationError(f"handler for {task_type!r} is not callable: {handler!r}")
+        if not isinstance(process, bool):
+            raise ValidationError(f"process must be True or False, got {process!r}")
+        if backoff is not None and not callable(backoff):
+            # Caught here, not at the first retry deep inside a worker.
+            raise ValidationError(
+                f"backoff for {task_type!r} must be a function (retried, error, task) -> "
+                f"seconds, e.g. rq_sched.backoff.exponential(); got {backoff!r}"
+            )
         is_async = inspect.iscoroutinefunction(handler)
         if process and is_async:
             raise ValidationError(

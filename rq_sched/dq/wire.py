@@ -108,7 +108,9 @@ def duration_ns(delay: timedelta | float, what: str = "delay") -> int:
     """
     if isinstance(delay, timedelta):
         ns = delay // timedelta(microseconds=1) * 1000
-    elif isinstance(delay, int | float) and not isinstance(delay, bool):
+    elif isinstance(delay, int) and not isinstance(delay, bool):
+        ns = delay * _NS  # exact: an int of any size (10**400) reaches the range checks below
+    elif isinstance(delay, float):
         if not math.isfinite(delay):
             raise DqConfigError(f"{what} must be a finite number of seconds, got {delay!r}")
         ns = round(delay * _NS)

@@ -9,6 +9,7 @@ queue-wide actions) and ``processes`` (servers, scheduler, Redis INFO).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -37,8 +38,10 @@ from rq_sched.inspector.models import (
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.message import decode, unique_of
 from rq_sched.models import AttemptError, QueueInfo, TaskInfo, TaskState
-from rq_sched.options import check_stored_queue
+from rq_sched.options import check_count, check_stored_id, check_stored_queue
 from rq_sched.scripts import Call, SyncRedis
+
+log = logging.getLogger(__name__)
 
 MAX_SELECTION = 500
 """Most task ids one selection action takes (one page at the largest page size)."""
@@ -82,7 +85,7 @@ class Inspector:
         """Names of every queue that has had a task enqueued, sorted."""
         with translate_errors(self.redis):
             names = self.redis.smembers(self.global_keys.queues)
-        return sorted(n.decode() if isinstance(n, bytes) else str(n) for n in names)
+        return sorted(filter(None, map(_usable_queue, names)))
 
     def queue_info(self, queue: str) -> QueueInfo:
         """Counts per state, paused flag and processed/failed totals of one queue, read in one
@@ -97,6 +100,7 @@ class Inspector:
             CorruptTaskError: the stored message cannot be decoded.
         """
         keys = self.keys(queue)
+        check_stored_id(task_id)
         with translate_errors(self.redis):
             pipe = self.redis.pipeline(transaction=True)
             pipe.hget(keys.msg, task_id)
@@ -112,7 +116,7 @@ class Inspector:
             ((s, sc) for s, sc in zip(_ZSET_STATES, scores, strict=True) if sc is not None),
             (TaskState.PENDING, None),
         )
-        due = from_ms(score) if score is not None else None
+        due = inspector_lists.when(score)
         return TaskInfo(
             id=task_id,
             queue=queue,
@@ -136,7 +140,7 @@ class Inspector:
             headers=dict(message.headers or {}),
             enqueued_at=from_ms(message.enqueued_at) if message.enqueued_at else None,
             lease_expires_at=due if state is TaskState.ACTIVE else None,
-            lost_count=int(lost or 0),
+            lost_count=inspector_lists.count(lost),
             result=result,
             expires_at=due if state is TaskState.COMPLETED else None,
         )
@@ -156,7 +160,7 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is active (cancel it instead).
         """
-        unique = self._unique_of(queue, task_id)
+        unique = self._unique_of(queue, check_stored_id(task_id))
         self._run(ops.delete(self.keys(queue), task_id, unique), queue, task_id)
 
     def run_task(self, queue: str, task_id: str) -> None:
@@ -166,6 +170,7 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is active, already pending, or completed.
         """
+        check_stored_id(task_id)
         self._run(ops.run_now(self.keys(queue), task_id), queue, task_id)
 
     def archive_task(self, queue: str, task_id: str) -> int:
@@ -179,7 +184,7 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is active, archived or completed.
         """
-        unique = self._unique_of(queue, task_id)
+        unique = self._unique_of(queue, check_stored_id(task_id))
         call = ops.archive(
             self.keys(queue),
             task_id,
@@ -205,7 +210,7 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is not active (delete or archive it instead).
         """
-        unique = self._unique_of(queue, task_id)
+        unique = self._unique_of(queue, check_stored_id(task_id))
         with translate_errors(self.redis):
             return inspector_actions.cancel(
                 self.redis, self.global_keys, self.keys(queue), task_id, unique
@@ -242,8 +247,9 @@ class Inspector:
         Raises:
             ValidationError: ``task_id`` is empty.
         """
-        if not task_id:
+        if task_id == "":
             raise ValidationError("give a task id to look for")
+        check_stored_id(task_id)
         names = self.queues()
         with translate_errors(self.redis):
             pipe = self.redis.pipeline(transaction=False)
@@ -328,7 +334,7 @@ class Inspector:
             RqSchedError: a script failed unexpectedly.
         """
         parsed, name = inspector_actions.check_bulk(state, action)
-        if limit is not None and limit < 1:
+        if limit is not None and check_count(limit, "limit") < 1:
             raise ValidationError(f"limit must be at least 1, got {limit}")
         keys = self.keys(queue)
         with translate_errors(self.redis):
@@ -365,6 +371,8 @@ class Inspector:
         if not 1 <= len(task_ids) <= MAX_SELECTION:
             raise ValidationError(f"select between 1 and {MAX_SELECTION} tasks")
         self.keys(queue)
+        for task_id in task_ids:
+            check_stored_id(task_id)  # all checked before any is acted on
         done: list[str] = []
         failed: dict[str, str] = {}
         for task_id in task_ids:
@@ -442,6 +450,7 @@ class Inspector:
             TaskNotFoundError: no such entry.
             TaskStateError: none of the entry's recent fires is still stored to copy.
         """
+        check_stored_id(entry_id, "entry id")
         client = Client(self.redis, namespace=self.namespace, clock=self.clock)
         with translate_errors(self.redis):
             return inspector_entries.run_now(
@@ -494,3 +503,13 @@ class Inspector:
         if isinstance(reply, int):
             raise_for_code(reply, queue=queue, task_id=task_id)
         return reply
+
+
+def _usable_queue(raw: bytes | str) -> str | None:
+    """A registry member as a queue name, or None (logged) if no queue can have that name:
+    one bad member, planted or left by a bug, must not fail every list of queues."""
+    try:
+        return check_stored_queue(raw.decode() if isinstance(raw, bytes) else raw)
+    except (UnicodeDecodeError, ValidationError) as exc:
+        log.warning("skipping %r in the queue registry: %s", raw, exc)
+        return None

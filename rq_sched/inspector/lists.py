@@ -7,7 +7,9 @@ at a time (LRANGE / ZRANGE by index), and stats for many queues cost two round t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from rq_sched.clock import from_ms, utc_day
@@ -25,8 +27,13 @@ from rq_sched.keys import QueueKeys
 from rq_sched.message import decode
 from rq_sched.models import QueueInfo, TaskState
 from rq_sched.ops import DAILY_COUNTER_DAYS
+from rq_sched.options import check_count
 from rq_sched.scripts import SyncRedis
 
+log = logging.getLogger(__name__)
+
+MAX_SCORE_MS = 253_402_300_799_999
+"""The last ms of year 9999: the latest time a datetime holds (scores beyond are corrupt)."""
 MAX_PAGE_SIZE = 500
 """Largest page of a task list."""
 MAX_HISTORY_DAYS = DAILY_COUNTER_DAYS
@@ -108,7 +115,7 @@ _STATS_REPLIES = 12
 
 def _info(queue: str, reply: list[Any]) -> QueueInfo:
     pending, active, scheduled, retry, archived, completed, paused = reply[:7]
-    processed, failed, processed_today, failed_today = (int(c or 0) for c in reply[7:11])
+    processed, failed, processed_today, failed_today = (count(c) for c in reply[7:11])
     return QueueInfo(
         queue=queue,
         pending=pending,
@@ -169,7 +176,7 @@ def read_history(
     Raises:
         ValidationError: ``days`` is not between 1 and MAX_HISTORY_DAYS.
     """
-    if not 1 <= days <= MAX_HISTORY_DAYS:
+    if not 1 <= check_count(days, "days") <= MAX_HISTORY_DAYS:
         raise ValidationError(f"days must be between 1 and {MAX_HISTORY_DAYS}, got {days}")
     names = [utc_day(now_s - 86400 * back) for back in range(days - 1, -1, -1)]
     processed = [0] * days
@@ -183,8 +190,8 @@ def read_history(
         counts = pipe.execute()
         for start in range(0, len(counts), 2 * days):
             for i in range(days):
-                processed[i] += int(counts[start + 2 * i] or 0)
-                failed[i] += int(counts[start + 2 * i + 1] or 0)
+                processed[i] += count(counts[start + 2 * i])
+                failed[i] += count(counts[start + 2 * i + 1])
     return [DailyStats(d, p, f) for d, p, f in zip(names, processed, failed, strict=True)]
 
 
@@ -314,6 +321,8 @@ def _type_of(data: bytes, task_id: str) -> str | None:
 
 def check_paging(page: int, size: int) -> None:
     """Raises ValidationError unless page >= 1 and 1 <= size <= MAX_PAGE_SIZE."""
+    check_count(page, "page")
+    check_count(size, "size")
     if page < 1:
         raise ValidationError(f"page numbers start at 1, got {page}")
     if not 1 <= size <= MAX_PAGE_SIZE:
@@ -340,7 +349,7 @@ def summaries(
     pipe.hmget(keys.lost, list(ids))
     messages, lost = pipe.execute()
     return [
-        _summary(keys.queue, state, task_id, data, score=score, lost=int(times or 0))
+        _summary(keys.queue, state, task_id, data, score=score, lost=count(times))
         for task_id, data, score, times in zip(ids, messages, scores, lost, strict=True)
     ]
 
@@ -354,7 +363,7 @@ def _summary(
     score: float | None,
     lost: int,
 ) -> TaskSummary:
-    at = from_ms(score) if score is not None else None
+    at = when(score)
     due = at if state in (TaskState.SCHEDULED, TaskState.RETRY) else None
     try:
         if data is None:
@@ -379,6 +388,26 @@ def _summary(
         score_at=at,
         lost_count=lost,
     )
+
+
+def when(score: float | None) -> datetime | None:
+    """A sorted-set score (epoch ms) as a datetime; None if absent or beyond what a datetime
+    holds (``inf``, ``1e300``: planted or corrupt), so one bad score cannot fail a page."""
+    if score is None or not -MAX_SCORE_MS <= score <= MAX_SCORE_MS:
+        return None
+    return from_ms(score)
+
+
+def count(raw: bytes | str | int | None) -> int:
+    """A stored counter (processed, failed, lost) as an int; 0 if absent or not an integer
+    (a corrupt counter is logged, and must not fail the stats of every queue)."""
+    if raw is None:
+        return 0
+    try:
+        return int(raw)
+    except ValueError:
+        log.warning("ignoring a stored counter that is not an integer: %r", raw)
+        return 0
 
 
 def _text(value: bytes | str) -> str:

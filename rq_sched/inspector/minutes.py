@@ -19,6 +19,7 @@ sample (no sampler running) reads as a gap, never as a made-up zero.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -73,7 +74,8 @@ def _sweep(redis: SyncRedis, keys: QueueKeys, minute: int) -> None:
     """Delete every sample older than the kept window (after a sampler outage)."""
     oldest = minute - KEEP_MINUTES * MINUTE_MS
     fields: list[Any] = redis.hkeys(keys.minutes)
-    stale = [f for f in fields if int(f) <= oldest]
+    # A field that is not a minute (planted, corrupt) is stale too: the sweep removes it.
+    stale = [f for f in fields if not _is_int(f) or int(f) <= oldest]
     if stale:
         redis.hdel(keys.minutes, *stale)
 
@@ -112,7 +114,21 @@ def _parse(raw: bytes | str | None) -> dict[str, Any] | None:
         record = json.loads(raw)
     except ValueError:
         return None
-    return record if isinstance(record, dict) else None
+    if not isinstance(record, dict) or not all(_is_number(record.get(f)) for f in "pfsl"):
+        return None  # not a sample this module wrote: shown as a gap, not a failed chart
+    return record
+
+
+def _is_int(text: bytes | str) -> bool:
+    try:
+        int(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _point(starts: list[int], per_queue: list[list[dict[str, Any] | None]], i: int) -> MinutePoint:
