@@ -303,3 +303,11 @@ def test_command_refuses_a_bad_config_at_startup(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "schedule entry 'a'" in result.stderr
     assert "misfire must be one of" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["bad\ud800name", "ring\x07bell", "title\x1b]0;x\x07"])
+def test_an_entry_name_with_a_surrogate_or_control_character_is_refused(name: str) -> None:
+    # Found by the adversarial review: a lone surrogate raised UnicodeEncodeError at the first
+    # write to Redis, and control characters reached the operator's terminal through the CLI.
+    with pytest.raises(ValidationError, match="lone surrogate or control character"):
+        Entry(name=name, spec="@every 1m", type="t")

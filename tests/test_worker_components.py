@@ -380,6 +380,15 @@ def test_server_config_refuses_bad_values_with_a_clear_message() -> None:
         ({"lease_duration": 0}, "lease_duration must be > 0 seconds"),
         ({"idle_timeout": -1}, "idle_timeout must be > 0 seconds"),
         ({"shutdown_timeout": -1}, "shutdown_timeout must be >= 0 seconds"),
+        # Found by the adversarial review: accepted, then failing or hanging deep in the server.
+        ({"queues": ["a"]}, "queues must map queue names to weights"),
+        ({"concurrency": 2**64}, "concurrency must be an int from 1 to"),
+        ({"batch_size": 10**9}, "batch_size must be an int from 1 to"),
+        ({"processes": True}, "processes must be an int >= 0"),
+        ({"shutdown_timeout": float("inf")}, "shutdown_timeout must be a finite number"),
+        ({"shutdown_timeout": 10**400}, "shutdown_timeout must be a finite number"),
+        ({"lease_duration": float("nan")}, "lease_duration must be a finite number"),
+        ({"heartbeat_interval": "5"}, "heartbeat_interval must be a timedelta or a number of"),
     ]
     for options, message in cases:
         with pytest.raises(ValidationError, match=message.replace("(", r"\(")):

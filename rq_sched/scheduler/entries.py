@@ -113,6 +113,13 @@ class Entry:
             raise ValidationError(
                 f"schedule entry name is {len(self.name)} chars; the limit is {MAX_NAME_CHARS}"
             )
+        if not self.name.isprintable():
+            # A lone surrogate cannot be stored as UTF-8; control characters would rewrite an
+            # operator's terminal when the CLI lists the entry.
+            raise ValidationError(
+                f"schedule entry name {self.name!r} has a lone surrogate or control character; "
+                "name it with printable text, e.g. 'nightly-report'"
+            )
         try:
             self._validate()
         except ValidationError as exc:

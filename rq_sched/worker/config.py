@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from rq_sched.backoff import Backoff, default_backoff
+from rq_sched.durations import duration_seconds
 from rq_sched.errors import ValidationError
 from rq_sched.keys import DEFAULT_NAMESPACE, check_namespace
 from rq_sched.ops import ArchiveLimits
@@ -55,17 +55,24 @@ class ServerConfig:
 
     def __post_init__(self) -> None:
         check_namespace(self.namespace)
+        if not isinstance(self.queues, Mapping):
+            raise ValidationError(
+                f"queues must map queue names to weights, e.g. {{'default': 1}}, "
+                f"got {self.queues!r}"
+            )
         if not self.queues:
             raise ValidationError("queues must name at least one queue, e.g. {'default': 1}")
         for name, weight in self.queues.items():
             check_stored_queue(name)
-            if not isinstance(weight, int) or isinstance(weight, bool) or weight < 1:
+            if not _is_int(weight) or weight < 1:
                 raise ValidationError(f"queue {name!r}: weight must be an int >= 1, got {weight!r}")
         for name in ("concurrency", "batch_size", "loop_failures_allowed"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValidationError(f"{name} must be an int >= 1, got {value!r}")
-        if not isinstance(self.processes, int) or self.processes < 0:
+            if value > MAX_COUNT:
+                raise ValidationError(f"{name} must be an int from 1 to {MAX_COUNT}, got {value!r}")
+        if not _is_int(self.processes) or self.processes < 0:
             raise ValidationError(f"processes must be an int >= 0, got {self.processes!r}")
         for name in (
             "lease_duration",
@@ -76,13 +83,8 @@ class ServerConfig:
             "janitor_interval",
             "loop_failure_window",
         ):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 < value < math.inf:
-                raise ValidationError(
-                    f"{name} must be > 0 seconds (a finite number), got {value!r}"
-                )
-        if self.shutdown_timeout < 0:
-            raise ValidationError("shutdown_timeout must be >= 0 seconds")
+            _check_duration(self, name, allow_zero=False)
+        _check_duration(self, "shutdown_timeout", allow_zero=True)
 
     @property
     def process_slots(self) -> int:
@@ -108,3 +110,17 @@ def parse_queues(text: str) -> dict[str, int]:
         except ValueError as exc:
             raise ValidationError(f"bad weight in --queues {part!r}: {exc}") from exc
     return queues
+
+
+MAX_COUNT = 100_000
+"""The largest concurrency, batch size or failure allowance a server accepts."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_duration(config: ServerConfig, name: str, *, allow_zero: bool) -> None:
+    """The one duration check (finite, in range); a timedelta is stored as seconds."""
+    seconds = duration_seconds(getattr(config, name), name, allow_zero=allow_zero, allow_text=False)
+    object.__setattr__(config, name, seconds)
