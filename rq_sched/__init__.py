@@ -29,6 +29,7 @@ from rq_sched.errors import (
     TickTakenError,
     ValidationError,
     WriteRefusedError,
+    WrongKeyTypeError,
 )
 
 # Inspecting and operating queues
@@ -100,4 +101,5 @@ __all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
     "TickTakenError",
     "ValidationError",
     "WriteRefusedError",
+    "WrongKeyTypeError",
 ]

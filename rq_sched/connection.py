@@ -13,7 +13,7 @@ import redis.cluster
 import redis.exceptions
 from redis import Redis
 
-from rq_sched.errors import RedisUnavailableError, WriteRefusedError
+from rq_sched.errors import RedisUnavailableError, WriteRefusedError, WrongKeyTypeError
 from rq_sched.scripts import AnyAsyncRedis, SyncRedis
 
 
@@ -85,13 +85,20 @@ def translate_errors(client: object, *, writing: str | None = None) -> Iterator[
     Connection and timeout failures become :class:`RedisUnavailableError`. With ``writing``
     (what is being written, e.g. ``"task 'abc'"``), an error reply becomes
     :class:`WriteRefusedError` and the unavailable message adds the idempotent-retry advice;
-    without it, error replies pass through unchanged.
+    without it, error replies pass through unchanged, except WRONGTYPE, which always becomes
+    :class:`WrongKeyTypeError` (data someone else wrote, named as such).
     """
     try:
         yield
     except REDIS_DOWN as exc:
         raise unavailable(exc, client, writing=writing is not None) from exc
     except redis.exceptions.ResponseError as exc:
+        if "WRONGTYPE" in str(exc):  # also inside "Command # n ... of pipeline caused error"
+            raise WrongKeyTypeError(
+                f"Redis at {describe(client)} holds a key of the wrong type where rq_sched keeps "
+                f"its data ({exc}); it was not written by rq_sched. Find it with redis-cli "
+                "(TYPE <key>) and delete or rename it."
+            ) from exc
         if writing is None:
             raise
         raise refused(exc, writing) from exc

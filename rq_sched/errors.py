@@ -9,8 +9,9 @@ defined here (the modules that raise them import them; old import paths such as
     ├── RedisUnavailableError (ConnectionError)
     ├── WriteRefusedError
     ├── EnqueueManyError
-    ├── CorruptTaskError, TaskNotFoundError, TaskIdConflictError, DuplicateTaskError,
-    │   TickTakenError, TaskStateError, LeaseLostError, QueuePausedError, ScriptError
+    ├── CorruptTaskError ── WrongKeyTypeError
+    ├── TaskNotFoundError, TaskIdConflictError, DuplicateTaskError, TickTakenError,
+    │   TaskStateError, LeaseLostError, QueuePausedError, ScriptError
     ├── SkipRetry, Retry, TaskCancelledError               (handler control flow)
     ├── HandlerTimeoutError (TimeoutError), ProcessHandlerError   (worker runners)
     ├── MissingBinaryError (RuntimeError)                  (local redis-server launcher)
@@ -80,6 +81,11 @@ class EnqueueManyError(RqSchedError):
 
 class CorruptTaskError(RqSchedError):
     """Data found in Redis is not a task message this version can read."""
+
+
+class WrongKeyTypeError(CorruptTaskError):
+    """A key rq_sched uses holds another kind of value (Redis answered WRONGTYPE): something
+    other than rq_sched wrote it. The message names what to check."""
 
 
 class TaskNotFoundError(RqSchedError):

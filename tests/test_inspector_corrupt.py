@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import redis
 
-from rq_sched import Inspector, ManualClock
+from rq_sched import Inspector, ManualClock, TaskState, WrongKeyTypeError
 from rq_sched.clock import utc_day
 from rq_sched.inspector.minutes import minute_of
 from rq_sched.keys import GlobalKeys
@@ -79,3 +80,15 @@ def test_garbage_minute_samples_are_skipped(
     r.hset(seeded.keys.minutes, mapping={str(i): "{}" for i in range(2000)})
     clock.advance(60)
     assert inspector.sample_minute() == 1
+
+
+def test_a_key_of_the_wrong_type_is_named_as_such_not_an_internal_error(
+    r: redis.Redis, namespace: str, clock: ManualClock, inspector: Inspector
+) -> None:
+    # Found by the adversarial review: a string planted where the pending list belongs made
+    # every read of the queue a raw redis ResponseError (an HTTP 500 "internal error").
+    seeded = _seeded(r, namespace, clock)
+    r.delete(seeded.keys.pending)
+    r.set(seeded.keys.pending, "not a list")
+    with pytest.raises(WrongKeyTypeError, match="wrong type where rq_sched keeps its data"):
+        inspector.list_tasks("default", TaskState.PENDING)
