@@ -10,6 +10,10 @@ A sync call whose task was settled (timed out, cancelled) while it waited for a 
 starts. A thread still stuck in a timed-out handler is not counted as free: the pool starts a
 replacement, up to twice its size in all; past that, calls wait, and the pool counts and logs
 the saturation.
+
+A process handler's child never runs without its worker: it does not start the handler once
+the worker's end of their pipe is closed, and exits as soon as that end closes (a worker killed
+with ``kill -9``), so no handler runs on with nobody to record its outcome.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -25,7 +30,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from rq_sched.errors import HandlerTimeoutError, ProcessHandlerError, Retry, SkipRetry
@@ -36,6 +41,8 @@ log = logging.getLogger("rq_sched")
 
 SATURATION_LOG_INTERVAL = 10.0
 """Seconds between two warnings that every handler thread is busy."""
+WORKER_GONE_EXIT = 75
+"""Exit code of a handler child that stopped because its worker was gone."""
 
 
 class Runners:
@@ -83,7 +90,9 @@ class Runners:
 
     async def _run_process(self, route: Route, task: Task, timeout: float | None) -> None:
         async with self.process_slots:
-            receiver, sender = self._mp.Pipe(duplex=False)
+            # Duplex (a socket pair): the child can see the worker's end close (see
+            # _child_main); the worker never writes to it.
+            receiver, sender = self._mp.Pipe(duplex=True)
             child = self._mp.Process(
                 target=_child_main, args=(sender, route.handler, _TaskState.of(task)), daemon=True
             )
@@ -307,7 +316,36 @@ def _receive(conn: Connection) -> Any:
         return None
 
 
+def _worker_gone(conn: Connection) -> bool:
+    """True once the worker's end of ``conn`` is closed: it never writes, so readable is EOF."""
+    return conn.poll(0)
+
+
+def _exit_with_worker(conn: Connection) -> None:
+    """Exit this child as soon as its worker's end of ``conn`` closes.
+
+    The child's parent is the forkserver, not the worker, so ``getppid`` says nothing and
+    ``PR_SET_PDEATHSIG`` would watch the wrong process. A worker killed with ``kill -9`` closes
+    its end; the handler then stops here as a timeout would stop it, instead of running on with
+    nobody to record its outcome while the task runs again elsewhere. A worker that is alive
+    closes its end only after this child has exited or been killed.
+    """
+    fd = os.dup(conn.fileno())  # its own descriptor: the main thread closes conn when done
+
+    def watch() -> None:
+        wait([fd])  # returns at EOF only (selectors: no FD_SETSIZE limit)
+        os._exit(WORKER_GONE_EXIT)
+
+    threading.Thread(target=watch, name="rq-sched-worker-watch", daemon=True).start()
+
+
 def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
+    if _worker_gone(conn):
+        # The worker died between asking the forkserver for this child and now: nobody would
+        # record the outcome, and the task is recovered and runs elsewhere.
+        conn.close()
+        os._exit(WORKER_GONE_EXIT)
+    _exit_with_worker(conn)
     task = Task(
         type=state.type,
         payload=state.payload,

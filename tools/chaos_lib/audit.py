@@ -283,11 +283,13 @@ class Audit:
             other = alive[0]
             if other.outcome == "abandoned":
                 return ("thread_timeout_overrun", None)
+            # Skew comes last: it explains nothing once leases are judged by Redis TIME, so it
+            # is named (and made a violation) only when no other fault overlapped.
             cause = (
                 self._stalled(other.pid, other.start, run.start)
-                or self._skew(other.start - LEASE, run.start)
                 or self._network(other.start - LEASE, run.start)
                 or self._lagged(other.pid, other.start - LEASE, run.start)
+                or self._skew(other.start - LEASE, run.start)
             )
             return (cause or "unexplained", None if cause else "concurrent_runs")
         dead = [r for r in open_runs if r not in alive]
@@ -319,13 +321,11 @@ class Audit:
         )
         if overlapped:
             return "stale_lease"
-        skew = self._skew(settler.start - LEASE, run.start)
-        if skew is not None:
-            return skew
         return (
             self._network(settler.end - 1.0, run.start)
             or self._stalled(settler.pid, settler.start, run.start)
             or self._lagged(settler.pid, settler.start - LEASE, run.start)
+            or self._skew(settler.start - LEASE, run.start)
         )
 
     def _check_after_ops(self, key: tuple[str, str], runs: list[Run], name: str) -> None:
