@@ -254,10 +254,13 @@ class Audit:
             if op["action"] != "cancel" or op["res"] != "ok":
                 continue
             for run in runs:
+                # Only a run that was still going when the cancel was asked for ended by it
+                # (an earlier run interrupted by its timeout is a failed attempt, retried).
                 if (
                     run.outcome == "interrupted"
                     and run.end is not None
                     and run.start <= op["wall"] <= run.end + 0.5
+                    and run.end >= op.get("t0", op["wall"]) - 0.1
                 ):
                     run.final = True
 
