@@ -78,6 +78,9 @@ class Running:
     """None while running normally; "cancel" (operator) or "shutdown"."""
     settling: bool = False
     """The outcome is being written; a cancel now is noted, never thrown into the write."""
+    lease_lost: bool = False
+    """The lease keeper found this lease gone (expired and recovered, or leased elsewhere):
+    the handler must not start, and the outcome is dropped (the store would refuse it)."""
 
 
 class Processor:
@@ -307,12 +310,13 @@ class Processor:
         """Record the outcome of ``entry`` and free its slot, whatever happens on the way."""
         entry.settling = True
         try:
-            if entry in self.superseded:
+            if entry in self.superseded or entry.lease_lost:
                 self.dropped += 1
                 log.warning(
-                    "task %s/%s: outcome of a superseded run dropped (%s)",
+                    "task %s/%s: outcome of a %s run dropped (%s)",
                     entry.queue,
                     entry.id,
+                    "superseded" if entry in self.superseded else "lease-lost",
                     "success" if error is None else describe(error).partition("\n")[0],
                 )
                 return
@@ -507,6 +511,16 @@ class Processor:
         if entry.job is not None and not entry.settling:
             entry.job.cancel()
         return True
+
+    def lease_lost(self, queue: str, task_id: str, token: int) -> None:
+        """The lease ``token`` of ``task_id`` is gone: its handler, if it has not started yet
+        (waiting for a process slot or a thread), never starts; one already running may run
+        to its end (at-least-once) and sees ``task.is_cancelled()``; its outcome is dropped."""
+        entry = self.running.get((queue, task_id))
+        if entry is None or entry.token != token or entry.settling:
+            return
+        entry.lease_lost = True
+        entry.task._cancel()
 
     def leased(self) -> dict[str, list[tuple[str, int]]]:
         """(id, token) per queue of the leases this worker must keep renewing (superseded runs

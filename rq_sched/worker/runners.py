@@ -33,7 +33,13 @@ from datetime import datetime
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from rq_sched.errors import HandlerTimeoutError, ProcessHandlerError, Retry, SkipRetry
+from rq_sched.errors import (
+    HandlerTimeoutError,
+    ProcessHandlerError,
+    Retry,
+    SkipRetry,
+    TaskCancelledError,
+)
 from rq_sched.router import Route
 from rq_sched.task import Task
 
@@ -41,6 +47,7 @@ log = logging.getLogger("rq_sched")
 
 SATURATION_LOG_INTERVAL = 10.0
 """Seconds between two warnings that every handler thread is busy."""
+NOT_STARTED = "the handler was not started: the task was given up first (lease lost or cancelled)"
 WORKER_GONE_EXIT = 75
 """Exit code of a handler child that stopped because its worker was gone."""
 
@@ -56,6 +63,8 @@ class Runners:
     async def run(self, route: Route, task: Task, timeout: float | None) -> None:
         """Run ``route``'s handler for ``task``; raise what it raised, or HandlerTimeoutError."""
         try:
+            if task.is_cancelled():  # given up (lease lost, cancelled) before it started
+                raise TaskCancelledError(NOT_STARTED)
             if route.kind == "async":
                 await self._run_async(route, task, timeout)
             elif route.kind == "thread":
@@ -77,7 +86,7 @@ class Runners:
             raise HandlerTimeoutError(f"timed out after {timeout:g}s") from exc
 
     async def _run_thread(self, route: Route, task: Task, timeout: float | None) -> None:
-        call = self.threads.submit(route.handler, task)
+        call = self.threads.submit(_start_unless_given_up, (route.handler, task))
         try:
             _keep_returned(task, await asyncio.wait_for(call.future, timeout))
         except TimeoutError as exc:
@@ -90,6 +99,8 @@ class Runners:
 
     async def _run_process(self, route: Route, task: Task, timeout: float | None) -> None:
         async with self.process_slots:
+            if task.is_cancelled():  # given up while it waited for a slot
+                raise TaskCancelledError(NOT_STARTED)
             # Duplex (a socket pair): the child can see the worker's end close (see
             # _child_main); the worker never writes to it.
             receiver, sender = self._mp.Pipe(duplex=True)
@@ -240,6 +251,15 @@ class DaemonThreadPool:
             call.state = "done"
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             call.loop.call_soon_threadsafe(_resolve, call.future, outcome)
+
+
+def _start_unless_given_up(call: tuple[Callable[[Task], Any], Task]) -> Any:
+    """Run a sync handler on a pool thread, unless its task was given up (lease lost,
+    cancelled) while the call waited for a thread."""
+    handler, task = call
+    if task.is_cancelled():
+        raise TaskCancelledError(NOT_STARTED)
+    return handler(task)
 
 
 def _resolve(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
