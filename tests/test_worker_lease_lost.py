@@ -9,6 +9,7 @@ final settle. The handler must not start, and the stale run's outcome is dropped
 
 from __future__ import annotations
 
+import threading
 import time
 
 import redis
@@ -51,3 +52,43 @@ def test_a_task_waiting_for_a_process_slot_never_starts_once_its_lease_is_lost(
         wait_until(lambda: r.zscore(keys.lease, first.id) is None, timeout=20, what="first done")
         wait_until(lambda: processor.busy() == 0, timeout=20, what="every slot free")
     assert r.lrange(starts, 0, -1) == [], "the task started here after its lease was lost"
+
+
+def test_a_task_leased_before_a_loop_stall_does_not_start_after_it_was_settled_elsewhere(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    # The worker's event loop is blocked (a handler calling time.sleep) with a second task
+    # leased and about to start. Meanwhile its lease expires, another worker recovers, runs
+    # and settles it. When the loop runs again, the task must not start here.
+    router = Router()
+    stalled = threading.Event()
+    started: list[str] = []
+
+    @router.task("ll:stall")
+    async def stall(task: Task) -> None:
+        stalled.set()
+        time.sleep(2.5)  # blocks the loop, on purpose
+
+    @router.task("ll:victim")
+    async def victim(task: Task) -> None:
+        started.append(task.id)
+
+    keys = QueueKeys(namespace, "default")
+    client = Client(r, namespace=namespace)
+    client.enqueue("ll:stall", None, max_retry=0)
+    task = client.enqueue("ll:victim", None)
+    with running_server(
+        redis_url, router, namespace=namespace, concurrency=2, lease_duration=1.0
+    ) as server:
+        assert stalled.wait(10), "the stalling handler never started"
+        wait_until(lambda: r.zscore(keys.lease, task.id) is not None, what="victim leased")
+        r.zadd(keys.lease, {task.id: 1}, xx=True)
+        requeued, _ = scripts.run(r, *ops.recover(keys))
+        assert task.id.encode() in requeued
+        [other] = ops.parse_dequeue(scripts.run(r, *ops.dequeue(keys, 60_000, 1)))
+        assert other.id == task.id
+        assert scripts.run(r, *ops.done(keys, [ops.Ack(other.id, other.token)], time.time())) == [1]
+        processor = server.processor
+        assert processor is not None
+        wait_until(lambda: processor.busy() == 0, timeout=20, what="every slot free")
+    assert started == [], "the task started here after another worker settled it"

@@ -48,6 +48,8 @@ log = logging.getLogger("rq_sched")
 SATURATION_LOG_INTERVAL = 10.0
 """Seconds between two warnings that every handler thread is busy."""
 NOT_STARTED = "the handler was not started: the task was given up first (lease lost or cancelled)"
+READY, GO = "ready", "go"
+"""A child says READY once it runs; the worker answers GO if the handler may still start."""
 WORKER_GONE_EXIT = 75
 """Exit code of a handler child that stopped because its worker was gone."""
 
@@ -63,7 +65,7 @@ class Runners:
     async def run(self, route: Route, task: Task, timeout: float | None) -> None:
         """Run ``route``'s handler for ``task``; raise what it raised, or HandlerTimeoutError."""
         try:
-            if task.is_cancelled():  # given up (lease lost, cancelled) before it started
+            if route.kind != "process" and not await _may_start(task):
                 raise TaskCancelledError(NOT_STARTED)
             if route.kind == "async":
                 await self._run_async(route, task, timeout)
@@ -101,8 +103,9 @@ class Runners:
         async with self.process_slots:
             if task.is_cancelled():  # given up while it waited for a slot
                 raise TaskCancelledError(NOT_STARTED)
-            # Duplex (a socket pair): the child can see the worker's end close (see
-            # _child_main); the worker never writes to it.
+            # Duplex (a socket pair): the child says it is ready and waits for GO (starting a
+            # child can take a second on a busy host: the task may be given up meanwhile);
+            # after GO the worker never writes, so the child sees the worker's end close.
             receiver, sender = self._mp.Pipe(duplex=True)
             child = self._mp.Process(
                 target=_child_main, args=(sender, route.handler, _TaskState.of(task)), daemon=True
@@ -110,8 +113,7 @@ class Runners:
             child.start()
             sender.close()
             try:
-                await asyncio.wait_for(_readable(receiver.fileno()), timeout)
-                reply = _receive(receiver)  # ready: the reply, or EOF if the child died
+                reply = await asyncio.wait_for(_converse(receiver, task), timeout)
             except TimeoutError as exc:
                 raise HandlerTimeoutError(f"timed out after {timeout:g}s; child killed") from exc
             finally:
@@ -329,6 +331,27 @@ async def _readable(fd: int) -> None:
         loop.remove_reader(fd)
 
 
+async def _may_start(task: Task) -> bool:
+    if task.is_cancelled():
+        return False
+    gate = task._may_start
+    return True if gate is None else await gate()
+
+
+async def _converse(receiver: Connection, task: Task) -> Any:
+    """The worker's side of a child's run: READY, then GO (unless the task was given up
+    meanwhile), then the reply, or None at EOF (the child died)."""
+    await _readable(receiver.fileno())
+    hello = _receive(receiver)
+    if hello != READY:
+        return hello
+    if not await _may_start(task):
+        raise TaskCancelledError(NOT_STARTED)
+    receiver.send(GO)
+    await _readable(receiver.fileno())
+    return _receive(receiver)
+
+
 def _receive(conn: Connection) -> Any:
     try:
         return conn.recv()
@@ -363,7 +386,13 @@ def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
     if _worker_gone(conn):
         # The worker died between asking the forkserver for this child and now: nobody would
         # record the outcome, and the task is recovered and runs elsewhere.
-        conn.close()
+        os._exit(WORKER_GONE_EXIT)
+    try:
+        conn.send(READY)
+        go = conn.recv()
+    except (EOFError, OSError):
+        go = None
+    if go != GO:  # the worker is gone, or gave the task up (its lease lost, cancelled)
         os._exit(WORKER_GONE_EXIT)
     _exit_with_worker(conn)
     task = Task(

@@ -253,16 +253,18 @@ class Audit:
         for op in self.ops.get(key, []):
             if op["action"] != "cancel" or op["res"] != "ok":
                 continue
-            for run in runs:
-                # Only a run that was still going when the cancel was asked for ended by it
-                # (an earlier run interrupted by its timeout is a failed attempt, retried).
-                if (
-                    run.outcome == "interrupted"
-                    and run.end is not None
-                    and run.start <= op["wall"] <= run.end + 0.5
-                    and run.end >= op.get("t0", op["wall"]) - 0.1
-                ):
-                    run.final = True
+            # A cancel ends one run: the last one going while it was asked for (an earlier
+            # run interrupted by its timeout is a failed attempt, retried).
+            ended = [
+                run
+                for run in runs
+                if run.outcome == "interrupted"
+                and run.end is not None
+                and run.start <= op["wall"] <= run.end + 0.5
+                and run.end >= op.get("t0", op["wall"]) - 0.1
+            ]
+            if ended:
+                max(ended, key=lambda r: r.start).final = True
 
     def _classify(
         self, key: tuple[str, str], earlier: list[Run], run: Run
