@@ -195,7 +195,14 @@ class Audit:
 
     def _operator_run(self, key: tuple[str, str], after: float, before: float) -> bool:
         for op in self.ops.get(key, []):
-            if op["action"] == "run" and op["res"] == "ok" and after - 1.0 <= op["wall"] <= before:
+            # The run took effect between the op's start (a CLI call takes a second to start)
+            # and its return.
+            if (
+                op["action"] == "run"
+                and op["res"] == "ok"
+                and after - 1.0 <= op["wall"]
+                and op.get("t0", op["wall"]) <= before
+            ):
                 return True
         return any(
             op["action"] == "bulk_run"
