@@ -108,7 +108,9 @@ class Audit:
                 self.faults.append(ev)
                 self.result.faults[ev["kind"]] += 1
             elif kind == "kill":
-                self.kills[ev["child"]] = ev
+                # The first kill of a pid is its death; a later fault aimed at the same
+                # (already dead, not yet restarted) process logs the same pid again.
+                self.kills.setdefault(ev["child"], ev)
             elif kind == "proc_died":
                 self.died[ev["child"]] = ev
             elif kind == "redis_down":
