@@ -1,6 +1,9 @@
 -- recover: end the leases that expired by Redis TIME (their worker died, hung or lost Redis).
--- A task with a recorded cancel is archived as cancelled; the others go back to the front of
--- the queue, each loss counted so a task that keeps killing workers can be archived.
+-- The tasks go back to the front of the queue, each loss counted so a task that keeps killing
+-- workers can be archived. A task with a recorded cancel never goes back: it is leased to the
+-- caller instead, with a new fencing token, and the caller archives it as cancelled (its
+-- message records why) with `archive_active`; if the caller dies first, that lease expires
+-- and the next recover hands it on again, the cancel still recorded.
 --
 -- KEYS[1] lease     zset: active id -> lease expiry ms
 -- KEYS[2] pending   list of ready ids
@@ -8,10 +11,12 @@
 -- KEYS[4] lost      hash: id -> times its lease expired
 -- KEYS[5] tokens    hash: active id -> fencing token
 -- KEYS[6] cancel    hash: id -> cancel request (its uniqueness digest, or "")
--- KEYS[7] archived  zset: id -> archived at ms
+-- KEYS[7] seq       counter issuing fencing tokens
+-- KEYS[8] msg       hash: id -> message
 -- ARGV[1] most tasks recovered in this call
--- Returns: {requeued ids, {id, uniqueness digest, ...} of the tasks archived as cancelled};
---   as many as ARGV[1] in all means call again. The caller releases those digests' locks.
+-- ARGV[2] lease duration ms of the caller's leases on cancelled tasks
+-- Returns: {requeued ids, {id, message, token, ...} of the cancelled tasks now leased to the
+--   caller}; as many as ARGV[1] in all means call again.
 --@include marker
 --@include lease
 --@include redis_time
@@ -21,7 +26,8 @@ local marker = KEYS[3]
 local lost = KEYS[4]
 local tokens = KEYS[5]
 local cancel = KEYS[6]
-local archived = KEYS[7]
+local seq = KEYS[7]
+local msg = KEYS[8]
 
 local now = redis_now_ms()
 local ids = redis.call('ZRANGE', lease, '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
@@ -31,13 +37,14 @@ local cancelled = {}
 for i = #ids, 1, -1 do
   local id = ids[i]
   end_lease(lease, tokens, id)
-  local digest = redis.call('HGET', cancel, id)
-  if digest then
-    redis.call('HDEL', cancel, id)
-    redis.call('HDEL', lost, id)
-    redis.call('ZADD', archived, now, id)
+  local message = redis.call('HGET', msg, id)
+  if message and redis.call('HEXISTS', cancel, id) == 1 then
+    local token = redis.call('INCR', seq)
+    redis.call('ZADD', lease, now + tonumber(ARGV[2]), id)
+    redis.call('HSET', tokens, id, token)
     cancelled[#cancelled + 1] = id
-    cancelled[#cancelled + 1] = digest
+    cancelled[#cancelled + 1] = message
+    cancelled[#cancelled + 1] = token
   else
     redis.call('HINCRBY', lost, id, 1)
     redis.call('RPUSH', pending, id)

@@ -321,10 +321,11 @@ def extend(keys: QueueKeys, lease_ms: int, leases: Sequence[tuple[str, int]]) ->
     return scripts.load("extend"), (keys.lease, keys.token, keys.cancel), args
 
 
-def recover(keys: QueueKeys, limit: int = BATCH_LIMIT) -> Call:
-    """End leases expired by Redis TIME. The reply is ``[requeued ids, [id, digest, ...]]``,
-    the second list naming tasks archived because a cancel was recorded (release their locks
-    with :func:`release_unique`)."""
+def recover(keys: QueueKeys, limit: int = BATCH_LIMIT, *, lease_ms: int = 10_000) -> Call:
+    """End leases expired by Redis TIME. The reply is ``[requeued ids, [id, message, token,
+    ...]]``, the second list naming tasks with a recorded cancel, now leased to the caller for
+    ``lease_ms``: archive each as cancelled with :func:`archive_active` (see
+    ``lua/recover.lua``)."""
     return (
         scripts.load("recover"),
         (
@@ -334,9 +335,10 @@ def recover(keys: QueueKeys, limit: int = BATCH_LIMIT) -> Call:
             keys.lost,
             keys.token,
             keys.cancel,
-            keys.archived,
+            keys.seq,
+            keys.msg,
         ),
-        (limit,),
+        (limit, lease_ms),
     )
 
 

@@ -393,17 +393,21 @@ class QueueMachine(RuleBasedStateMachine):
     @rule()
     def recover_expired_leases(self) -> None:
         expired = sorted(i for i in self.model.ids("active") if self.model.tasks[i].score == 0)
-        requeued, archived = self.run(ops.recover(self.keys))
+        requeued, leased = self.run(ops.recover(self.keys))
         cancelled = [i for i in expired if self.model.tasks[i].cancel is not None]
-        pairs = [(i, (self.model.tasks[i].cancel or "").encode()) for i in cancelled]
         assert [i.decode() for i in requeued] == [i for i in expired if i not in cancelled]
-        assert list(zip(archived[0::2], archived[1::2], strict=True)) == [
-            (i.encode(), d) for i, d in pairs
-        ]
-        for task_id, digest in pairs:
-            if digest:  # as the Recoverer does
-                self.run(ops.release_unique(self.keys, digest.decode(), task_id))
-            self.model.move(task_id, "archived", UNKNOWN)
+        assert [i.decode() for i in leased[0::3]] == cancelled
+        for task_id, data, token in zip(leased[0::3], leased[1::3], leased[2::3], strict=True):
+            # As the Recoverer does: archive it as cancelled under the lease it was given.
+            message = decode(data).failed("TaskCancelledError: cancelled", self.now_ms)
+            call = ops.archive_active(
+                self.keys, task_id.decode(), int(token), encoded=message.encode(),
+                unique=message.unique, now_s=self.clock.now(), limits=ops.ArchiveLimits(),
+                count_failure=False,
+            )  # fmt: skip
+            assert self.run(call) == 1
+            self.model.tasks[task_id.decode()].retried += 1
+            self.model.move(task_id.decode(), "archived", self.now_ms)
         for task_id in reversed([i.decode() for i in requeued]):
             self.model.tasks[task_id].lost += 1
             self.model.make_pending(task_id, front=True)

@@ -190,6 +190,8 @@ def test_recoverer_returns_expired_leases_and_counts_the_losses(
             {"default": keys},
             clock=clock,
             interval=4,
+            lease_duration=10,
+            limits=script_ops.ArchiveLimits(),
             on_recovered=lambda: woken.append(True),
         )
         assert await recoverer.tick() == 4
@@ -212,8 +214,9 @@ def test_a_task_lost_more_than_max_retry_times_is_archived_without_running(
 
     async def lose_twice(aredis: redis.asyncio.Redis) -> None:
         recoverer = Recoverer(
-            aredis, {"default": keys}, clock=clock, interval=4, on_recovered=lambda: None
-        )
+            aredis, {"default": keys}, clock=clock, interval=4, lease_duration=10,
+            limits=script_ops.ArchiveLimits(), on_recovered=lambda: None,
+        )  # fmt: skip
         for _ in range(2):
             assert _lease(r, keys, 60_000) == [task.id]
             _expire(r, keys, task.id)

@@ -131,6 +131,13 @@ class LeaseKeeper(Component):
         for queue, leases in self.processor.leased().items():
             script, key_list, args = ops.extend(self.keys[queue], lease_ms, leases)
             gone, cancelled = await scripts.arun(self.redis, script, key_list, args)
+            tokens: dict[str, list[int]] = {}
+            for task_id, token in leases:
+                tokens.setdefault(task_id, []).append(token)
+            for raw in gone:
+                sent = tokens.get(raw.decode(), [])
+                if len(sent) == 1:  # with two leases of one id sent, which one went is unknown
+                    self.processor.lease_lost(queue, raw.decode(), sent[0])
             if gone:
                 log.warning(
                     "lost the lease of %d task(s) in %s (expired and recovered, or leased "

@@ -20,7 +20,7 @@ import random
 import time
 import traceback
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +78,11 @@ class Running:
     """None while running normally; "cancel" (operator) or "shutdown"."""
     settling: bool = False
     """The outcome is being written; a cancel now is noted, never thrown into the write."""
+    leased_at: float = field(default_factory=time.monotonic)
+    """When the lease was taken, by this process's monotonic clock (its age, not its end)."""
+    lease_lost: bool = False
+    """The lease keeper found this lease gone (expired and recovered, or leased elsewhere):
+    the handler must not start, and the outcome is dropped (the store would refuse it)."""
 
 
 class Processor:
@@ -241,6 +246,7 @@ class Processor:
             timeout=message.timeout or None,
         )
         entry = Running(queue, task_id, leased.data, message, task, self.clock.now(), leased.token)
+        task._may_start = lambda: self._may_start(entry)
         earlier = self.running.get((queue, task_id))
         if earlier is not None:
             # Leased here again while an earlier run goes on: that run's lease expired and
@@ -307,12 +313,13 @@ class Processor:
         """Record the outcome of ``entry`` and free its slot, whatever happens on the way."""
         entry.settling = True
         try:
-            if entry in self.superseded:
+            if entry in self.superseded or entry.lease_lost:
                 self.dropped += 1
                 log.warning(
-                    "task %s/%s: outcome of a superseded run dropped (%s)",
+                    "task %s/%s: outcome of a %s run dropped (%s)",
                     entry.queue,
                     entry.id,
+                    "superseded" if entry in self.superseded else "lease-lost",
                     "success" if error is None else describe(error).partition("\n")[0],
                 )
                 return
@@ -507,6 +514,36 @@ class Processor:
         if entry.job is not None and not entry.settling:
             entry.job.cancel()
         return True
+
+    async def _may_start(self, entry: Running) -> bool:
+        """Whether ``entry``'s handler may start now. A lease older than half its duration
+        (the loop stalled, or the task waited for a slot) is confirmed by renewing it first:
+        a task recovered and settled elsewhere meanwhile must not start here."""
+        if entry.lease_lost or entry.task.is_cancelled():
+            return False
+        duration = self.config.lease_duration
+        if time.monotonic() - entry.leased_at < duration / 2:
+            return True
+        call = ops.extend(self.keys[entry.queue], int(duration * 1000), [(entry.id, entry.token)])
+        try:
+            gone, _ = await scripts.arun(self.redis, *call)
+        except OUTAGE:
+            return True  # cannot tell: at-least-once, as for any run whose lease may be lost
+        if gone:
+            self.lease_lost(entry.queue, entry.id, entry.token)
+            return False
+        entry.leased_at = time.monotonic()
+        return True
+
+    def lease_lost(self, queue: str, task_id: str, token: int) -> None:
+        """The lease ``token`` of ``task_id`` is gone: its handler, if it has not started yet
+        (waiting for a process slot or a thread), never starts; one already running may run
+        to its end (at-least-once) and sees ``task.is_cancelled()``; its outcome is dropped."""
+        entry = self.running.get((queue, task_id))
+        if entry is None or entry.token != token or entry.settling:
+            return
+        entry.lease_lost = True
+        entry.task._cancel()
 
     def leased(self) -> dict[str, list[tuple[str, int]]]:
         """(id, token) per queue of the leases this worker must keep renewing (superseded runs

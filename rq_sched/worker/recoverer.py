@@ -1,8 +1,10 @@
 """The recoverer: returns tasks whose lease expired (their worker died or hung) to pending.
 
 Expiry is judged by Redis TIME inside ``lua/recover.lua``, so the recovering host's clock plays
-no part; the injected clock only paces the component. A task an operator cancelled is archived
-as cancelled instead of being run again.
+no part; the injected clock only paces the component. A task an operator cancelled is not run
+again: the script leases it to this recoverer, which archives it as cancelled, its message
+recording why, under that lease's fencing token (a recoverer that dies first leaves a lease
+that expires, and the next recover hands the task on, its cancel still recorded).
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from collections.abc import Callable
 
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock
+from rq_sched.errors import CorruptTaskError
 from rq_sched.keys import QueueKeys
+from rq_sched.message import decode
+from rq_sched.ops import ArchiveLimits
 from rq_sched.scripts import AnyAsyncRedis
 from rq_sched.worker.component import Component
 
@@ -29,6 +34,8 @@ class Recoverer(Component):
         *,
         clock: Clock,
         interval: float,
+        lease_duration: float,
+        limits: ArchiveLimits,
         on_recovered: Callable[[], None],
     ) -> None:
         super().__init__()
@@ -36,6 +43,8 @@ class Recoverer(Component):
         self.keys = keys
         self.clock = clock
         self.interval = interval
+        self.lease_ms = max(1, int(lease_duration * 1000))
+        self.limits = limits
         self.on_recovered = on_recovered
 
     async def tick(self) -> float:
@@ -49,15 +58,14 @@ class Recoverer(Component):
         recovered: list[str] = []
         cancelled: list[str] = []
         while True:
-            script, key_list, args = ops.recover(keys)
-            requeued, archived = await scripts.arun(self.redis, script, key_list, args)
+            script, key_list, args = ops.recover(keys, lease_ms=self.lease_ms)
+            requeued, leased = await scripts.arun(self.redis, script, key_list, args)
             recovered += [i.decode() for i in requeued]
-            for i in range(0, len(archived), 2):
-                task_id, digest = archived[i].decode(), archived[i + 1].decode()
+            for i in range(0, len(leased), 3):
+                task_id = leased[i].decode()
+                await self._archive_cancelled(keys, task_id, leased[i + 1], int(leased[i + 2]))
                 cancelled.append(task_id)
-                if digest:
-                    await scripts.arun(self.redis, *ops.release_unique(keys, digest, task_id))
-            if len(requeued) + len(archived) // 2 < ops.BATCH_LIMIT:
+            if len(requeued) + len(leased) // 3 < ops.BATCH_LIMIT:
                 break
         if cancelled:
             log.warning(
@@ -75,3 +83,30 @@ class Recoverer(Component):
             )
             self.on_recovered()
         return recovered
+
+    async def _archive_cancelled(
+        self, keys: QueueKeys, task_id: str, data: bytes, token: int
+    ) -> None:
+        """Archive a cancelled task the recover script leased to us, as a worker archives a
+        task cancelled before it started (not counted as failed)."""
+        now = self.clock.now()
+        reason = "TaskCancelledError: cancelled; its worker stopped renewing the lease"
+        try:
+            message = decode(data, task_id=task_id)
+        except CorruptTaskError as exc:
+            call = ops.archive_corrupt(
+                keys, task_id, token, raw=data, error=f"{reason}; {exc}", now_s=now,
+                limits=self.limits,
+            )  # fmt: skip
+        else:
+            call = ops.archive_active(
+                keys,
+                task_id,
+                token,
+                encoded=message.failed(reason, int(now * 1000)).encode(),
+                unique=message.unique,
+                now_s=now,
+                limits=self.limits,
+                count_failure=False,
+            )
+        await scripts.arun(self.redis, *call)

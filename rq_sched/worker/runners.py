@@ -10,6 +10,10 @@ A sync call whose task was settled (timed out, cancelled) while it waited for a 
 starts. A thread still stuck in a timed-out handler is not counted as free: the pool starts a
 replacement, up to twice its size in all; past that, calls wait, and the pool counts and logs
 the saturation.
+
+A process handler's child never runs without its worker: it does not start the handler once
+the worker's end of their pipe is closed, and exits as soon as that end closes (a worker killed
+with ``kill -9``), so no handler runs on with nobody to record its outcome.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -25,10 +30,16 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from rq_sched.errors import HandlerTimeoutError, ProcessHandlerError, Retry, SkipRetry
+from rq_sched.errors import (
+    HandlerTimeoutError,
+    ProcessHandlerError,
+    Retry,
+    SkipRetry,
+    TaskCancelledError,
+)
 from rq_sched.router import Route
 from rq_sched.task import Task
 
@@ -36,6 +47,11 @@ log = logging.getLogger("rq_sched")
 
 SATURATION_LOG_INTERVAL = 10.0
 """Seconds between two warnings that every handler thread is busy."""
+NOT_STARTED = "the handler was not started: the task was given up first (lease lost or cancelled)"
+READY, GO = "ready", "go"
+"""A child says READY once it runs; the worker answers GO if the handler may still start."""
+WORKER_GONE_EXIT = 75
+"""Exit code of a handler child that stopped because its worker was gone."""
 
 
 class Runners:
@@ -49,6 +65,8 @@ class Runners:
     async def run(self, route: Route, task: Task, timeout: float | None) -> None:
         """Run ``route``'s handler for ``task``; raise what it raised, or HandlerTimeoutError."""
         try:
+            if route.kind != "process" and not await _may_start(task):
+                raise TaskCancelledError(NOT_STARTED)
             if route.kind == "async":
                 await self._run_async(route, task, timeout)
             elif route.kind == "thread":
@@ -70,7 +88,7 @@ class Runners:
             raise HandlerTimeoutError(f"timed out after {timeout:g}s") from exc
 
     async def _run_thread(self, route: Route, task: Task, timeout: float | None) -> None:
-        call = self.threads.submit(route.handler, task)
+        call = self.threads.submit(_start_unless_given_up, (route.handler, task))
         try:
             _keep_returned(task, await asyncio.wait_for(call.future, timeout))
         except TimeoutError as exc:
@@ -83,15 +101,19 @@ class Runners:
 
     async def _run_process(self, route: Route, task: Task, timeout: float | None) -> None:
         async with self.process_slots:
-            receiver, sender = self._mp.Pipe(duplex=False)
+            if task.is_cancelled():  # given up while it waited for a slot
+                raise TaskCancelledError(NOT_STARTED)
+            # Duplex (a socket pair): the child says it is ready and waits for GO (starting a
+            # child can take a second on a busy host: the task may be given up meanwhile);
+            # after GO the worker never writes, so the child sees the worker's end close.
+            receiver, sender = self._mp.Pipe(duplex=True)
             child = self._mp.Process(
                 target=_child_main, args=(sender, route.handler, _TaskState.of(task)), daemon=True
             )
             child.start()
             sender.close()
             try:
-                await asyncio.wait_for(_readable(receiver.fileno()), timeout)
-                reply = _receive(receiver)  # ready: the reply, or EOF if the child died
+                reply = await asyncio.wait_for(_converse(receiver, task), timeout)
             except TimeoutError as exc:
                 raise HandlerTimeoutError(f"timed out after {timeout:g}s; child killed") from exc
             finally:
@@ -233,6 +255,15 @@ class DaemonThreadPool:
             call.loop.call_soon_threadsafe(_resolve, call.future, outcome)
 
 
+def _start_unless_given_up(call: tuple[Callable[[Task], Any], Task]) -> Any:
+    """Run a sync handler on a pool thread, unless its task was given up (lease lost,
+    cancelled) while the call waited for a thread."""
+    handler, task = call
+    if task.is_cancelled():
+        raise TaskCancelledError(NOT_STARTED)
+    return handler(task)
+
+
 def _resolve(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
     if future.done():  # cancelled: timed out, or the task was cancelled
         return
@@ -300,6 +331,27 @@ async def _readable(fd: int) -> None:
         loop.remove_reader(fd)
 
 
+async def _may_start(task: Task) -> bool:
+    if task.is_cancelled():
+        return False
+    gate = task._may_start
+    return True if gate is None else await gate()
+
+
+async def _converse(receiver: Connection, task: Task) -> Any:
+    """The worker's side of a child's run: READY, then GO (unless the task was given up
+    meanwhile), then the reply, or None at EOF (the child died)."""
+    await _readable(receiver.fileno())
+    hello = _receive(receiver)
+    if hello != READY:
+        return hello
+    if not await _may_start(task):
+        raise TaskCancelledError(NOT_STARTED)
+    receiver.send(GO)
+    await _readable(receiver.fileno())
+    return _receive(receiver)
+
+
 def _receive(conn: Connection) -> Any:
     try:
         return conn.recv()
@@ -307,7 +359,42 @@ def _receive(conn: Connection) -> Any:
         return None
 
 
+def _worker_gone(conn: Connection) -> bool:
+    """True once the worker's end of ``conn`` is closed: it never writes, so readable is EOF."""
+    return conn.poll(0)
+
+
+def _exit_with_worker(conn: Connection) -> None:
+    """Exit this child as soon as its worker's end of ``conn`` closes.
+
+    The child's parent is the forkserver, not the worker, so ``getppid`` says nothing and
+    ``PR_SET_PDEATHSIG`` would watch the wrong process. A worker killed with ``kill -9`` closes
+    its end; the handler then stops here as a timeout would stop it, instead of running on with
+    nobody to record its outcome while the task runs again elsewhere. A worker that is alive
+    closes its end only after this child has exited or been killed.
+    """
+    fd = os.dup(conn.fileno())  # its own descriptor: the main thread closes conn when done
+
+    def watch() -> None:
+        wait([fd])  # returns at EOF only (selectors: no FD_SETSIZE limit)
+        os._exit(WORKER_GONE_EXIT)
+
+    threading.Thread(target=watch, name="rq-sched-worker-watch", daemon=True).start()
+
+
 def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
+    if _worker_gone(conn):
+        # The worker died between asking the forkserver for this child and now: nobody would
+        # record the outcome, and the task is recovered and runs elsewhere.
+        os._exit(WORKER_GONE_EXIT)
+    try:
+        conn.send(READY)
+        go = conn.recv()
+    except (EOFError, OSError):
+        go = None
+    if go != GO:  # the worker is gone, or gave the task up (its lease lost, cancelled)
+        os._exit(WORKER_GONE_EXIT)
+    _exit_with_worker(conn)
     task = Task(
         type=state.type,
         payload=state.payload,

@@ -229,6 +229,8 @@ class Server:
                 keys,
                 clock=self.clock,
                 interval=cfg.recover_interval,
+                lease_duration=cfg.lease_duration,
+                limits=cfg.archive_limits,
                 on_recovered=processor.notify_work,
             ),
             Janitor(

@@ -108,7 +108,9 @@ class Audit:
                 self.faults.append(ev)
                 self.result.faults[ev["kind"]] += 1
             elif kind == "kill":
-                self.kills[ev["child"]] = ev
+                # The first kill of a pid is its death; a later fault aimed at the same
+                # (already dead, not yet restarted) process logs the same pid again.
+                self.kills.setdefault(ev["child"], ev)
             elif kind == "proc_died":
                 self.died[ev["child"]] = ev
             elif kind == "redis_down":
@@ -195,7 +197,14 @@ class Audit:
 
     def _operator_run(self, key: tuple[str, str], after: float, before: float) -> bool:
         for op in self.ops.get(key, []):
-            if op["action"] == "run" and op["res"] == "ok" and after - 1.0 <= op["wall"] <= before:
+            # The run took effect between the op's start (a CLI call takes a second to start)
+            # and its return.
+            if (
+                op["action"] == "run"
+                and op["res"] == "ok"
+                and after - 1.0 <= op["wall"]
+                and op.get("t0", op["wall"]) <= before
+            ):
                 return True
         return any(
             op["action"] == "bulk_run"
@@ -253,13 +262,18 @@ class Audit:
         for op in self.ops.get(key, []):
             if op["action"] != "cancel" or op["res"] != "ok":
                 continue
-            for run in runs:
-                if (
-                    run.outcome == "interrupted"
-                    and run.end is not None
-                    and run.start <= op["wall"] <= run.end + 0.5
-                ):
-                    run.final = True
+            # A cancel ends one run: the last one going while it was asked for (an earlier
+            # run interrupted by its timeout is a failed attempt, retried).
+            ended = [
+                run
+                for run in runs
+                if run.outcome == "interrupted"
+                and run.end is not None
+                and run.start <= op["wall"] <= run.end + 0.5
+                and run.end >= op.get("t0", op["wall"]) - 0.1
+            ]
+            if ended:
+                max(ended, key=lambda r: r.start).final = True
 
     def _classify(
         self, key: tuple[str, str], earlier: list[Run], run: Run
@@ -283,11 +297,13 @@ class Audit:
             other = alive[0]
             if other.outcome == "abandoned":
                 return ("thread_timeout_overrun", None)
+            # Skew comes last: it explains nothing once leases are judged by Redis TIME, so it
+            # is named (and made a violation) only when no other fault overlapped.
             cause = (
                 self._stalled(other.pid, other.start, run.start)
-                or self._skew(other.start - LEASE, run.start)
                 or self._network(other.start - LEASE, run.start)
                 or self._lagged(other.pid, other.start - LEASE, run.start)
+                or self._skew(other.start - LEASE, run.start)
             )
             return (cause or "unexplained", None if cause else "concurrent_runs")
         dead = [r for r in open_runs if r not in alive]
@@ -319,13 +335,11 @@ class Audit:
         )
         if overlapped:
             return "stale_lease"
-        skew = self._skew(settler.start - LEASE, run.start)
-        if skew is not None:
-            return skew
         return (
             self._network(settler.end - 1.0, run.start)
             or self._stalled(settler.pid, settler.start, run.start)
             or self._lagged(settler.pid, settler.start - LEASE, run.start)
+            or self._skew(settler.start - LEASE, run.start)
         )
 
     def _check_after_ops(self, key: tuple[str, str], runs: list[Run], name: str) -> None:

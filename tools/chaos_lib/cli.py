@@ -20,7 +20,7 @@ from types import FrameType
 
 from chaos_lib import ledger as ledger_mod
 from chaos_lib.audit import Audit, ledger_lines
-from chaos_lib.plan import ALL_KINDS, KNOWN_BAD, SURVIVABLE
+from chaos_lib.plan import ALL_KINDS, BASIC, ISSUE10, KNOWN_BAD, SURVIVABLE
 from chaos_lib.report import print_report, summary
 from chaos_lib.roles import OPS
 from chaos_lib.run import Settings, Soak
@@ -42,8 +42,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--faults",
         default="all",
-        help="comma-separated fault kinds, or 'all', 'survivable' (what today's main survives) "
-        f"or 'known-bad'; kinds: {', '.join(ALL_KINDS)}",
+        help="comma-separated fault kinds, or 'all', 'survivable' (what today's main survives), "
+        "'basic', 'issue10' (the kinds issue 10's fixes made clean) or 'known-bad'; kinds: "
+        f"{', '.join(ALL_KINDS)}",
     )
     parser.add_argument(
         "--ops",
@@ -71,8 +72,16 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def kinds_of(text: str) -> tuple[str, ...]:
-    named = {"all": ALL_KINDS, "survivable": SURVIVABLE, "known-bad": KNOWN_BAD}
+    named = {
+        "all": ALL_KINDS,
+        "survivable": SURVIVABLE,
+        "basic": BASIC,
+        "issue10": ISSUE10,
+        "known-bad": KNOWN_BAD,
+    }
     if text in named:
+        if not named[text]:
+            raise SystemExit(f"tools/chaos: no fault kind is {text!r} today")
         return named[text]
     kinds = tuple(k.strip() for k in text.split(",") if k.strip())
     unknown = [k for k in kinds if k not in ALL_KINDS]

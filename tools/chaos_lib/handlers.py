@@ -201,5 +201,5 @@ async def run_bad(task: Task) -> object:
         raise ValueError("cannot open \udcff.txt")  # a lone surrogate, as os.listdir gives
     if how == "retry_inf":
         raise Retry(float("inf"))
-    task.result = {"not": "bytes"}
+    task.result = {"not": "bytes"}  # any msgpack value is a result now (issue 10 case 8)
     return None

@@ -21,6 +21,7 @@ import redis
 
 from chaos_lib.faults import Injector
 from chaos_lib.ledger import Ledger
+from chaos_lib.ledger import read as read_ledger
 from chaos_lib.plan import LEASE, QUEUES, Fault, fault_schedule
 from chaos_lib.procs import Proc, wait_all
 from chaos_lib.proxy import Proxy
@@ -28,6 +29,9 @@ from chaos_lib.roles import BIG_ARCHIVE, OPS
 from rq_sched import Inspector, RqSchedError
 from rq_sched.keys import QueueKeys
 from rq_sched.local_redis import RedisServer, free_port
+
+SCHEDULER_CATCH_UP = 15.0
+"""Most seconds the settle waits for the schedulers to enqueue the current ticks."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -275,6 +279,11 @@ class Soak:
             proc.kill_groups()
         for queue in QUEUES:
             self._retry(lambda q=queue: self.inspector.unpause(q))  # type: ignore[misc]
+        # A scheduler cut off at the end of the chaos (a blackholed connection takes its socket
+        # timeout, 10 s, to notice) catches up on missed ticks within its tolerance once it
+        # reaches Redis again: let it, before it is stopped, rather than count them as missed.
+        caught_up = self._wait_ticks_current(time.monotonic() + SCHEDULER_CATCH_UP)
+        self.ledger.write("settle", phase="ticks current" if caught_up else "ticks behind")
         schedulers = [p for p in self.procs.values() if p.role == "scheduler"]
         for proc in schedulers:
             proc.held = True
@@ -286,6 +295,21 @@ class Soak:
         time.sleep(6.0)  # heartbeats (every 1 s; 5 s for `rq-sched worker`) catch up
         self.ledger.write("settle", phase="settled" if settled else "timed out")
         return self._snapshot(settled, began, sched_stopped)
+
+    def _wait_ticks_current(self, deadline: float) -> bool:
+        """Wait until a scheduler has enqueued the ``every-1s`` tick of 2 s ago or later."""
+        while True:
+            want = (int(time.time()) - 2) * 1000
+            ticks = (
+                int(ev["id"].rsplit(":", 1)[1])
+                for ev in read_ledger(self.run_dir / "ledger")
+                if ev["ev"] == "tick" and ev["id"].startswith("cron:every-1s:")
+            )
+            if max(ticks, default=0) >= want:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.5)
 
     def _retry(self, action: Callable[[], object]) -> None:
         for _ in range(20):
