@@ -193,8 +193,10 @@ def test_process_handler_timeout_kills_the_child(
     router.add("f:slow-process", handlers.proc_pid_then_sleep, process=True)
     log = f"{namespace}:pids"
     payload = {"url": redis_url, "log": log}
+    # 3 s, not 1: the timeout also covers starting the child, which takes over a second on a
+    # loaded 2-core machine, and the test needs the child to record its pid first.
     task = Client(r, namespace=namespace).enqueue(
-        "f:slow-process", payload, timeout=1.0, max_retry=0
+        "f:slow-process", payload, timeout=3.0, max_retry=0
     )
     inspector = Inspector(r, namespace=namespace)
     with running_server(redis_url, router, namespace=namespace):
@@ -204,7 +206,7 @@ def test_process_handler_timeout_kills_the_child(
     assert not process_alive(pid), f"the handler's child process {pid} is still running"
     error = inspector.get_task("default", task.id).last_error
     assert error is not None
-    assert error.startswith("HandlerTimeoutError: timed out after 1s; child killed")
+    assert error.startswith("HandlerTimeoutError: timed out after 3s; child killed")
 
 
 def test_thread_handler_timeout_fails_the_task_and_tells_the_handler(
