@@ -342,10 +342,6 @@ def recover(keys: QueueKeys, limit: int = BATCH_LIMIT, *, lease_ms: int = 10_000
     )
 
 
-def release_unique(keys: QueueKeys, digest: str, task_id: str) -> Call:
-    return scripts.load("release_unique"), (keys.unique(digest),), (task_id,)
-
-
 def cancel(keys: QueueKeys, task_id: str, unique: str | None) -> Call:
     """Record a cancel request for an active task (before announcing it)."""
     return (

@@ -189,12 +189,6 @@ def archive_cancelled(store: Store, task_id: str, token: int) -> object:
     )  # fmt: skip
 
 
-def test_recoverer_releases_the_lock_of_a_cancelled_task(store: Store) -> None:
-    store.r.set(store.keys.unique("dig"), "a")
-    assert store.run(ops.release_unique(store.keys, "dig", "a")) == 1
-    assert store.r.get(store.keys.unique("dig")) is None
-
-
 def test_dequeue_reports_a_cancel_recorded_before_the_task_was_handed_back(store: Store) -> None:
     store.seed_pending("a")
     first = lease_one(store)

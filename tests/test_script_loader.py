@@ -40,7 +40,6 @@ def every_call(keys: QueueKeys) -> list[Call]:
         ops.forward(keys, NOW_MS),
         ops.extend(keys, 30_000, [("a", 1)]),
         ops.recover(keys),
-        ops.release_unique(keys, "x", "a"),
         ops.cancel(keys, "a", None),
         ops.delete(keys, "a", None),
         ops.run_now(keys, "a"),
