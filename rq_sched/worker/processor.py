@@ -526,11 +526,15 @@ class Processor:
             return True
         call = ops.extend(self.keys[entry.queue], int(duration * 1000), [(entry.id, entry.token)])
         try:
-            gone, _ = await scripts.arun(self.redis, *call)
+            gone, cancelled = await scripts.arun(self.redis, *call)
         except OUTAGE:
             return True  # cannot tell: at-least-once, as for any run whose lease may be lost
         if gone:
             self.lease_lost(entry.queue, entry.id, entry.token)
+            return False
+        if cancelled:
+            # A cancel recorded while the task waited (its notification missed): never start.
+            self.cancel(entry.queue, entry.id)
             return False
         entry.leased_at = time.monotonic()
         return True
