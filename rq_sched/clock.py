@@ -43,8 +43,13 @@ class ManualClock:
 
 
 def to_ms(seconds: float) -> int:
-    """Epoch seconds to integer milliseconds, the unit stored in Redis."""
-    return int(seconds * 1000)
+    """Epoch seconds to integer milliseconds, the unit stored in Redis.
+
+    Rounds to the nearest millisecond: ``seconds`` is a binary float, so ``t * 1000`` for a
+    time a whole millisecond after another can land a hair below the integer, and truncating
+    would give two different instants the same stamp.
+    """
+    return round(seconds * 1000)
 
 
 def from_ms(ms: int | float) -> datetime:

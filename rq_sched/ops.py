@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rq_sched import scripts
-from rq_sched.clock import utc_day
+from rq_sched.clock import to_ms, utc_day
 from rq_sched.keys import QueueKeys
 from rq_sched.message import TaskMessage, unique_of
 from rq_sched.options import Prepared
@@ -235,7 +235,7 @@ def archive_active(
             task_id,
             token,
             encoded,
-            int(now_s * 1000),
+            to_ms(now_s),
             day_expire_at(now_s),
             limits.max_size,
             int(limits.max_age_s * 1000),
@@ -261,9 +261,7 @@ def archive_corrupt(
     """A worker archives a leased task whose message does not decode: the raw bytes are kept
     as the payload of a :data:`CORRUPT_TYPE` message (so listings still read it), and the
     uniqueness lock is released when the raw message still names one."""
-    message = TaskMessage(type=CORRUPT_TYPE, payload=raw, max_retry=0).failed(
-        error, int(now_s * 1000)
-    )
+    message = TaskMessage(type=CORRUPT_TYPE, payload=raw, max_retry=0).failed(error, to_ms(now_s))
     return archive_active(
         keys,
         task_id,
@@ -292,7 +290,7 @@ def archive(
             keys.cancel,
             keys.limits,
         ),
-        (task_id, int(now_s * 1000), limits.max_size, int(limits.max_age_s * 1000)),
+        (task_id, to_ms(now_s), limits.max_size, int(limits.max_age_s * 1000)),
     )
 
 

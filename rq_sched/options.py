@@ -80,15 +80,21 @@ _spare_ids: deque[str] = deque()
 
 
 def new_task_id() -> str:
-    """A compact random id: 72 bits from ``os.urandom`` as 12 URL-safe characters."""
+    """A compact random id: 72 bits from ``os.urandom`` as 12 URL-safe characters.
+
+    An id never starts with ``-``, so that it can be pasted after a command-line verb
+    (``rq-sched task default <id>``) without being read as an option; the first character
+    ``-`` becomes ``x``, which costs about 0.03 bits of the 72.
+    """
     try:
         return _spare_ids.popleft()
     except IndexError:
         # One urandom call and one base64 pass for a batch of ids: 9 bytes encode to exactly
         # 12 characters, so the batch's encoding splits into ids without padding.
         text = base64.urlsafe_b64encode(os.urandom(9 * _ID_BATCH)).decode()
-        _spare_ids.extend(text[i : i + 12] for i in range(12, len(text), 12))
-        return text[:12]
+        ids = [text[i : i + 12] for i in range(0, len(text), 12)]
+        _spare_ids.extend("x" + i[1:] if i[0] == "-" else i for i in ids)
+        return _spare_ids.popleft()
 
 
 # A forked child must not hand out the ids its parent has in stock.

@@ -147,6 +147,18 @@ def test_task_actions_change_the_task(
         assert Inspector(r, namespace=namespace).get_task("default", task_id).state is state
 
 
+def test_a_task_id_that_starts_with_a_dash_goes_after_a_double_dash(
+    cli: Any, redis_url: str, namespace: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Client.from_url(redis_url, namespace=namespace).enqueue("t", task_id="-dash")
+    code, out, _ = cli("task", "default", "--", "-dash")
+    assert code == 0 and "state       pending" in out
+    with pytest.raises(SystemExit) as exit_info:
+        main(["task", "--url", redis_url, "--namespace", namespace, "default", "-dash"])
+    assert exit_info.value.code == 2
+    assert "goes after '--'" in capsys.readouterr().err
+
+
 def test_task_cancel_of_a_pending_task_is_refused(cli: Any, seeded: Seeded) -> None:
     code, _, err = cli("task", "default", "pending-0", "cancel")
     assert code == 1 and "not active" in err

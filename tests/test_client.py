@@ -72,6 +72,13 @@ def test_generated_ids_are_distinct(client: Client) -> None:
     assert all(len(i) == 12 and i.replace("-", "").replace("_", "").isalnum() for i in ids)
 
 
+def test_generated_ids_never_start_with_a_dash() -> None:
+    # One id in 64 started with "-", and `rq-sched task default -cAj...` read it as an option.
+    firsts = {new_task_id()[0] for _ in range(20_000)}
+    assert "-" not in firsts
+    assert len(firsts) == 63  # every other base64url character still starts ids
+
+
 def test_a_forked_child_does_not_reuse_the_parents_ids() -> None:
     new_task_id()  # the parent now holds a stock of ids
     read_end, write_end = os.pipe()

@@ -6,16 +6,26 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from rq_sched.cli import admin, dev, dq, scheduler, web, worker
 
 _MODULES = (dev, worker, scheduler, web, admin, dq)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Argument errors say how to pass a value that starts with ``-`` (a task id the user
+    chose, say), which argparse otherwise reads as an unknown option."""
+
+    def error(self, message: str) -> NoReturn:
+        if "arguments are required" in message or "unrecognized arguments" in message:
+            message += " (a value that starts with '-', such as a task id, goes after '--': "
+            message += "rq-sched task QUEUE -- -ID)"
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rq-sched", description="rq_sched: a distributed task queue on Redis."
-    )
+    parser = _Parser(prog="rq-sched", description="rq_sched: a distributed task queue on Redis.")
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module in _MODULES:

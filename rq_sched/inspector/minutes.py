@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from rq_sched.clock import to_ms
 from rq_sched.errors import ValidationError
 from rq_sched.inspector.lists import read_stats
 from rq_sched.inspector.models import MinutePoint
@@ -41,7 +42,7 @@ WINDOWS = {"hour": 60, "day": KEEP_MINUTES}
 
 def minute_of(now_s: float) -> int:
     """Start (ms) of the minute holding ``now_s``."""
-    return int(now_s * 1000) // MINUTE_MS * MINUTE_MS
+    return to_ms(now_s) // MINUTE_MS * MINUTE_MS
 
 
 def sample(redis: SyncRedis, queues: Sequence[QueueKeys], now_s: float) -> int:

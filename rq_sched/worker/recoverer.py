@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 
 from rq_sched import ops, scripts
-from rq_sched.clock import Clock
+from rq_sched.clock import Clock, to_ms
 from rq_sched.errors import CorruptTaskError
 from rq_sched.keys import QueueKeys
 from rq_sched.message import decode
@@ -103,7 +103,7 @@ class Recoverer(Component):
                 keys,
                 task_id,
                 token,
-                encoded=message.failed(reason, int(now * 1000)).encode(),
+                encoded=message.failed(reason, to_ms(now)).encode(),
                 unique=message.unique,
                 now_s=now,
                 limits=self.limits,
