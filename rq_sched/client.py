@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from rq_sched import ops, scripts
-from rq_sched.clock import Clock, SystemClock, to_ms
+from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.connection import aconnect, connect, refused, translate_errors
 from rq_sched.errors import EnqueueManyError, RqSchedError, ValidationError, error_for_code
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
@@ -39,7 +39,7 @@ class _Producer:
             )
         self.namespace = namespace
         self.max_payload_bytes = max_payload_bytes
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = use_clock(clock)
         self.global_keys = GlobalKeys(namespace)
         self._keys: dict[str, QueueKeys] = {}
         self._registered: set[str] = set()

@@ -6,6 +6,8 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol
 
+from rq_sched.errors import ValidationError
+
 
 class Clock(Protocol):
     """Where rq_sched reads the time. Components take one so tests can control time."""
@@ -40,6 +42,19 @@ class ManualClock:
     def set(self, when: float | datetime) -> None:
         """Jump to ``when`` (epoch seconds or an aware datetime)."""
         self._now = when.timestamp() if isinstance(when, datetime) else float(when)
+
+
+def use_clock(clock: object) -> Clock:
+    """``clock``, or the system clock for ``None``; anything without a callable ``now`` is
+    refused here, where it is passed, rather than deep inside a loop at its first reading."""
+    if clock is None:
+        return SystemClock()
+    if not callable(getattr(clock, "now", None)):
+        raise ValidationError(
+            f"clock must have a now() method returning epoch seconds (e.g. ManualClock()), "
+            f"got {clock!r}"
+        )
+    return clock  # type: ignore[return-value]
 
 
 def to_ms(seconds: float) -> int:

@@ -20,6 +20,9 @@ from rq_sched.errors import ValidationError
 MAX_DURATION_S = 100 * 365 * 86_400
 """The longest duration accepted (100 years, 3,153,600,000 s)."""
 
+MIN_DURATION_S = 0.001
+"""The shortest duration accepted where zero is not (one millisecond, the stored unit)."""
+
 _UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _WHOLE = re.compile(r"(?:\d+(?:\.\d+)?(?:ms|s|m|h|d))+")
@@ -46,7 +49,7 @@ def duration_seconds(
     value: object, name: str, *, allow_zero: bool = True, allow_text: bool = True
 ) -> float:
     """``value`` (a timedelta, seconds, or with ``allow_text`` a string like ``"10m"``) as
-    seconds, checked to be finite, not negative (nor zero unless ``allow_zero``) and at most
+    seconds, checked to be finite, not negative (nor under 1 ms unless ``allow_zero``) and at most
     :data:`MAX_DURATION_S`.
 
     Raises:
@@ -85,8 +88,10 @@ def check_seconds(
     shown = seconds if given is None else given
     if not math.isfinite(seconds):
         raise ValidationError(f"{name} must be a finite number of seconds, got {shown!r}")
-    if seconds <= 0 and not allow_zero:
-        raise ValidationError(f"{name} must be > 0 seconds, got {shown!r}")
+    if seconds < MIN_DURATION_S and not allow_zero:
+        # Durations are kept in whole milliseconds: 1e-300 would become 0, which means "none"
+        # for a timeout and is an error for a Redis expiry.
+        raise ValidationError(f"{name} must be at least 1 ms (0.001 seconds), got {shown!r}")
     if seconds < 0:
         raise ValidationError(f"{name} must be >= 0 seconds (not negative), got {shown!r}")
     if seconds > MAX_DURATION_S:

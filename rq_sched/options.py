@@ -256,14 +256,19 @@ def check_headers(headers: object) -> dict[str, str] | None:
         isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
     ):
         raise ValidationError(f"headers must be a dict of str to str, got {headers!r}")
-    try:
-        for key, value in headers.items():
-            key.encode()
+    for key, value in headers.items():
+        # A name is an identifier (``traceparent``): printable, like a task type. A value may
+        # be any text (the CLI and dashboard escape it) that UTF-8 can encode.
+        problem = _text_problem(key, "header name") if key else "a header name may not be empty"
+        if problem:
+            raise ValidationError(problem)
+        try:
             value.encode()
-    except UnicodeEncodeError:
-        raise ValidationError(
-            f"headers must be text without lone surrogates (UTF-8 encodable), got {headers!r}"
-        ) from None
+        except UnicodeEncodeError:
+            raise ValidationError(
+                f"header {key!r} has a lone surrogate in its value {value!r}; pass text that "
+                "UTF-8 can encode"
+            ) from None
     return dict(headers) or None
 
 

@@ -235,9 +235,9 @@ BAD_INPUT: list[tuple[dict[str, Any], str]] = [
     ({"max_retry": -1}, "max_retry must be an int >= 0"),
     ({"max_retry": True}, "max_retry must be an int >= 0"),
     ({"max_retry": 2.5}, "max_retry must be an int >= 0"),
-    ({"timeout": 0}, "timeout must be > 0"),
-    ({"timeout": -5}, "timeout must be > 0"),
-    ({"unique": 0}, "unique must be > 0"),
+    ({"timeout": 0}, "timeout must be at least 1 ms"),
+    ({"timeout": -5}, "timeout must be at least 1 ms"),
+    ({"unique": 0}, "unique must be at least 1 ms"),
     ({"retention": -1}, "retention must be >= 0"),
     ({"deadline": datetime(2000, 1, 1, tzinfo=UTC)}, "has already passed"),
     ({"task_id": ""}, "task_id must be a non-empty str"),
@@ -265,7 +265,9 @@ BAD_INPUT: list[tuple[dict[str, Any], str]] = [
     ({"queue": "."}, "queue name may not be '.' or '..'"),
     ({"queue": ".."}, "queue name may not be '.' or '..'"),
     ({"queue": "a/b"}, "may not contain '/'"),
-    ({"headers": {"k": "\ud800"}}, "headers must be text without lone surrogates"),
+    ({"headers": {"k": "\ud800"}}, "header 'k' has a lone surrogate in its value"),
+    ({"headers": {"a\x1b[2J": "v"}}, "header name .* has a lone surrogate or control character"),
+    ({"headers": {"": "v"}}, "a header name may not be empty"),
 ]
 
 

@@ -166,6 +166,7 @@ def test_duration_seconds_accepts_numbers_timedeltas_and_strings() -> None:
         ("@every", "give an interval"),
         ("@every 0s", "at least 1s"),
         ("@every 500ms", "at least 1s"),
+        ("@every 99999999999d", "at most 100 years"),
         ("@every 5 parsecs", "not a duration"),
         ("0 0 30 2 *", "never fires"),
         ("", "non-empty"),

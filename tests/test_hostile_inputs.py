@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 import redis
+import redis.asyncio
 
-from rq_sched import Client, Inspector, Router
+from rq_sched import AsyncClient, Client, Inspector, Router, Scheduler, Server
 from rq_sched.dq.redis_producer import RedisProducer
 from rq_sched.errors import DqConfigError, ValidationError
+from rq_sched.worker.config import ServerConfig
 
 
 class _OddTz(tzinfo):
@@ -55,6 +57,9 @@ FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
         {"timeout": 10**400},
         {"process_in": 10**400},
         {"unique": -(10**400)},
+        {"timeout": 1e-300},
+        {"unique": 1e-300},
+        {"unique": timedelta(microseconds=1)},
     ],
     ids=[
         "process_at-year-9999",
@@ -65,6 +70,9 @@ FAR_FUTURE = datetime.max.replace(tzinfo=UTC)
         "timeout-10e400",
         "process_in-10e400",
         "unique-minus-10e400",
+        "timeout-below-a-millisecond",
+        "unique-below-a-millisecond",
+        "unique-one-microsecond",
     ],
 )
 def test_enqueue_refuses_before_writing(
@@ -160,5 +168,27 @@ def test_router_refuses_bad_handler_options(options: dict[str, Any]) -> None:
     assert "t" not in router.routes
 
 
+@pytest.mark.parametrize("name", ["lease_duration", "recover_interval", "heartbeat_interval"])
+def test_server_config_refuses_durations_below_a_millisecond(name: str) -> None:
+    # 1e-300 s became a 0 ms lease: a PX 0 that Redis refuses inside the dequeue script.
+    with pytest.raises(ValidationError, match=f"{name} must be at least 1 ms"):
+        options: dict[str, Any] = {name: 1e-300}
+        ServerConfig(**options)
+
+
 def _handler(task: object) -> None:
     return None
+
+
+@pytest.mark.parametrize("clock", ["x", 5, object()])
+def test_components_refuse_a_clock_without_now(r: redis.Redis, clock: object) -> None:
+    # Client(clock="x") used to be accepted and fail at the first enqueue, deep in a call.
+    for make in (
+        lambda: Client(r, clock=clock),  # type: ignore[arg-type]
+        lambda: AsyncClient(redis.asyncio.Redis(), clock=clock),  # type: ignore[arg-type]
+        lambda: Inspector(r, clock=clock),  # type: ignore[arg-type]
+        lambda: Scheduler(r, clock=clock),  # type: ignore[arg-type]
+        lambda: Server(redis.asyncio.Redis(socket_timeout=5), clock=clock),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(ValidationError, match="clock must have a now"):
+            make()

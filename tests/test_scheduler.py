@@ -442,7 +442,7 @@ def test_bad_entries_are_refused_with_the_entry_named(
     [
         ({"tolerance": float("inf")}, "tolerance must be a finite number of seconds"),
         ({"heartbeat_interval": float("nan")}, "heartbeat_interval must be a finite number"),
-        ({"tolerance": 0}, "tolerance must be > 0 seconds"),
+        ({"tolerance": 0}, "tolerance must be at least 1 ms"),
         ({"history_length": 0}, "history_length must be >= 1"),
     ],
 )

@@ -380,8 +380,8 @@ def test_server_config_refuses_bad_values_with_a_clear_message() -> None:
         ({"concurrency": 0}, "concurrency must be an int >= 1, got 0"),
         ({"batch_size": 1.5}, "batch_size must be an int >= 1"),
         ({"processes": -1}, "processes must be an int >= 0"),
-        ({"lease_duration": 0}, "lease_duration must be > 0 seconds"),
-        ({"idle_timeout": -1}, "idle_timeout must be > 0 seconds"),
+        ({"lease_duration": 0}, "lease_duration must be at least 1 ms"),
+        ({"idle_timeout": -1}, "idle_timeout must be at least 1 ms"),
         ({"shutdown_timeout": -1}, "shutdown_timeout must be >= 0 seconds"),
         # Found by the adversarial review: accepted, then failing or hanging deep in the server.
         ({"queues": ["a"]}, "queues must map queue names to weights"),

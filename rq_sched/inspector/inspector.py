@@ -15,7 +15,7 @@ from typing import Any, Self
 
 from rq_sched import ops, scripts
 from rq_sched.client import Client
-from rq_sched.clock import Clock, SystemClock, from_ms, to_ms
+from rq_sched.clock import Clock, from_ms, to_ms, use_clock
 from rq_sched.connection import connect, translate_errors
 from rq_sched.errors import TaskNotFoundError, TaskStateError, ValidationError, raise_for_code
 from rq_sched.inspector import actions as inspector_actions
@@ -67,7 +67,7 @@ class Inspector:
     ) -> None:
         self.redis = redis
         self.namespace = check_namespace(namespace)
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = use_clock(clock)
         self.global_keys = GlobalKeys(namespace)
         self.archive_limits = archive_limits or ops.ArchiveLimits()
 

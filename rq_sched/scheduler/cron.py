@@ -37,7 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
 
-from rq_sched.durations import duration_seconds, parse_duration_ms
+from rq_sched.durations import MAX_DURATION_S, duration_seconds, parse_duration_ms
 from rq_sched.errors import ValidationError
 
 __all__ = [
@@ -166,6 +166,9 @@ def _interval(spec: str, rest: str) -> IntervalSchedule:
         raise ValidationError(f"spec {spec!r}: {exc}") from None
     if interval_ms < MIN_INTERVAL_MS:
         raise ValidationError(f"spec {spec!r}: the interval must be at least 1s")
+    if interval_ms > MAX_DURATION_S * 1000:
+        # Fire times past year 9999 overflow the datetimes every record and listing is built of.
+        raise ValidationError(f"spec {spec!r}: the interval must be at most 100 years")
     return IntervalSchedule(spec, interval_ms)
 
 

@@ -53,7 +53,7 @@ from typing import Any, Self
 import redis.exceptions
 
 from rq_sched import ops, scripts
-from rq_sched.clock import Clock, SystemClock, from_ms, to_ms
+from rq_sched.clock import Clock, from_ms, to_ms, use_clock
 from rq_sched.connection import connect, translate_errors
 from rq_sched.durations import duration_ms
 from rq_sched.errors import (
@@ -141,7 +141,7 @@ class Scheduler:
             raise ValidationError(f"history_length must be >= 1, got {history_length}")
         self.redis = redis
         self.namespace = namespace
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = use_clock(clock)
         self.global_keys = GlobalKeys(namespace)
         self.tolerance_ms = _positive_ms(tolerance, "tolerance")
         self.heartbeat_ms = _positive_ms(heartbeat_interval, "heartbeat_interval")

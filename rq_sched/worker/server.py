@@ -24,7 +24,7 @@ from typing import Any, Self
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError
 
-from rq_sched.clock import Clock, SystemClock
+from rq_sched.clock import Clock, use_clock
 from rq_sched.connection import aconnect
 from rq_sched.errors import ValidationError
 from rq_sched.keys import GlobalKeys, QueueKeys
@@ -79,7 +79,7 @@ class Server:
                 "the worker's Redis client has no socket timeout: a connection dropped without "
                 "a FIN or RST blocks it until TCP gives up; pass socket_timeout= (e.g. 10)"
             )
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = use_clock(clock)
         self.id = new_server_id()
         self.processor: Processor | None = None
         self.started = threading.Event()
