@@ -81,24 +81,29 @@ class Injector:
 
     def _signal_and_hold(self, name: str, sig: int, kind: str) -> Undo:
         proc = self.soak.procs[name]
-        proc.held = True
-        self.soak.ledger.write("kill", name=name, child=proc.pid, sig=int(sig), kind=kind)
+        proc.holds += 1
+        stopped = proc.pid
+        self.soak.ledger.write("kill", name=name, child=stopped, sig=int(sig), kind=kind)
         proc.signal(sig)
 
         def restart() -> None:
-            if not proc.wait(6.0):  # a graceful stop that takes too long becomes a kill
-                self.soak.ledger.write(
-                    "kill",
-                    name=name,
-                    child=proc.pid,
-                    sig=int(signal.SIGKILL),
-                    kind=kind,
-                    why="sigterm took longer than 6s",
-                )
-                proc.signal(signal.SIGKILL)
-                proc.wait(5.0)
-            proc.start()
-            proc.held = False
+            try:
+                if proc.pid != stopped and proc.alive():
+                    return  # an overlapping fault's undo already started a new incarnation
+                if not proc.wait(6.0):  # a graceful stop that takes too long becomes a kill
+                    self.soak.ledger.write(
+                        "kill",
+                        name=name,
+                        child=proc.pid,
+                        sig=int(signal.SIGKILL),
+                        kind=kind,
+                        why="sigterm took longer than 6s",
+                    )
+                    proc.signal(signal.SIGKILL)
+                    proc.wait(5.0)
+                proc.start()
+            finally:
+                proc.holds -= 1
 
         return restart
 
@@ -117,17 +122,23 @@ class Injector:
     def begin_clock_skew(self, fault: Fault) -> Undo:
         """Restart a worker with its clock off by ``offset`` s; restart it right afterwards."""
         proc = self.soak.procs[fault.target]
-        proc.held = True
-        self._replace(proc, "skew_restart")
-        normal = list(proc.argv)
-        proc.argv = [*normal, "--skew", str(fault.params["offset"])]
-        proc.start()
+        proc.holds += 1
+        try:
+            self._replace(proc, "skew_restart")
+            normal = list(proc.argv)
+            proc.argv = [*normal, "--skew", str(fault.params["offset"])]
+            proc.start()
+        finally:
+            proc.holds -= 1
 
         def restore() -> None:
-            self._replace(proc, "skew_restart")
-            proc.argv = normal
-            proc.start()
-            proc.held = False
+            proc.holds += 1
+            try:
+                self._replace(proc, "skew_restart")
+                proc.argv = normal
+                proc.start()
+            finally:
+                proc.holds -= 1
 
         return restore
 
@@ -176,6 +187,8 @@ class Injector:
     # -- Redis and the network ---------------------------------------------------------------
 
     def begin_redis_pause(self, fault: Fault) -> Undo:
+        if not self.soak.redis_up():
+            raise redis.ConnectionError("redis-server is down (killed by an earlier fault)")
         self.soak.direct.client_pause(int(fault.hold * 1000), all=True)
         return None  # Redis ends the pause by itself
 

@@ -30,8 +30,10 @@ class Proc:
     run_dir: Path
     ledger: Ledger
     popen: subprocess.Popen[bytes] | None = None
-    held: bool = False
-    """True while a fault keeps it down on purpose (the supervisor does not restart it)."""
+    holds: int = 0
+    """Faults keeping it down on purpose right now (the supervisor leaves it alone while any
+    does). A count, not a flag: two faults on one worker overlap, and the first undo must not
+    hand the process back to the supervisor while the second still holds it."""
     pids: list[int] = field(default_factory=list)
     """Every pid it ever had, so teardown reaches leftovers of earlier incarnations."""
 
@@ -60,6 +62,10 @@ class Proc:
     @property
     def pid(self) -> int:
         return self.popen.pid if self.popen is not None else 0
+
+    @property
+    def held(self) -> bool:
+        return self.holds > 0
 
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None

@@ -10,9 +10,11 @@ import itertools
 import json
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,7 +103,7 @@ class Soak:
         self.redis_procs.append(self.redis.proc)
         self.proxy.upstream_port = self.redis.port
         self.proxy.start()
-        self.direct = redis.Redis(port=self.redis.port, socket_timeout=10, socket_connect_timeout=5)
+        self.direct = redis.Redis(port=self.redis.port, socket_timeout=10, socket_connect_timeout=1)
         self.inspector = Inspector(
             self.direct, namespace=self.namespace, archive_limits=BIG_ARCHIVE
         )
@@ -204,37 +206,72 @@ class Soak:
     # -- the chaos phase ----------------------------------------------------------------------
 
     def _chaos(self) -> None:
+        """Begin each fault at its planned time and undo it ``hold`` seconds later.
+
+        Each target (a process, Redis, the proxy, the store) has its own thread that runs its
+        begins and undos in order, so one slow step — a SIGTERM that takes 6 s, a write to a
+        Redis that is down — delays only its own target: a Redis kill is undone after its hold
+        even while a worker takes its time to stop. (One loop for all of them let faults pile
+        up: Redis stayed down 21 s instead of 1.5 s, and both schedulers were gone for longer
+        than their tolerance, which the tick audit then reported as missed ticks.)
+        """
         start = time.monotonic()
         order = itertools.count()
-        events: list[tuple[float, int, Callable[[], None]]] = []
+        events: list[tuple[float, int, str, Callable[[], None]]] = []
+        lock = threading.Lock()
+        lanes: dict[str, ThreadPoolExecutor] = {}
+        running: list[Future[None]] = []
+
+        def submit(target: str, action: Callable[[], None]) -> None:
+            if target not in lanes:
+                lanes[target] = ThreadPoolExecutor(1, thread_name_prefix=f"fault-{target}")
+            running.append(lanes[target].submit(action))
+
+        def beginner(fault: Fault) -> Callable[[], None]:
+            def begin() -> None:
+                undo = self.injector.begin(fault)
+                if undo is not None:
+                    undo.is_undo = True  # type: ignore[attr-defined]
+                    with lock:
+                        due = time.monotonic() + fault.hold
+                        heapq.heappush(events, (due, next(order), fault.target, undo))
+
+            return begin
+
         for fault in self.schedule:
-            heapq.heappush(
-                events, (start + fault.at, next(order), self._beginner(fault, events, order))
-            )
+            events.append((start + fault.at, next(order), fault.target, beginner(fault)))
+        heapq.heapify(events)
         end = start + self.settings.duration
-        while time.monotonic() < end:
-            while events and events[0][0] <= time.monotonic():
-                _, _, action = heapq.heappop(events)
-                action()
-            self._supervise()
-            time.sleep(0.05)
-        for _, _, action in sorted(events):  # undo what is still held; begin nothing new
-            if getattr(action, "is_undo", False):
-                action()
+        try:
+            while time.monotonic() < end:
+                with lock:
+                    due_now = []
+                    while events and events[0][0] <= time.monotonic():
+                        due_now.append(heapq.heappop(events))
+                for _, _, target, action in due_now:
+                    submit(target, action)
+                self._check_lanes(running)
+                self._supervise()
+                time.sleep(0.05)
+            # Begin nothing new; wait for the begins under way, then undo what is still held.
+            for lane in lanes.values():
+                lane.submit(lambda: None).result()
+            with lock:
+                held = [e for e in sorted(events) if getattr(e[3], "is_undo", False)]
+                events.clear()
+            for _, _, target, undo in held:
+                submit(target, undo)
+        finally:
+            for lane in lanes.values():
+                lane.shutdown(wait=True)
+        self._check_lanes(running)
 
-    def _beginner(
-        self,
-        fault: Fault,
-        events: list[tuple[float, int, Callable[[], None]]],
-        order: itertools.count[int],
-    ) -> Callable[[], None]:
-        def begin() -> None:
-            undo = self.injector.begin(fault)
-            if undo is not None:
-                undo.is_undo = True  # type: ignore[attr-defined]
-                heapq.heappush(events, (time.monotonic() + fault.hold, next(order), undo))
-
-        return begin
+    @staticmethod
+    def _check_lanes(running: list[Future[None]]) -> None:
+        """Raise what a fault's begin or undo raised (an injector bug, not a fault)."""
+        for future in [f for f in running if f.done()]:
+            running.remove(future)
+            future.result()
 
     def _supervise(self) -> None:
         """Restart a process that died without a fault: a crash is a finding, not a fault."""
@@ -286,7 +323,7 @@ class Soak:
         self.ledger.write("settle", phase="ticks current" if caught_up else "ticks behind")
         schedulers = [p for p in self.procs.values() if p.role == "scheduler"]
         for proc in schedulers:
-            proc.held = True
+            proc.holds += 1  # stopped for good: the supervisor must not restart them
             proc.signal(signal.SIGTERM)
         wait_all(schedulers, 10.0)
         sched_stopped = time.time()
