@@ -55,6 +55,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fault-gap", type=float, help="mean seconds between faults")
     parser.add_argument("--workers", type=int, default=3, help="rq_sched.Server workers (+1 CLI)")
     parser.add_argument(
+        "--concurrency", type=int, default=8, help="handler slots per worker (%(default)s)"
+    )
+    parser.add_argument(
         "--no-cli-worker",
         action="store_true",
         help="no `rq-sched worker` (its archive limit is the default 10,000)",
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         mean_gap=args.fault_gap or (2.0 if args.quick else 1.5),
         settle_timeout=args.settle or (60.0 if args.quick else 180.0),
         workers=args.workers,
+        concurrency=args.concurrency,
         cli_worker=not args.no_cli_worker,
         ops=ops_of(args.ops),
     )

@@ -51,6 +51,8 @@ class Settings:
     """Mean seconds between two faults."""
     settle_timeout: float = 45.0
     workers: int = 3
+    concurrency: int = 8
+    """Handler slots per worker process (the soak's throughput grows with it)."""
     cli_worker: bool = True
     ops: tuple[str, ...] = OPS
 
@@ -168,6 +170,8 @@ class Soak:
                 "worker",
                 "--lease",
                 str(LEASE),
+                "--concurrency",
+                str(s.concurrency),
                 *(("--processes", "2") if i == 1 else ()),
             )
             for i in range(s.workers)
@@ -188,7 +192,7 @@ class Soak:
                 "--lease",
                 str(LEASE),
                 "--concurrency",
-                "8",
+                str(s.concurrency),
                 "--shutdown-timeout",
                 "2",
             ]
