@@ -14,7 +14,7 @@
 -- KEYS[9] lost        hash: id -> times its lease expired
 -- KEYS[10] unique     the task's uniqueness lock
 -- KEYS[11] cancel     hash: id -> cancel request
--- KEYS[12] limits     hash: the queue's archive limits (max_size, max_age_ms)
+-- KEYS[12] limits     hash: the queue's archive limits (max_size, max_age_ms) and `trimmed`
 -- ARGV[1] id
 -- ARGV[2] now ms
 -- ARGV[3] most archived tasks kept, if the queue stores no limits
@@ -50,4 +50,4 @@ redis.call('HDEL', lost, id)
 redis.call('HDEL', cancel, id)
 release_unique(unique, id)
 local max_size, max_age_ms = archive_limits(limits, ARGV[3], ARGV[4])
-return {1, trim_archive(archived, msg, result, now, max_size, max_age_ms, 100)}
+return {1, trim_archive(archived, msg, result, limits, now, max_size, max_age_ms, 100)}

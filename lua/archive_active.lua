@@ -13,7 +13,7 @@
 -- KEYS[8] unique      the task's uniqueness lock
 -- KEYS[9] failed      total counter
 -- KEYS[10] failed_day daily counter
--- KEYS[11] limits     hash: the queue's archive limits (max_size, max_age_ms)
+-- KEYS[11] limits     hash: the queue's archive limits (max_size, max_age_ms) and `trimmed`
 -- ARGV[1] id
 -- ARGV[2] lease token
 -- ARGV[3] updated message (its last error recorded)
@@ -57,5 +57,5 @@ if ARGV[8] == '1' then
   count(failed, failed_day, ARGV[5], 1)
 end
 local max_size, max_age_ms = archive_limits(limits, ARGV[6], ARGV[7])
-trim_archive(archived, msg, result, now, max_size, max_age_ms, 100)
+trim_archive(archived, msg, result, limits, now, max_size, max_age_ms, 100)
 return 1

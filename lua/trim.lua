@@ -6,7 +6,7 @@
 -- KEYS[2] archived   zset: id -> archived at ms
 -- KEYS[3] msg        hash: id -> message
 -- KEYS[4] result     hash: id -> result
--- KEYS[5] limits     hash: the queue's archive limits (max_size, max_age_ms)
+-- KEYS[5] limits     hash: the queue's archive limits (max_size, max_age_ms) and `trimmed`
 -- ARGV[1] now ms
 -- ARGV[2] most archived tasks kept
 -- ARGV[3] longest an archived task is kept, ms
@@ -27,6 +27,6 @@ if #ids > 0 then
   redis.call('HDEL', msg, unpack(ids))
   redis.call('HDEL', result, unpack(ids))
 end
-local dropped = trim_archive(archived, msg, result, tonumber(ARGV[1]), tonumber(ARGV[2]),
-  tonumber(ARGV[3]), limit)
+local dropped = trim_archive(archived, msg, result, limits, tonumber(ARGV[1]),
+  tonumber(ARGV[2]), tonumber(ARGV[3]), limit)
 return {#ids, dropped}

@@ -44,6 +44,7 @@ from rq_sched.inspector import (
     TaskPage,
 )
 from rq_sched.models import NewTask, QueueInfo, TaskInfo, TaskState
+from rq_sched.ops import ArchiveLimits
 from rq_sched.router import Middleware, Router
 
 # Periodic tasks
@@ -65,6 +66,7 @@ __all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
     "TaskInfo",
     "TaskState",
     # running handlers
+    "ArchiveLimits",
     "Backoff",
     "Middleware",
     "Router",

@@ -20,7 +20,8 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
     ns:{q}:lost         hash   id -> times its lease expired with no ack (sparse)
     ns:{q}:marker       zset   "r" -> 0 when tasks are ready; "d" -> next due time (ms)
     ns:{q}:paused       string present while the queue is paused
-    ns:{q}:limits       hash   the queue's archive limits in force: max_size, max_age_ms
+    ns:{q}:limits       hash   the queue's archive limits in force: max_size, max_age_ms;
+                               trimmed: archived tasks those limits have deleted, all time
     ns:{q}:unique:<d>   string id holding the uniqueness lock for digest <d> (with TTL)
     ns:{q}:guard:<g>    string last fire time claimed for guard <g> (scheduler ticks)
     ns:{q}:processed    string total processed; ns:{q}:processed:<yyyy-mm-dd> per day

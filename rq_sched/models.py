@@ -107,6 +107,8 @@ class QueueInfo:
     failed: int
     processed_today: int
     failed_today: int
+    trimmed: int = 0
+    """Archived tasks the archive's size and age limits have deleted, all time."""
 
     @property
     def size(self) -> int:

@@ -13,6 +13,8 @@ from typing import Any
 
 from rq_sched import scripts
 from rq_sched.clock import to_ms, utc_day
+from rq_sched.durations import check_seconds
+from rq_sched.errors import ValidationError
 from rq_sched.keys import QueueKeys
 from rq_sched.message import TaskMessage, unique_of
 from rq_sched.options import Prepared
@@ -201,6 +203,20 @@ class ArchiveLimits:
 
     max_size: int = 10_000
     max_age_s: float = 90 * 86400
+
+    def __post_init__(self) -> None:
+        size = self.max_size
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_ARCHIVE:
+            raise ValidationError(
+                f"archive max_size must be an int >= 1 (at most {MAX_ARCHIVE}), got {size!r}"
+            )
+        if isinstance(self.max_age_s, bool) or not isinstance(self.max_age_s, int | float):
+            raise ValidationError(f"archive max_age_s must be seconds, got {self.max_age_s!r}")
+        check_seconds(self.max_age_s, "archive max_age_s", allow_zero=False)
+
+
+MAX_ARCHIVE = 10**12
+"""The largest archive size accepted (Lua keeps numbers as doubles, exact to 2**53)."""
 
 
 def archive_active(

@@ -100,6 +100,21 @@ def test_trim_stores_the_limits_it_applies_as_the_queues_own(store: Store) -> No
     assert store.snapshot() == {"limits": {"max_size": b"7", "max_age_ms": b"60000"}}
 
 
+def test_trim_counts_the_archived_tasks_it_drops_in_the_queues_limits(store: Store) -> None:
+    """A trim deletes by policy, and says so: a 45-minute soak lost 3,071 archived tasks to
+    another server's smaller limits, and nothing in Redis counted them."""
+    for i in range(4):
+        store.seed_zset("archived", f"a{i}", NOW_MS - 10 + i)
+    limits = ops.ArchiveLimits(max_size=1, max_age_s=60)
+    assert store.run(ops.trim(store.keys, NOW_MS, limits)) == [0, 3]
+    assert store.run(ops.trim(store.keys, NOW_MS, limits)) == [0, 0]
+    assert store.snapshot()["limits"] == {
+        "max_size": b"1",
+        "max_age_ms": b"60000",
+        "trimmed": b"3",
+    }
+
+
 # --- delete -----------------------------------------------------------------------------------
 
 

@@ -192,6 +192,24 @@ def test_archive_from_worker_stores_update_counts_failure_and_frees_lock(store: 
     }
 
 
+def test_archive_from_worker_counts_the_archived_tasks_its_trim_dropped(store: Store) -> None:
+    for i in range(3):
+        store.seed_zset("archived", f"old{i}", NOW_MS - 100 + i)
+    store.r.hset(store.keys.limits, mapping={"max_size": 2, "max_age_ms": 3_600_000})
+    store.seed_active("a")
+    assert store.run(worker_archive_call(store, "a", encoded=b"final")) == 1
+    assert store.snapshot()["archived"] == {"old2": NOW_MS - 98, "a": NOW_MS}
+    assert store.snapshot()["limits"]["trimmed"] == b"2"
+
+
+def test_archive_from_worker_is_not_blocked_by_a_corrupt_trim_count(store: Store) -> None:
+    store.seed_zset("archived", "old", NOW_MS - 100)
+    store.r.hset(store.keys.limits, mapping={"max_size": 1, "trimmed": "garbage"})
+    store.seed_active("a")
+    assert store.run(worker_archive_call(store, "a", encoded=b"final")) == 1
+    assert store.snapshot()["limits"]["trimmed"] == b"1"
+
+
 def test_archive_from_worker_refuses_a_task_without_lease(store: Store) -> None:
     store.seed_pending("a")
     before = store.snapshot()

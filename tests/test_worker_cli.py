@@ -11,6 +11,7 @@ import redis
 
 from rq_sched import Client
 from rq_sched.cli import build_parser
+from rq_sched.keys import QueueKeys
 from tests.worker_support import (
     cli_worker,
     stop_process,
@@ -37,6 +38,22 @@ def test_worker_command_runs_tasks_from_weighted_queues_and_stops_on_sigint(
     assert set(texts(r.lrange(log, 0, -1))) == ids
 
 
+def test_worker_command_keeps_the_archive_limits_it_is_given(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    """Without these options an `rq-sched worker` beside servers with a bigger archive
+    trimmed theirs to its default 10,000 (the 45-minute soak's 3,071 lost tasks)."""
+    proc = cli_worker(
+        redis_url, namespace, "--archive-max-size", "123456", "--archive-max-age", "7200"
+    )
+    wait_server_registered(r, namespace, proc)
+    limits = QueueKeys(namespace, "default").limits
+    wait_until(lambda: r.hget(limits, "max_size") is not None, timeout=20, what="janitor ran")
+    code, err = stop_process(proc, signal.SIGINT)
+    assert code == 0, err
+    assert r.hgetall(limits) == {b"max_size": b"123456", b"max_age_ms": b"7200000"}
+
+
 def run_cli(argv: list[str]) -> int:
     """Run a subcommand in this process (without reconfiguring logging); its exit code."""
     args = build_parser().parse_args(argv)
@@ -51,6 +68,14 @@ def run_cli(argv: list[str]) -> int:
         (["tests.handlers:router", "--queues", "=2"], "expected e.g. critical=6,default=3,low=1"),
         (["tests.handlers:router", "--queues", "a=0"], "weight must be an int >= 1"),
         (["tests.handlers:router", "--concurrency", "0"], "concurrency must be an int >= 1"),
+        (
+            ["tests.handlers:router", "--archive-max-size", "0"],
+            "archive max_size must be an int >= 1",
+        ),
+        (
+            ["tests.handlers:router", "--archive-max-age", "nan"],
+            "archive max_age_s must be a finite number of seconds",
+        ),
         (
             ["tests.handlers:NOT_A_ROUTER"],
             "tests.handlers:NOT_A_ROUTER is a str, not a rq_sched.Router",

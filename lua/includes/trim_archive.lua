@@ -1,6 +1,8 @@
 -- Drop archived tasks older than max_age_ms, then the oldest beyond max_size; at most `limit`
--- per call so a huge archive is trimmed over several calls, never in one long script.
-local function trim_archive(archived, msg, result, now, max_size, max_age_ms, limit)
+-- per call so a huge archive is trimmed over several calls, never in one long script. Every
+-- task dropped is counted in the queue's limits hash (field `trimmed`): a deletion by policy
+-- stays visible to operators and audits.
+local function trim_archive(archived, msg, result, limits, now, max_size, max_age_ms, limit)
   local ids = redis.call('ZRANGE', archived, '-inf', now - max_age_ms, 'BYSCORE', 'LIMIT', 0, limit)
   local extra = redis.call('ZCARD', archived) - #ids - max_size
   if extra > 0 and #ids < limit then
@@ -13,6 +15,9 @@ local function trim_archive(archived, msg, result, now, max_size, max_age_ms, li
     redis.call('ZREM', archived, unpack(ids))
     redis.call('HDEL', msg, unpack(ids))
     redis.call('HDEL', result, unpack(ids))
+    -- HINCRBY would fail on a corrupt count and block archiving; start it again instead.
+    local before = tonumber(redis.call('HGET', limits, 'trimmed')) or 0
+    redis.call('HSET', limits, 'trimmed', before + #ids)
   end
   return #ids
 end

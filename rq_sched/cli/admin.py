@@ -180,6 +180,7 @@ def _queue(inspector: Inspector, args: argparse.Namespace) -> Any:
         f"memory     ~{(stats.memory_bytes or 0) / 1024:.1f} KiB",
         f"processed  {info.processed_today} today, {info.processed} total",
         f"failed     {info.failed_today} today, {info.failed} total",
+        f"trimmed    {info.trimmed} archived task(s) deleted by the archive's limits, in all",
         "",
         render_table(STATES, [[str(getattr(info, s)) for s in STATES]]),
         "",

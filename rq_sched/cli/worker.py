@@ -7,10 +7,13 @@ import sys
 
 from rq_sched.cli.common import add_redis_options, fail, import_object
 from rq_sched.errors import ValidationError
+from rq_sched.ops import ArchiveLimits
 from rq_sched.router import Router
 from rq_sched.worker.config import parse_queues
 from rq_sched.worker.server import Server
 from rq_sched.worker.supervisor import ServerUnhealthyError
+
+DEFAULT_ARCHIVE = ArchiveLimits()
 
 EXIT_UNHEALTHY = 3
 """Exit status when a background loop kept failing (2 is bad usage): restart the worker."""
@@ -39,6 +42,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--lease", type=float, default=10.0, metavar="SECONDS")
+    parser.add_argument(
+        "--archive-max-size",
+        type=int,
+        default=DEFAULT_ARCHIVE.max_size,
+        metavar="N",
+        help="archived tasks kept per queue; the oldest beyond are deleted (default %(default)s)."
+        " Give every server of a queue the same archive limits",
+    )
+    parser.add_argument(
+        "--archive-max-age",
+        type=float,
+        default=DEFAULT_ARCHIVE.max_age_s,
+        metavar="SECONDS",
+        help="archived tasks older than this are deleted (default %(default)s: 90 days)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -56,6 +74,9 @@ def run(args: argparse.Namespace) -> int:
             processes=args.processes,
             shutdown_timeout=args.shutdown_timeout,
             lease_duration=args.lease,
+            archive_limits=ArchiveLimits(
+                max_size=args.archive_max_size, max_age_s=args.archive_max_age
+            ),
             namespace=args.namespace,
         )
     except ValidationError as exc:

@@ -93,6 +93,7 @@ def read_stats(
         # GETs, not MGET: redis-py refuses MGET in cluster pipelines even within one slot.
         for key in (keys.processed, keys.failed, keys.processed_on(day), keys.failed_on(day)):
             pipe.get(key)
+        pipe.hget(keys.limits, "trimmed")
         pipe.lindex(keys.pending, -1)
     replies = pipe.execute()
     width = _STATS_REPLIES
@@ -109,13 +110,13 @@ def read_stats(
     return out
 
 
-_STATS_REPLIES = 12
-"""Replies per queue in read_stats: 6 counts, paused, 4 counters, the oldest pending id."""
+_STATS_REPLIES = 13
+"""Replies per queue in read_stats: 6 counts, paused, 5 counters, the oldest pending id."""
 
 
 def _info(queue: str, reply: list[Any]) -> QueueInfo:
     pending, active, scheduled, retry, archived, completed, paused = reply[:7]
-    processed, failed, processed_today, failed_today = (count(c) for c in reply[7:11])
+    processed, failed, processed_today, failed_today, trimmed = (count(c) for c in reply[7:12])
     return QueueInfo(
         queue=queue,
         pending=pending,
@@ -129,6 +130,7 @@ def _info(queue: str, reply: list[Any]) -> QueueInfo:
         failed=failed,
         processed_today=processed_today,
         failed_today=failed_today,
+        trimmed=trimmed,
     )
 
 

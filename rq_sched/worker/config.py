@@ -85,11 +85,20 @@ class ServerConfig:
         ):
             _check_duration(self, name, allow_zero=False)
         _check_duration(self, "shutdown_timeout", allow_zero=True)
+        _check_archive_limits(self.archive_limits)
 
     @property
     def process_slots(self) -> int:
         """How many child processes may run handlers at once."""
         return self.processes or os.cpu_count() or 1
+
+
+def _check_archive_limits(limits: object) -> None:
+    if not isinstance(limits, ArchiveLimits):
+        raise ValidationError(
+            "archive_limits must be rq_sched.ArchiveLimits(max_size=..., max_age_s=...), "
+            f"got {limits!r}"
+        )
 
 
 def parse_queues(text: str) -> dict[str, int]:

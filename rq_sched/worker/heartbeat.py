@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -123,8 +124,12 @@ class LeaseKeeper(Component):
         self.processor = processor
         self.clock = clock
         self.lease_duration = lease_duration
+        self.renewed_at = time.monotonic()
+        """When the last renewal pass ended (monotonic): how late the next one is says
+        whether this worker's leases could have expired meanwhile."""
 
     async def tick(self) -> float:
+        self._check_lateness()
         # A duration, not an expiry: the script adds it to Redis TIME, so this host's clock
         # never decides when a lease ends.
         lease_ms = int(self.lease_duration * 1000)
@@ -150,4 +155,19 @@ class LeaseKeeper(Component):
                 # The cancel notification may have been missed (pub/sub is fire-and-forget);
                 # the record in Redis says it all the same.
                 self.processor.cancel(queue, task_id.decode())
+        self.renewed_at = time.monotonic()
         return self.lease_duration / 3
+
+    def _check_lateness(self) -> None:
+        """Say so when leases went unrenewed for most of their duration: the event loop was
+        blocked or starved, or Redis was slow or unreachable, and any task whose lease expired
+        meanwhile runs again elsewhere (its outcome here is then dropped)."""
+        gap = time.monotonic() - self.renewed_at
+        if gap >= self.lease_duration * 2 / 3 and self.processor.leased():
+            log.warning(
+                "lease-keeper: %.2fs since this worker last renewed its leases (lease %.2fs): "
+                "its event loop or its link to Redis was too slow; tasks whose lease expired "
+                "run again elsewhere",
+                gap,
+                self.lease_duration,
+            )

@@ -1,6 +1,9 @@
-"""The janitor: drops completed tasks whose retention ended and trims the archive."""
+"""The janitor: drops completed tasks whose retention ended and trims the archive (warning when
+another server of a queue keeps other archive limits)."""
 
 from __future__ import annotations
+
+import logging
 
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, to_ms
@@ -8,6 +11,8 @@ from rq_sched.keys import QueueKeys
 from rq_sched.ops import ArchiveLimits
 from rq_sched.scripts import AnyAsyncRedis
 from rq_sched.worker.component import Component
+
+log = logging.getLogger("rq_sched")
 
 
 class Janitor(Component):
@@ -28,11 +33,38 @@ class Janitor(Component):
         self.clock = clock
         self.interval = interval
         self.limits = limits
+        self._warned: dict[str, tuple[int, int]] = {}
 
     async def tick(self) -> float:
         for keys in self.keys.values():
+            await self._check_limits(keys)
             await self.trim(keys)
         return self.interval
+
+    async def _check_limits(self, keys: QueueKeys) -> None:
+        """Warn (once per value seen) when another server stored other archive limits for the
+        queue: the two overwrite each other, and the smaller deletes what the other keeps."""
+        size, age_ms = await self.redis.hmget(keys.limits, ["max_size", "max_age_ms"])
+        try:
+            stored = (int(size or ""), int(age_ms or ""))
+        except ValueError:
+            return  # none stored yet, or unreadable: the trim below stores this server's
+        own = (self.limits.max_size, int(self.limits.max_age_s * 1000))
+        if stored == own or self._warned.get(keys.queue) == stored:
+            return
+        self._warned[keys.queue] = stored
+        log.warning(
+            "queue %r: another server keeps other archive limits (max_size=%d, max_age=%.0fs) "
+            "than this one (max_size=%d, max_age=%.0fs); each janitor stores its own, and the "
+            "smaller limits delete archived tasks the larger would keep. Give every server of "
+            "a queue the same archive_limits (rq-sched worker: --archive-max-size, "
+            "--archive-max-age)",
+            keys.queue,
+            stored[0],
+            stored[1] / 1000,
+            own[0],
+            own[1] / 1000,
+        )
 
     async def trim(self, keys: QueueKeys) -> tuple[int, int]:
         """Trim one queue fully (in bounded batches); returns (completed, archived) dropped."""

@@ -458,6 +458,13 @@ class Audit:
                     self.result.violate(
                         "message_without_state", f"{queue}/{raw.decode()}", "orphan message"
                     )
+            if data.get("trimmed"):
+                self.result.violate(
+                    "archive_trimmed",
+                    queue,
+                    f"{data['trimmed']} archived task(s) deleted by the archive's limits (every "
+                    "server here keeps a huge archive: one must have run with smaller limits)",
+                )
             for lock, holder in data["locks"].items():
                 if not live & set(states.get((queue, holder), [])):
                     self.result.violate("leaked_unique_lock", f"{queue}/{holder}", lock)

@@ -11,6 +11,7 @@ process handler writes from its child). ``end.outcome`` is one of ``ok``, ``fail
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import time
@@ -105,6 +106,23 @@ LAG_PROBE = 0.2
 LAG_REPORT = 0.5
 """A probe late by this much is written to the ledger as ``lag``."""
 _probing: set[int] = set()
+
+
+class _LateRenewals(logging.Handler):
+    """Writes the lease keeper's "renewals ran late" warnings to the ledger as ``lag``: the
+    worker's own account of a stretch in which its leases could expire (a loop starved on an
+    overloaded machine), which the audit uses like the probe's."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not str(record.msg).startswith("lease-keeper: %.2fs since"):
+            return
+        book = ledger()
+        if book is not None and isinstance(record.args, tuple):
+            gap = float(str(record.args[0]))
+            book.write("lag", wpid=os.getpid(), seconds=round(gap, 3), since=record.created - gap)
+
+
+logging.getLogger("rq_sched").addHandler(_LateRenewals(logging.WARNING))
 
 
 @router.use

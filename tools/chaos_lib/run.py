@@ -195,6 +195,11 @@ class Soak:
                 str(s.concurrency),
                 "--shutdown-timeout",
                 "2",
+                # The same archive as the other servers: the default 10,000 would trim theirs.
+                "--archive-max-size",
+                str(BIG_ARCHIVE.max_size),
+                "--archive-max-age",
+                str(BIG_ARCHIVE.max_age_s),
             ]
             procs.append(Proc("wcli", "worker", argv, self.run_dir, self.ledger))
         procs += [role(f"s{i + 1}", "scheduler") for i in range(2)]
@@ -404,9 +409,19 @@ class Soak:
                 pipe.zrange(key, 0, -1, withscores=True)
             pipe.get(keys.processed)
             pipe.get(keys.failed)
-            msg, pending, lease, scheduled, retry, archived, completed, processed, failed = (
-                pipe.execute()
-            )
+            pipe.hget(keys.limits, "trimmed")
+            (
+                msg,
+                pending,
+                lease,
+                scheduled,
+                retry,
+                archived,
+                completed,
+                processed,
+                failed,
+                trimmed,
+            ) = pipe.execute()
             locks: dict[str, str] = {}
             for key in self.direct.scan_iter(match=keys.unique("*"), count=1000):
                 holder: Any = self.direct.get(key) or b""
@@ -421,6 +436,7 @@ class Soak:
                 "completed": {i.decode(): s for i, s in completed},
                 "processed": int(processed or 0),
                 "failed": int(failed or 0),
+                "trimmed": int(trimmed or 0),
                 "locks": locks,
             }
         for server in self.inspector.servers():
