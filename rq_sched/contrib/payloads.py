@@ -183,7 +183,21 @@ def _required(schema: object, hints: dict[str, object]) -> list[str]:
             and f.default is dataclasses.MISSING
             and f.default_factory is dataclasses.MISSING
         ]
-    return sorted(getattr(schema, "__required_keys__", hints))
+    return _typeddict_required(schema)
+
+
+@functools.cache
+def _typeddict_required(schema: type) -> list[str]:
+    # Read from the annotations, not __required_keys__: under `from __future__ import
+    # annotations` Python 3.11 cannot see NotRequired[...] in a string and calls every key
+    # required.
+    total = getattr(schema, "__total__", True)
+    required = []
+    for name, hint in typing.get_type_hints(schema, include_extras=True).items():
+        origin = typing.get_origin(hint)
+        if origin is typing.Required or (total and origin is not typing.NotRequired):
+            required.append(name)
+    return sorted(required)
 
 
 def _model(value: object, schema: Any, where: str, *, outbound: bool) -> Any:
