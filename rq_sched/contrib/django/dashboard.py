@@ -18,6 +18,7 @@ live.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -86,14 +87,18 @@ async def _call(app: Any, request: HttpRequest, path: str) -> HttpResponse:
         "client": (request.META.get("REMOTE_ADDR") or "", 0),
         "server": (request.get_host(), int(request.get_port() or 0)),
     }
-    sent = False
+    delivered = False
+    finished = asyncio.Event()
 
     async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body, "more_body": False}
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        # A response may listen for the client going away while it streams (Starlette's
+        # file responses do): the client stays until the whole response was sent.
+        await finished.wait()
+        return {"type": "http.disconnect"}
 
     start: dict[str, Any] = {}
     chunks: list[bytes] = []
@@ -103,8 +108,13 @@ async def _call(app: Any, request: HttpRequest, path: str) -> HttpResponse:
             start.update(message)
         elif message["type"] == "http.response.body":
             chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                finished.set()
 
-    await app(scope, receive, send)
+    try:
+        await app(scope, receive, send)
+    finally:
+        finished.set()
     response = HttpResponse(b"".join(chunks), status=start.get("status", 500))
     for name, value in start.get("headers", []):
         response.headers[name.decode("latin-1")] = value.decode("latin-1")
