@@ -19,6 +19,13 @@ Importing it needs Django installed but not configured settings.
 
 from __future__ import annotations
 
+from rq_sched.contrib._optional import missing
+
+try:
+    import django  # noqa: F401 - only to fail early, naming the extra
+except ImportError as exc:  # pragma: no cover - the test extra installs it
+    raise ImportError(missing("django", extra="django", feature="rq_sched.contrib.django")) from exc
+
 from rq_sched.contrib.django.producer import enqueue_on_commit, get_client, on_commit
 
 __all__ = ["enqueue_on_commit", "get_client", "on_commit"]
