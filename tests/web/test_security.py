@@ -13,7 +13,7 @@ import redis
 from rq_sched import Inspector, ManualClock
 from rq_sched.web import create_app
 from rq_sched.web.app import STATIC_DIR
-from rq_sched.web.security import host_name
+from rq_sched.web.security import host_name, route_path
 from tests.seeding import Seeded, seed_queue
 from tests.web.serve import serving
 
@@ -199,3 +199,19 @@ def test_the_ui_has_no_inline_script_and_never_parses_html() -> None:
     js = (STATIC_DIR / "app.js").read_text() + (STATIC_DIR / "lib.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in js, sink
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        ({"path": "/api/queues"}, "/api/queues"),
+        ({"path": "/ops/q/api/queues", "root_path": "/ops/q"}, "/api/queues"),
+        ({"path": "/ops/q", "root_path": "/ops/q"}, "/"),
+        # A root path that is only a string prefix of a segment is not a mount point.
+        ({"path": "/ops/qapi/queues", "root_path": "/ops/q"}, "/ops/qapi/queues"),
+        # A server that already stripped the root path.
+        ({"path": "/metrics", "root_path": "/ops/q"}, "/metrics"),
+    ],
+)
+def test_the_guard_judges_the_path_inside_a_mount(scope: dict[str, str], expected: str) -> None:
+    assert route_path(scope) == expected
