@@ -5,6 +5,7 @@ data that does not match is archived without retries, and mypy rejects a wrong p
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import pickle
 import subprocess
@@ -28,7 +29,7 @@ from rq_sched import (
     TaskState,
     ValidationError,
 )
-from rq_sched.contrib.typed import TaskHandle
+from rq_sched.contrib.typed import EnqueueOptions, TaskHandle
 from tests.worker_support import Recorder, queue_state, running_server, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -181,11 +182,18 @@ def test_a_payload_type_that_cannot_be_stored_is_refused_when_declared() -> None
         TaskHandle("x", WithSet)
 
 
+def test_the_typed_options_are_exactly_the_clients_enqueue_options() -> None:
+    for method in (Client.enqueue, AsyncClient.enqueue):
+        params = inspect.signature(method).parameters.values()
+        keyword_only = {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+        assert keyword_only == set(EnqueueOptions.__annotations__), method
+
+
 MYPY_SNIPPET = """
 from dataclasses import dataclass
 
 from rq_sched import AsyncClient, Client
-from rq_sched.contrib.typed import TaskHandle
+from rq_sched.contrib.typed import EnqueueOptions, TaskHandle
 
 
 @dataclass
@@ -223,7 +231,7 @@ def test_mypy_rejects_a_wrong_payload_type_before_anything_runs(tmp_path: Path) 
         env=env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=110,  # under the per-test timeout; a cold mypy cache takes ~30 s
     )
     errors = [line for line in done.stdout.splitlines() if ": error:" in line]
     assert done.returncode == 1, done.stdout + done.stderr
