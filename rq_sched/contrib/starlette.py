@@ -16,7 +16,7 @@ optional and yours (it is Starlette underneath)::
 * :meth:`RqSched.lifespan` opens an :class:`~rq_sched.AsyncClient` on startup and closes it on
   shutdown. With ``worker=`` it also serves that router in the app's event loop (small
   deployments: one process answers HTTP and runs tasks); shutdown stops it gracefully first,
-  handing unfinished tasks back. A worker that fails to start fails the app's startup.
+  handing unfinished tasks back. A worker that fails while starting fails the app's startup.
 * :func:`get_client` is the dependency (``Depends(get_client)`` in FastAPI, or call it with the
   request in a Starlette endpoint).
 * :meth:`RqSched.dashboard` is the dashboard as an ASGI app to mount. ``authorize`` is your
@@ -124,7 +124,8 @@ class RqSched:
         ``async with rq.lifespan(app): yield``.
 
         Raises:
-            RqSchedError: the embedded worker did not start (Redis unreachable, ...).
+            RqSchedError: the embedded worker stopped or hung while starting (an unreachable
+                Redis does not count: the worker starts and its loops retry, logging why).
             ServerUnhealthyError: at shutdown, when the worker had stopped unhealthy.
         """
         client = AsyncClient.from_url(

@@ -95,8 +95,8 @@ def on_commit(
 ) -> str:
     """:func:`enqueue_on_commit` for a ready :class:`~rq_sched.NewTask`
     (``on_commit(handle.new_task(payload))`` for a typed task)."""
-    if task.task_id is None:
-        task = dataclasses.replace(task, task_id=new_task_id())
+    task_id = task.task_id or new_task_id()
+    task = dataclasses.replace(task, task_id=task_id)
     # Checked now, so a bad argument fails the view that made it, not the commit.
     prepare(
         task,
@@ -108,8 +108,7 @@ def on_commit(
         return _enqueue(client or get_client(), task)
 
     transaction.on_commit(send, using=using, robust=robust)
-    assert task.task_id is not None
-    return task.task_id
+    return task_id
 
 
 def _enqueue(client: Producer, task: NewTask) -> TaskInfo:
