@@ -11,6 +11,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NotRequired, TypedDict
@@ -221,7 +222,9 @@ async def produce_async(client: AsyncClient) -> None:
 
 
 def test_mypy_rejects_a_wrong_payload_type_before_anything_runs(tmp_path: Path) -> None:
-    snippet = tmp_path / "producer.py"
+    # A module name of its own: mypy's cache is keyed by module, and a cached "producer" from
+    # another run would be reported under that run's path.
+    snippet = tmp_path / f"producer_{uuid.uuid4().hex}.py"
     snippet.write_text(textwrap.dedent(MYPY_SNIPPET).lstrip("\n"))
     env = {**os.environ, "MYPYPATH": str(ROOT)}
     done = subprocess.run(
