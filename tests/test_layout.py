@@ -2,7 +2,9 @@
 
 The store and producer modules at the top of ``rq_sched`` import no subpackage; the worker, the
 scheduler and the inspector import the store but never each other; only the CLI and the web app
-sit above them all. These tests read every module's imports (statically, so a lazy import inside
+sit above them all. ``contrib`` (the integrations with other frameworks, each behind an optional
+extra) may import any room, and no room imports it: the core never needs an integration's
+package. These tests read every module's imports (statically, so a lazy import inside
 a function counts too).
 """
 
@@ -14,16 +16,18 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rq_sched"
-SUBPACKAGES = ("worker", "scheduler", "inspector", "web", "cli", "dq")
+SUBPACKAGES = ("worker", "scheduler", "inspector", "web", "cli", "dq", "contrib")
 
 # What each room must never import.
 FORBIDDEN: dict[str, tuple[str, ...]] = {
     "": SUBPACKAGES,  # the store and the producer
-    "worker": ("scheduler", "inspector", "web", "cli", "dq"),
-    "scheduler": ("worker", "inspector", "web", "cli", "dq"),
-    "inspector": ("worker", "scheduler", "web", "cli", "dq"),
-    "web": ("worker", "scheduler", "cli", "dq"),
-    "dq": ("worker", "scheduler", "web", "cli"),
+    "worker": ("scheduler", "inspector", "web", "cli", "dq", "contrib"),
+    "scheduler": ("worker", "inspector", "web", "cli", "dq", "contrib"),
+    "inspector": ("worker", "scheduler", "web", "cli", "dq", "contrib"),
+    "web": ("worker", "scheduler", "cli", "dq", "contrib"),
+    "dq": ("worker", "scheduler", "web", "cli", "contrib"),
+    "cli": ("contrib",),
+    # contrib: may import every room above (it sits on top); nothing imports it.
 }
 
 

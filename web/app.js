@@ -100,7 +100,9 @@
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
-    const resp = await fetch(path, init);
+    // Relative to the page ("api/queues", not "/api/queues"), so the dashboard also works
+    // mounted under a prefix of another app (served at "/prefix/").
+    const resp = await fetch(path.replace(/^\//, ""), init);
     let data = null;
     try { data = await resp.json(); } catch (_) { data = { error: resp.statusText }; }
     if (resp.status === 401) {

@@ -44,6 +44,19 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
+def route_path(scope: Scope) -> str:
+    """The request's path inside this app: without the ``root_path`` of a mount or proxy.
+
+    A mounted app (``Mount("/queues", app=dashboard)``) sees the full path with the mount
+    point in ``root_path``; the rules must look at what follows it, or ``/queues/api/...``
+    would escape the token check."""
+    path = str(scope["path"])
+    root = str(scope.get("root_path", ""))
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("", "/"):
+        return path[len(root) :] or "/"
+    return path
+
+
 def host_name(host_header: str) -> str:
     """The host part of a Host header (``[::1]:8080`` -> ``::1``), lower-cased."""
     host = host_header.strip().lower()
@@ -75,7 +88,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         refusal = self.refusal(scope)
-        private = str(scope["path"]).startswith(("/api/", "/metrics"))
+        private = route_path(scope).startswith(("/api/", "/metrics"))
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -94,7 +107,7 @@ class Guard:
     def refusal(self, scope: Scope) -> JSONResponse | None:
         """The error response for a request that breaks a rule, or None to let it through."""
         headers = Headers(scope=scope)
-        path = str(scope["path"])
+        path = route_path(scope)
         if self.allowed_hosts and not self._host_allowed(host_name(headers.get("host", ""))):
             return _error(
                 400,

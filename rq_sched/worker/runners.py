@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import multiprocessing
 import os
@@ -143,6 +144,9 @@ class PoolCall:
     arg: Any
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
+    context: contextvars.Context
+    """The submitter's context variables, so what middleware set (a trace span, log fields)
+    reaches a sync handler as it would through ``asyncio.to_thread``."""
     state: str = "queued"
     """queued -> running -> done; or skipped (abandoned before it started) or abandoned."""
 
@@ -179,7 +183,7 @@ class DaemonThreadPool:
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> PoolCall:
         """Run ``fn(arg)`` on a pool thread; ``call.future`` is resolved on the calling loop."""
         loop = asyncio.get_running_loop()
-        call = PoolCall(fn, arg, loop, loop.create_future())
+        call = PoolCall(fn, arg, loop, loop.create_future(), contextvars.copy_context())
         self._calls.put(call)
         if not self._idle.acquire(blocking=False):
             with self._lock:
@@ -248,7 +252,7 @@ class DaemonThreadPool:
 
     def _run(self, call: PoolCall) -> None:
         try:
-            outcome: tuple[bool, Any] = (True, call.fn(call.arg))
+            outcome: tuple[bool, Any] = (True, call.context.run(call.fn, call.arg))
         except StopIteration as exc:  # cannot be set on a future
             outcome = (False, RuntimeError(f"handler raised StopIteration: {exc}"))
         except BaseException as exc:  # noqa: BLE001 - every outcome goes back to the loop

@@ -13,7 +13,7 @@ import redis
 from rq_sched import Inspector, ManualClock
 from rq_sched.web import create_app
 from rq_sched.web.app import STATIC_DIR
-from rq_sched.web.security import host_name
+from rq_sched.web.security import host_name, route_path
 from tests.seeding import Seeded, seed_queue
 from tests.web.serve import serving
 
@@ -195,7 +195,23 @@ def test_the_ui_has_no_inline_script_and_never_parses_html() -> None:
     scripts = re.findall(r"<script([^>]*)>(.*?)</script>", html, re.S)
     assert scripts and all("src=" in attrs and not body.strip() for attrs, body in scripts)
     assert not re.search(r"\son\w+=", html)  # no inline event handlers
-    assert re.findall(r'src="/static/(\w+\.js)"', html) == ["lib.js", "app.js"]
+    assert re.findall(r'src="static/(\w+\.js)"', html) == ["lib.js", "app.js"]
     js = (STATIC_DIR / "app.js").read_text() + (STATIC_DIR / "lib.js").read_text()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert sink not in js, sink
+
+
+@pytest.mark.parametrize(
+    ("scope", "expected"),
+    [
+        ({"path": "/api/queues"}, "/api/queues"),
+        ({"path": "/ops/q/api/queues", "root_path": "/ops/q"}, "/api/queues"),
+        ({"path": "/ops/q", "root_path": "/ops/q"}, "/"),
+        # A root path that is only a string prefix of a segment is not a mount point.
+        ({"path": "/ops/qapi/queues", "root_path": "/ops/q"}, "/ops/qapi/queues"),
+        # A server that already stripped the root path.
+        ({"path": "/metrics", "root_path": "/ops/q"}, "/metrics"),
+    ],
+)
+def test_the_guard_judges_the_path_inside_a_mount(scope: dict[str, str], expected: str) -> None:
+    assert route_path(scope) == expected

@@ -1,0 +1,1 @@
+"""``rqsched_worker`` and ``rqsched_scheduler``: the ``rq-sched`` commands with Django settings."""
