@@ -13,7 +13,7 @@ from typing import Any
 
 from rq_sched import scripts
 from rq_sched.clock import to_ms, utc_day
-from rq_sched.durations import check_seconds
+from rq_sched.durations import duration_seconds
 from rq_sched.errors import ValidationError
 from rq_sched.keys import QueueKeys
 from rq_sched.message import TaskMessage, unique_of
@@ -206,13 +206,12 @@ class ArchiveLimits:
 
     def __post_init__(self) -> None:
         size = self.max_size
-        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_ARCHIVE:
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= MAX_ARCHIVE:
             raise ValidationError(
-                f"archive max_size must be an int >= 1 (at most {MAX_ARCHIVE}), got {size!r}"
+                f"archive max_size must be an int >= 0 (0 keeps no archived task; at most "
+                f"{MAX_ARCHIVE}), got {size!r}"
             )
-        if isinstance(self.max_age_s, bool) or not isinstance(self.max_age_s, int | float):
-            raise ValidationError(f"archive max_age_s must be seconds, got {self.max_age_s!r}")
-        check_seconds(self.max_age_s, "archive max_age_s", allow_zero=False)
+        duration_seconds(self.max_age_s, "archive max_age_s", allow_zero=False, allow_text=False)
 
 
 MAX_ARCHIVE = 10**12

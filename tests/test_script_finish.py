@@ -202,9 +202,12 @@ def test_archive_from_worker_counts_the_archived_tasks_its_trim_dropped(store: S
     assert store.snapshot()["limits"]["trimmed"] == b"2"
 
 
-def test_archive_from_worker_is_not_blocked_by_a_corrupt_trim_count(store: Store) -> None:
+@pytest.mark.parametrize("corrupt", ["garbage", "1.5", "inf", "nan", "-5", "0x10", " 7"])
+def test_archive_from_worker_is_not_blocked_by_a_corrupt_trim_count(
+    store: Store, corrupt: str
+) -> None:
     store.seed_zset("archived", "old", NOW_MS - 100)
-    store.r.hset(store.keys.limits, mapping={"max_size": 1, "trimmed": "garbage"})
+    store.r.hset(store.keys.limits, mapping={"max_size": 1, "trimmed": corrupt})
     store.seed_active("a")
     assert store.run(worker_archive_call(store, "a", encoded=b"final")) == 1
     assert store.snapshot()["limits"]["trimmed"] == b"1"

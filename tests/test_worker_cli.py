@@ -69,8 +69,8 @@ def run_cli(argv: list[str]) -> int:
         (["tests.handlers:router", "--queues", "a=0"], "weight must be an int >= 1"),
         (["tests.handlers:router", "--concurrency", "0"], "concurrency must be an int >= 1"),
         (
-            ["tests.handlers:router", "--archive-max-size", "0"],
-            "archive max_size must be an int >= 1",
+            ["tests.handlers:router", "--archive-max-size", "-1"],
+            "archive max_size must be an int >= 0",
         ),
         (
             ["tests.handlers:router", "--archive-max-age", "nan"],

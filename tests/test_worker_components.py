@@ -33,6 +33,7 @@ from rq_sched import ops as script_ops
 from rq_sched.clock import to_ms
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.models import ServerInfo, WorkerInfo
+from rq_sched.worker import janitor
 from rq_sched.worker.component import cancel_and_wait
 from rq_sched.worker.config import parse_queues
 from rq_sched.worker.forwarder import Forwarder
@@ -243,27 +244,33 @@ def test_a_task_lost_more_than_max_retry_times_is_archived_without_running(
     assert r.hexists(keys.lost, task.id) == 0
 
 
-def test_janitor_warns_once_when_another_server_keeps_other_archive_limits(
+def test_janitors_warn_while_servers_of_a_queue_keep_different_archive_limits(
     redis_url: str, namespace: str, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Servers of one queue with different archive limits overwrite each other's, and the
     smaller trims what the other means to keep: a 45-minute soak lost 3,071 archived tasks to
     an `rq-sched worker` left at the default 10,000 beside servers keeping ten million."""
     keys = QueueKeys(namespace, "default")
-    big = script_ops.ArchiveLimits(max_size=10_000_000, max_age_s=30 * 86400)
+    big_limits = script_ops.ArchiveLimits(max_size=10_000_000, max_age_s=30 * 86400)
 
     async def scenario(aredis: redis.asyncio.Redis) -> None:
-        await Janitor(aredis, {"default": keys}, clock=clock, interval=60, limits=big).tick()
+        big = Janitor(aredis, {"default": keys}, clock=clock, interval=60, limits=big_limits)
+        await big.tick()
         small = Janitor(
             aredis, {"default": keys}, clock=clock, interval=60, limits=script_ops.ArchiveLimits()
         )
         with caplog.at_level(logging.WARNING, logger="rq_sched"):
             await small.tick()
             await small.tick()  # its own limits are stored now: nothing more to say
+            await big.tick()  # the other server finds these and says so too
+            await small.tick()  # the same value again: not repeated within WARN_EVERY_S
+            clock.advance(janitor.WARN_EVERY_S)
+            await big.tick()  # both repeat it while the mismatch lasts
+            await small.tick()
 
     run_async(redis_url, scenario)
     warnings = [rec.getMessage() for rec in caplog.records if "archive limits" in rec.getMessage()]
-    assert len(warnings) == 1, warnings
+    assert len(warnings) == 4, warnings
     assert "max_size=10000000" in warnings[0]
     assert "max_size=10000," in warnings[0]
 

@@ -15,9 +15,14 @@ local function trim_archive(archived, msg, result, limits, now, max_size, max_ag
     redis.call('ZREM', archived, unpack(ids))
     redis.call('HDEL', msg, unpack(ids))
     redis.call('HDEL', result, unpack(ids))
-    -- HINCRBY would fail on a corrupt count and block archiving; start it again instead.
-    local before = tonumber(redis.call('HGET', limits, 'trimmed')) or 0
-    redis.call('HSET', limits, 'trimmed', before + #ids)
+    -- HINCRBY would fail on a corrupt count and block archiving; a count that is not a plain
+    -- non-negative integer ("1.5", "inf", "0x10" pass tonumber) starts again from this trim.
+    local stored = redis.call('HGET', limits, 'trimmed')
+    local before = 0
+    if stored and string.match(stored, '^%d+$') then
+      before = tonumber(stored)
+    end
+    redis.call('HSET', limits, 'trimmed', string.format('%d', before + #ids))
   end
   return #ids
 end

@@ -130,4 +130,13 @@ class JsonFormatter(logging.Formatter):
             line["exception"] = record.exc_text
         if record.stack_info:
             line["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(line, default=str, ensure_ascii=False)
+        try:
+            return json.dumps(line, default=str, ensure_ascii=False)
+        except (TypeError, ValueError):  # e.g. a dict with non-str keys in an extra value
+            return json.dumps(
+                {
+                    k: v if isinstance(v, str | int | float | bool | None) else repr(v)
+                    for k, v in line.items()
+                },
+                ensure_ascii=False,
+            )

@@ -26,7 +26,9 @@ from rq_sched.errors import ValidationError
 _SCALARS: tuple[type, ...] = (type(None), bool, int, float, str, bytes)
 
 
-def check_schema(schema: object, where: str = "payload") -> None:
+def check_schema(
+    schema: object, where: str = "payload", _seen: frozenset[int] = frozenset()
+) -> None:
     """Refuse a type that :func:`encode` and :func:`decode` cannot handle.
 
     Raises:
@@ -34,28 +36,64 @@ def check_schema(schema: object, where: str = "payload") -> None:
     """
     if schema is Any or schema in _SCALARS or _is_model(schema):
         return
+    _seen = _check_not_recursive(schema, where, _seen)
     origin, args = typing.get_origin(schema), typing.get_args(schema)
     if origin is Literal:
+        _check_literal(args, where)
         return
     if origin in (Union, types.UnionType, list):
+        _check_union(args, where)  # list[X] has one option: never ambiguous
         for arg in args:
-            check_schema(arg, where)
+            check_schema(arg, where, _seen)
         return
     if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
-        check_schema(args[0], where)
+        check_schema(args[0], where, _seen)
         return
     if origin is dict and args and args[0] is str:
-        check_schema(args[1], where)
+        check_schema(args[1], where, _seen)
         return
     if _is_record(schema):
         for name, hint in _hints(schema).items():
-            check_schema(hint, f"{where}.{name}")
+            check_schema(hint, f"{where}.{name}", _seen)
         return
     raise ValidationError(
         f"{where}: {schema!r} cannot be a typed payload; use None, bool, int, float, str, bytes, "
         "Any, list[X], tuple[X, ...], dict[str, X], X | Y, Literal, a dataclass, a TypedDict "
         "or a pydantic model"
     )
+
+
+def _check_not_recursive(schema: object, where: str, seen: frozenset[int]) -> frozenset[int]:
+    """``seen`` with ``schema`` added; a schema already on the path refers to itself."""
+    if id(schema) in seen:
+        raise ValidationError(
+            f"{where}: {schema!r} refers to itself; recursive payload types "
+            "are not supported (nest a dict[str, Any] instead)"
+        )
+    return seen | {id(schema)}
+
+
+def _check_literal(values: tuple[object, ...], where: str) -> None:
+    """Literal values must survive msgpack as they are (an enum member comes back a plain str)."""
+    for value in values:
+        if type(value) not in _SCALARS:
+            raise ValidationError(
+                f"{where}: Literal value {value!r} cannot be a typed payload; use None, bool, "
+                "int, float, str or bytes values"
+            )
+
+
+def _check_union(options: tuple[object, ...], where: str) -> None:
+    """Stored data records no type name, so a union can hold at most one record type (two
+    would be told apart only by their fields, and the first that fits would win)."""
+    records = [o for o in options if _is_model(o) or _is_record(o)]
+    if len(records) > 1:
+        names = ", ".join(type_name(r) for r in records)
+        raise ValidationError(
+            f"{where}: a union of several dataclasses, TypedDicts or models ({names}) cannot be "
+            "a typed payload: the stored data does not say which one was sent; use one type "
+            "with a Literal 'kind' field, or separate task types"
+        )
 
 
 def encode(value: object, schema: object, where: str = "payload") -> Any:
@@ -122,7 +160,10 @@ def _generic(
 
 def _scalar(value: object, schema: type, where: str) -> object:
     if schema is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:
+            raise _mismatch(where, "a float (this int is too large for one)", value) from None
     if type(value) is not schema:  # exact: a bool is not an int here
         raise _mismatch(where, type_name(schema), value)
     return value

@@ -35,7 +35,7 @@ from rq_sched.backoff import Backoff
 from rq_sched.contrib import payloads
 from rq_sched.errors import SkipRetry, ValidationError
 from rq_sched.models import NewTask, TaskInfo
-from rq_sched.options import check_type
+from rq_sched.options import check_queue, check_type
 from rq_sched.router import Router
 from rq_sched.task import Task
 
@@ -93,7 +93,7 @@ class TaskHandle(Generic[P]):
         self.type = check_type(type)
         payloads.check_schema(payload_type, f"payload of {type!r}")
         self.payload_type = payload_type
-        self.queue = queue
+        self.queue = check_queue(queue)
 
     def __repr__(self) -> str:
         return f"TaskHandle({self.type!r}, {payloads.type_name(self.payload_type)})"

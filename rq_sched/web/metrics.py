@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class QueueCollector(Collector):
-    """Queue sizes per state, processed/failed totals, latency, paused flags, live servers."""
+    """Queue sizes per state, processed/failed/trimmed totals, latency, paused flags, live
+    servers."""
 
     def __init__(self, inspector: Inspector) -> None:
         self.inspector = inspector
@@ -60,6 +61,11 @@ class QueueCollector(Collector):
             labels=["queue"],
         )
         paused = GaugeMetricFamily("rq_sched_queue_paused", "1 when paused", labels=["queue"])
+        trimmed = CounterMetricFamily(
+            "rq_sched_archive_trimmed",
+            "Archived tasks deleted by the archive's size and age limits",
+            labels=["queue"],
+        )
         for s in stats:
             q = s.info.queue
             for state in TaskState:
@@ -68,9 +74,10 @@ class QueueCollector(Collector):
             failed.add_metric([q], s.info.failed)
             latency.add_metric([q], s.latency)
             paused.add_metric([q], int(s.info.paused))
+            trimmed.add_metric([q], s.info.trimmed)
         servers_gauge = GaugeMetricFamily("rq_sched_servers", "Live worker servers")
         servers_gauge.add_metric([], servers)
-        yield from (size, processed, failed, latency, paused, servers_gauge)
+        yield from (size, processed, failed, latency, paused, trimmed, servers_gauge)
 
 
 def registry_for(inspector: Inspector) -> CollectorRegistry:

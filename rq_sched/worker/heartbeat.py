@@ -125,11 +125,12 @@ class LeaseKeeper(Component):
         self.clock = clock
         self.lease_duration = lease_duration
         self.renewed_at = time.monotonic()
-        """When the last renewal pass ended (monotonic): how late the next one is says
+        """When the last renewal pass began (monotonic): how late the next one is says
         whether this worker's leases could have expired meanwhile."""
 
     async def tick(self) -> float:
         self._check_lateness()
+        started = time.monotonic()  # the first extend renews from about now, not from the end
         # A duration, not an expiry: the script adds it to Redis TIME, so this host's clock
         # never decides when a lease ends.
         lease_ms = int(self.lease_duration * 1000)
@@ -155,7 +156,7 @@ class LeaseKeeper(Component):
                 # The cancel notification may have been missed (pub/sub is fire-and-forget);
                 # the record in Redis says it all the same.
                 self.processor.cancel(queue, task_id.decode())
-        self.renewed_at = time.monotonic()
+        self.renewed_at = started
         return self.lease_duration / 3
 
     def _check_lateness(self) -> None:

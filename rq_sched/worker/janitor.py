@@ -14,6 +14,9 @@ from rq_sched.worker.component import Component
 
 log = logging.getLogger("rq_sched")
 
+WARN_EVERY_S = 600.0
+"""While another server's archive limits stay stored, the warning repeats this often (seconds)."""
+
 
 class Janitor(Component):
     name = "janitor"
@@ -33,7 +36,7 @@ class Janitor(Component):
         self.clock = clock
         self.interval = interval
         self.limits = limits
-        self._warned: dict[str, tuple[int, int]] = {}
+        self._warned: dict[str, tuple[tuple[int, int], float]] = {}
 
     async def tick(self) -> float:
         for keys in self.keys.values():
@@ -42,17 +45,20 @@ class Janitor(Component):
         return self.interval
 
     async def _check_limits(self, keys: QueueKeys) -> None:
-        """Warn (once per value seen) when another server stored other archive limits for the
-        queue: the two overwrite each other, and the smaller deletes what the other keeps."""
+        """Warn (at once for each new value, then every :data:`WARN_EVERY_S` while it stays)
+        when another server stored other archive limits for the queue: the two overwrite each
+        other, and the smaller deletes what the other keeps."""
         size, age_ms = await self.redis.hmget(keys.limits, ["max_size", "max_age_ms"])
         try:
             stored = (int(size or ""), int(age_ms or ""))
         except ValueError:
             return  # none stored yet, or unreadable: the trim below stores this server's
         own = (self.limits.max_size, int(self.limits.max_age_s * 1000))
-        if stored == own or self._warned.get(keys.queue) == stored:
+        now = self.clock.now()
+        last = self._warned.get(keys.queue)
+        if stored == own or (last and last[0] == stored and now - last[1] < WARN_EVERY_S):
             return
-        self._warned[keys.queue] = stored
+        self._warned[keys.queue] = (stored, now)
         log.warning(
             "queue %r: another server keeps other archive limits (max_size=%d, max_age=%.0fs) "
             "than this one (max_size=%d, max_age=%.0fs); each janitor stores its own, and the "

@@ -178,6 +178,9 @@ def test_the_default_client_comes_from_the_settings(
         ({"QUEUES": {"default": 0}}, "weights >= 1"),
         ({"CLUSTER": "yes"}, r"\['CLUSTER'\] must be a bool"),
         ({"NAMESPACE": "a:b"}, "namespace"),
+        ({"ARCHIVE_MAX_SIZE": -1}, "archive max_size must be an int >= 0"),
+        ({"ARCHIVE_MAX_AGE": 0}, "archive max_age_s must be at least 1 ms"),
+        ({"LEASE": 0}, r"\['LEASE'\] must be >= 1 second"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_key(
@@ -213,11 +216,27 @@ def test_the_dashboard_needs_a_staff_login(django_project: None, staff: User) ->
     assert queues.status_code == 200 and isinstance(queues.json(), list)
 
 
+def test_only_a_superuser_may_change_queues_through_the_dashboard(
+    django_project: None, staff: User, r: redis.Redis, django_namespace: str
+) -> None:
+    """Found by review: any staff account, even one granted no permission, could delete
+    queues and tasks."""
+    get_client().enqueue("mail:send", None, queue="mail")
+    browser = DjangoClient(enforce_csrf_checks=True)
+    browser.force_login(staff)
+    refused = browser.post("/admin/queues/api/queues/mail/pause", headers={"X-Requested-With": "t"})
+    assert refused.status_code == 403 and "superuser" in refused.json()["error"]
+    assert not r.exists(QueueKeys(django_namespace, "mail").paused)
+    assert browser.get("/admin/queues/api/queues").status_code == 200
+
+
 def test_the_dashboard_keeps_its_cross_site_rules_under_django(
     django_project: None, staff: User, r: redis.Redis, django_namespace: str
 ) -> None:
     get_client().enqueue("mail:send", None, queue="mail")
     browser = DjangoClient(enforce_csrf_checks=True)
+    staff.is_superuser = True
+    staff.save()
     browser.force_login(staff)
     refused = browser.post("/admin/queues/api/queues/mail/pause")
     assert refused.status_code == 403 and "cross-site" in refused.json()["error"]
@@ -232,6 +251,7 @@ def test_the_worker_command_runs_tasks_with_django_set_up(
     project = settings_for(redis_url=redis_url, namespace=namespace, database=tmp_path / "db")
     project["RQ_SCHED"]["ROUTER"] = "tests.contrib.django_tasks:router"
     project["RQ_SCHED"]["QUEUES"] = {"dj": 1}
+    project["RQ_SCHED"]["ARCHIVE_MAX_SIZE"] = 54321  # found by review: it could not be set
     (tmp_path / "worker_settings.py").write_text(
         "".join(f"{key} = {value!r}\n" for key, value in project.items())
     )
@@ -256,6 +276,7 @@ def test_the_worker_command_runs_tasks_with_django_set_up(
         code, err = stop_process(worker)
     assert seen == [f"{namespace}:42".encode()]
     assert code == 0, err
+    assert r.hget(QueueKeys(namespace, "dj").limits, "max_size") == b"54321"
     assert queue_state(r, namespace, "dj")["msg"] == 0
 
 

@@ -122,3 +122,11 @@ def test_lines_outside_a_task_carry_no_task_fields() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "plain line"
     assert not {"task_id", "task_type", "queue", "attempt"} & set(line)
+
+
+def test_a_line_with_an_unserialisable_extra_is_still_written() -> None:
+    """Found by review: a dict with tuple keys in ``extra`` made the formatter raise."""
+    record = logging.LogRecord("app", logging.INFO, __file__, 1, "hello", None, None)
+    record.d = {(1, 2): 3}
+    line = json.loads(JsonFormatter().format(record))
+    assert (line["message"], line["d"]) == ("hello", "{(1, 2): 3}")

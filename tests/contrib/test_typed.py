@@ -5,6 +5,7 @@ data that does not match is archived without retries, and mypy rejects a wrong p
 from __future__ import annotations
 
 import asyncio
+import enum
 import inspect
 import os
 import pickle
@@ -246,3 +247,61 @@ def test_mypy_rejects_a_wrong_payload_type_before_anything_runs(tmp_path: Path) 
     assert 'Argument 2 to "aenqueue" of "TaskHandle" has incompatible type "Login"' in errors[1]
     assert errors[2].startswith(f"{snippet}:27:")
     assert '"max_retry"' in errors[2]
+
+
+# --- found by review: each crashed, or handed the handler the wrong value, before its fix ----
+
+
+@dataclass
+class Node:
+    children: list[Node]
+
+
+@dataclass
+class Wide:
+    x: int
+    y: int = 0
+
+
+@dataclass
+class Narrow:
+    x: int
+
+
+class Colour(enum.StrEnum):
+    RED = "red"
+
+
+@dataclass
+class Painted:
+    colour: Literal[Colour.RED]
+
+
+@dataclass
+class Measured:
+    value: float
+
+
+@pytest.mark.parametrize(
+    ("payload_type", "error"),
+    [
+        (Node, "refers to itself; recursive payload types are not supported"),
+        (Wide | Narrow, r"a union of several dataclasses, TypedDicts or models \(Wide, Narrow\)"),
+        (Painted, r"Literal value <Colour.RED: 'red'> cannot be a typed payload"),
+    ],
+)
+def test_payload_types_that_cannot_round_trip_are_refused_when_declared(
+    payload_type: object, error: str
+) -> None:
+    with pytest.raises(ValidationError, match=error):
+        TaskHandle("x", payload_type)  # type: ignore[arg-type]
+
+
+def test_an_int_too_large_for_a_float_field_is_a_validation_error() -> None:
+    with pytest.raises(ValidationError, match=r"payload of 'x'\.value: expected a float"):
+        TaskHandle("x", Measured).encode(Measured(10**400))
+
+
+def test_a_handle_refuses_a_bad_queue_when_declared() -> None:
+    with pytest.raises(ValidationError, match="queue"):
+        TaskHandle("x", Measured, queue="a\nb")

@@ -257,6 +257,7 @@ def test_metrics_report_sizes_counters_and_latency(http: httpx.Client, seeded: S
     assert 'rq_sched_queue_tasks{queue="default",state="archived"} 2.0' in text
     assert 'rq_sched_processed_total{queue="default"} 2.0' in text
     assert 'rq_sched_failed_total{queue="default"} 4.0' in text
+    assert 'rq_sched_archive_trimmed_total{queue="default"} 0.0' in text
     assert 'rq_sched_queue_latency_seconds{queue="default"}' in text
 
 

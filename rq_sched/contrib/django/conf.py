@@ -31,6 +31,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from rq_sched.errors import ValidationError
 from rq_sched.keys import DEFAULT_NAMESPACE, check_namespace
+from rq_sched.ops import ArchiveLimits
 from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES
 
 SETTING = "RQ_SCHED"
@@ -52,6 +53,12 @@ class Settings:
     schedule: str | None = None
     schedule_app: str | None = None
     dashboard_read_only: bool = False
+    archive_max_size: int = 10_000
+    """Archived tasks kept per queue (every server of a queue should keep the same)."""
+    archive_max_age: int = 90 * 86400
+    """Seconds an archived task is kept."""
+    lease: int = 10
+    """Seconds of a worker's lease on a task (renewed while its handler runs)."""
 
     def __post_init__(self) -> None:
         for name, kind in _TYPES.items():
@@ -61,6 +68,9 @@ class Settings:
                     f"{SETTING}[{name.upper()!r}] must be {_KIND_NAMES[name]}, got {value!r}"
                 )
         check_namespace(self.namespace)
+        ArchiveLimits(max_size=self.archive_max_size, max_age_s=self.archive_max_age)
+        if self.lease < 1:
+            raise ValidationError(f"{SETTING}['LEASE'] must be >= 1 second, got {self.lease!r}")
         for queue, weight in self.queues.items():
             if not isinstance(queue, str) or not isinstance(weight, int) or weight < 1:
                 raise ValidationError(
@@ -86,6 +96,9 @@ _TYPES: dict[str, type | tuple[type, ...]] = {
     "schedule": (str, type(None)),
     "schedule_app": (str, type(None)),
     "dashboard_read_only": bool,
+    "archive_max_size": int,
+    "archive_max_age": int,
+    "lease": int,
 }
 _KIND_NAMES = {
     name: "a str or None" if isinstance(kind, tuple) else f"a {kind.__name__}"

@@ -3,8 +3,9 @@
 The dashboard is an ASGI app; :func:`dashboard_view` is an async Django view that hands it
 each request in-process (no second server, no proxy) and returns its response. It works under
 WSGI and ASGI alike, since Django runs async views under both. Only active staff users get
-through (the bar of the Django admin); anyone else is sent to the admin login page, and API
-calls get a 403 instead of a redirect. Include it in the URLconf::
+through (the bar of the Django admin), and only superusers may change anything (pause,
+delete, cancel, run: a 403 for other staff); anyone else is sent to the admin login page, and
+API calls get a 403 instead of a redirect. Include it in the URLconf::
 
     path("admin/queues/", include("rq_sched.contrib.django.urls")),
 
@@ -30,6 +31,7 @@ from django.views.decorators.csrf import csrf_exempt
 from rq_sched.contrib.django.conf import settings
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.web.app import create_app
+from rq_sched.web.security import MUTATING
 
 __all__ = ["dashboard_view"]
 
@@ -62,6 +64,13 @@ async def dashboard_view(request: HttpRequest, path: str = "") -> HttpResponseBa
         except NoReverseMatch:
             login = None  # redirect_to_login falls back to settings.LOGIN_URL
         return redirect_to_login(request.get_full_path(), login)
+    if request.method in MUTATING and not getattr(user, "is_superuser", False):
+        # Staff may look; pausing queues, deleting, cancelling or running tasks is a
+        # superuser's, as Django's admin gives staff no permission it was not granted.
+        return JsonResponse(
+            {"error": "changing queues and tasks needs a superuser; staff accounts may look"},
+            status=403,
+        )
     return await _call(_dashboard(), request, path)
 
 

@@ -30,6 +30,13 @@ class Command(BaseCommand):
         parser.add_argument("--concurrency", type=int, help="handlers at once (default: RQ_SCHED)")
         parser.add_argument("--processes", type=int, help="run sync handlers in N child processes")
         parser.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS")
+        parser.add_argument("--lease", type=float, help="lease seconds (default: RQ_SCHED)")
+        parser.add_argument(
+            "--archive-max-size", type=int, help="archived tasks kept per queue (RQ_SCHED)"
+        )
+        parser.add_argument(
+            "--archive-max-age", type=float, help="seconds archived tasks are kept (RQ_SCHED)"
+        )
         parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -40,7 +47,7 @@ class Command(BaseCommand):
                 "name the router: manage.py rqsched_worker myapp.tasks:router, or set "
                 "RQ_SCHED['ROUTER']"
             )
-        concurrency = options["concurrency"] or conf.concurrency
+        concurrency = conf.concurrency if options["concurrency"] is None else options["concurrency"]
         processes = conf.processes if options["processes"] is None else options["processes"]
         argv = [
             "--log-level", options["log_level"], "worker", router,
@@ -48,9 +55,17 @@ class Command(BaseCommand):
             "--queues", options["queues"] or conf.queues_text,
             "--concurrency", str(concurrency), "--processes", str(processes),
             "--shutdown-timeout", str(options["shutdown_timeout"]),
+            "--lease", str(_given(options["lease"], conf.lease)),
+            "--archive-max-size", str(_given(options["archive_max_size"], conf.archive_max_size)),
+            "--archive-max-age", str(_given(options["archive_max_age"], conf.archive_max_age)),
         ]  # fmt: skip
         if conf.cluster:
             argv.append("--cluster")
         code = cli.main(argv)
         if code:
             sys.exit(code)
+
+
+def _given(option: object, setting: object) -> object:
+    """The command-line value when one was given, else the setting's."""
+    return setting if option is None else option
