@@ -12,7 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -71,7 +71,8 @@ class CancelListener:
                 failures = await self._failed(failures, exc)
             finally:
                 self.subscribed.clear()
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                # typed from redis-py 8.2 on, untyped before: called through Any for both
+                await cast(Any, pubsub).aclose()
 
     async def _listen(self, pubsub: Any) -> None:
         heard = time.monotonic()

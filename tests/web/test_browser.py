@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis
@@ -561,7 +562,7 @@ def test_task_page_shows_absolute_times_and_asks_before_cancel(
         dialog.dismiss()
 
     page.on("dialog", answer)
-    sub = dashboard.r.pubsub()  # type: ignore[no-untyped-call]
+    sub = cast(Any, dashboard.r).pubsub()  # typed from redis-py 8.2 on, untyped before
     sub.subscribe(GlobalKeys(dashboard.namespace).cancel_channel)
     sub.get_message(timeout=5)
     try:
