@@ -14,6 +14,8 @@
 -- KEYS[9] failed      total counter
 -- KEYS[10] failed_day daily counter
 -- KEYS[11] limits     hash: the queue's archive limits (max_size, max_age_ms) and `trimmed`
+-- KEYS[12] waiters    hash: id -> waiters registered for its final state
+-- KEYS[13] progress   hash: id -> progress reported by its running handler
 -- ARGV[1] id
 -- ARGV[2] lease token
 -- ARGV[3] updated message (its last error recorded)
@@ -22,6 +24,7 @@
 -- ARGV[6] most archived tasks kept, if the queue stores no limits
 -- ARGV[7] longest an archived task is kept (ms), if the queue stores no limits
 -- ARGV[8] "1" to count the task as failed
+-- ARGV[9] prefix of the per-task channels announcing a final state to waiters
 -- Returns: 1
 -- Errors: NOT_ACTIVE (lease gone or stale token; nothing changed)
 --@include codes
@@ -30,6 +33,7 @@
 --@include counters
 --@include trim_archive
 --@include archive_limits
+--@include final
 local msg = KEYS[1]
 local lease = KEYS[2]
 local tokens = KEYS[3]
@@ -41,6 +45,8 @@ local unique = KEYS[8]
 local failed = KEYS[9]
 local failed_day = KEYS[10]
 local limits = KEYS[11]
+local waiters = KEYS[12]
+local progress = KEYS[13]
 local id = ARGV[1]
 local now = tonumber(ARGV[4])
 
@@ -52,10 +58,12 @@ redis.call('HSET', msg, id, ARGV[3])
 redis.call('ZADD', archived, now, id)
 redis.call('HDEL', lost, id)
 redis.call('HDEL', cancel, id)
+redis.call('HDEL', progress, id)
 release_unique(unique, id)
 if ARGV[8] == '1' then
   count(failed, failed_day, ARGV[5], 1)
 end
 local max_size, max_age_ms = archive_limits(limits, ARGV[6], ARGV[7])
 trim_archive(archived, msg, result, limits, now, max_size, max_age_ms, 100)
+announce_final(waiters, ARGV[9], id, 'archived')
 return 1

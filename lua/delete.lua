@@ -11,11 +11,15 @@
 -- KEYS[9] lost       hash: id -> times its lease expired
 -- KEYS[10] unique    the task's uniqueness lock
 -- KEYS[11] cancel    hash: id -> cancel request
+-- KEYS[12] waiters   hash: id -> waiters registered for its final state
+-- KEYS[13] progress  hash: id -> progress reported by its running handler
 -- ARGV[1] id
+-- ARGV[2] prefix of the per-task channels announcing a final state to waiters
 -- Returns: 1
 -- Errors: NOT_FOUND, TASK_ACTIVE
 --@include take_task
 --@include unique
+--@include final
 local msg = KEYS[1]
 local pending = KEYS[2]
 local lease = KEYS[3]
@@ -27,6 +31,8 @@ local result = KEYS[8]
 local lost = KEYS[9]
 local unique = KEYS[10]
 local cancel = KEYS[11]
+local waiters = KEYS[12]
+local progress = KEYS[13]
 local id = ARGV[1]
 
 local state, code = take_task(msg, pending, lease, scheduled, retry, archived, completed, id,
@@ -39,5 +45,7 @@ redis.call('HDEL', msg, id)
 redis.call('HDEL', result, id)
 redis.call('HDEL', lost, id)
 redis.call('HDEL', cancel, id)
+redis.call('HDEL', progress, id)
 release_unique(unique, id)
+announce_final(waiters, ARGV[2], id, 'deleted')
 return 1

@@ -11,15 +11,19 @@
 -- KEYS[7] processed_day  daily counter
 -- KEYS[8] tokens         hash: active id -> fencing token
 -- KEYS[9] cancel         hash: id -> cancel request
--- KEYS[10..] unique      uniqueness locks named by the tasks below
+-- KEYS[10] waiters       hash: id -> waiters registered for its final state
+-- KEYS[11] progress      hash: id -> progress reported by its running handler
+-- KEYS[12..] unique      uniqueness locks named by the tasks below
 -- ARGV[1] expiry of the daily counter (epoch s)
--- ARGV[5i+2] id, ARGV[5i+3] lease token, ARGV[5i+4] keep-until ms (0: delete now),
--- ARGV[5i+5] result ("" for none), ARGV[5i+6] index into KEYS of its uniqueness lock (0: none)
+-- ARGV[2] prefix of the per-task channels announcing a final state to waiters
+-- ARGV[5i+3] id, ARGV[5i+4] lease token, ARGV[5i+5] keep-until ms (0: delete now),
+-- ARGV[5i+6] result ("" for none), ARGV[5i+7] index into KEYS of its uniqueness lock (0: none)
 -- Returns: array: number acknowledged, then the ids not settled (lease gone or stale token;
 --   left untouched)
 --@include counters
 --@include unique
 --@include lease
+--@include final
 local lease = KEYS[1]
 local msg = KEYS[2]
 local completed = KEYS[3]
@@ -29,10 +33,12 @@ local processed = KEYS[6]
 local processed_day = KEYS[7]
 local tokens = KEYS[8]
 local cancel = KEYS[9]
+local waiters = KEYS[10]
+local progress = KEYS[11]
 
 local done = 0
 local out = {0}
-for i = 2, #ARGV, 5 do
+for i = 3, #ARGV, 5 do
   local id = ARGV[i]
   if not holds_lease(tokens, id, ARGV[i + 1]) then
     out[#out + 1] = id
@@ -41,6 +47,7 @@ for i = 2, #ARGV, 5 do
     end_lease(lease, tokens, id)
     redis.call('HDEL', lost, id)
     redis.call('HDEL', cancel, id)
+    redis.call('HDEL', progress, id)
     local keep_until = tonumber(ARGV[i + 2])
     if keep_until > 0 then
       redis.call('ZADD', completed, keep_until, id)
@@ -54,6 +61,7 @@ for i = 2, #ARGV, 5 do
     if lock > 0 then
       release_unique(KEYS[lock], id)
     end
+    announce_final(waiters, ARGV[2], id, 'completed')
   end
 end
 if done > 0 then

@@ -18,6 +18,10 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
     ns:{q}:completed    zset   ids -> expiry of the kept record (ms)
     ns:{q}:result       hash   id -> result bytes written by the handler (sparse)
     ns:{q}:lost         hash   id -> times its lease expired with no ack (sparse)
+    ns:{q}:waiters      hash   id -> clients waiting for its final state (``wait_result``;
+                               sparse; consumed by the script that makes the task final)
+    ns:{q}:progress     hash   active id -> msgpack [lease token, value, message, at ms]
+                               reported by its handler (sparse; cleared when it settles)
     ns:{q}:marker       zset   "r" -> 0 when tasks are ready; "d" -> next due time (ms)
     ns:{q}:paused       string present while the queue is paused
     ns:{q}:limits       hash   the queue's archive limits in force: max_size, max_age_ms;
@@ -29,6 +33,10 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
     ns:{q}:minutes      hash   minute start (ms) -> JSON sample for the dashboard's per-minute
                                charts (totals, size, latency); the last 24 h, written by
                                ``rq_sched.inspector.minutes``
+
+Channel ``ns:{q}:final:<id>`` (pub/sub, not a key) announces that task ``<id>`` reached a
+final state ("completed", "archived" or "deleted"); a script publishes on it only when
+``waiters`` holds the id (see ``rq_sched.results``).
 
 A lease is the pair (``lease`` entry, ``token`` entry): dequeue sets both, and every script that
 ends a lease removes both. Settling and extending scripts take (id, token) and act only when the
@@ -123,6 +131,23 @@ class QueueKeys:
         return f"{self.prefix}:lost"
 
     @cached_property
+    def waiters(self) -> str:
+        return f"{self.prefix}:waiters"
+
+    @cached_property
+    def progress(self) -> str:
+        return f"{self.prefix}:progress"
+
+    @cached_property
+    def final_prefix(self) -> str:
+        """Prefix of the per-task pub/sub channels announcing a final state."""
+        return f"{self.prefix}:final:"
+
+    def final_channel(self, task_id: str) -> str:
+        """The channel on which task ``task_id``'s final state is announced to waiters."""
+        return f"{self.final_prefix}{task_id}"
+
+    @cached_property
     def token(self) -> str:
         return f"{self.prefix}:token"
 
@@ -195,6 +220,8 @@ class QueueKeys:
             *self.state_keys,
             self.result,
             self.lost,
+            self.waiters,
+            self.progress,
             self.token,
             self.seq,
             self.cancel,

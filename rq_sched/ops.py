@@ -163,8 +163,10 @@ def done(keys: QueueKeys, acks: Sequence[Ack], now_s: float) -> Call:
         keys.processed_on(utc_day(now_s)),
         keys.token,
         keys.cancel,
+        keys.waiters,
+        keys.progress,
     ]
-    args: list[Arg] = [day_expire_at(now_s)]
+    args: list[Arg] = [day_expire_at(now_s), keys.final_prefix]
     for ack in acks:
         lock_index = 0
         if ack.unique:
@@ -189,6 +191,7 @@ def retry(
             keys.failed,
             keys.failed_on(utc_day(now_s)),
             keys.token,
+            keys.progress,
         ),
         (task_id, token, encoded, due_ms, day_expire_at(now_s)),
     )
@@ -245,6 +248,8 @@ def archive_active(
             keys.failed,
             keys.failed_on(utc_day(now_s)),
             keys.limits,
+            keys.waiters,
+            keys.progress,
         ),
         (
             task_id,
@@ -255,6 +260,7 @@ def archive_active(
             limits.max_size,
             int(limits.max_age_s * 1000),
             "1" if count_failure else "0",
+            keys.final_prefix,
         ),
     )
 
@@ -304,8 +310,9 @@ def archive(
             keys.unique(unique),
             keys.cancel,
             keys.limits,
+            keys.waiters,
         ),
-        (task_id, to_ms(now_s), limits.max_size, int(limits.max_age_s * 1000)),
+        (task_id, to_ms(now_s), limits.max_size, int(limits.max_age_s * 1000), keys.final_prefix),
     )
 
 
@@ -367,8 +374,16 @@ def cancel(keys: QueueKeys, task_id: str, unique: str | None) -> Call:
 def delete(keys: QueueKeys, task_id: str, unique: str | None) -> Call:
     return (
         scripts.load("delete"),
-        (*keys.state_keys, keys.result, keys.lost, keys.unique(unique), keys.cancel),
-        (task_id,),
+        (
+            *keys.state_keys,
+            keys.result,
+            keys.lost,
+            keys.unique(unique),
+            keys.cancel,
+            keys.waiters,
+            keys.progress,
+        ),
+        (task_id, keys.final_prefix),
     )
 
 
@@ -390,3 +405,13 @@ def trim(keys: QueueKeys, now_ms: int, limits: ArchiveLimits, limit: int = BATCH
         (keys.completed, keys.archived, keys.msg, keys.result, keys.limits),
         (now_ms, limits.max_size, int(limits.max_age_s * 1000), limit),
     )
+
+
+def progress(keys: QueueKeys, task_id: str, token: int, encoded: bytes) -> Call:
+    """A running handler's progress report; NOT_ACTIVE when ``token`` is stale."""
+    return scripts.load("progress"), (keys.token, keys.progress), (task_id, token, encoded)
+
+
+def unwait(keys: QueueKeys, task_id: str) -> Call:
+    """Withdraw one waiter's registration for ``task_id``'s final state."""
+    return scripts.load("unwait"), (keys.waiters,), (task_id,)
