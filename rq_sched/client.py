@@ -12,13 +12,14 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from rq_sched import ops, scripts
+from rq_sched import ops, results, scripts
 from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.connection import aconnect, connect, refused, translate_errors
 from rq_sched.errors import EnqueueManyError, RqSchedError, ValidationError, error_for_code
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.models import NewTask, TaskInfo
 from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES, Prepared, prepare
+from rq_sched.results import Decode
 from rq_sched.scripts import AnyAsyncRedis, Call, SyncRedis
 
 __all__ = ["AsyncClient", "Client", "EnqueueManyError"]
@@ -242,6 +243,42 @@ class Client:
             )
         return self._p.results_many(prepared, owners, raw, infos)
 
+    def wait_result(
+        self,
+        queue: str,
+        task_id: str,
+        timeout: timedelta | float,
+        *,
+        decode: Decode | None = None,
+    ) -> Any:
+        """Block until the task reaches a final state and return its result.
+
+        Waiting does not poll: it sleeps on a notification that the script ending the task
+        publishes (see :mod:`rq_sched.results`), so it wakes within milliseconds.
+
+        Args:
+            queue: the task's queue.
+            task_id: the task's id.
+            timeout: longest wait (timedelta or seconds).
+            decode: applied to the stored result bytes, e.g.
+                :func:`rq_sched.results.unpack_result` for a handler that returned a value
+                other than bytes or str (stored as msgpack), or ``bytes.decode`` for a str.
+
+        Returns:
+            The result bytes (decoded by ``decode`` if given); None when the task completed
+            without a result, or without ``retention`` (nothing was kept).
+
+        Raises:
+            TaskFailedError: the task ended archived: ``.error`` holds its error text and
+                ``.cancelled`` says whether it was cancelled.
+            TaskNotFoundError: no such task (never enqueued, or it finished and was not kept:
+                enqueue with ``retention`` to wait for results), or it was deleted meanwhile.
+            WaitTimeoutError: not final within ``timeout`` (the task goes on).
+            ValidationError: bad ``task_id`` or ``timeout``.
+            RedisUnavailableError: Redis cannot be reached.
+        """
+        return results.wait_result(self.redis, self._p.keys(queue), task_id, timeout, decode)
+
     def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)
         if new:
@@ -338,6 +375,18 @@ class AsyncClient:
             raw = await scripts.arun_pipeline(self.redis, calls)
         now_ms = to_ms(self._p.clock.now())
         return self._p.results_many(prepared, owners, raw, [t.info(now_ms) for t in prepared])
+
+    async def wait_result(
+        self,
+        queue: str,
+        task_id: str,
+        timeout: timedelta | float,
+        *,
+        decode: Decode | None = None,
+    ) -> Any:
+        """Wait until the task reaches a final state and return its result; see
+        :meth:`Client.wait_result` for arguments, result and errors."""
+        return await results.await_result(self.redis, self._p.keys(queue), task_id, timeout, decode)
 
     async def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)
