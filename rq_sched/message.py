@@ -213,6 +213,47 @@ def encode_result(value: object) -> bytes:
         ) from exc
 
 
+def check_progress(value: object, message: object) -> None:
+    """Refuse a progress report that cannot be stored.
+
+    Raises:
+        ValidationError: ``message`` is not a str or None, or ``value`` is not msgpack-encodable.
+    """
+    if message is not None and not isinstance(message, str):
+        raise ValidationError(f"progress message must be a str or None, got {message!r}")
+    encode_progress(0, value, message, 0)
+
+
+def encode_progress(token: int, value: object, message: str | None, at_ms: int) -> bytes:
+    """A progress report as stored in ``{q}:progress``: msgpack ``[token, value, message, at]``.
+
+    Raises:
+        ValidationError: ``value`` (or ``message``) cannot be encoded.
+    """
+    try:
+        return bytes(msgpack.packb([token, value, message, at_ms], use_bin_type=True))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValidationError(
+            f"progress value {type(value).__name__} cannot be stored ({exc}); report a number, "
+            "a str, or another msgpack-encodable value"
+        ) from exc
+
+
+def decode_progress(data: bytes) -> tuple[int, Any, str | None, int] | None:
+    """``(token, value, message, at ms)`` from :func:`encode_progress`; None when ``data``
+    is not such a record (it is then not shown)."""
+    try:
+        fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if not (isinstance(fields, list) and len(fields) == 4):
+        return None
+    token, value, message, at_ms = fields
+    if type(token) is not int or type(at_ms) is not int or not _optional_str(message):
+        return None
+    return token, value, message, at_ms
+
+
 def _unpack(data: bytes, task_id: str) -> Any:
     try:
         return msgpack.unpackb(data, raw=False, strict_map_key=False)

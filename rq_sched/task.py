@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rq_sched.message import encode_result
+from rq_sched.message import check_progress, encode_result
 
 
 @dataclass(slots=True, eq=False)
@@ -39,6 +39,8 @@ class Task:
     _may_start: Callable[[], Awaitable[bool]] | None = field(default=None, repr=False)
     """Set by the worker: asked right before the handler starts; False means the task was
     given up (its lease lost, or cancelled) and the handler must not start."""
+    _progress: Callable[[Any, str | None], None] | None = field(default=None, repr=False)
+    """Set by the worker: takes a progress report to write (from any thread)."""
 
     def write_result(self, data: object) -> None:
         """Keep ``data`` as the task's result (stored when the task has ``retention``).
@@ -48,6 +50,23 @@ class Task:
                 :func:`~rq_sched.message.encode_result`).
         """
         self.result = encode_result(data)
+
+    def report_progress(self, value: Any, message: str | None = None) -> None:
+        """Report how far the handler got, shown by the inspector, the CLI and the dashboard
+        while the task runs (and cleared when it settles).
+
+        ``value`` is yours to choose: a fraction such as ``0.42``, a count, or any other
+        msgpack-encodable value; ``message`` an optional line of text. Reports are written in
+        the background, the latest one winning, so reporting often is cheap; it works the same
+        from async, thread and process handlers.
+
+        Raises:
+            ValidationError: ``value`` cannot be stored or ``message`` is not a str.
+        """
+        check_progress(value, message)
+        report = self._progress
+        if report is not None:
+            report(value, message)
 
     def is_cancelled(self) -> bool:
         """True once the task was cancelled or timed out; sync handlers should then return."""

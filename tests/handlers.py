@@ -87,3 +87,14 @@ def proc_skip(task: Task) -> None:
 def pid_of(task: Task) -> str:
     """Returns the pid of the process it ran in (kept as the result)."""
     return str(os.getpid())
+
+
+def report_then_wait(task: Task) -> str:
+    """Report progress, then block until ``payload["go"]`` gets an item (for progress tests:
+    the task stays active while the test looks at it)."""
+    payload: dict[str, Any] = task.payload
+    task.report_progress(0.25, "a quarter")
+    task.report_progress({"done": 3, "of": 4}, "three of four")
+    with redis.Redis.from_url(payload["url"]) as conn:
+        assert conn.blpop([payload["go"]], timeout=20) is not None
+    return "finished"

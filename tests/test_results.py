@@ -28,7 +28,8 @@ from rq_sched import (
 )
 from rq_sched.connection import connect
 from rq_sched.keys import QueueKeys
-from rq_sched.message import TaskMessage
+from rq_sched.message import TaskMessage, encode_result
+from rq_sched.models import result_text
 from rq_sched.results import unpack_result
 from tests.script_support import NOW_MS, TOKEN, Store, enc
 from tests.worker_support import running_server
@@ -309,3 +310,13 @@ def test_wait_result_works_on_a_cluster(cluster: Any, namespace: str) -> None:
         assert client.wait_result("q", "a", timedelta(seconds=1)) == b"clustered"
     finally:
         redis_client.close()
+
+
+def test_results_read_as_text_whatever_the_handler_returned() -> None:
+    assert result_text(encode_result("plain text")) == "plain text"
+    assert result_text(encode_result(b'{"a": 1}')) == '{\n  "a": 1\n}'
+    assert (
+        result_text(encode_result({"n": 3, "ok": True})) == 'msgpack: {\n  "n": 3,\n  "ok": true\n}'
+    )
+    assert result_text(encode_result([1, 2])) == "msgpack: [\n  1,\n  2\n]"
+    assert result_text(b"\xff\xfe\x00").startswith("base64:")

@@ -18,8 +18,14 @@ from rq_sched.durations import parse_duration_ms
 from rq_sched.errors import RedisUnavailableError, RqSchedError, ValidationError
 from rq_sched.inspector.actions import BULK_ACTIONS
 from rq_sched.inspector.inspector import Inspector
-from rq_sched.inspector.models import QueueStats, jsonable, payload_text, task_json
-from rq_sched.models import ScheduleRecord, TaskInfo, TaskState
+from rq_sched.inspector.models import (
+    QueueStats,
+    jsonable,
+    payload_text,
+    result_text,
+    task_json,
+)
+from rq_sched.models import ScheduleRecord, TaskInfo, TaskState, json_default
 
 Handler = Callable[[Inspector, argparse.Namespace], Any]
 STATES = [s.value for s in TaskState]
@@ -266,8 +272,13 @@ def _describe(info: TaskInfo, now: float) -> str:
             lines += [f"-- attempt {e.attempt}, failed {when(e.failed_at, now)}", e.error]
     if info.last_error:
         lines += ["", "last error:", info.last_error]
+    if info.progress is not None:
+        progress = info.progress
+        shown = json.dumps(progress.value, ensure_ascii=False, default=json_default)
+        note = f" - {progress.message}" if progress.message else ""
+        lines += ["", f"progress: {shown}{note} (reported {when(progress.reported_at, now)})"]
     if info.result is not None:
-        lines += ["", "result:", payload_text(info.result)]
+        lines += ["", "result:", result_text(info.result)]
     return "\n".join(lines)
 
 

@@ -37,7 +37,7 @@ from rq_sched.inspector.models import (
 )
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.message import decode, unique_of
-from rq_sched.models import AttemptError, QueueInfo, TaskInfo, TaskState
+from rq_sched.models import AttemptError, QueueInfo, TaskInfo, TaskState, current_progress
 from rq_sched.options import check_count, check_stored_id, check_stored_queue
 from rq_sched.scripts import Call, SyncRedis
 
@@ -108,7 +108,9 @@ class Inspector:
                 pipe.zscore(key, task_id)
             pipe.hget(keys.lost, task_id)
             pipe.hget(keys.result, task_id)
-            data, *scores, lost, result = pipe.execute()
+            pipe.hget(keys.token, task_id)
+            pipe.hget(keys.progress, task_id)
+            data, *scores, lost, result, token, progress = pipe.execute()
         if data is None:
             raise TaskNotFoundError(f"no task {task_id!r} in queue {queue!r}")
         message = decode(data, task_id=task_id)
@@ -143,6 +145,7 @@ class Inspector:
             lost_count=inspector_lists.count(lost),
             result=result,
             expires_at=due if state is TaskState.COMPLETED else None,
+            progress=current_progress(progress, token) if state is TaskState.ACTIVE else None,
         )
 
     def pause(self, queue: str) -> bool:

@@ -44,6 +44,7 @@ from rq_sched.scripts import AnyAsyncRedis, Call
 from rq_sched.task import Task
 from rq_sched.worker.acks import OUTAGE, AckWriter
 from rq_sched.worker.config import ServerConfig
+from rq_sched.worker.progress import ProgressWriter
 from rq_sched.worker.runners import Runners
 from rq_sched.worker.supervisor import retry_pause
 
@@ -114,6 +115,7 @@ class Processor:
         self.failed = 0
         self.dropped = 0
         """Outcomes of superseded runs that were not written."""
+        self.progress = ProgressWriter(redis, keys)
         self.acks = AckWriter(redis, keys, clock=clock, on_written=self._acknowledged)
         self._work = asyncio.Event()
         self._slot = asyncio.Event()
@@ -247,6 +249,9 @@ class Processor:
         )
         entry = Running(queue, task_id, leased.data, message, task, self.clock.now(), leased.token)
         task._may_start = lambda: self._may_start(entry)
+        task._progress = self.progress.reporter(
+            asyncio.get_running_loop(), queue, task_id, leased.token
+        )
         earlier = self.running.get((queue, task_id))
         if earlier is not None:
             # Leased here again while an earlier run goes on: that run's lease expired and

@@ -358,8 +358,12 @@ async def _converse(receiver: Connection, task: Task) -> Any:
     if not await _may_start(task):
         raise TaskCancelledError(NOT_STARTED)
     receiver.send(GO)
-    await _readable(receiver.fileno())
-    return _receive(receiver)
+    while True:
+        await _readable(receiver.fileno())
+        reply = _receive(receiver)
+        if not (isinstance(reply, tuple) and reply and reply[0] == "progress"):
+            return reply
+        task.report_progress(reply[1], reply[2])  # relayed from the child's handler
 
 
 def _receive(conn: Connection) -> Any:
@@ -416,6 +420,7 @@ def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
         timeout=state.timeout,
         deadline=state.deadline,
     )
+    task._progress = lambda value, message: conn.send(("progress", value, message))
     try:
         _keep_returned(task, handler(task))
         conn.send(("ok", task.result))
