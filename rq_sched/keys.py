@@ -22,6 +22,16 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
                                sparse; consumed by the script that makes the task final)
     ns:{q}:progress     hash   active id -> msgpack [lease token, value, message, at ms]
                                reported by its handler (sparse; cleared when it settles)
+    ns:{q}:held         hash   id -> message of a task waiting for its parents (not yet in
+                               ``msg``; see docs/workflows.md)
+    ns:{q}:deps         hash   held id -> msgpack {policy, n, got, parents, failed}
+    ns:{q}:reports      hash   "<index>:<held id>" -> a parent's outcome delivered to it
+    ns:{q}:children     hash   id -> msgpack [[child queue, child id, index], ...]: its
+                               dependants, anywhere
+    ns:{q}:outbox       hash   id -> msgpack [outcome, data]: its final outcome, recorded
+                               for its dependants in the step that made it final
+    ns:{q}:outbox_at    zset   id -> when that outcome was recorded (ms); the sweep delivers
+                               what stays undelivered past a grace period
     ns:{q}:marker       zset   "r" -> 0 when tasks are ready; "d" -> next due time (ms)
     ns:{q}:paused       string present while the queue is paused
     ns:{q}:limits       hash   the queue's archive limits in force: max_size, max_age_ms;
@@ -148,6 +158,35 @@ class QueueKeys:
         return f"{self.final_prefix}{task_id}"
 
     @cached_property
+    def held(self) -> str:
+        return f"{self.prefix}:held"
+
+    @cached_property
+    def deps(self) -> str:
+        return f"{self.prefix}:deps"
+
+    @cached_property
+    def reports(self) -> str:
+        return f"{self.prefix}:reports"
+
+    @cached_property
+    def children(self) -> str:
+        return f"{self.prefix}:children"
+
+    @cached_property
+    def outbox(self) -> str:
+        return f"{self.prefix}:outbox"
+
+    @cached_property
+    def outbox_at(self) -> str:
+        return f"{self.prefix}:outbox_at"
+
+    @cached_property
+    def outbox_keys(self) -> tuple[str, str, str]:
+        """children, outbox, outbox_at: the keys a settling script records an outcome with."""
+        return (self.children, self.outbox, self.outbox_at)
+
+    @cached_property
     def token(self) -> str:
         return f"{self.prefix}:token"
 
@@ -222,6 +261,12 @@ class QueueKeys:
             self.lost,
             self.waiters,
             self.progress,
+            self.held,
+            self.deps,
+            self.reports,
+            self.children,
+            self.outbox,
+            self.outbox_at,
             self.token,
             self.seq,
             self.cancel,

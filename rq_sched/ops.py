@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from rq_sched import scripts
 from rq_sched.clock import to_ms, utc_day
 from rq_sched.durations import duration_seconds
@@ -165,6 +167,7 @@ def done(keys: QueueKeys, acks: Sequence[Ack], now_s: float) -> Call:
         keys.cancel,
         keys.waiters,
         keys.progress,
+        *keys.outbox_keys,
     ]
     args: list[Arg] = [day_expire_at(now_s), keys.final_prefix]
     for ack in acks:
@@ -231,9 +234,11 @@ def archive_active(
     now_s: float,
     limits: ArchiveLimits,
     count_failure: bool,
+    error: str = "",
 ) -> Call:
-    """A worker archives the task it holds (``encoded`` = its updated message); NOT_ACTIVE
-    when ``token`` is stale."""
+    """A worker archives the task it holds (``encoded`` = its updated message, ``error`` its
+    error text, reported to dependants); NOT_ACTIVE when ``token`` is stale, 2 when the outcome
+    was recorded for dependants (deliver it)."""
     return (
         scripts.load("archive_active"),
         (
@@ -250,6 +255,7 @@ def archive_active(
             keys.limits,
             keys.waiters,
             keys.progress,
+            *keys.outbox_keys,
         ),
         (
             task_id,
@@ -261,6 +267,7 @@ def archive_active(
             int(limits.max_age_s * 1000),
             "1" if count_failure else "0",
             keys.final_prefix,
+            outcome_entry("archived", error),
         ),
     )
 
@@ -311,8 +318,16 @@ def archive(
             keys.cancel,
             keys.limits,
             keys.waiters,
+            *keys.outbox_keys,
         ),
-        (task_id, to_ms(now_s), limits.max_size, int(limits.max_age_s * 1000), keys.final_prefix),
+        (
+            task_id,
+            to_ms(now_s),
+            limits.max_size,
+            int(limits.max_age_s * 1000),
+            keys.final_prefix,
+            outcome_entry("archived", "archived by an operator"),
+        ),
     )
 
 
@@ -382,8 +397,9 @@ def delete(keys: QueueKeys, task_id: str, unique: str | None) -> Call:
             keys.cancel,
             keys.waiters,
             keys.progress,
+            *keys.outbox_keys,
         ),
-        (task_id, keys.final_prefix),
+        (task_id, keys.final_prefix, outcome_entry("deleted", None)),
     )
 
 
@@ -415,3 +431,73 @@ def progress(keys: QueueKeys, task_id: str, token: int, encoded: bytes) -> Call:
 def unwait(keys: QueueKeys, task_id: str) -> Call:
     """Withdraw one waiter's registration for ``task_id``'s final state."""
     return scripts.load("unwait"), (keys.waiters,), (task_id,)
+
+
+def outcome_entry(outcome: str, data: bytes | str | None) -> bytes:
+    """A final outcome as recorded for dependants: msgpack ``[outcome, data]``."""
+    return bytes(msgpack.packb([outcome, data], use_bin_type=True))
+
+
+def dep_hold(keys: QueueKeys, task_id: str, held: bytes, record: bytes) -> Call:
+    """Store a task that waits for its parents (see ``lua/dep_hold.lua``)."""
+    return (
+        scripts.load("dep_hold"),
+        (keys.msg, keys.archived, keys.held, keys.deps),
+        (task_id, held, record),
+    )
+
+
+def dep_link(
+    keys: QueueKeys,
+    parent_id: str,
+    child: QueueKeys,
+    child_id: str,
+    *,
+    index: int,
+    expect_new: bool,
+) -> Call:
+    """Register ``child_id`` (of ``child``'s queue) as a dependant of ``parent_id``."""
+    return (
+        scripts.load("dep_link"),
+        (
+            keys.msg,
+            keys.lease,
+            keys.scheduled,
+            keys.retry,
+            keys.archived,
+            keys.completed,
+            keys.result,
+            keys.children,
+            keys.outbox,
+        ),
+        (parent_id, child.queue, child_id, index, "1" if expect_new else "0"),
+    )
+
+
+def dep_report(keys: QueueKeys, child_id: str, index: int, entry: bytes, outcome: str) -> Call:
+    """Deliver one parent's outcome to a held child (idempotent)."""
+    return (
+        scripts.load("dep_report"),
+        (
+            keys.held,
+            keys.deps,
+            keys.reports,
+            keys.msg,
+            keys.pending,
+            keys.marker,
+            keys.archived,
+            keys.waiters,
+            *keys.outbox_keys,
+        ),
+        (child_id, index, entry, outcome, keys.final_prefix),
+    )
+
+
+def dep_ack(keys: QueueKeys, task_id: str) -> Call:
+    """Drop a delivered outcome record and the list of dependants it was delivered to."""
+    return scripts.load("dep_ack"), keys.outbox_keys, (task_id,)
+
+
+def dep_due(keys: QueueKeys, grace_ms: int, limit: int = BATCH_LIMIT) -> Call:
+    """Ids whose recorded outcome is older than ``grace_ms`` and still undelivered."""
+    return scripts.load("dep_due"), (keys.outbox_at,), (grace_ms, limit)
