@@ -11,6 +11,7 @@
 -- KEYS[7] result     hash: id -> result
 -- KEYS[8] children   hash: id -> msgpack array of {child queue, child id, index}
 -- KEYS[9] outbox     hash: id -> its final outcome, recorded for its dependants
+-- KEYS[10] held      hash: id -> message of a task itself waiting for its parents
 -- ARGV[1] parent id
 -- ARGV[2] child queue
 -- ARGV[3] child id
@@ -18,7 +19,8 @@
 -- ARGV[5] "1" when the parent is enqueued after this call (a chain or group being built)
 -- Returns: {1} linked; {2, outcome entry} final with an undelivered outcome; {3, result or ""}
 --   completed and kept; {4, message} archived (the caller reads its error)
--- Errors: NOT_FOUND (no such parent: it never existed, or finished and was not kept)
+-- Errors: NOT_FOUND (no such parent, live, held or kept: it never existed, or it finished and
+--   was not kept)
 --@include codes
 --@include task_state
 local msg = KEYS[1]
@@ -30,6 +32,7 @@ local completed = KEYS[6]
 local result = KEYS[7]
 local children = KEYS[8]
 local outbox = KEYS[9]
+local held = KEYS[10]
 local id = ARGV[1]
 
 local entry = redis.call('HGET', outbox, id)
@@ -43,7 +46,7 @@ end
 if state == 'archived' then
   return {4, redis.call('HGET', msg, id)}
 end
-if not state and ARGV[5] ~= '1' then
+if not state and ARGV[5] ~= '1' and redis.call('HEXISTS', held, id) == 0 then
   return NOT_FOUND
 end
 local list = {}

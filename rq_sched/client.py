@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from rq_sched import ops, results, scripts
+from rq_sched import ops, results, scripts, workflows
 from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.connection import aconnect, connect, refused, translate_errors
 from rq_sched.errors import EnqueueManyError, RqSchedError, ValidationError, error_for_code
@@ -56,6 +56,15 @@ class _Producer:
         if now_ms is None:
             now_ms = to_ms(self.clock.now())
         return prepare(task, now_ms=now_ms, max_payload_bytes=self.max_payload_bytes)
+
+    def hold(
+        self, task: Prepared, depends_on: Sequence[workflows.ParentRef], policy: object
+    ) -> workflows.Steps:
+        """The steps enqueueing ``task`` held until its parents are final (checked first)."""
+        parents = workflows.parent_refs(depends_on, task.queue)
+        checked = workflows.check_policy(policy)
+        workflows.check_holdable(task)
+        return workflows.hold_steps(self.namespace, task, parents, checked)
 
     def unregistered(self, queues: Iterable[str]) -> list[str]:
         """Queues this client has not yet added to the registry of queue names."""
@@ -170,6 +179,8 @@ class Client:
         task_id: str | None = None,
         retention: timedelta | float | None = None,
         headers: dict[str, str] | None = None,
+        depends_on: Sequence[workflows.ParentRef] | None = None,
+        on_parent_failure: workflows.Policy = "cancel",
     ) -> TaskInfo:
         """Enqueue one task, ready now or at ``process_at`` / after ``process_in``.
 
@@ -186,15 +197,21 @@ class Client:
             task_id: your own id; enqueueing the same id again while it is live is refused.
             retention: keep the task as completed this long after success.
             headers: str -> str metadata passed to the handler.
+            depends_on: parents (ids in ``queue``, or ``(queue, id)`` pairs): the task is held
+                until every parent is final, then becomes pending with their outcomes in
+                ``task.parents`` (see docs/workflows.md).
+            on_parent_failure: with ``depends_on``: ``"cancel"`` archives the task unrun when
+                a parent ends archived or deleted; ``"run"`` runs it anyway.
 
         Returns:
-            The new task's :class:`TaskInfo`.
+            The new task's :class:`TaskInfo` (a held task's state reads pending).
 
         Raises:
             ValidationError: bad arguments (the message says which).
             PayloadTooLargeError: the task is larger than ``max_payload_bytes``.
             TaskIdConflictError: ``task_id`` is used by a live task.
             DuplicateTaskError: a ``unique`` lock for this type and payload is held.
+            TaskNotFoundError: a parent in ``depends_on`` is not live, held or kept.
             RedisUnavailableError: Redis cannot be reached.
             WriteRefusedError: Redis refused the write (e.g. out of memory under ``maxmemory``).
         """
@@ -206,6 +223,12 @@ class Client:
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
             )
         )  # fmt: skip
+        if depends_on is not None:
+            steps = p.hold(task, depends_on, on_parent_failure)
+            with translate_errors(self.redis, writing=f"task {task.id!r}"):
+                self._register([queue])
+                workflows.run_steps(self.redis, steps)
+            return task.info(task.message.enqueued_at)
         script, keys, args = ops.enqueue(p.keys(queue), task)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if queue not in p._registered:
@@ -345,6 +368,8 @@ class AsyncClient:
         task_id: str | None = None,
         retention: timedelta | float | None = None,
         headers: dict[str, str] | None = None,
+        depends_on: Sequence[workflows.ParentRef] | None = None,
+        on_parent_failure: workflows.Policy = "cancel",
     ) -> TaskInfo:
         """Enqueue one task; see :meth:`Client.enqueue` for arguments, result and errors."""
         p = self._p
@@ -355,6 +380,12 @@ class AsyncClient:
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
             )
         )  # fmt: skip
+        if depends_on is not None:
+            steps = p.hold(task, depends_on, on_parent_failure)
+            with translate_errors(self.redis, writing=f"task {task.id!r}"):
+                await self._register([queue])
+                await workflows.arun_steps(self.redis, steps)
+            return task.info(task.message.enqueued_at)
         script, keys, args = ops.enqueue(p.keys(queue), task)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if queue not in p._registered:

@@ -469,6 +469,7 @@ def dep_link(
             keys.result,
             keys.children,
             keys.outbox,
+            keys.held,
         ),
         (parent_id, child.queue, child_id, index, "1" if expect_new else "0"),
     )
@@ -501,3 +502,8 @@ def dep_ack(keys: QueueKeys, task_id: str) -> Call:
 def dep_due(keys: QueueKeys, grace_ms: int, limit: int = BATCH_LIMIT) -> Call:
     """Ids whose recorded outcome is older than ``grace_ms`` and still undelivered."""
     return scripts.load("dep_due"), (keys.outbox_at,), (grace_ms, limit)
+
+
+def dep_read(keys: QueueKeys, task_id: str) -> Call:
+    """A task's dependants and recorded outcome: ``[children or None, entry or None]``."""
+    return scripts.load("dep_read"), (keys.children, keys.outbox), (task_id,)

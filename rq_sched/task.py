@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from rq_sched.message import check_progress, encode_result
+from rq_sched.message import ParentOutcome, check_progress, encode_result
 
 
 @dataclass(slots=True, eq=False)
@@ -33,6 +33,11 @@ class Task:
     timeout: float | None = None
     result: Any = None
     """The value to keep as the result (None: none); encoded when the task is acknowledged."""
+    parents: tuple[ParentOutcome, ...] = ()
+    """For a task enqueued with ``depends_on`` (a chain link, a group's callback): each
+    parent's ``(outcome, data, queue, id)`` in ``depends_on`` order; outcome "completed" (data:
+    its result bytes, or None), "archived" (data: its error text) or "deleted". See
+    :meth:`parent_results`."""
     # A plain flag, not a threading.Event: it is only ever set and polled, and an Event per task
     # cost ~12% of a busy worker's time. Reading a bool set by another thread is safe in CPython.
     _cancelled: bool = field(default=False, repr=False)
@@ -50,6 +55,12 @@ class Task:
                 :func:`~rq_sched.message.encode_result`).
         """
         self.result = encode_result(data)
+
+    def parent_results(self) -> list[bytes | None]:
+        """The results of this task's parents in ``depends_on`` order (a chain link's previous
+        result is ``parent_results()[0]``; a group callback's are its members'); None for a
+        parent that kept no result or did not complete (see :attr:`parents` for why)."""
+        return [data if outcome == "completed" else None for outcome, data, _, _ in self.parents]  # type: ignore[misc]
 
     def report_progress(self, value: Any, message: str | None = None) -> None:
         """Report how far the handler got, shown by the inspector, the CLI and the dashboard

@@ -53,6 +53,7 @@ def every_call(keys: QueueKeys) -> list[Call]:
         ops.dep_report(keys, "c", 0, b"e", "completed"),
         ops.dep_ack(keys, "a"),
         ops.dep_due(keys, 1000),
+        ops.dep_read(keys, "a"),
     ]
 
 

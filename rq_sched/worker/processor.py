@@ -116,7 +116,17 @@ class Processor:
         self.dropped = 0
         """Outcomes of superseded runs that were not written."""
         self.progress = ProgressWriter(redis, keys)
-        self.acks = AckWriter(redis, keys, clock=clock, on_written=self._acknowledged)
+        self.on_reported: Callable[[str, str], None] = lambda queue, task_id: None
+        """Called with (queue, id) of a settled task whose outcome waits for delivery to its
+        dependants (the server connects it to its deliverer)."""
+        self.acks = AckWriter(
+            redis,
+            keys,
+            clock=clock,
+            on_written=self._acknowledged,
+            # late-bound: the server connects on_reported after building the processor
+            on_reported=lambda queue, task_id: self.on_reported(queue, task_id),  # noqa: PLW0108
+        )
         self._work = asyncio.Event()
         self._slot = asyncio.Event()
         self._fetch_idle = asyncio.Event()
@@ -246,6 +256,7 @@ class Processor:
             if message.deadline
             else None,
             timeout=message.timeout or None,
+            parents=message.parents or (),
         )
         entry = Running(queue, task_id, leased.data, message, task, self.clock.now(), leased.token)
         task._may_start = lambda: self._may_start(entry)
@@ -359,11 +370,13 @@ class Processor:
         message = entry.message
         keep_until = to_ms(self.clock.now() + message.retention) if message.retention else 0
         result = b""
-        if keep_until and entry.task.result is not None:
+        # Encoded without retention too: a task's dependants receive its result.
+        if entry.task.result is not None:
             try:
                 result = encode_result(entry.task.result)
             except ValidationError as exc:
-                return exc
+                if keep_until:
+                    return exc
         ack = ops.Ack(
             entry.id, entry.token, keep_until_ms=keep_until, result=result, unique=message.unique
         )
@@ -413,6 +426,7 @@ class Processor:
                 now_s=now,
                 limits=self.config.archive_limits,
                 count_failure=not cancelled,
+                error=text,
             )
             return call, False
         retry = ops.retry(
@@ -463,6 +477,8 @@ class Processor:
                     log.error("giving up writing the outcome of %s: %s", entry.id, exc)
                     return
                 await asyncio.sleep(retry_pause(failures))
+        if reply == 2:  # archived, its outcome recorded for its dependants
+            self.on_reported(entry.queue, entry.id)
         if isinstance(reply, int) and reply < 0:
             log.warning(
                 "task %s/%s: outcome not recorded, this worker's lease was lost or is stale "

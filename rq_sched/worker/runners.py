@@ -297,6 +297,7 @@ class _TaskState:
     headers: dict[str, str]
     timeout: float | None
     deadline: datetime | None
+    parents: tuple[Any, ...] = ()
 
     @classmethod
     def of(cls, task: Task) -> _TaskState:
@@ -310,6 +311,7 @@ class _TaskState:
             task.headers,
             task.timeout,
             task.deadline,
+            task.parents,
         )
 
 
@@ -419,6 +421,7 @@ def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
         headers=state.headers,
         timeout=state.timeout,
         deadline=state.deadline,
+        parents=state.parents,
     )
     task._progress = lambda value, message: conn.send(("progress", value, message))
     try:

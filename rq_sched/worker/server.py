@@ -33,6 +33,7 @@ from rq_sched.scripts import AnyAsyncRedis
 from rq_sched.worker.cancellation import CancelListener
 from rq_sched.worker.component import Component, cancel_and_wait
 from rq_sched.worker.config import ServerConfig
+from rq_sched.worker.deliverer import Deliverer
 from rq_sched.worker.forwarder import Forwarder
 from rq_sched.worker.heartbeat import Heartbeat, LeaseKeeper, new_server_id
 from rq_sched.worker.janitor import Janitor
@@ -222,8 +223,17 @@ class Server:
             sweep_interval=cfg.forward_sweep_interval,
             on_forwarded=processor.notify_work,
         )
+        deliverer = Deliverer(
+            self.redis,
+            keys,
+            namespace=cfg.namespace,
+            sweep_interval=cfg.recover_interval,
+            grace=max(2.0, cfg.recover_interval),
+        )
+        processor.on_reported = deliverer.notify
         return [
             self.forwarder,
+            deliverer,
             Recoverer(
                 self.redis,
                 keys,
