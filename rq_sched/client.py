@@ -266,6 +266,68 @@ class Client:
             )
         return self._p.results_many(prepared, owners, raw, infos)
 
+    def chain(self, tasks: Sequence[NewTask]) -> workflows.Chain:
+        """Enqueue tasks that run one after another, in one call.
+
+        Each link waits for the one before (``depends_on`` with the "cancel" policy) and reads
+        its result as ``task.parent_results()[0]``. A link that ends archived ends the chain:
+        the links after it are archived unrun with a ``DependencyFailedError`` naming it, and
+        :meth:`chain_status` says where the chain stopped. Links may live in different queues.
+
+        Raises:
+            ValidationError: fewer than 2 tasks, a later link with ``process_in`` /
+                ``process_at`` or ``unique``, or the same task twice (nothing written).
+            TaskIdConflictError: a link's ``task_id`` is taken.
+            RedisUnavailableError: Redis cannot be reached.
+        """
+        p = self._p
+        links = [p.prepare(t) for t in _new_tasks(tasks)]
+        with translate_errors(self.redis, writing=f"a chain of {len(links)} tasks"):
+            self._register(t.queue for t in links)
+            workflows.run_steps(self.redis, workflows.chain_steps(p.namespace, links))
+        return workflows.Chain([t.info(t.message.enqueued_at) for t in links])
+
+    def chain_status(self, chain: workflows.Chain) -> workflows.ChainStatus:
+        """Where ``chain`` is: running, completed, or failed at which link with which error."""
+        with translate_errors(self.redis):
+            steps = workflows.chain_status_steps(self._p.namespace, chain)
+            status: workflows.ChainStatus = workflows.run_steps(self.redis, steps)
+        return status
+
+    def group(
+        self,
+        members: Sequence[NewTask],
+        callback: NewTask,
+        *,
+        on_member_failure: workflows.Policy = "run",
+    ) -> workflows.Group:
+        """Enqueue ``members`` and a ``callback`` that becomes pending exactly once, when every
+        member is final (Celery's chord, BullMQ's parent job).
+
+        The callback reads the members' results in order as ``task.parent_results()`` (and
+        their outcomes as ``task.parents``). ``on_member_failure``: "run" runs it anyway with
+        the failures listed; "cancel" archives it unrun. Members may live in different queues
+        (and Redis Cluster slots).
+
+        Raises:
+            ValidationError: no members, a unique member, a callback with ``process_in`` /
+                ``process_at`` or ``unique``, or the same task twice (nothing written).
+            TaskIdConflictError: a member's or the callback's ``task_id`` is taken.
+            RedisUnavailableError: Redis cannot be reached.
+        """
+        p = self._p
+        policy = workflows.check_policy(on_member_failure, "on_member_failure")
+        prepared = [p.prepare(t) for t in _new_tasks(members)]
+        final = p.prepare(_new_tasks([callback])[0])
+        with translate_errors(self.redis, writing=f"a group of {len(prepared)} tasks"):
+            self._register(t.queue for t in (*prepared, final))
+            steps = workflows.group_steps(p.namespace, prepared, final, policy)
+            workflows.run_steps(self.redis, steps)
+        return workflows.Group(
+            [t.info(t.message.enqueued_at) for t in prepared],
+            final.info(final.message.enqueued_at),
+        )
+
     def wait_result(
         self,
         queue: str,
@@ -407,6 +469,43 @@ class AsyncClient:
         now_ms = to_ms(self._p.clock.now())
         return self._p.results_many(prepared, owners, raw, [t.info(now_ms) for t in prepared])
 
+    async def chain(self, tasks: Sequence[NewTask]) -> workflows.Chain:
+        """Enqueue a chain; see :meth:`Client.chain`."""
+        p = self._p
+        links = [p.prepare(t) for t in _new_tasks(tasks)]
+        with translate_errors(self.redis, writing=f"a chain of {len(links)} tasks"):
+            await self._register(t.queue for t in links)
+            await workflows.arun_steps(self.redis, workflows.chain_steps(p.namespace, links))
+        return workflows.Chain([t.info(t.message.enqueued_at) for t in links])
+
+    async def chain_status(self, chain: workflows.Chain) -> workflows.ChainStatus:
+        """Where ``chain`` is; see :meth:`Client.chain_status`."""
+        with translate_errors(self.redis):
+            steps = workflows.chain_status_steps(self._p.namespace, chain)
+            status: workflows.ChainStatus = await workflows.arun_steps(self.redis, steps)
+        return status
+
+    async def group(
+        self,
+        members: Sequence[NewTask],
+        callback: NewTask,
+        *,
+        on_member_failure: workflows.Policy = "run",
+    ) -> workflows.Group:
+        """Enqueue a group and its callback; see :meth:`Client.group`."""
+        p = self._p
+        policy = workflows.check_policy(on_member_failure, "on_member_failure")
+        prepared = [p.prepare(t) for t in _new_tasks(members)]
+        final = p.prepare(_new_tasks([callback])[0])
+        with translate_errors(self.redis, writing=f"a group of {len(prepared)} tasks"):
+            await self._register(t.queue for t in (*prepared, final))
+            steps = workflows.group_steps(p.namespace, prepared, final, policy)
+            await workflows.arun_steps(self.redis, steps)
+        return workflows.Group(
+            [t.info(t.message.enqueued_at) for t in prepared],
+            final.info(final.message.enqueued_at),
+        )
+
     async def wait_result(
         self,
         queue: str,
@@ -439,3 +538,17 @@ class AsyncClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _new_tasks(tasks: object) -> list[NewTask]:
+    """``tasks`` as a list of :class:`NewTask`.
+
+    Raises:
+        ValidationError: not a sequence of NewTask.
+    """
+    if isinstance(tasks, str | bytes) or not isinstance(tasks, Sequence):
+        raise ValidationError(f"expected a list of NewTask, got {tasks!r}")
+    for task in tasks:
+        if not isinstance(task, NewTask):
+            raise ValidationError(f"expected NewTask items, got {task!r}")
+    return list(tasks)

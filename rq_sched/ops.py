@@ -507,3 +507,12 @@ def dep_due(keys: QueueKeys, grace_ms: int, limit: int = BATCH_LIMIT) -> Call:
 def dep_read(keys: QueueKeys, task_id: str) -> Call:
     """A task's dependants and recorded outcome: ``[children or None, entry or None]``."""
     return scripts.load("dep_read"), (keys.children, keys.outbox), (task_id,)
+
+
+def task_brief(keys: QueueKeys, task_id: str) -> Call:
+    """``[held, message or None, active, archived, completed]`` of one task (workflow status)."""
+    return (
+        scripts.load("task_brief"),
+        (keys.held, keys.msg, keys.lease, keys.archived, keys.completed),
+        (task_id,),
+    )

@@ -78,11 +78,14 @@ def _read_calls(keys: QueueKeys, task_id: str) -> list[tuple[str, str]]:
         ("zscore", keys.archived),
         ("zscore", keys.completed),
         ("hget", keys.result),
+        ("hexists", keys.held),
     ]
 
 
 def _judge(keys: QueueKeys, task_id: str, replies: list[Any]) -> _Final:
-    data, archived, completed, result = replies
+    data, archived, completed, result, held = replies
+    if held:
+        return _Final(final=False)  # waiting for its parents (docs/workflows.md)
     if data is None:
         return _Final(final=True, missing=True)
     if completed is not None:

@@ -15,6 +15,7 @@ The steps are written once, as generators that yield script calls and receive th
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from rq_sched import ops, scripts
 from rq_sched.errors import TaskNotFoundError, ValidationError, error_for_code
 from rq_sched.keys import QueueKeys
 from rq_sched.message import decode
+from rq_sched.models import TaskInfo
 from rq_sched.options import Prepared, check_stored_id, check_stored_queue
 from rq_sched.scripts import AnyAsyncRedis, Call, SyncRedis
 
@@ -281,3 +283,111 @@ def deliver(redis: SyncRedis, namespace: str, queue: str, parent_id: str) -> int
 async def adeliver(redis: AnyAsyncRedis, namespace: str, queue: str, parent_id: str) -> int:
     """Async :func:`deliver_steps`."""
     return int(await arun_steps(redis, deliver_steps(namespace, queue, parent_id)))
+
+
+# -- chains and groups: dependency graphs enqueued in one call -------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    """A chain as enqueued: its links in order (see :meth:`rq_sched.Client.chain`)."""
+
+    links: list[TaskInfo]
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """A group as enqueued: its members and the callback released when all are final."""
+
+    members: list[TaskInfo]
+    callback: TaskInfo
+
+
+LinkState = Literal["waiting", "pending", "running", "completed", "archived", "gone"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChainStatus:
+    """Where a chain is: ``state`` "running", "completed" or "failed"; a failed chain stopped at
+    link ``stopped_at`` (from 0) with ``error``; ``links`` holds each link's state ("gone":
+    finished and not kept, or deleted)."""
+
+    state: Literal["running", "completed", "failed"]
+    links: list[LinkState]
+    stopped_at: int | None = None
+    error: str | None = None
+
+
+def chain_steps(namespace: str, links: Sequence[Prepared]) -> Steps:
+    """Hold links 2..n, each on the one before, then enqueue link 1: nothing runs unless the
+    whole chain was written."""
+    if len(links) < 2:
+        raise ValidationError(f"a chain needs at least 2 tasks, got {len(links)}")
+    for link in links[1:]:
+        check_holdable(link)
+    _check_distinct(links)
+    for before, link in itertools.pairwise(links):
+        yield from hold_steps(
+            namespace, link, [(before.queue, before.id)], "cancel", parents_new=True
+        )
+    yield from _enqueue_steps(namespace, links[0])
+
+
+def group_steps(
+    namespace: str, members: Sequence[Prepared], callback: Prepared, policy: Policy
+) -> Steps:
+    """Hold the callback on every member, then enqueue the members."""
+    if not members or len(members) > MAX_PARENTS:
+        raise ValidationError(f"a group needs 1 to {MAX_PARENTS} members, got {len(members)}")
+    check_holdable(callback)
+    for member in members:
+        if member.message.unique is not None:
+            raise ValidationError(f"group member {member.id!r}: unique members are not supported")
+    _check_distinct([*members, callback])
+    parents = [(m.queue, m.id) for m in members]
+    yield from hold_steps(namespace, callback, parents, policy, parents_new=True)
+    for member in members:
+        yield from _enqueue_steps(namespace, member)
+
+
+def _check_distinct(tasks: Sequence[Prepared]) -> None:
+    refs = [(t.queue, t.id) for t in tasks]
+    if len(set(refs)) != len(refs):
+        raise ValidationError("a chain or group names the same task (queue and id) twice")
+
+
+def _enqueue_steps(namespace: str, task: Prepared) -> Steps:
+    code = yield ops.enqueue(QueueKeys(namespace, task.queue), task)
+    if code < 0:
+        raise error_for_code(code, queue=task.queue, task_id=task.id)
+
+
+def chain_status_steps(namespace: str, chain: Chain) -> Steps:
+    """Read each link's state and say where the chain is."""
+    states: list[LinkState] = []
+    stopped_at: int | None = None
+    error: str | None = None
+    for index, link in enumerate(chain.links):
+        reply = yield ops.task_brief(QueueKeys(namespace, link.queue), link.id)
+        state, data = _link_state(reply)
+        states.append(state)
+        if state == "archived" and stopped_at is None:
+            stopped_at = index
+            error = decode(data, task_id=link.id).last_error if data else None
+    if stopped_at is not None:
+        return ChainStatus("failed", states, stopped_at, error)
+    done = states[-1] in ("completed", "gone")
+    return ChainStatus("completed" if done else "running", states)
+
+
+def _link_state(reply: list[Any]) -> tuple[LinkState, bytes | None]:
+    held, data, active, archived, completed = reply
+    if held:
+        return "waiting", None
+    if data is None:
+        return "gone", None
+    if archived:
+        return "archived", data
+    if completed:
+        return "completed", data
+    return ("running" if active else "pending"), data

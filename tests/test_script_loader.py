@@ -54,6 +54,7 @@ def every_call(keys: QueueKeys) -> list[Call]:
         ops.dep_ack(keys, "a"),
         ops.dep_due(keys, 1000),
         ops.dep_read(keys, "a"),
+        ops.task_brief(keys, "a"),
     ]
 
 
