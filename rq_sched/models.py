@@ -50,6 +50,19 @@ class Progress:
 
 
 @dataclass(frozen=True, slots=True)
+class ParentInfo:
+    """One parent of a task released by its dependencies (``depends_on``, a chain's previous
+    link, a group's member), as the task received it."""
+
+    queue: str
+    id: str
+    outcome: str
+    """"completed", "archived" or "deleted"."""
+    error: str | None = None
+    """The parent's error text when it ended archived."""
+
+
+@dataclass(frozen=True, slots=True)
 class TaskInfo:
     """A snapshot of one task. ``enqueue`` fills what it knows; the inspector fills the rest."""
 
@@ -85,6 +98,9 @@ class TaskInfo:
     ``last_error`` in full, earlier ones are cut to their last 1024 characters."""
     progress: Progress | None = None
     """For active tasks: the latest progress its handler reported, if any."""
+    parents: list[ParentInfo] = field(default_factory=list)
+    """For a task released by its dependencies: its parents, in ``depends_on`` order (the
+    workflow links the dashboard shows)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

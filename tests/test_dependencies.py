@@ -7,6 +7,7 @@ and the delivery loses nothing (the sweep delivers), and repeated deliveries cha
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import msgpack
@@ -17,6 +18,7 @@ import redis.asyncio
 from rq_sched import (
     AsyncClient,
     Client,
+    Inspector,
     Router,
     Task,
     TaskFailedError,
@@ -26,9 +28,12 @@ from rq_sched import (
     scripts,
     workflows,
 )
+from rq_sched.cli.admin import _describe
 from rq_sched.connection import connect
+from rq_sched.inspector.models import task_json
 from rq_sched.keys import QueueKeys
 from rq_sched.message import TaskMessage, decode
+from rq_sched.models import ParentInfo
 from rq_sched.worker.deliverer import Deliverer
 from tests.script_support import NOW_MS, TOKEN
 from tests.worker_support import Recorder, running_server
@@ -282,3 +287,30 @@ def test_async_client_enqueues_dependants(redis_url: str, r: redis.Redis, namesp
 
     asyncio.run(main())
     assert r.hexists(QueueKeys(namespace, "default").held, "K")
+
+
+def test_the_inspector_cli_and_api_show_a_released_tasks_parents(
+    r: redis.Redis, namespace: str, client: Client, inspector: Inspector
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="P1")
+    client.enqueue("t", task_id="P2", queue="other")
+    client.enqueue("t", task_id="K", depends_on=["P1", ("other", "P2")], on_parent_failure="run")
+    _settle(r, keys, "P1", b"one")
+    workflows.deliver(r, namespace, "default", "P1")
+    _fail(r, QueueKeys(namespace, "other"), "P2", "ValueError: broken\ntraceback")
+    workflows.deliver(r, namespace, "other", "P2")
+    info = inspector.get_task("default", "K")
+    assert info.parents == [
+        ParentInfo("default", "P1", "completed"),
+        ParentInfo("other", "P2", "archived", "ValueError: broken\ntraceback"),
+    ]
+    text = _describe(info, time.time())
+    assert (
+        "waited for 2 task(s):\n  default/P1 completed\n  other/P2 archived: ValueError: broken"
+        in text
+    )
+    error = "ValueError: broken\ntraceback"
+    assert task_json(info)["parents"][1] == {
+        "queue": "other", "id": "P2", "outcome": "archived", "error": error
+    }  # fmt: skip

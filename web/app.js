@@ -585,7 +585,19 @@
         h("pre", { class: "error", id: "last-error" }, t.last_error),
         earlierErrors(t)) : null,
       t.result_text !== null ? h("div", { class: "card" }, h("h2", {}, "Result"),
-        h("pre", { id: "result" }, t.result_text)) : null);
+        h("pre", { id: "result" }, t.result_text)) : null,
+      parentsCard(t));
+  }
+
+  function parentsCard(t) {
+    // Workflow links: the tasks this one waited for (a chain's previous link, a group's members).
+    if (!t.parents || !t.parents.length) return null;
+    return h("div", { class: "card", id: "parents" },
+      h("h2", {}, `Waited for ${t.parents.length} task(s)`),
+      h("ol", {}, t.parents.map((p) => h("li", { class: "parent", "data-outcome": p.outcome },
+        link(taskHash(p.queue, p.id), h("span", { class: "mono" }, p.queue + "/" + p.id)),
+        " · ", h("span", { class: "badge", "data-state": p.outcome === "completed" ? "completed" : "archived" }, p.outcome),
+        p.error ? h("pre", { class: "error" }, p.error) : null))));
   }
 
   function earlierErrors(t) {

@@ -272,6 +272,11 @@ def _describe(info: TaskInfo, now: float) -> str:
             lines += [f"-- attempt {e.attempt}, failed {when(e.failed_at, now)}", e.error]
     if info.last_error:
         lines += ["", "last error:", info.last_error]
+    if info.parents:
+        lines += ["", f"waited for {len(info.parents)} task(s):"]
+        for parent in info.parents:
+            error = f": {parent.error.splitlines()[0]}" if parent.error else ""
+            lines.append(f"  {parent.queue}/{parent.id} {parent.outcome}{error}")
     if info.progress is not None:
         progress = info.progress
         shown = json.dumps(progress.value, ensure_ascii=False, default=json_default)

@@ -37,7 +37,14 @@ from rq_sched.inspector.models import (
 )
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.message import decode, unique_of
-from rq_sched.models import AttemptError, QueueInfo, TaskInfo, TaskState, current_progress
+from rq_sched.models import (
+    AttemptError,
+    ParentInfo,
+    QueueInfo,
+    TaskInfo,
+    TaskState,
+    current_progress,
+)
 from rq_sched.options import check_count, check_stored_id, check_stored_queue
 from rq_sched.scripts import Call, SyncRedis
 
@@ -146,6 +153,10 @@ class Inspector:
             result=result,
             expires_at=due if state is TaskState.COMPLETED else None,
             progress=current_progress(progress, token) if state is TaskState.ACTIVE else None,
+            parents=[
+                ParentInfo(queue, parent_id, outcome, data if isinstance(data, str) else None)
+                for outcome, data, queue, parent_id in message.parents or ()
+            ],
         )
 
     def pause(self, queue: str) -> bool:
