@@ -564,7 +564,7 @@
       ["Attempts", `${t.retry_count + (t.state === "active" ? 1 : 0)} so far; retried ${t.retry_count} of ${t.max_retry}`],
       ["Enqueued", whenFull(t.enqueued_at)],
       ["Next run", whenFull(t.next_process_at)], ["Lease ends", whenFull(t.lease_expires_at)],
-      ["Progress", t.progress ? h("span", { id: "progress" },
+      ["Progress", t.progress ? h("span", { id: "task-progress" },
         JSON.stringify(t.progress.value) + (t.progress.message ? " · " + t.progress.message : ""),
         " (", whenFull(t.progress.reported_at), ")") : ""],
       ["Kept until", whenFull(t.expires_at)], ["Last failed", whenFull(t.last_failed_at)],
