@@ -38,7 +38,13 @@ ROUNDS_S = 25.0
 
 
 def _payload(url: str, namespace: str, runs: str, tag: str) -> dict[str, Any]:
-    return {"url": url, "ns": namespace, "runs": runs, "tag": tag, "sleep": random.uniform(0.02, 0.2)}
+    return {
+        "url": url,
+        "ns": namespace,
+        "runs": runs,
+        "tag": tag,
+        "sleep": random.uniform(0.02, 0.2),
+    }
 
 
 @pytest.mark.slow

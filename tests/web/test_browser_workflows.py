@@ -26,7 +26,10 @@ def test_the_task_page_links_the_parents_and_shows_progress(
     r.lrem(keys.pending, 0, "parent-1")
     r.zadd(keys.lease, {"parent-1": 9_999_999_999_999})
     r.hset(keys.token, "parent-1", 3)
-    scripts.run(r, *ops.done(keys, [ops.Ack("parent-1", 3, keep_until_ms=9_999_999_999_999, result=b"r")], 0))
+    scripts.run(
+        r,
+        *ops.done(keys, [ops.Ack("parent-1", 3, keep_until_ms=9_999_999_999_999, result=b"r")], 0),
+    )
     workflows.deliver(r, namespace, "wf", "parent-1")
     client.enqueue("long", queue="wf", task_id="running-1")
     r.lrem(keys.pending, 0, "running-1")
