@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from rq_sched import ops, scripts
 from rq_sched.backoff import default_backoff
@@ -58,6 +58,10 @@ START_WINDOW = 1.0
 """Seconds after a read of Redis found a task's lease current and the task not cancelled in
 which its handler may start without reading again: a cancel that returned earlier than this
 before a start is always seen (docs/core.md, "Guarantees")."""
+REFUSED_PAUSE = 1.0
+"""Seconds before a queue whose dequeue Redis refused (WRONGTYPE: someone else's data under its
+keys) is tried again; doubled for each refusal in a row, up to REFUSED_PAUSE_MAX."""
+REFUSED_PAUSE_MAX = 60.0
 WRITE_ATTEMPTS = 60
 """Attempts to write one outcome through a Redis outage (about two minutes) before giving up;
 the task then runs again once its lease expires."""
@@ -130,6 +134,8 @@ class Processor:
         self._weights = {q: float(w) for q, w in config.queues.items()}
         self._strict = sorted(config.queues, key=lambda q: -config.queues[q])
         self._jobs: set[asyncio.Task[None]] = set()
+        self._refused: dict[str, tuple[float, float]] = {}
+        """Queues whose dequeue Redis refused: queue -> (try again at, monotonic; pause)."""
 
     # -- taking tasks -----------------------------------------------------------------------
 
@@ -174,9 +180,20 @@ class Processor:
         self._fetch_idle.clear()
         try:
             for queue in self.queue_order():
+                refused = self._refused.get(queue)
+                if refused is not None and refused[0] > time.monotonic():
+                    continue
                 script, keys, args = ops.dequeue(self.keys[queue], lease_ms, count)
                 sent = time.monotonic()
-                leased = ops.parse_dequeue(await scripts.arun(self.redis, script, keys, args))
+                try:
+                    reply = await scripts.arun(self.redis, script, keys, args)
+                except ResponseError as exc:  # this queue's own keys: the others are fine
+                    self._refuse(queue, exc)
+                    continue
+                if refused is not None:
+                    del self._refused[queue]
+                    log.warning("queue %r is served again", queue)
+                leased = ops.parse_dequeue(reply)
                 for task in leased:
                     self._start(queue, task, sent)
                 if leased:
@@ -184,6 +201,19 @@ class Processor:
             return 0
         finally:
             self._fetch_idle.set()
+
+    def _refuse(self, queue: str, exc: ResponseError) -> None:
+        """Redis refused to dequeue from ``queue``: skip it for a while, serve the others."""
+        _, pause = self._refused.get(queue, (0.0, REFUSED_PAUSE / 2))
+        pause = min(pause * 2, REFUSED_PAUSE_MAX)
+        self._refused[queue] = (time.monotonic() + pause, pause)
+        log.error(
+            "queue %r cannot be served: Redis refused to take tasks from it (%s). Its keys "
+            "(%s:*) probably hold data rq_sched did not write; inspect and remove it. The other "
+            "queues are served meanwhile; this one is tried again in %.0fs",
+            queue, str(exc).split(" script:")[0], self.keys[queue].prefix, pause,
+        )  # fmt: skip
+        asyncio.get_running_loop().call_later(pause, self.notify_work)
 
     def queue_order(self) -> list[str]:
         """Queues in the order to ask them: by priority, or a weighted random permutation."""
