@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import redis
 
@@ -17,11 +18,12 @@ def _pids(inspector: Inspector) -> set[int]:
 
 
 def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for whoever adopted it to reap it counts as gone)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_n_workers_share_the_queue_come_back_after_a_kill_and_stop_together(
@@ -50,3 +52,20 @@ def test_n_workers_share_the_queue_come_back_after_a_kill_and_stop_together(
     assert "exited with signal SIGKILL" in err
     for pid in first | _pids(inspector):
         assert not _alive(pid), f"worker {pid} outlived its command"
+
+
+def test_workers_stop_gracefully_when_their_command_is_killed(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    inspector = Inspector(r, namespace=namespace)
+    proc = cli_worker(redis_url, namespace, "--workers", "2")
+    try:
+        wait_until(lambda: len(_pids(inspector)) == 2, timeout=30, what="2 workers serving")
+        workers = _pids(inspector)
+        proc.kill()  # kill -9: no chance to pass a signal on
+        proc.wait(10)
+        # A graceful shutdown removes each server's record; a killed worker's would stay.
+        wait_until(lambda: not inspector.servers(), timeout=30, what="both workers shut down")
+        wait_until(lambda: not any(_alive(pid) for pid in workers), timeout=10, what="exited")
+    finally:
+        stop_process(proc)

@@ -13,6 +13,9 @@ own, with its own id, heartbeat and leases) and supervises them:
   Its leased tasks are recovered by lease expiry as for any dead worker. A worker that keeps
   dying is restarted after a pause that doubles from ``RESTART_PAUSE`` up to
   ``RESTART_PAUSE_MAX`` and is forgotten once a worker has run ``STABLE_AFTER`` seconds.
+- **A worker never outlives the command.** Each worker holds the read end of a pipe whose
+  write end only the command holds; when the command dies, even by ``kill -9``, the pipe reads
+  EOF and the worker shuts down gracefully (:func:`watch_supervisor`).
 - **Bad arguments fail once, up front**: the command checks them (and imports the router)
   before starting any worker, so a typo does not become N crash loops.
 
@@ -29,8 +32,9 @@ import select
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -38,6 +42,8 @@ log = logging.getLogger("rq_sched")
 
 STOP_GRACE = 10.0
 """Seconds past the workers' own shutdown timeout after which a worker still running is killed."""
+FLEET_FD_ENV = "RQ_SCHED_FLEET_FD"
+"""Names, in a worker's environment, the descriptor that reads EOF once its command is gone."""
 RESTART_PAUSE = 0.5
 """Pause before starting again a worker that died; doubled for each quick death in a row."""
 RESTART_PAUSE_MAX = 30.0
@@ -67,9 +73,12 @@ class Fleet:
         self.stop_after = shutdown_timeout + STOP_GRACE
         self.restarts = 0
         self._signal: int | None = None
+        self._life_r = self._life_w = -1
 
     def run(self) -> int:
         """Supervise until SIGTERM or SIGINT; the exit status (see the module docstring)."""
+        life_r, self._life_w = os.pipe()  # never written: EOF for the workers when we are gone
+        self._life_r = life_r
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         os.set_blocking(wake_r, False)
@@ -90,6 +99,8 @@ class Fleet:
                 signal.signal(sig, handler)
             os.close(wake_r)
             os.close(wake_w)
+            os.close(self._life_r)
+            os.close(self._life_w)
             for slot in self.slots:  # only on an unexpected error: never leave workers behind
                 if slot.proc is not None and slot.proc.poll() is None:
                     slot.proc.kill()
@@ -100,7 +111,8 @@ class Fleet:
             self._signal = signum
 
     def _start(self, slot: _Slot) -> None:
-        slot.proc = subprocess.Popen(self.command)
+        env = {**os.environ, FLEET_FD_ENV: str(self._life_r)}
+        slot.proc = subprocess.Popen(self.command, env=env, pass_fds=(self._life_r,))
         slot.started = time.monotonic()
         slot.due = 0.0
 
@@ -177,3 +189,22 @@ def worker_command(argv: Sequence[str]) -> list[str]:
     """The command line of one worker of ``rq-sched ... worker ... --workers N``: the same
     arguments, run by this interpreter, with ``--workers 1`` (argparse keeps the last)."""
     return [sys.executable, "-m", "rq_sched.cli", *argv, "--workers", "1"]
+
+
+def watch_supervisor(stop: Callable[[], None]) -> None:
+    """In a worker started by ``--workers N``: call ``stop()`` (a graceful shutdown) once the
+    command that started it is gone. Does nothing in a worker started any other way."""
+    raw = os.environ.pop(FLEET_FD_ENV, None)
+    if raw is None or not raw.isdigit():
+        return
+    fd = int(raw)
+
+    def watch() -> None:
+        with contextlib.suppress(OSError):
+            while os.read(fd, 1):
+                pass  # nobody writes; EOF once every write end is closed
+        log.warning("the rq-sched worker --workers command that started this worker is gone: "
+                    "shutting down")  # fmt: skip
+        stop()
+
+    threading.Thread(target=watch, name="rq-sched-fleet-watch", daemon=True).start()

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from rq_sched.cli.common import add_redis_options, fail, import_object
-from rq_sched.cli.fleet import Fleet, worker_command
+from rq_sched.cli.fleet import Fleet, watch_supervisor, worker_command
 from rq_sched.errors import ValidationError
 from rq_sched.ops import ArchiveLimits
 from rq_sched.router import Router
@@ -96,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
         # Everything above was checked here once; each worker checks it again as it starts.
         command = worker_command(getattr(args, "argv", sys.argv[1:]))
         return Fleet(command, args.workers, shutdown_timeout=args.shutdown_timeout).run()
+    watch_supervisor(server.stop)
     try:
         server.run(router)
     except ServerUnhealthyError as exc:
