@@ -28,6 +28,7 @@ from rq_sched import (
     scripts,
     workflows,
 )
+from rq_sched.cli import main
 from rq_sched.cli.admin import _describe
 from rq_sched.connection import connect
 from rq_sched.inspector.models import task_json
@@ -314,3 +315,31 @@ def test_the_inspector_cli_and_api_show_a_released_tasks_parents(
     assert task_json(info)["parents"][1] == {
         "queue": "other", "id": "P2", "outcome": "archived", "error": error
     }  # fmt: skip
+
+
+def test_tasks_waiting_for_their_parents_are_listed_for_operators(
+    r: redis.Redis,
+    namespace: str,
+    client: Client,
+    inspector: Inspector,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="P")
+    client.enqueue("t", task_id="Q", queue="other")
+    client.enqueue("join", {"n": 1}, task_id="J", depends_on=["P", ("other", "Q")])
+    _settle(r, keys, "P")
+    workflows.deliver(r, namespace, "default", "P")
+    (waiting,) = inspector.waiting("default")
+    assert (waiting.id, waiting.type, waiting.payload) == ("J", "join", {"n": 1})
+    assert (waiting.parents, waiting.reported, waiting.policy) == (
+        ["default/P", "other/Q"],
+        1,
+        "cancel",
+    )
+    with pytest.raises(TaskNotFoundError, match="waiting for its parents"):
+        inspector.get_task("default", "J")
+    assert main(["waiting", "--url", redis_url, "--namespace", namespace, "default"]) == 0
+    out = capsys.readouterr().out
+    assert "J  join  1/2 parents final (on failure: cancel): default/P, other/Q" in out

@@ -55,6 +55,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     task.add_argument("queue")
     task.add_argument("id")
     task.add_argument("action", nargs="?", choices=TASK_ACTIONS)
+    waiting = _command(sub, "waiting", "tasks waiting for their parents (workflows)", _waiting)
+    waiting.add_argument("queue")
+    waiting.add_argument("--limit", type=int, default=100)
     for name, verb in (("pause", "stop"), ("unpause", "resume")):
         paused = _command(sub, name, f"{verb} processing a queue", _pause)
         paused.add_argument("queue")
@@ -248,6 +251,22 @@ def _task(inspector: Inspector, args: argparse.Namespace) -> Any:
         return {args.action: task_id} if args.json else f"{args.action}: done for {task_id}"
     info = inspector.get_task(queue, task_id)
     return task_json(info) if args.json else _describe(info, inspector.clock.now())
+
+
+def _waiting(inspector: Inspector, args: argparse.Namespace) -> Any:
+    found = inspector.waiting(args.queue, args.limit)
+    if args.json:
+        return jsonable(found)
+    if not found:
+        return f"no task of {args.queue} waits for its parents"
+    lines = []
+    for task in found:
+        failed = f"; {task.failed}" if task.failed else ""
+        lines.append(
+            f"{task.id}  {task.type}  {task.reported}/{len(task.parents)} parents final "
+            f"(on failure: {task.policy}{failed}): {', '.join(task.parents)}"
+        )
+    return "\n".join(lines)
 
 
 def _describe(info: TaskInfo, now: float) -> str:

@@ -23,6 +23,7 @@ from rq_sched.inspector import entries as inspector_entries
 from rq_sched.inspector import lists as inspector_lists
 from rq_sched.inspector import minutes as inspector_minutes
 from rq_sched.inspector import processes as inspector_processes
+from rq_sched.inspector import waiting as inspector_waiting
 from rq_sched.inspector.models import (
     BulkResult,
     DailyStats,
@@ -119,6 +120,11 @@ class Inspector:
             pipe.hget(keys.progress, task_id)
             data, *scores, lost, result, token, progress = pipe.execute()
         if data is None:
+            if inspector_waiting.is_waiting(self.redis, keys, task_id):
+                raise TaskNotFoundError(
+                    f"task {task_id!r} in queue {queue!r} is waiting for its parents (it has no "
+                    f"state until they are final): see `rq-sched waiting {queue}`"
+                )
             raise TaskNotFoundError(f"no task {task_id!r} in queue {queue!r}")
         message = decode(data, task_id=task_id)
         state, score = next(
@@ -158,6 +164,17 @@ class Inspector:
                 for outcome, data, queue, parent_id in message.parents or ()
             ],
         )
+
+    def waiting(self, queue: str, limit: int = 100) -> list[inspector_waiting.WaitingTask]:
+        """Up to ``limit`` tasks of ``queue`` held until their parents are final (enqueued
+        with ``depends_on``, chain links, group callbacks), with how many parents reported.
+
+        Raises:
+            ValidationError: bad ``limit``.
+        """
+        check_count(limit, "limit")
+        with translate_errors(self.redis):
+            return inspector_waiting.read_waiting(self.redis, self.keys(queue), limit)
 
     def pause(self, queue: str) -> bool:
         """Stop workers taking tasks from ``queue``; returns False if it was already paused."""
