@@ -7,6 +7,7 @@ and the delivery loses nothing (the sweep delivers), and repeated deliveries cha
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 from typing import Any
 
@@ -343,3 +344,75 @@ def test_tasks_waiting_for_their_parents_are_listed_for_operators(
     assert main(["waiting", "--url", redis_url, "--namespace", namespace, "default"]) == 0
     out = capsys.readouterr().out
     assert "J  join  1/2 parents final (on failure: cancel): default/P, other/Q" in out
+
+
+def test_random_graphs_with_repeated_racing_deliveries_release_each_task_once(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    """Random DAGs over three queues; parents settle in random order and every outcome is
+    delivered two or three times, interleaved with other deliveries (as a worker and the sweep
+    racing would). Each task is released exactly once, only after all its parents settled."""
+    rng = random.Random(1729)
+    queues = ["ga", "gb", "gc"]
+    for graph in range(15):
+        nodes = [(queues[rng.randrange(3)], f"g{graph}n{n}") for n in range(12)]
+        parents: dict[int, list[int]] = {}
+        for n, (queue, task_id) in enumerate(nodes):
+            chosen = sorted(rng.sample(range(n), k=min(n, rng.randint(0, 3))))
+            parents[n] = chosen
+            refs = [nodes[p] for p in chosen]
+            if refs:
+                client.enqueue("t", queue=queue, task_id=task_id, depends_on=refs)
+            else:
+                client.enqueue("t", queue=queue, task_id=task_id)
+        settled: set[int] = set()
+        released_at: dict[int, int] = {}
+        step = 0
+        while len(settled) < len(nodes):
+            ready = [
+                n
+                for n, (q, i) in enumerate(nodes)
+                if n not in settled
+                and i.encode() in r.lrange(QueueKeys(namespace, q).pending, 0, -1)
+            ]
+            assert ready, "nothing pending although tasks remain: a release was lost"
+            for q in queues:
+                listed = r.lrange(QueueKeys(namespace, q).pending, 0, -1)
+                assert len(listed) == len(set(listed)), "a task was released twice"
+            early = [nodes[n] for n in ready if not all(p in settled for p in parents[n])]
+            assert not early, f"released before all their parents settled: {early}"
+            batch = rng.sample(ready, k=min(len(ready), rng.randint(1, 3)))
+            for n in batch:
+                queue, task_id = nodes[n]
+                released_at.setdefault(n, step)
+                _settle(r, QueueKeys(namespace, queue), task_id)
+                settled.add(n)
+            # A deliverer that dies after reporting to some children (before its ack), then
+            # full deliveries, repeated and shuffled: children see the same report again.
+            deliveries = [nodes[n] for n in batch for _ in range(rng.randint(1, 2))]
+            rng.shuffle(deliveries)
+            for queue, task_id in deliveries:
+                _partial_delivery(r, namespace, queue, task_id, rng)
+            rng.shuffle(deliveries)
+            for queue, task_id in deliveries:
+                workflows.deliver(r, namespace, queue, task_id)
+            step += 1
+        for queue in queues:
+            keys = QueueKeys(namespace, queue)
+            assert r.llen(keys.pending) == 0
+            for key in (keys.held, keys.deps, keys.reports, keys.outbox, keys.children):
+                assert r.hlen(key) == 0, key
+
+
+def _partial_delivery(
+    r: redis.Redis, namespace: str, queue: str, task_id: str, rng: random.Random
+) -> None:
+    """What a deliverer killed midway leaves: reports to some children, no ack."""
+    children_raw, entry_raw = _run(r, ops.dep_read(QueueKeys(namespace, queue), task_id))
+    if entry_raw is None:
+        return
+    outcome, data = msgpack.unpackb(entry_raw, raw=False)
+    children = msgpack.unpackb(children_raw, raw=False) if children_raw else []
+    for child_queue, child_id, index in rng.sample(children, k=rng.randint(0, len(children))):
+        entry = msgpack.packb([outcome, data, queue, task_id])
+        _run(r, ops.dep_report(QueueKeys(namespace, child_queue), child_id, index, entry, outcome))
