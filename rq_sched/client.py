@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from rq_sched import ops, results, scripts, workflows
+from rq_sched import aggregation, ops, results, scripts, workflows
 from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.coalesce import Coalescer
 from rq_sched.connection import aconnect, connect, refused, translate_errors
@@ -66,6 +66,20 @@ class _Producer:
         checked = workflows.check_policy(policy)
         workflows.check_holdable(task)
         return workflows.hold_steps(self.namespace, task, parents, checked)
+
+    def grouped(self, task: Prepared, group: object, depends_on: object) -> Call:
+        """The call adding ``task`` to aggregation group ``group`` (checked first)."""
+        name = aggregation.check_group(group)
+        if depends_on is not None:
+            raise ValidationError("group= cannot be combined with depends_on")
+        aggregation.check_groupable(task)
+        return ops.enqueue_grouped(
+            self.keys(task.queue),
+            name,
+            aggregation.entry(task),
+            task.message.enqueued_at,
+            aggregation.DEFAULT_LIMITS.as_ms(),
+        )
 
     def unregistered(self, queues: Iterable[str]) -> list[str]:
         """Queues this client has not yet added to the registry of queue names."""
@@ -182,6 +196,7 @@ class Client:
         headers: dict[str, str] | None = None,
         depends_on: Sequence[workflows.ParentRef] | None = None,
         on_parent_failure: workflows.Policy = "cancel",
+        group: str | None = None,
     ) -> TaskInfo:
         """Enqueue one task, ready now or at ``process_at`` / after ``process_in``.
 
@@ -203,6 +218,8 @@ class Client:
                 ``task.parents`` (see docs/workflows.md).
             on_parent_failure: with ``depends_on``: ``"cancel"`` archives the task unrun when
                 a parent ends archived or deleted; ``"run"`` runs it anyway.
+            group: add the task to this aggregation group of ``queue``: the router's
+                aggregator turns the group's tasks into one task (see docs/workflows.md).
 
         Returns:
             The new task's :class:`TaskInfo` (a held task's state reads pending).
@@ -224,6 +241,12 @@ class Client:
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
             )
         )  # fmt: skip
+        if group is not None:
+            call = p.grouped(task, group, depends_on)
+            with translate_errors(self.redis, writing=f"task {task.id!r}"):
+                self._register([queue])
+                scripts.run(self.redis, *call)
+            return task.info(task.message.enqueued_at)
         if depends_on is not None:
             steps = p.hold(task, depends_on, on_parent_failure)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
@@ -435,6 +458,7 @@ class AsyncClient:
         headers: dict[str, str] | None = None,
         depends_on: Sequence[workflows.ParentRef] | None = None,
         on_parent_failure: workflows.Policy = "cancel",
+        group: str | None = None,
     ) -> TaskInfo:
         """Enqueue one task; see :meth:`Client.enqueue` for arguments, result and errors."""
         p = self._p
@@ -445,6 +469,12 @@ class AsyncClient:
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
             )
         )  # fmt: skip
+        if group is not None:
+            call = p.grouped(task, group, depends_on)
+            with translate_errors(self.redis, writing=f"task {task.id!r}"):
+                await self._register([queue])
+                await scripts.arun(self.redis, *call)
+            return task.info(task.message.enqueued_at)
         if depends_on is not None:
             steps = p.hold(task, depends_on, on_parent_failure)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):

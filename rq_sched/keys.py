@@ -32,6 +32,10 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
                                for its dependants in the step that made it final
     ns:{q}:outbox_at    zset   id -> when that outcome was recorded (ms); the sweep delivers
                                what stays undelivered past a grace period
+    ns:{q}:agg:<g>      list   aggregation group <g>: msgpack [id, message] entries, oldest first
+    ns:{q}:aggs         zset   group -> when it is due to be aggregated (ms)
+    ns:{q}:aggfirst     hash   group -> when its oldest entry was added (ms)
+    ns:{q}:aggconf      hash   the aggregators' limits: grace_ms, max_delay_ms, max_size
     ns:{q}:marker       zset   "r" -> 0 when tasks are ready; "d" -> next due time (ms)
     ns:{q}:paused       string present while the queue is paused
     ns:{q}:limits       hash   the queue's archive limits in force: max_size, max_age_ms;
@@ -186,6 +190,22 @@ class QueueKeys:
         """children, outbox, outbox_at: the keys a settling script records an outcome with."""
         return (self.children, self.outbox, self.outbox_at)
 
+    def agg_group(self, group: str) -> str:
+        """The entries of aggregation group ``group``."""
+        return f"{self.prefix}:agg:{group}"
+
+    @cached_property
+    def agg_groups(self) -> str:
+        return f"{self.prefix}:aggs"
+
+    @cached_property
+    def agg_first(self) -> str:
+        return f"{self.prefix}:aggfirst"
+
+    @cached_property
+    def agg_conf(self) -> str:
+        return f"{self.prefix}:aggconf"
+
     @cached_property
     def token(self) -> str:
         return f"{self.prefix}:token"
@@ -267,6 +287,9 @@ class QueueKeys:
             self.children,
             self.outbox,
             self.outbox_at,
+            self.agg_groups,
+            self.agg_first,
+            self.agg_conf,
             self.token,
             self.seq,
             self.cancel,

@@ -516,3 +516,68 @@ def task_brief(keys: QueueKeys, task_id: str) -> Call:
         (keys.held, keys.msg, keys.lease, keys.archived, keys.completed),
         (task_id,),
     )
+
+
+def enqueue_grouped(
+    keys: QueueKeys, group: str, entry: bytes, now_ms: int, limits: tuple[int, int, int]
+) -> Call:
+    """Add a task to aggregation group ``group``; ``limits`` (grace ms, max delay ms, max size)
+    apply when the queue stores none. The reply is the group's size."""
+    return (
+        scripts.load("enqueue_grouped"),
+        (keys.agg_group(group), keys.agg_groups, keys.agg_first, keys.agg_conf, keys.marker),
+        (group, entry, now_ms, *limits),
+    )
+
+
+def agg_due(keys: QueueKeys, now_ms: int, limit: int = BATCH_LIMIT) -> Call:
+    """Groups due by ``now_ms``: ``[groups, next due ms or -1]``."""
+    return scripts.load("agg_due"), (keys.agg_groups,), (now_ms, limit)
+
+
+def agg_take(keys: QueueKeys, group: str, now_ms: int, max_size: int) -> Call:
+    """Read a due group's head entries (up to its max size)."""
+    return (
+        scripts.load("agg_take"),
+        (keys.agg_group(group), keys.agg_groups, keys.agg_conf),
+        (group, now_ms, max_size),
+    )
+
+
+def agg_commit(
+    keys: QueueKeys,
+    group: str,
+    *,
+    now_ms: int,
+    grace_ms: int,
+    task: Prepared | None,
+    entries: Sequence[bytes],
+) -> Call:
+    """Replace the group's head ``entries`` by ``task`` (None: drop them), if still its head."""
+    return (
+        scripts.load("agg_commit"),
+        (
+            keys.agg_group(group),
+            keys.agg_groups,
+            keys.agg_first,
+            keys.agg_conf,
+            keys.msg,
+            keys.pending,
+            keys.marker,
+            keys.archived,
+            keys.result,
+        ),
+        (
+            group,
+            now_ms,
+            grace_ms,
+            task.id if task is not None else "",
+            task.encoded if task is not None else b"",
+            *entries,
+        ),
+    )
+
+
+def agg_conf(keys: QueueKeys, limits: tuple[int, int, int]) -> Call:
+    """Store the queue's aggregation limits (grace ms, max delay ms, max size)."""
+    return scripts.load("agg_conf"), (keys.agg_conf,), limits

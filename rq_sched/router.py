@@ -5,8 +5,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, Literal
 
+from rq_sched.aggregation import Aggregate, Aggregation, GroupLimits
 from rq_sched.backoff import Backoff
 from rq_sched.durations import duration_seconds
 from rq_sched.errors import ValidationError
@@ -50,6 +52,33 @@ class Router:
 
     routes: dict[str, Route] = field(default_factory=dict)
     middleware: list[Middleware] = field(default_factory=list)
+    aggregation: Aggregation | None = None
+    """The aggregator of tasks enqueued with ``group=`` (see :meth:`aggregator`)."""
+
+    def aggregator(
+        self,
+        aggregate: Aggregate,
+        *,
+        grace: timedelta | float = 60.0,
+        max_delay: timedelta | float | None = None,
+        max_size: int | None = None,
+    ) -> Aggregate:
+        """Register the function that turns a batch of a group's tasks into one task
+        (``aggregate(group, tasks) -> NewTask | None``); usable as a decorator.
+
+        A group (tasks of one queue enqueued with the same ``group=``) is aggregated
+        ``grace`` seconds after its newest task, at most ``max_delay`` after its oldest, or at
+        once when it holds ``max_size`` tasks (also the most one batch takes). Workers store
+        these limits in the queues they serve; enqueues use them.
+
+        Raises:
+            ValidationError: an aggregator is already registered, or bad limits.
+        """
+        if self.aggregation is not None:
+            raise ValidationError("this router already has an aggregator")
+        limits = GroupLimits(grace=grace, max_delay=max_delay, max_size=max_size)
+        self.aggregation = Aggregation(aggregate, limits)
+        return aggregate
 
     def task(
         self,

@@ -55,6 +55,11 @@ def every_call(keys: QueueKeys) -> list[Call]:
         ops.dep_due(keys, 1000),
         ops.dep_read(keys, "a"),
         ops.task_brief(keys, "a"),
+        ops.enqueue_grouped(keys, "g", b"e", NOW_MS, (1000, 0, 0)),
+        ops.agg_due(keys, NOW_MS),
+        ops.agg_take(keys, "g", NOW_MS, 0),
+        ops.agg_commit(keys, "g", now_ms=NOW_MS, grace_ms=1000, task=None, entries=[b"e"]),
+        ops.agg_conf(keys, (1000, 0, 0)),
     ]
 
 
