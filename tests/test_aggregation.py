@@ -215,6 +215,15 @@ def test_bad_limits_are_refused() -> None:
     router.aggregator(_digest)
     with pytest.raises(ValidationError, match="already"):
         router.aggregator(_digest)
+    decorated = Router()
+
+    @decorated.aggregator(grace=5, max_size=10)
+    def fn(group: str, tasks: list[Task]) -> None:
+        return None
+
+    assert decorated.aggregation is not None
+    assert decorated.aggregation.aggregate is fn
+    assert decorated.aggregation.limits.as_ms() == (5000, 0, 10)
 
 
 def test_a_server_aggregates_a_group_woken_through_the_marker(
