@@ -14,6 +14,8 @@
 -- KEYS[9] failed      total counter
 -- KEYS[10] failed_day daily counter
 -- KEYS[11] limits     hash: the queue's archive limits (max_size, max_age_ms) and `trimmed`
+-- KEYS[12] flow       hash: the queue's flow limits (a freed slot wakes a held worker)
+-- KEYS[13] marker     zset waking blocked workers
 -- ARGV[1] id
 -- ARGV[2] lease token
 -- ARGV[3] updated message (its last error recorded)
@@ -30,6 +32,7 @@
 --@include counters
 --@include trim_archive
 --@include archive_limits
+--@include flow
 local msg = KEYS[1]
 local lease = KEYS[2]
 local tokens = KEYS[3]
@@ -48,6 +51,7 @@ if not holds_lease(tokens, id, ARGV[2]) then
   return NOT_ACTIVE
 end
 end_lease(lease, tokens, id)
+flow_freed(KEYS[12], KEYS[13])
 redis.call('HSET', msg, id, ARGV[3])
 redis.call('ZADD', archived, now, id)
 redis.call('HDEL', lost, id)

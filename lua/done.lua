@@ -11,7 +11,9 @@
 -- KEYS[7] processed_day  daily counter
 -- KEYS[8] tokens         hash: active id -> fencing token
 -- KEYS[9] cancel         hash: id -> cancel request
--- KEYS[10..] unique      uniqueness locks named by the tasks below
+-- KEYS[10] flow          hash: the queue's flow limits (a freed slot wakes a held worker)
+-- KEYS[11] marker        zset waking blocked workers
+-- KEYS[12..] unique      uniqueness locks named by the tasks below
 -- ARGV[1] expiry of the daily counter (epoch s)
 -- ARGV[5i+2] id, ARGV[5i+3] lease token, ARGV[5i+4] keep-until ms (0: delete now),
 -- ARGV[5i+5] result ("" for none), ARGV[5i+6] index into KEYS of its uniqueness lock (0: none)
@@ -20,6 +22,7 @@
 --@include counters
 --@include unique
 --@include lease
+--@include flow
 local lease = KEYS[1]
 local msg = KEYS[2]
 local completed = KEYS[3]
@@ -57,6 +60,7 @@ for i = 2, #ARGV, 5 do
   end
 end
 if done > 0 then
+  flow_freed(KEYS[10], KEYS[11])
   count(processed, processed_day, ARGV[1], done)
 end
 out[1] = done

@@ -10,6 +10,7 @@
 -- KEYS[6] failed      total counter
 -- KEYS[7] failed_day  daily counter
 -- KEYS[8] tokens      hash: active id -> fencing token
+-- KEYS[9] flow        hash: the queue's flow limits (a freed slot wakes a held worker)
 -- ARGV[1] id
 -- ARGV[2] lease token
 -- ARGV[3] updated message (retry count and error recorded)
@@ -21,6 +22,7 @@
 --@include marker
 --@include counters
 --@include lease
+--@include flow
 local lease = KEYS[1]
 local msg = KEYS[2]
 local retry = KEYS[3]
@@ -36,6 +38,7 @@ if not holds_lease(tokens, id, ARGV[2]) then
   return NOT_ACTIVE
 end
 end_lease(lease, tokens, id)
+flow_freed(KEYS[9], marker)
 redis.call('HSET', msg, id, ARGV[3])
 count(failed, failed_day, ARGV[5], 1)
 if due > 0 then

@@ -31,6 +31,7 @@ from rq_sched.errors import (
     WriteRefusedError,
     WrongKeyTypeError,
 )
+from rq_sched.flow import FlowLimits, FlowStatus
 
 # Inspecting and operating queues
 from rq_sched.inspector import (
@@ -68,6 +69,7 @@ __all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
     # running handlers
     "ArchiveLimits",
     "Backoff",
+    "FlowLimits",
     "Middleware",
     "Router",
     "Server",
@@ -79,6 +81,7 @@ __all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
     # inspecting and operating queues
     "BulkResult",
     "DailyStats",
+    "FlowStatus",
     "Inspector",
     "QueueStats",
     "RedisNode",

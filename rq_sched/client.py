@@ -16,9 +16,10 @@ from rq_sched import ops, scripts
 from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.connection import aconnect, connect, refused, translate_errors
 from rq_sched.errors import EnqueueManyError, RqSchedError, ValidationError, error_for_code
+from rq_sched.flow import FlowLimits, check_limits, set_flow
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.models import NewTask, TaskInfo
-from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES, Prepared, prepare
+from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES, Prepared, check_stored_queue, prepare
 from rq_sched.scripts import AnyAsyncRedis, Call, SyncRedis
 
 __all__ = ["AsyncClient", "Client", "EnqueueManyError"]
@@ -241,6 +242,21 @@ class Client:
                 self.redis, calls, lambda: infos.extend(t.info(now_ms) for t in prepared)
             )
         return self._p.results_many(prepared, owners, raw, infos)
+
+    def set_flow(self, queue: str, limits: FlowLimits | None) -> None:
+        """Set the flow limits of ``queue`` (a rate limit and a concurrency cap across all
+        workers, see :mod:`rq_sched.flow`); None removes them. Workers obey them from their
+        next dequeue.
+
+        Raises:
+            ValidationError: a bad queue name or ``limits`` (nothing written).
+            RedisUnavailableError: Redis cannot be reached.
+        """
+        keys = self._p.keys(check_stored_queue(queue))
+        checked = FlowLimits() if limits is None else check_limits(limits)
+        with translate_errors(self.redis, writing="flow limits"):
+            self._register([keys.queue])
+            scripts.run(self.redis, *set_flow(keys, checked))
 
     def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)

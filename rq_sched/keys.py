@@ -20,6 +20,10 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
     ns:{q}:lost         hash   id -> times its lease expired with no ack (sparse)
     ns:{q}:marker       zset   "r" -> 0 when tasks are ready; "d" -> next due time (ms)
     ns:{q}:paused       string present while the queue is paused
+    ns:{q}:flow         hash   the queue's flow limits, set by an operator or a server's config:
+                               interval (ms per task start), burst, max_active; and their
+                               state, written by dequeue: tat (GCRA), timer, held
+                               (see ``lua/includes/flow.lua`` and docs/flow.md)
     ns:{q}:limits       hash   the queue's archive limits in force: max_size, max_age_ms;
                                trimmed: archived tasks those limits have deleted, all time
     ns:{q}:unique:<d>   string id holding the uniqueness lock for digest <d> (with TTL)
@@ -139,6 +143,11 @@ class QueueKeys:
         return f"{self.prefix}:limits"
 
     @cached_property
+    def flow(self) -> str:
+        """Flow limits of the queue (rate limit, concurrency cap) and their state."""
+        return f"{self.prefix}:flow"
+
+    @cached_property
     def marker(self) -> str:
         return f"{self.prefix}:marker"
 
@@ -199,6 +208,7 @@ class QueueKeys:
             self.seq,
             self.cancel,
             self.limits,
+            self.flow,
             self.marker,
             self.paused,
             self.processed,

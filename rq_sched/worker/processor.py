@@ -26,7 +26,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from rq_sched import ops, scripts
+from rq_sched import flow, ops, scripts
 from rq_sched.backoff import default_backoff
 from rq_sched.clock import Clock, to_ms
 from rq_sched.errors import (
@@ -124,6 +124,11 @@ class Processor:
         self._weights = {q: float(w) for q, w in config.queues.items()}
         self._strict = sorted(config.queues, key=lambda q: -config.queues[q])
         self._jobs: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        """Wakes the fetch loop when a flow limit lets the next task start (see :mod:`flow`)."""
+        self._timer_at = math.inf
+        self.flow_holds = 0
+        """Dequeues that a flow limit held back (rate or concurrency cap)."""
 
     # -- taking tasks -----------------------------------------------------------------------
 
@@ -137,6 +142,7 @@ class Processor:
 
     async def fetch_loop(self) -> None:
         """Take tasks while there are free slots; sleep until woken when the queues are empty."""
+        await self._apply_flow()
         failures = 0
         while not self._stopping:
             free = self.config.concurrency - self.busy()
@@ -169,7 +175,13 @@ class Processor:
         try:
             for queue in self.queue_order():
                 script, keys, args = ops.dequeue(self.keys[queue], lease_ms, count)
-                leased = ops.parse_dequeue(await scripts.arun(self.redis, script, keys, args))
+                reply = await scripts.arun(self.redis, script, keys, args)
+                leased = ops.parse_dequeue(reply)
+                hold = flow.dequeue_hold(reply)
+                if hold is not None:
+                    self.flow_holds += 1
+                    if hold.wait_s is not None:
+                        self._wake_in(hold.wait_s)
                 for task in leased:
                     self._start(queue, task)
                 if leased:
@@ -177,6 +189,38 @@ class Processor:
             return 0
         finally:
             self._fetch_idle.set()
+
+    def _wake_in(self, seconds: float) -> None:
+        """Look at the queues again in ``seconds`` (a flow limit said when), unless a timer
+        already set fires sooner: one timer per worker, whatever the number of holds."""
+        at = time.monotonic() + seconds
+        if self._timer is not None and self._timer_at <= at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        self._work.set()
+
+    async def _apply_flow(self) -> None:
+        """Store the flow limits of this server's config before taking any task (retrying
+        through Redis outages), so they are in force from the first dequeue."""
+        failures = 0
+        for queue, limits in self.config.flow.items():
+            call = flow.set_flow(self.keys[queue], limits)
+            while not self._stopping:
+                try:
+                    await scripts.arun(self.redis, *call)
+                    break
+                except (RedisError, OSError) as exc:
+                    failures += 1
+                    pause = retry_pause(failures)
+                    log.warning("storing the flow limits of %s failed: %s", queue, exc)
+                    await asyncio.sleep(pause)
 
     def queue_order(self) -> list[str]:
         """Queues in the order to ask them: by priority, or a weighted random permutation."""
@@ -560,6 +604,9 @@ class Processor:
     async def drain(self, timeout: float) -> None:
         """Stop taking tasks, wait up to ``timeout`` for handlers, hand the rest back at once."""
         self._stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         started = time.monotonic()
         self.acks.deadline = started + timeout + ACK_GRACE
         self._work.set()
