@@ -38,6 +38,10 @@ MAX_PERIOD_MS = 366 * 86_400_000
 """The longest rate period accepted (a year)."""
 MAX_LIMIT = 1_000_000
 """The largest burst or concurrency cap accepted."""
+JITTER_MS = 20
+"""Lateness a token tolerates (``FLOW_JITTER_MS`` in ``lua/includes/flow.lua``): a worker
+woken for the next token reaches Redis a few ms after its time, and a strict GCRA would lose
+that time on every token."""
 
 _RATE = re.compile(r"\s*(\d+)\s*/\s*(\S+)\s*")
 _UNITS_MS = {
@@ -240,9 +244,9 @@ def status_from(
     tokens = None
     next_at = None
     if interval is not None and interval > 0:
-        tau = (burst - 1) * interval
+        tau = (burst - 1) * interval + JITTER_MS
         theoretical = max(tat, now_ms)
-        tokens = max(0, min(burst, math.floor((now_ms + tau - theoretical) / interval) + 1))
+        tokens = max(0, math.floor((now_ms + tau - theoretical) / interval) + 1)
         if tokens == 0:
             next_at = datetime.fromtimestamp((theoretical - tau) / 1000, UTC)
     rate_text = raw[5].decode() if isinstance(raw[5], bytes) else raw[5]

@@ -13,6 +13,13 @@
 -- no crash point can leak one.
 --@include marker
 
+-- Lateness a token tolerates: a worker woken for the next token reaches Redis some ms after
+-- its time (reply, event loop, timer), and a strict GCRA would lose that time on every token
+-- (measured: 100/s delivered 81/s over 4 workers). With this tolerance the rate holds exactly
+-- in steady state; the price is that after a pause up to this much time's worth of tasks more
+-- than `burst` may start at once (at most 2% of any 1 s window).
+local FLOW_JITTER_MS = 20
+
 -- A worker that is not the timer holder sleeps this long past the holder's time at most, so
 -- a holder that died never stalls the queue for longer.
 local FLOW_TIMER_GRACE_MS = 2000
@@ -28,7 +35,7 @@ local function flow_load(flow, lease, now)
   local state = {now = now, interval = interval, max_active = max_active,
                  timer = tonumber(f[5]) or 0}
   if interval then
-    state.tau = ((tonumber(f[2]) or 1) - 1) * interval
+    state.tau = ((tonumber(f[2]) or 1) - 1) * interval + FLOW_JITTER_MS
     state.tat = math.max(tonumber(f[4]) or 0, now)
   end
   if max_active then
