@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import redis
 
-from rq_sched import Client, FlowLimits, NewTask
+from rq_sched import Client, FlowLimits, NewTask, scripts
 from rq_sched.keys import QueueKeys
 from tests.worker_support import cli_worker, stop_process, texts, wait_until
 
@@ -190,3 +190,71 @@ def _running_of(r: redis.Redis, ledger: str, pid: int) -> set[str]:
         if by == pid:
             (running.add if kind == "s" else running.discard)(task_id)
     return running
+
+
+def command_counts(url: str, seconds: float) -> Counter[tuple[str, str]]:
+    """Every command Redis ran in the next ``seconds``, by (client address, command), read with
+    MONITOR; a script call is named by its script (``EVALSHA dequeue``)."""
+    names = {s.sha: s.name for s in scripts.all_scripts()}
+    counts: Counter[tuple[str, str]] = Counter()
+    conn = redis.Redis.from_url(url)
+    done = threading.Event()
+    monitor = conn.monitor()
+    monitor.__enter__()
+
+    def read() -> None:
+        while not done.is_set():
+            reply = monitor.next_command()
+            parts = reply["command"].split()
+            name = parts[0].upper() if parts else "?"
+            if name == "EVALSHA" and len(parts) > 1:
+                name = f"EVALSHA {names.get(parts[1].strip(chr(34)), '?')}"
+            if not done.is_set():
+                counts[(f"{reply['client_address']}:{reply['client_port']}", name)] += 1
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(seconds)  # the measurement window itself
+    done.set()
+    with redis.Redis.from_url(url) as other:
+        other.ping()  # a command for the reader to see, so it ends
+    reader.join(10)
+    monitor.__exit__(None, None, None)
+    conn.close()
+    counts.pop(("?", "PING"), None)
+    return counts
+
+
+def test_idle_commands_per_worker_while_rate_limited(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    """4 workers on a saturated 100/s queue: dequeue calls per task started (no herd); then
+    the same backlog held by a limit whose next token is an hour away: what idle workers send."""
+    ledger = f"{namespace}:ledger"
+    client = Client(r, namespace=namespace)
+    client.set_flow("default", FlowLimits(rate=f"{RATE}/s"))
+    ledger_tasks(client, redis_url, ledger, RATE * 30)
+    window = 5.0
+    with workers(redis_url, namespace, 4, "--concurrency", "4"):
+        wait_until(lambda: r.llen(ledger) >= 2 * RATE, timeout=60, what="tasks under way")
+        before = r.llen(ledger) // 2
+        busy = command_counts(redis_url, window)
+        started = r.llen(ledger) // 2 - before
+        client.set_flow("default", FlowLimits(rate="1/h"))
+        wait_until(lambda: r.hexists(QueueKeys(namespace, "default").flow, "tat"), timeout=10)
+        time.sleep(0.5)  # let the wake-ups of the change settle
+        idle = command_counts(redis_url, window * 2)
+    dequeues = sum(n for (_, cmd), n in busy.items() if cmd == "EVALSHA dequeue")
+    idle_by_client = Counter(addr for (addr, cmd) in idle if cmd != "MONITOR")
+    idle_total = sum(n for (_, cmd), n in idle.items())
+    idle_dequeues = sum(n for (_, cmd), n in idle.items() if cmd == "EVALSHA dequeue")
+    print(
+        f"\n100/s saturated over 4 workers: {started} tasks started in {window:g} s with "
+        f"{dequeues} dequeue calls ({dequeues / max(started, 1):.2f} per task)"
+        f"\nheld by a 1/h limit, {window * 2:g} s: {idle_total} commands from "
+        f"{len(idle_by_client)} connections ({idle_total / 4 / (window * 2):.2f}/s per worker), "
+        f"{idle_dequeues} dequeue calls; by command: "
+        f"{dict(Counter(cmd for (_, cmd) in idle.elements()))}"
+    )
+    assert dequeues <= 1.5 * started  # one worker per token time: no herd
+    assert idle_dequeues <= 4  # no polling: at most a call per worker after the change

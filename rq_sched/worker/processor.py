@@ -127,6 +127,7 @@ class Processor:
         self._timer: asyncio.TimerHandle | None = None
         """Wakes the fetch loop when a flow limit lets the next task start (see :mod:`flow`)."""
         self._timer_at = math.inf
+        self._held_only = False
         self.flow_holds = 0
         """Dequeues that a flow limit held back (rate or concurrency cap)."""
 
@@ -160,7 +161,7 @@ class Processor:
                 log.warning("fetching tasks failed: %s (retrying in %.2fs)", exc, pause)
                 await asyncio.sleep(pause)
                 continue
-            if not taken and not self._stopping:
+            if (not taken or self._held_only) and not self._stopping:
                 await self._work.wait()
 
     async def fetch(self, free: int) -> int:
@@ -170,10 +171,14 @@ class Processor:
         and what it leased is handed back rather than started: cancelling it could leave Redis
         having leased tasks to nobody."""
         lease_ms = int(self.config.lease_duration * 1000)
-        count = min(free, self.config.batch_size)
         self._fetch_idle.clear()
+        self._held_only = False
+        taken = 0
         try:
             for queue in self.queue_order():
+                count = min(free - taken, self.config.batch_size)
+                if count <= 0:
+                    break
                 script, keys, args = ops.dequeue(self.keys[queue], lease_ms, count)
                 reply = await scripts.arun(self.redis, script, keys, args)
                 leased = ops.parse_dequeue(reply)
@@ -184,9 +189,13 @@ class Processor:
                         self._wake_in(hold.wait_s)
                 for task in leased:
                     self._start(queue, task)
-                if leased:
-                    return len(leased)
-            return 0
+                taken += len(leased)
+                if leased and hold is None:
+                    return taken
+            # Only flow-held queues gave tasks (or none did): asking again at once would only
+            # be held again; the timer the script asked for, or the marker, wakes the loop.
+            self._held_only = taken > 0
+            return taken
         finally:
             self._fetch_idle.set()
 
