@@ -199,7 +199,7 @@ def command_counts(url: str, seconds: float) -> Counter[tuple[str, str]]:
     counts: Counter[tuple[str, str]] = Counter()
     conn = redis.Redis.from_url(url)
     done = threading.Event()
-    monitor = conn.monitor()
+    monitor = conn.monitor()  # type: ignore[no-untyped-call]
     monitor.__enter__()
 
     def read() -> None:
