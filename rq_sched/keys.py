@@ -27,6 +27,8 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
     ns:{q}:limits       hash   the queue's archive limits in force: max_size, max_age_ms;
                                trimmed: archived tasks those limits have deleted, all time
     ns:{q}:unique:<d>   string id holding the uniqueness lock for digest <d> (with TTL)
+    ns:{q}:debounce:<h> string id of the task waiting under debounce key hash <h> (with TTL)
+    ns:{q}:throttle:<h> string id of the task kept in the throttle window of key hash <h> (TTL)
     ns:{q}:guard:<g>    string last fire time claimed for guard <g> (scheduler ticks)
     ns:{q}:processed    string total processed; ns:{q}:processed:<yyyy-mm-dd> per day
     ns:{q}:failed       string total failed;    ns:{q}:failed:<yyyy-mm-dd> per day
@@ -175,6 +177,14 @@ class QueueKeys:
         """The uniqueness lock for ``digest`` (a never-set key when the task is not unique)."""
         return f"{self.prefix}:unique:{digest or NO_UNIQUE_DIGEST}"
 
+    def debounce(self, key: str) -> str:
+        """Id of the task waiting under a debounce key (see ``rq_sched.dedup``)."""
+        return f"{self.prefix}:debounce:{_key_hash(key)}"
+
+    def throttle(self, key: str) -> str:
+        """Id of the task kept in a throttle window (see ``rq_sched.dedup``)."""
+        return f"{self.prefix}:throttle:{_key_hash(key)}"
+
     @cached_property
     def minutes(self) -> str:
         """Per-minute samples for the dashboard's charts (see ``inspector.minutes``)."""
@@ -276,6 +286,11 @@ def dq_dedup(wrapped: bytes) -> str:
     Python consumers sharing tubes run each job once (see ``rq_sched.dq``).
     """
     return hashlib.md5(wrapped, usedforsecurity=False).hexdigest()
+
+
+def _key_hash(key: str) -> str:
+    """A user's debounce or throttle key as a short, brace-free key part."""
+    return hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:32]
 
 
 def _glob_escape(text: str) -> str:
