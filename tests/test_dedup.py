@@ -13,13 +13,19 @@ import redis
 from rq_sched import Client, ManualClock, Router, Task, ValidationError, scripts
 from rq_sched.clock import to_ms
 from rq_sched.keys import QueueKeys
-from rq_sched.message import decode
+from rq_sched.message import TaskMessage, decode
 from rq_sched.ops import Ack, dequeue, done, forward, parse_dequeue
 from tests.worker_support import Recorder, running_server, texts, wait_until
 
 
 def keys_of(namespace: str) -> QueueKeys:
     return QueueKeys(namespace, "default")
+
+
+def stored(r: redis.Redis, keys: QueueKeys, task_id: str) -> TaskMessage:
+    data = r.hget(keys.msg, task_id)
+    assert isinstance(data, bytes)
+    return decode(data, task_id=task_id)
 
 
 def test_debounce_keeps_one_waiting_task_with_the_newest_message(
@@ -35,7 +41,7 @@ def test_debounce_keeps_one_waiting_task_with_the_newest_message(
     assert texts(r.zrange(keys.scheduled, 0, -1)) == [first.id]
     # Still due at the end of the first call's window, carrying the newest message.
     assert r.zscore(keys.scheduled, first.id) == to_ms(clock.now() - 1 + 5)
-    assert decode(r.hget(keys.msg, first.id), task_id=first.id).payload == {"n": 3}
+    assert stored(r, keys, first.id).payload == {"n": 3}
     assert r.hlen(keys.msg) == 1
     other = client.debounce("reindex", {"n": 9}, key="user:7", window=5)
     assert other.id != first.id and not other.replaced
@@ -51,7 +57,7 @@ def test_a_due_debounced_task_is_not_replaced_a_new_window_starts(
     assert texts(r.lrange(keys.pending, 0, -1)) == [first.id]
     second = client.debounce("reindex", 2, key="k", window=2)
     assert second.id != first.id and not second.replaced
-    assert decode(r.hget(keys.msg, first.id), task_id=first.id).payload == 1
+    assert stored(r, keys, first.id).payload == 1
 
 
 def test_throttle_keeps_the_first_and_reports_the_dropped(
