@@ -430,6 +430,67 @@ class AsyncClient:
         now_ms = to_ms(self._p.clock.now())
         return self._p.results_many(prepared, owners, raw, [t.info(now_ms) for t in prepared])
 
+    async def debounce(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        key: str,
+        window: timedelta | float,
+        queue: str = "default",
+        **options: Any,
+    ) -> dedup.Debounced:
+        """See :meth:`Client.debounce`."""
+        window_ms = dedup.check_window(window)
+        dedup.check_key(key)
+        p = self._p
+        task = p.prepare(
+            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options})
+        )
+        with translate_errors(self.redis, writing=f"task {task.id!r}"):
+            if queue not in p._registered:
+                await self._register([queue])
+            reply = await scripts.arun(self.redis, *dedup.debounce_call(p.keys(queue), task, key))
+        return dedup.debounced(reply, task)
+
+    async def throttle(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        key: str,
+        window: timedelta | float,
+        queue: str = "default",
+        **options: Any,
+    ) -> dedup.Throttled:
+        """See :meth:`Client.throttle`."""
+        window_ms = dedup.check_window(window)
+        dedup.check_key(key)
+        p = self._p
+        task = p.prepare(
+            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options})
+        )
+        keys = p.keys(queue)
+        with translate_errors(self.redis, writing=f"task {task.id!r}"):
+            if queue not in p._registered:
+                await self._register([queue])
+            code = await scripts.arun(self.redis, *dedup.throttle_call(keys, task, key, window_ms))
+            if code == DUPLICATE:
+                kept = await self.redis.get(keys.throttle(key))
+                kept_id = kept.decode() if isinstance(kept, bytes) else kept
+                return dedup.Throttled(kept_id, dropped=True)
+        if code < 0:
+            raise error_for_code(code, queue=queue, task_id=task.id)
+        return dedup.Throttled(task.id, dropped=False)
+
+    async def set_flow(self, queue: str, limits: FlowLimits | None) -> None:
+        """See :meth:`Client.set_flow`."""
+        keys = self._p.keys(check_stored_queue(queue))
+        checked = FlowLimits() if limits is None else check_limits(limits)
+        with translate_errors(self.redis, writing="flow limits"):
+            await self._register([keys.queue])
+            await scripts.arun(self.redis, *set_flow(keys, checked))
+
     async def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)
         if new:

@@ -3,6 +3,7 @@ a throttle window and the rest are reported dropped; bad input writes nothing.""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from datetime import timedelta
 from typing import Any
@@ -10,7 +11,19 @@ from typing import Any
 import pytest
 import redis
 
-from rq_sched import Client, ManualClock, Router, Task, ValidationError, scripts
+from rq_sched import (
+    AsyncClient,
+    Client,
+    Debounced,
+    FlowLimits,
+    Inspector,
+    ManualClock,
+    Router,
+    Task,
+    Throttled,
+    ValidationError,
+    scripts,
+)
 from rq_sched.clock import to_ms
 from rq_sched.keys import QueueKeys
 from rq_sched.message import TaskMessage, decode
@@ -133,3 +146,20 @@ def test_a_worker_runs_the_debounced_task_once_with_the_newest_payload(
         assert seen.wait_for(1) == [4]
         wait_until(lambda: r.hlen(keys_of(namespace).msg) == 0, what="the task settled")
     assert len(ids) == 1 and len(seen) == 1
+
+
+def test_the_async_client_debounces_throttles_and_sets_flow(redis_url: str, namespace: str) -> None:
+    async def scenario() -> None:
+        producer = AsyncClient.from_url(redis_url, namespace=namespace)
+        try:
+            first = await producer.debounce("t", 1, key="k", window=5)
+            second = await producer.debounce("t", 2, key="k", window=5)
+            assert second == Debounced(first.id, replaced=True)
+            kept = await producer.throttle("t", 1, key="k", window=5)
+            assert await producer.throttle("t", 2, key="k", window=5) == Throttled(kept.id, True)
+            await producer.set_flow("default", FlowLimits(concurrency=3))
+        finally:
+            await producer.close()
+
+    asyncio.run(scenario())
+    assert Inspector.from_url(redis_url, namespace=namespace).flow("default").concurrency == 3
