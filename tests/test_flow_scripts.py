@@ -270,3 +270,15 @@ def test_rate_and_cap_together_the_tighter_one_holds(store: Store) -> None:
     leased, hold = take(store, 6)
     assert len(leased) == 1 and hold == Hold("cap", None)
     assert store.r.zcard(store.keys.lease) == 3
+
+
+def test_storing_the_same_limits_again_keeps_the_rate_state(store: Store) -> None:
+    store.seed_pending("a", "b")
+    limit(store, rate="1/h", concurrency=3)
+    assert len(take(store, 2)[0]) == 1
+    state = store.value(store.keys.flow)
+    assert store.run(set_flow(store.keys, FlowLimits(rate="1/h", concurrency=3))) == 0
+    assert store.value(store.keys.flow) == state  # no fresh burst for a restarting server
+    assert marker(store) == {}
+    assert store.run(set_flow(store.keys, FlowLimits(rate="1/h", concurrency=4))) == 1
+    assert take(store, 2)[0][0].id == "b"
