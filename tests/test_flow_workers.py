@@ -8,6 +8,7 @@ The rate figure for the report comes from a longer run of the same code:
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 import signal
@@ -20,9 +21,16 @@ from contextlib import contextmanager
 
 import redis
 
-from rq_sched import Client, FlowLimits, NewTask, scripts
+from rq_sched import Client, FlowLimits, NewTask, Router, Task, scripts
 from rq_sched.keys import QueueKeys
-from tests.worker_support import cli_worker, stop_process, texts, wait_until
+from tests.worker_support import (
+    Recorder,
+    cli_worker,
+    running_server,
+    stop_process,
+    texts,
+    wait_until,
+)
 
 RATE = 100
 SECONDS = int(os.environ.get("RQ_SCHED_FLOW_SECONDS", "10"))
@@ -258,3 +266,50 @@ def test_idle_commands_per_worker_while_rate_limited(
     )
     assert dequeues <= 1.5 * started  # one worker per token time: no herd
     assert idle_dequeues <= 4  # no polling: at most a call per worker after the change
+
+
+def test_a_worker_held_by_the_cap_is_woken_when_a_lease_ends_not_by_polling(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    """Concurrency 1 on a queue, 4 tasks of 0.2 s: each starts as the one before ends. Without
+    the wake-up the held worker would sleep until its idle timeout (30 s)."""
+    spans = Recorder()
+    router = Router()
+
+    @router.task("cap:one")
+    async def one(task: Task) -> None:
+        began = time.monotonic()
+        await asyncio.sleep(0.2)
+        spans.add((began, time.monotonic()))
+
+    client = Client(r, namespace=namespace)
+    client.set_flow("default", FlowLimits(concurrency=1))
+    with running_server(redis_url, router, namespace=namespace, concurrency=10):
+        client.enqueue_many(NewTask(type="cap:one") for _ in range(4))
+        done = sorted(spans.wait_for(4, timeout=10))
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(done)]
+    print(f"\ncap 1: next start after the previous end: {[round(g * 1000) for g in gaps]} ms")
+    assert all(-0.01 <= g < 1.0 for g in gaps), gaps  # one at a time, and no 30 s sleep
+
+
+def test_a_worker_held_by_the_rate_sleeps_until_the_next_token(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    starts = Recorder()
+    router = Router()
+
+    @router.task("rate:one")
+    async def one(task: Task) -> None:
+        starts.add(time.monotonic())
+
+    client = Client(r, namespace=namespace)
+    client.set_flow("default", FlowLimits(rate="5/s"))
+    with running_server(redis_url, router, namespace=namespace, concurrency=10) as server:
+        client.enqueue_many(NewTask(type="rate:one") for _ in range(6))
+        seen = sorted(starts.wait_for(6, timeout=10))
+        holds = server.processor.flow_holds if server.processor else -1
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
+    print(f"\n5/s: gaps {[round(g * 1000) for g in gaps]} ms, {holds} held dequeues for 6 tasks")
+    assert all(g >= 0.15 for g in gaps), gaps  # 200 ms apart (less the 20 ms allowance)
+    assert seen[-1] - seen[0] < 2.0  # woken by its timer, not its idle timeout
+    assert 0 < holds <= 12  # about one held answer per token: no polling in between
