@@ -222,14 +222,11 @@ class FlowStatus:
 
 
 def read_status(redis: SyncRedis, keys: QueueKeys) -> FlowStatus:
-    """The flow status of one queue, read in one round trip (all keys share the queue's slot)."""
-    pipe = redis.pipeline(transaction=False)
-    pipe.hmget(keys.flow, ["interval", "burst", "max_active", "tat", "held", "rate"])
-    pipe.zcard(keys.lease)
-    pipe.llen(keys.pending)
-    pipe.time()
-    raw, active, pending, (secs, micros) = pipe.execute()
-    return status_from(keys.queue, raw, int(active), int(pending), secs * 1000 + micros / 1000)
+    """The flow status of one queue, read by one script (``lua/flow_status.lua``) at one instant
+    of the Redis clock that judges the limits."""
+    call = (scripts.load("flow_status"), (keys.flow, keys.lease, keys.pending), ())
+    raw, active, pending, now_ms = scripts.run(redis, *call)
+    return status_from(keys.queue, raw, int(active), int(pending), float(now_ms))
 
 
 def status_from(
