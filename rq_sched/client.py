@@ -14,6 +14,7 @@ from typing import Any, Self
 
 from rq_sched import dedup, ops, scripts
 from rq_sched.clock import Clock, to_ms, use_clock
+from rq_sched.coalesce import Coalescer
 from rq_sched.connection import aconnect, connect, refused, translate_errors
 from rq_sched.errors import (
     DUPLICATE,
@@ -216,7 +217,7 @@ class Client:
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if queue not in p._registered:
                 self._register([queue])
-            code = scripts.run(self.redis, script, keys, args)
+            code = scripts.run_resendable(self.redis, script, keys, args)
         if code < 0:
             raise error_for_code(code, queue=queue, task_id=task.id)
         return task.info(task.message.enqueued_at)
@@ -368,6 +369,8 @@ class AsyncClient:
     ) -> None:
         self.redis = redis
         self._p = _Producer(namespace=namespace, max_payload_bytes=max_payload_bytes, clock=clock)
+        self._calls = Coalescer(redis)
+        """Enqueues awaited concurrently go to Redis together, one pipeline per loop turn."""
 
     @property
     def namespace(self) -> str:
@@ -413,7 +416,7 @@ class AsyncClient:
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if queue not in p._registered:
                 await self._register([queue])
-            code = await scripts.arun(self.redis, script, keys, args)
+            code = await self._calls.run(script, keys, args)
         if code < 0:
             raise error_for_code(code, queue=queue, task_id=task.id)
         return task.info(task.message.enqueued_at)

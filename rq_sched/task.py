@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -36,9 +36,12 @@ class Task:
     # A plain flag, not a threading.Event: it is only ever set and polled, and an Event per task
     # cost ~12% of a busy worker's time. Reading a bool set by another thread is safe in CPython.
     _cancelled: bool = field(default=False, repr=False)
-    _may_start: Callable[[], Awaitable[bool]] | None = field(default=None, repr=False)
+    _may_start: Callable[[], Coroutine[Any, Any, bool]] | None = field(default=None, repr=False)
     """Set by the worker: asked right before the handler starts; False means the task was
     given up (its lease lost, or cancelled) and the handler must not start."""
+    _fresh: Callable[[], bool] | None = field(default=None, repr=False)
+    """Set by the worker: True while a start needs no new check (see ``_may_start``); asked
+    on a handler thread right before a sync handler starts."""
 
     def write_result(self, data: object) -> None:
         """Keep ``data`` as the task's result (stored when the task has ``retention``).
