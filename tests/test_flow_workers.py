@@ -22,7 +22,7 @@ from contextlib import contextmanager
 import redis
 
 from rq_sched import Client, FlowLimits, NewTask, Router, Task, scripts
-from rq_sched.keys import QueueKeys
+from rq_sched.keys import GlobalKeys, QueueKeys
 from tests.worker_support import (
     Recorder,
     cli_worker,
@@ -33,6 +33,8 @@ from tests.worker_support import (
 )
 
 RATE = 100
+TASKS = 100
+"""Tasks of 0.5 s in the concurrency test: 10 s of work at the cap."""
 SECONDS = int(os.environ.get("RQ_SCHED_FLOW_SECONDS", "10"))
 
 
@@ -106,27 +108,16 @@ def test_rate_limit_over_four_worker_processes_holds_in_every_second(
     assert sorted(windows)[len(windows) // 2] >= RATE * 0.97, windows
 
 
-def _max_running(events: list[tuple[str, str]]) -> int:
-    running: set[str] = set()
-    most = 0
-    for kind, task_id in events:
-        if kind == "s":
-            running.add(task_id)
-            most = max(most, len(running))
-        else:
-            running.discard(task_id)
-    return most
-
-
 def test_concurrency_cap_never_exceeded_even_across_kill_9_of_a_worker_holding_slots(
     redis_url: str, r: redis.Redis, namespace: str
 ) -> None:
     cap = 5
+    assert 16 * cap <= TASKS  # enough left after the kill to fill the cap again
     ledger = f"{namespace}:ledger"
     keys = QueueKeys(namespace, "default")
     client = Client(r, namespace=namespace)
     client.set_flow("default", FlowLimits(concurrency=cap))
-    ledger_tasks(client, redis_url, ledger, 60, sleep=0.5)
+    ledger_tasks(client, redis_url, ledger, TASKS, sleep=0.5)
     leased_most = 0
     stop = threading.Event()
 
@@ -159,7 +150,7 @@ def test_concurrency_cap_never_exceeded_even_across_kill_9_of_a_worker_holding_s
             held_by_victim = _running_of(r, ledger, victim.pid)
             killed_at = int(r.llen(ledger))
             wait_until(
-                lambda: len({e[1] for e in entries(r, ledger) if e[0] == "e"}) >= 60,
+                lambda: len({e[1] for e in entries(r, ledger) if e[0] == "e"}) >= TASKS,
                 timeout=60,
                 what="every task done",
             )
@@ -169,17 +160,20 @@ def test_concurrency_cap_never_exceeded_even_across_kill_9_of_a_worker_holding_s
         if victim.poll() is None:
             stop_process(victim, signal.SIGKILL)
     events = entries(r, ledger)
-    # A start of the killed worker has no end: close it when the task started again (its lease
-    # was recovered), which only undercounts if anything; the lease samples count it exactly.
-    closed: list[tuple[str, str]] = []
-    for kind, task_id, _, _ in events:
-        if kind == "s" and task_id in held_by_victim:
-            closed.append(("e", task_id))
-        closed.append((kind, task_id))
-    most = _max_running(closed)
-    # After the kill (the victim's runs closed at the kill): the slots it held came back.
-    after = [(k, t) for k, t, _, _ in events[killed_at:]]
-    most_after = _max_running(after)
+    # A start of the killed worker has no end: it holds its slot (its lease) until the task
+    # starts again after the lease was recovered, so it is closed there; the lease samples
+    # count the slots exactly.
+    running: set[str] = set()
+    most = most_after = 0
+    for i, (kind, task_id, _, _) in enumerate(events):
+        if kind == "s":
+            running.discard(task_id)  # a restart of a task the killed worker held
+            running.add(task_id)
+        else:
+            running.discard(task_id)
+        most = max(most, len(running))
+        if i >= killed_at:  # the slots the killed worker held came back: the cap is reached
+            most_after = max(most_after, len(running))
     print(
         f"\ncap {cap}: most running by the ledger {most}, most leased by samples {leased_most}; "
         f"the killed worker was running {len(held_by_victim)} task(s); most running after "
@@ -201,8 +195,9 @@ def _running_of(r: redis.Redis, ledger: str, pid: int) -> set[str]:
 
 
 def command_counts(url: str, seconds: float) -> Counter[tuple[str, str]]:
-    """Every command Redis ran in the next ``seconds``, by (client address, command), read with
-    MONITOR; a script call is named by its script (``EVALSHA dequeue``)."""
+    """Every command clients sent Redis in the next ``seconds``, by (client address, command),
+    read with MONITOR; a script call is named by its script (``EVALSHA dequeue``), and what a
+    script runs inside Redis is not counted."""
     names = {s.sha: s.name for s in scripts.all_scripts()}
     counts: Counter[tuple[str, str]] = Counter()
     conn = redis.Redis.from_url(url)
@@ -217,7 +212,8 @@ def command_counts(url: str, seconds: float) -> Counter[tuple[str, str]]:
             name = parts[0].upper() if parts else "?"
             if name == "EVALSHA" and len(parts) > 1:
                 name = f"EVALSHA {names.get(parts[1].strip(chr(34)), '?')}"
-            if not done.is_set():
+            # Commands a script runs inside Redis show as client "lua": not sent by a worker.
+            if not done.is_set() and reply.get("client_type") != "lua":
                 counts[(f"{reply['client_address']}:{reply['client_port']}", name)] += 1
 
     reader = threading.Thread(target=read, daemon=True)
@@ -236,14 +232,19 @@ def command_counts(url: str, seconds: float) -> Counter[tuple[str, str]]:
 def test_idle_commands_per_worker_while_rate_limited(
     redis_url: str, r: redis.Redis, namespace: str
 ) -> None:
-    """4 workers on a saturated 100/s queue: dequeue calls per task started (no herd); then
-    the same backlog held by a limit whose next token is an hour away: what idle workers send."""
+    """4 workers on an empty queue (the baseline), then on a saturated 100/s queue: dequeue
+    calls per task started (no herd); then the same backlog held by a limit whose next token is
+    an hour away: what idle workers send, against the baseline."""
     ledger = f"{namespace}:ledger"
     client = Client(r, namespace=namespace)
     client.set_flow("default", FlowLimits(rate=f"{RATE}/s"))
-    ledger_tasks(client, redis_url, ledger, RATE * 30)
     window = 5.0
+    servers = GlobalKeys(namespace).servers
     with workers(redis_url, namespace, 4, "--concurrency", "4"):
+        wait_until(lambda: r.zcard(servers) >= 4, timeout=60, what="4 servers up")
+        time.sleep(1.0)  # past their start-up
+        baseline = command_counts(redis_url, window * 2)
+        ledger_tasks(client, redis_url, ledger, RATE * 30)
         wait_until(lambda: r.llen(ledger) >= 2 * RATE, timeout=60, what="tasks under way")
         before = r.llen(ledger) // 2
         busy = command_counts(redis_url, window)
@@ -253,18 +254,23 @@ def test_idle_commands_per_worker_while_rate_limited(
         time.sleep(0.5)  # let the wake-ups of the change settle
         idle = command_counts(redis_url, window * 2)
     dequeues = sum(n for (_, cmd), n in busy.items() if cmd == "EVALSHA dequeue")
-    idle_by_client = Counter(addr for (addr, cmd) in idle if cmd != "MONITOR")
-    idle_total = sum(n for (_, cmd), n in idle.items())
+    idle_total = sum(idle.values())
+    base_total = sum(baseline.values())
     idle_dequeues = sum(n for (_, cmd), n in idle.items() if cmd == "EVALSHA dequeue")
+    per_worker = idle_total / 4 / (window * 2)
     print(
         f"\n100/s saturated over 4 workers: {started} tasks started in {window:g} s with "
         f"{dequeues} dequeue calls ({dequeues / max(started, 1):.2f} per task)"
-        f"\nheld by a 1/h limit, {window * 2:g} s: {idle_total} commands from "
-        f"{len(idle_by_client)} connections ({idle_total / 4 / (window * 2):.2f}/s per worker), "
-        f"{idle_dequeues} dequeue calls; by command: "
+        f"\nheld by a 1/h limit, {window * 2:g} s: {idle_total} commands "
+        f"({per_worker:.2f}/s per worker), {idle_dequeues} dequeue calls; by command: "
         f"{dict(Counter(cmd for (_, cmd) in idle.elements()))}"
+        f"\nempty queue, {window * 2:g} s (baseline): {base_total} commands "
+        f"({base_total / 4 / (window * 2):.2f}/s per worker); by command: "
+        f"{dict(Counter(cmd for (_, cmd) in baseline.elements()))}"
     )
     assert dequeues <= 1.5 * started  # one worker per token time: no herd
+    assert per_worker <= 2.0  # the idle-worker target (docs/bench.md)
+    assert idle_total <= base_total + 8  # held costs what idle costs
     assert idle_dequeues <= 4  # no polling: at most a call per worker after the change
 
 
