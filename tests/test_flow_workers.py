@@ -3,7 +3,7 @@
 kill -9 of a worker holding slots, and the Redis commands idle workers send while held back.
 
 The rate figure for the report comes from a longer run of the same code:
-``RQ_SCHED_FLOW_SECONDS=60 pytest -s tests/test_flow_workers.py -k rate``.
+``RQ_SCHED_FLOW_SECONDS=60 pytest -s tests/test_flow_workers.py -k rate_limit_over``.
 """
 
 from __future__ import annotations
