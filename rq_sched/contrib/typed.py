@@ -27,7 +27,7 @@ once with an error naming the field: retrying could not fix it. Schemas are in
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Generic, Protocol, TypedDict, TypeVar, Unpack
 
@@ -38,15 +38,16 @@ from rq_sched.models import NewTask, TaskInfo
 from rq_sched.options import check_queue, check_type
 from rq_sched.router import Router
 from rq_sched.task import Task
+from rq_sched.workflows import ParentRef, Policy
 
-__all__ = ["AsyncProducer", "EnqueueOptions", "Producer", "TaskHandle"]
+__all__ = ["AsyncProducer", "EnqueueOptions", "Producer", "TaskHandle", "TaskOptions"]
 
 P = TypeVar("P")
 R = TypeVar("R")
 
 
-class EnqueueOptions(TypedDict, total=False):
-    """The keyword options of :meth:`rq_sched.Client.enqueue`, for typed signatures."""
+class TaskOptions(TypedDict, total=False):
+    """The options a :class:`~rq_sched.NewTask` takes (``enqueue``'s, but the workflow ones)."""
 
     queue: str
     process_in: timedelta | float | None
@@ -58,6 +59,14 @@ class EnqueueOptions(TypedDict, total=False):
     task_id: str | None
     retention: timedelta | float | None
     headers: dict[str, str] | None
+
+
+class EnqueueOptions(TaskOptions, total=False):
+    """The keyword options of :meth:`rq_sched.Client.enqueue`, for typed signatures."""
+
+    depends_on: Sequence[ParentRef] | None
+    on_parent_failure: Policy
+    group: str | None
 
 
 class Producer(Protocol):
@@ -115,7 +124,7 @@ class TaskHandle(Generic[P]):
         value: P = payloads.decode(data, self.payload_type, f"payload of {self.type!r}")
         return value
 
-    def new_task(self, payload: P, **options: Unpack[EnqueueOptions]) -> NewTask:
+    def new_task(self, payload: P, **options: Unpack[TaskOptions]) -> NewTask:
         """A checked :class:`~rq_sched.NewTask` (for ``enqueue_many`` or enqueue on commit).
 
         Raises:

@@ -28,7 +28,7 @@ from django.db import transaction
 from rq_sched.client import Client
 from rq_sched.clock import SystemClock, to_ms
 from rq_sched.contrib.django.conf import settings
-from rq_sched.contrib.typed import EnqueueOptions, Producer
+from rq_sched.contrib.typed import Producer, TaskOptions
 from rq_sched.models import NewTask, TaskInfo
 from rq_sched.options import new_task_id, prepare
 
@@ -62,7 +62,7 @@ def enqueue_on_commit(
     using: str | None = None,
     robust: bool = False,
     client: Producer | None = None,
-    **options: Unpack[EnqueueOptions],
+    **options: Unpack[TaskOptions],
 ) -> str:
     """Enqueue a task once the current transaction of database ``using`` commits.
 
