@@ -44,9 +44,10 @@ class Task:
     _may_start: Callable[[], Coroutine[Any, Any, bool]] | None = field(default=None, repr=False)
     """Set by the worker: asked right before the handler starts; False means the task was
     given up (its lease lost, or cancelled) and the handler must not start."""
-    _fresh: Callable[[], bool] | None = field(default=None, repr=False)
-    """Set by the worker: True while a start needs no new check (see ``_may_start``); asked
-    on a handler thread right before a sync handler starts."""
+    _start_by: Callable[[], float] | None = field(default=None, repr=False)
+    """Set by the worker: the monotonic time until which the handler may start without a new
+    check (see ``_may_start``); checked right before a sync handler starts, on its thread or in
+    its child process (CLOCK_MONOTONIC is the same in every process)."""
     _progress: Callable[[Any, str | None], None] | None = field(default=None, repr=False)
     """Set by the worker: takes a progress report to write (from any thread)."""
 

@@ -8,13 +8,26 @@ pub/sub, so only the worker's own reads of Redis can find it.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+from multiprocessing import Pipe
 
 import redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from rq_sched import Client, Inspector, Router, Task, TaskState, ops, scripts
+from rq_sched.clock import SystemClock
+from rq_sched.connection import aconnect
 from rq_sched.keys import QueueKeys
+from rq_sched.local_redis import RedisServer
+from rq_sched.message import decode
+from rq_sched.worker import runners
+from rq_sched.worker.config import ServerConfig
+from rq_sched.worker.processor import Processor
+from rq_sched.worker.runners import Runners
+from rq_sched.worker.server import CONNECTION_OPTIONS
 from tests.net_proxy import proxy_to
 from tests.worker_support import running_server, wait_until
 
@@ -93,3 +106,69 @@ def test_a_sync_call_that_waited_for_a_thread_is_confirmed_on_its_thread(
     info = Inspector(r, namespace=namespace).get_task("default", "victim-thread")
     assert info.state is TaskState.ARCHIVED
     assert info.last_error is not None and info.last_error.startswith("TaskCancelledError")
+
+
+def test_a_start_that_cannot_be_confirmed_waits_for_redis(
+    fresh_redis: RedisServer, namespace: str
+) -> None:
+    # Found by the 45-minute soak (seed 2030): a renewal that failed on a dead connection let
+    # the handler start "at least once", 3.6 s after its task was cancelled. Now a start
+    # that needs a confirmation waits until Redis answers.
+    r = redis.Redis.from_url(fresh_redis.url)
+    Client(r, namespace=namespace).enqueue("c:x", None, task_id="x")
+    keys = QueueKeys(namespace, "default")
+    [leased] = ops.parse_dequeue(scripts.run(r, *ops.dequeue(keys, 60_000, 1)))
+    config = ServerConfig(namespace=namespace, lease_duration=60.0)
+
+    async def scenario() -> None:
+        # No redis-py retries: a refused connection is an outage at once, not seconds later.
+        aredis = aconnect(fresh_redis.url, retry=Retry(NoBackoff(), 0), **CONNECTION_OPTIONS)
+        runners = Runners(threads=1, processes=1)
+        runners.close()
+        processor = Processor(
+            aredis, config=config, router=Router(), runners=runners, clock=SystemClock(),
+            keys={"default": keys},
+        )  # fmt: skip
+        # Confirmed 5 s ago: the start needs a new read of Redis first.
+        entry = processor._running("default", leased, decode(leased.data), time.monotonic() - 5)
+        assert entry.task._may_start is not None
+        fresh_redis.stop()
+        gate = asyncio.ensure_future(entry.task._may_start())
+        finished, _ = await asyncio.wait({gate}, timeout=LATE)
+        assert not finished, "the start was allowed with Redis down"
+        fresh_redis.start()
+        assert await asyncio.wait_for(gate, 15) is True  # the lease is still current
+        await aredis.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_child_that_reads_its_go_too_late_asks_again() -> None:
+    # The child's side (_go_ahead) and the worker's (_converse) over a real pipe: a GO whose
+    # start-by time has passed when the child reads it is answered STALE, and the worker
+    # confirms the lease again before the next GO.
+    confirmations = 0
+    deadlines = iter([time.monotonic() - 1.0, time.monotonic() + 30.0])
+
+    async def confirm() -> bool:
+        nonlocal confirmations
+        confirmations += 1
+        return True
+
+    task = Task(type="t", payload=None, id="x", queue="q")
+    task._may_start = confirm
+    task._start_by = lambda: next(deadlines)
+    worker_end, child_end = Pipe(duplex=True)
+    answers: list[bool] = []
+
+    def child() -> None:
+        answers.append(runners._go_ahead(child_end))
+        child_end.send(("ok", None))
+
+    thread = threading.Thread(target=child)
+    thread.start()
+    reply = asyncio.run(runners._converse(worker_end, task))
+    thread.join(5)
+    assert answers == [True]
+    assert reply == ("ok", None)
+    assert confirmations == 2

@@ -354,7 +354,7 @@ class Processor:
         entry.confirmed_at = sent
         task._may_start = lambda: self._may_start(entry)
         window = self._start_window
-        task._fresh = lambda: time.monotonic() - entry.confirmed_at < window
+        task._start_by = lambda: entry.confirmed_at + window
         task._progress = self.progress.reporter(
             asyncio.get_running_loop(), queue, task_id, leased.token
         )
@@ -645,8 +645,11 @@ class Processor:
         loop stalled, the task waited for a slot or a thread) the lease is renewed first, which
         reports a cancel recorded meanwhile and a lease lost to recovery: such a task never
         starts here. The answer is checked against the window again, since the renewal's own
-        reply can come late."""
+        reply can come late. While Redis cannot be reached nothing starts unconfirmed: the
+        renewal is retried (its outcome could not be recorded anyway, and if the outage outlasts
+        the lease, the task is recovered and this run is told its lease is gone)."""
         duration_ms = int(self.config.lease_duration * 1000)
+        failures = 0
         while True:
             if entry.lease_lost or entry.task.is_cancelled():
                 return False
@@ -656,8 +659,10 @@ class Processor:
             sent = time.monotonic()
             try:
                 gone, cancelled = await scripts.arun(self.redis, *call)
-            except OUTAGE:
-                return True  # cannot tell: at-least-once, as for any run whose lease may be lost
+            except OUTAGE:  # cannot tell whether it was cancelled or recovered: ask again
+                failures += 1
+                await asyncio.sleep(retry_pause(failures))
+                continue
             if gone:
                 self.lease_lost(entry.queue, entry.id, entry.token)
                 return False

@@ -24,6 +24,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import logging
+import math
 import multiprocessing
 import os
 import queue
@@ -51,8 +52,10 @@ log = logging.getLogger("rq_sched")
 SATURATION_LOG_INTERVAL = 10.0
 """Seconds between two warnings that every handler thread is busy."""
 NOT_STARTED = "the handler was not started: the task was given up first (lease lost or cancelled)"
-READY, GO = "ready", "go"
-"""A child says READY once it runs; the worker answers GO if the handler may still start."""
+READY, GO, STALE = "ready", "go", "stale"
+"""A child says READY once it runs; the worker answers ``(GO, start by)`` if the handler may
+still start, with the monotonic time by which it must; a child that gets there later answers
+STALE, and the worker confirms the lease again before the next GO."""
 CONFIRM_WAIT = 5.0
 """Seconds a handler thread waits for its loop to confirm a lease before checking again
 whether the task was given up meanwhile."""
@@ -281,9 +284,8 @@ def _start_unless_given_up(
     the lease in Redis first, and waits here for the answer: the thread keeps its place, and
     the check is as close to the start as it can be, whatever the loop was doing meanwhile."""
     handler, task, loop = call
-    fresh = task._fresh
     while not task.is_cancelled():
-        if fresh is None or fresh():
+        if time.monotonic() < _start_by(task):
             return handler(task)
         gate = task._may_start
         if gate is None or loop.is_closed():
@@ -385,15 +387,25 @@ async def _converse(receiver: Connection, task: Task) -> Any:
     hello = _receive(receiver)
     if hello != READY:
         return hello
-    if not await _may_start(task):
-        raise TaskCancelledError(NOT_STARTED)
-    receiver.send(GO)
     while True:
+        if not await _may_start(task):
+            raise TaskCancelledError(NOT_STARTED)
+        receiver.send((GO, _start_by(task)))
         await _readable(receiver.fileno())
         reply = _receive(receiver)
-        if not (isinstance(reply, tuple) and reply and reply[0] == "progress"):
-            return reply
+        if reply != STALE:  # the child took longer than the start window to get going
+            break
+    while isinstance(reply, tuple) and reply and reply[0] == "progress":
         task.report_progress(reply[1], reply[2])  # relayed from the child's handler
+        await _readable(receiver.fileno())
+        reply = _receive(receiver)
+    return reply
+
+
+def _start_by(task: Task) -> float:
+    """The monotonic time by which ``task``'s handler must start (inf: no limit set)."""
+    start_by = task._start_by
+    return math.inf if start_by is None else start_by()
 
 
 def _receive(conn: Connection) -> Any:
@@ -431,14 +443,6 @@ def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
         # The worker died between asking the forkserver for this child and now: nobody would
         # record the outcome, and the task is recovered and runs elsewhere.
         os._exit(WORKER_GONE_EXIT)
-    try:
-        conn.send(READY)
-        go = conn.recv()
-    except (EOFError, OSError):
-        go = None
-    if go != GO:  # the worker is gone, or gave the task up (its lease lost, cancelled)
-        os._exit(WORKER_GONE_EXIT)
-    _exit_with_worker(conn)
     task = Task(
         type=state.type,
         payload=state.payload,
@@ -452,6 +456,9 @@ def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
         parents=state.parents,
     )
     task._progress = lambda value, message: conn.send(("progress", value, message))
+    if not _go_ahead(conn):  # the worker is gone, or gave the task up (lease lost, cancelled)
+        os._exit(WORKER_GONE_EXIT)
+    _exit_with_worker(conn)
     try:
         _keep_returned(task, handler(task))
         conn.send(("ok", task.result))
@@ -463,6 +470,23 @@ def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
         conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
     finally:
         conn.close()
+
+
+def _go_ahead(conn: Connection) -> bool:
+    """Say READY and wait for a GO that is still fresh when read (answering STALE to each
+    that is not): True to start the handler, False when the worker gave the task up or is
+    gone."""
+    try:
+        conn.send(READY)
+        while True:
+            go = conn.recv()
+            if not (isinstance(go, tuple) and len(go) == 2 and go[0] == GO):
+                return False
+            if time.monotonic() < go[1]:
+                return True
+            conn.send(STALE)
+    except (EOFError, OSError):
+        return False
 
 
 def _raise_child_outcome(reply: Any, task: Task, exitcode: int | None) -> None:
