@@ -17,11 +17,12 @@ dashboard, ``rq_sched.dq``):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 import redis.asyncio
 import redis.asyncio.cluster
@@ -154,19 +155,12 @@ def _host_port(text: str, bad: Callable[[str], ValidationError]) -> tuple[str, i
 
 def _redact(url: str) -> str:
     """``url`` with any password replaced by ``***``, for error messages."""
-    parts = urlsplit(url) if "://" in url else None
-    if parts is None or "@" not in parts.netloc:
-        hidden = url
-    else:
-        userinfo, _, hosts = parts.netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        hidden = url.replace(parts.netloc, f"{user}:***@{hosts}", 1)
-    if "sentinel_password=" in hidden:
-        head, _, tail = hidden.partition("sentinel_password=")
-        hidden = (
-            head + "sentinel_password=***" + ("&" + tail.partition("&")[2] if "&" in tail else "")
-        )
-    return hidden
+    scheme, sep, rest = url.partition("://")
+    netloc = rest.split("/", 1)[0].split("?", 1)[0]
+    if sep and "@" in netloc:
+        user = netloc.rpartition("@")[0].partition(":")[0]
+        url = f"{scheme}://{user}:***@{rest[len(netloc.rpartition('@')[0]) + 1 :]}"
+    return re.sub(r"(sentinel_password=)[^&]*", r"\1***", url)
 
 
 class SentinelRedis(Redis):
@@ -264,8 +258,8 @@ def describe(client: object) -> str:
     service = getattr(pool, "service_name", None)
     if service is not None:
         address = getattr(pool, "master_address", None)
-        where = f" (last seen at {address[0]}:{address[1]})" if address else ""
-        return f"the Sentinel master {service!r}{where}"
+        master = f"Sentinel master {service!r}"
+        return f"{address[0]}:{address[1]} ({master})" if address else f"the {master}"
     kwargs = getattr(pool, "connection_kwargs", {}) if pool is not None else {}
     if "path" in kwargs:
         return f"unix:{kwargs['path']}"
@@ -293,9 +287,14 @@ def unavailable(
         if writing
         else ""
     )
+    hint = (
+        "If a Sentinel failover is under way, this ends once a replica is promoted (seconds); "
+        "else check that the sentinels are up and the master name is right."
+        if getattr(getattr(client, "connection_pool", None), "service_name", None) is not None
+        else "Is redis-server running and the URL right? `rq-sched dev` starts a private one."
+    )
     return RedisUnavailableError(
-        f"cannot talk to Redis at {describe(client)} ({exc}). Is redis-server running and the "
-        f"URL right? `rq-sched dev` starts a private one.{advice}"
+        f"cannot talk to Redis at {describe(client)} ({exc}). {hint}{advice}"
     )
 
 
