@@ -15,6 +15,12 @@ from typing import Any, Self
 from rq_sched import ops, scripts
 from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.connection import aconnect, connect, refused, translate_errors
+from rq_sched.durability import (
+    DEFAULT_REPLICA_TIMEOUT,
+    ReplicaWait,
+    arun_confirmed,
+    run_confirmed,
+)
 from rq_sched.errors import EnqueueManyError, RqSchedError, ValidationError, error_for_code
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.models import NewTask, TaskInfo
@@ -126,6 +132,10 @@ class Client:
 
         client = Client.from_url("redis://localhost:6379/0")
         info = client.enqueue("email:welcome", {"user": 42}, process_in=timedelta(minutes=5))
+
+    ``replicas=N`` makes every enqueue wait until N replicas confirmed it (at most
+    ``replica_timeout``), else raise :class:`~rq_sched.errors.ReplicationError`; see
+    :mod:`rq_sched.durability`.
     """
 
     def __init__(
@@ -135,9 +145,12 @@ class Client:
         namespace: str = DEFAULT_NAMESPACE,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Clock | None = None,
+        replicas: int = 0,
+        replica_timeout: timedelta | float = DEFAULT_REPLICA_TIMEOUT,
     ) -> None:
         self.redis = redis
         self._p = _Producer(namespace=namespace, max_payload_bytes=max_payload_bytes, clock=clock)
+        self._wait = ReplicaWait.build(replicas, replica_timeout)
 
     @property
     def namespace(self) -> str:
@@ -169,6 +182,7 @@ class Client:
         task_id: str | None = None,
         retention: timedelta | float | None = None,
         headers: dict[str, str] | None = None,
+        replicas: int | None = None,
     ) -> TaskInfo:
         """Enqueue one task, ready now or at ``process_at`` / after ``process_in``.
 
@@ -185,6 +199,9 @@ class Client:
             task_id: your own id; enqueueing the same id again while it is live is refused.
             retention: keep the task as completed this long after success.
             headers: str -> str metadata passed to the handler.
+            replicas: this many replicas must confirm the write (``WAIT``) before it counts as
+                done; None: the client's ``replicas=`` (default 0, no wait). See
+                :mod:`rq_sched.durability`.
 
         Returns:
             The new task's :class:`TaskInfo`.
@@ -196,6 +213,8 @@ class Client:
             DuplicateTaskError: a ``unique`` lock for this type and payload is held.
             RedisUnavailableError: Redis cannot be reached.
             WriteRefusedError: Redis refused the write (e.g. out of memory under ``maxmemory``).
+            ReplicationError: written, but fewer than ``replicas`` replicas confirmed it in
+                time: it may or may not survive a failover (``.results`` is the TaskInfo).
         """
         p = self._p
         task = p.prepare(
@@ -205,17 +224,29 @@ class Client:
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
             )
         )  # fmt: skip
-        script, keys, args = ops.enqueue(p.keys(queue), task)
+        call = ops.enqueue(p.keys(queue), task)
+        wait = self._wait.per_call(replicas)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if queue not in p._registered:
                 self._register([queue])
-            code = scripts.run(self.redis, script, keys, args)
+            if wait.replicas:
+                [code], confirmed = run_confirmed(self.redis, [call], wait)
+                if isinstance(code, BaseException):
+                    raise code
+            else:
+                code = scripts.run(self.redis, *call)
         if code < 0:
             raise error_for_code(code, queue=queue, task_id=task.id)
-        return task.info(task.message.enqueued_at)
+        info = task.info(task.message.enqueued_at)
+        if wait.replicas:
+            wait.check(confirmed, f"task {task.id!r} was", info)
+        return info
 
-    def enqueue_many(self, tasks: Iterable[NewTask]) -> list[TaskInfo]:
-        """Enqueue many tasks in one round trip (batched per queue).
+    def enqueue_many(
+        self, tasks: Iterable[NewTask], *, replicas: int | None = None
+    ) -> list[TaskInfo]:
+        """Enqueue many tasks in one round trip (batched per queue); ``replicas`` as for
+        :meth:`enqueue` (one ``WAIT`` per connection, after the whole batch).
 
         Returns:
             One :class:`TaskInfo` per task, in order.
@@ -226,6 +257,8 @@ class Client:
                 their batch); the rest were enqueued, and ``.results`` says which is which.
             RedisUnavailableError: Redis cannot be reached.
             WriteRefusedError: Redis refused every write (e.g. out of memory under ``maxmemory``).
+            ReplicationError: written, but fewer than ``replicas`` replicas confirmed the
+                batch in time (``.results`` holds each task's outcome).
         """
         task_list = list(tasks)
         if not task_list:
@@ -233,9 +266,18 @@ class Client:
         prepared, calls, owners = self._p.plan_many(task_list)
         infos: list[TaskInfo] = []
         now_ms = to_ms(self._p.clock.now())
+        wait = self._wait.per_call(replicas)
         # An error reply here is the queue registry write refused (batches report per call).
         with translate_errors(self.redis, writing=f"{len(prepared)} tasks"):
             self._register(t.queue for t in prepared)
+            if wait.replicas:
+                raw, confirmed = run_confirmed(self.redis, calls, wait)
+                infos.extend(t.info(now_ms) for t in prepared)
+                return wait.settle(
+                    confirmed,
+                    f"{len(prepared)} tasks were",
+                    lambda: self._p.results_many(prepared, owners, raw, infos),
+                )
             # The TaskInfo objects are built while Redis runs the batch.
             raw = scripts.run_pipeline(
                 self.redis, calls, lambda: infos.extend(t.info(now_ms) for t in prepared)
@@ -274,9 +316,12 @@ class AsyncClient:
         namespace: str = DEFAULT_NAMESPACE,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Clock | None = None,
+        replicas: int = 0,
+        replica_timeout: timedelta | float = DEFAULT_REPLICA_TIMEOUT,
     ) -> None:
         self.redis = redis
         self._p = _Producer(namespace=namespace, max_payload_bytes=max_payload_bytes, clock=clock)
+        self._wait = ReplicaWait.build(replicas, replica_timeout)
 
     @property
     def namespace(self) -> str:
@@ -308,6 +353,7 @@ class AsyncClient:
         task_id: str | None = None,
         retention: timedelta | float | None = None,
         headers: dict[str, str] | None = None,
+        replicas: int | None = None,
     ) -> TaskInfo:
         """Enqueue one task; see :meth:`Client.enqueue` for arguments, result and errors."""
         p = self._p
@@ -318,26 +364,48 @@ class AsyncClient:
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
             )
         )  # fmt: skip
-        script, keys, args = ops.enqueue(p.keys(queue), task)
+        call = ops.enqueue(p.keys(queue), task)
+        wait = self._wait.per_call(replicas)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if queue not in p._registered:
                 await self._register([queue])
-            code = await scripts.arun(self.redis, script, keys, args)
+            if wait.replicas:
+                [code], confirmed = await arun_confirmed(self.redis, [call], wait)
+                if isinstance(code, BaseException):
+                    raise code
+            else:
+                code = await scripts.arun(self.redis, *call)
         if code < 0:
             raise error_for_code(code, queue=queue, task_id=task.id)
-        return task.info(task.message.enqueued_at)
+        info = task.info(task.message.enqueued_at)
+        if wait.replicas:
+            wait.check(confirmed, f"task {task.id!r} was", info)
+        return info
 
-    async def enqueue_many(self, tasks: Iterable[NewTask]) -> list[TaskInfo]:
+    async def enqueue_many(
+        self, tasks: Iterable[NewTask], *, replicas: int | None = None
+    ) -> list[TaskInfo]:
         """Enqueue many tasks; see :meth:`Client.enqueue_many`."""
         task_list = list(tasks)
         if not task_list:
             return []
         prepared, calls, owners = self._p.plan_many(task_list)
+        wait = self._wait.per_call(replicas)
         with translate_errors(self.redis, writing=f"{len(prepared)} tasks"):
             await self._register(t.queue for t in prepared)
-            raw = await scripts.arun_pipeline(self.redis, calls)
+            if wait.replicas:
+                raw, confirmed = await arun_confirmed(self.redis, calls, wait)
+            else:
+                raw = await scripts.arun_pipeline(self.redis, calls)
         now_ms = to_ms(self._p.clock.now())
-        return self._p.results_many(prepared, owners, raw, [t.info(now_ms) for t in prepared])
+        infos = [t.info(now_ms) for t in prepared]
+        if wait.replicas:
+            return wait.settle(
+                confirmed,
+                f"{len(prepared)} tasks were",
+                lambda: self._p.results_many(prepared, owners, raw, infos),
+            )
+        return self._p.results_many(prepared, owners, raw, infos)
 
     async def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)

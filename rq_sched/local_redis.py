@@ -130,10 +130,12 @@ class RedisServer:
 
 @dataclass
 class RedisCluster:
-    """A real Redis Cluster of ``masters`` primaries on loopback, created with redis-cli."""
+    """A real Redis Cluster of ``masters`` primaries on loopback, created with redis-cli;
+    ``replicas`` replicas per primary (each can take over when its primary fails)."""
 
     directory: Path
     masters: int = 3
+    replicas: int = 0
     nodes: list[RedisServer] = field(default_factory=list)
 
     @property
@@ -142,7 +144,7 @@ class RedisCluster:
 
     def start(self) -> RedisCluster:
         cli = require_binary("redis-cli")
-        for index in range(self.masters):
+        for index in range(self.masters * (1 + self.replicas)):
             port = free_port()
             node = RedisServer(
                 self.directory / f"node{index}",
@@ -152,12 +154,14 @@ class RedisCluster:
                     "--cluster-config-file", "nodes.conf",
                     "--cluster-node-timeout", "2000",
                     "--cluster-port", str(_free_cluster_port(port)),
+                    *FAST_SYNC,
                 ],
             )  # fmt: skip
             self.nodes.append(node.start())
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
         subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-yes"],
+            [cli, "--cluster", "create", *addresses, "--cluster-yes"]
+            + (["--cluster-replicas", str(self.replicas)] if self.replicas else []),
             check=True,
             capture_output=True,
             timeout=60,
@@ -178,10 +182,26 @@ class RedisCluster:
                 ).stdout
                 for n in self.nodes
             ]
-            if all("cluster_state:ok" in s for s in states):
+            if all("cluster_state:ok" in s for s in states) and self._replicas_linked(cli):
                 return
             time.sleep(0.1)
         raise TimeoutError("redis cluster did not reach cluster_state:ok")
+
+    def _replicas_linked(self, cli: str) -> bool:
+        if not self.replicas:
+            return True
+        infos = [
+            subprocess.run(
+                [cli, "-p", str(n.port), "info", "replication"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=False,
+            ).stdout
+            for n in self.nodes
+        ]
+        linked = sum("master_link_status:up" in info for info in infos)
+        return linked == self.masters * self.replicas
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -205,6 +225,9 @@ def process_alive(pid: int) -> bool:
         return True
     return True
 
+
+FAST_SYNC = ["--repl-diskless-sync-delay", "0"]
+"""A replica's first sync starts at once (Redis waits 5 s by default for more replicas)."""
 
 SENTINEL_MASTER = "mymaster"
 """The master name a :class:`SentinelGroup` monitors."""
@@ -243,7 +266,7 @@ class SentinelGroup:
         sentinel_binary = require_binary("redis-sentinel")
         auth = (
             ["--requirepass", self.password, "--masterauth", self.password] if self.password else []
-        )
+        ) + FAST_SYNC
         master = RedisServer(self.directory / "master", extra_args=auth).start()
         self.servers.append(master)
         for index in range(self.replicas):
