@@ -18,6 +18,7 @@ dashboard, ``rq_sched.dq``):
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -163,9 +164,72 @@ def _redact(url: str) -> str:
     return re.sub(r"(sentinel_password=)[^&]*", r"\1***", url)
 
 
+MASTER_CHECK_INTERVAL = 1.0
+"""Seconds between two checks of a Sentinel pool's master address (see :class:`FollowingPool`)."""
+
+
+class FollowingPool(redis.sentinel.SentinelConnectionPool):
+    """A Sentinel connection pool that notices a moved master even on pooled connections.
+
+    redis-py asks the sentinels for the master only when it opens a connection, so a pooled
+    connection keeps talking to a demoted master until that master refuses a write. After a
+    ``SENTINEL FAILOVER`` Redis 7 leaves the old master a master for about 10 s, and writes sent
+    there in that window are lost when it turns replica. So at most once per
+    :data:`MASTER_CHECK_INTERVAL`, taking a connection first asks the sentinels where the master
+    is; when it moved, every connection of the pool is closed (in-use ones too: a blocking wait
+    on the old master would not end otherwise) and new ones go to the new master.
+    """
+
+    _next_check = 0.0
+
+    def get_connection(self, *args: Any, **options: Any) -> Any:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + MASTER_CHECK_INTERVAL
+            self.follow_master()
+        return super().get_connection(*args, **options)
+
+    def follow_master(self) -> bool:
+        """Ask the sentinels for the master; True (and the pool closed) when it moved."""
+        before = self.master_address
+        try:
+            after = self.get_master_address()  # type: ignore[no-untyped-call]
+        except redis.exceptions.RedisError:
+            return False  # no sentinel answers: the command itself will tell
+        if before is None or after == before:
+            return False
+        self.disconnect(inuse_connections=True)
+        return True
+
+
+class AsyncFollowingPool(redis.asyncio.sentinel.SentinelConnectionPool):
+    """The asyncio :class:`FollowingPool`."""
+
+    _next_check = 0.0
+
+    async def get_connection(self, *args: Any, **options: Any) -> Any:
+        now = time.monotonic()
+        if now >= self._next_check:
+            self._next_check = now + MASTER_CHECK_INTERVAL
+            await self.follow_master()
+        return await super().get_connection(*args, **options)  # type: ignore[no-untyped-call]
+
+    async def follow_master(self) -> bool:
+        """Ask the sentinels for the master; True (and the pool closed) when it moved."""
+        before = self.master_address
+        try:
+            after = await self.get_master_address()  # type: ignore[no-untyped-call]
+        except redis.exceptions.RedisError:
+            return False
+        if before is None or after == before:
+            return False
+        await self.disconnect(inuse_connections=True)
+        return True
+
+
 class SentinelRedis(Redis):
-    """A sync client of a Sentinel-managed master; :meth:`close` also closes the connections
-    to the sentinels."""
+    """A sync client of a Sentinel-managed master (its pool a :class:`FollowingPool`);
+    :meth:`close` also closes the connections to the sentinels."""
 
     sentinel_manager: redis.sentinel.Sentinel | None = None
     master_name: str = ""
@@ -177,8 +241,8 @@ class SentinelRedis(Redis):
 
 
 class AsyncSentinelRedis(redis.asyncio.Redis):
-    """An asyncio client of a Sentinel-managed master; :meth:`aclose` also closes the
-    connections to the sentinels."""
+    """An asyncio client of a Sentinel-managed master (its pool an
+    :class:`AsyncFollowingPool`); :meth:`aclose` also closes the connections to the sentinels."""
 
     sentinel_manager: redis.asyncio.sentinel.Sentinel | None = None
     master_name: str = ""
@@ -204,7 +268,11 @@ def connect(url: str, *, cluster: bool = False, **kwargs: Any) -> SyncRedis:
             found.sentinels, sentinel_kwargs=found.sentinel_kwargs(kwargs)
         )
         client: SentinelRedis = manager.master_for(
-            found.master, redis_class=SentinelRedis, **found.master_kwargs(), **kwargs
+            found.master,
+            redis_class=SentinelRedis,
+            connection_pool_class=FollowingPool,
+            **found.master_kwargs(),
+            **kwargs,
         )
         client.sentinel_manager, client.master_name = manager, found.master
         return client
@@ -222,7 +290,11 @@ def aconnect(url: str, *, cluster: bool = False, **kwargs: Any) -> AnyAsyncRedis
             found.sentinels, sentinel_kwargs=found.sentinel_kwargs(kwargs)
         )
         aclient: AsyncSentinelRedis = manager.master_for(
-            found.master, redis_class=AsyncSentinelRedis, **found.master_kwargs(), **kwargs
+            found.master,
+            redis_class=AsyncSentinelRedis,
+            connection_pool_class=AsyncFollowingPool,
+            **found.master_kwargs(),
+            **kwargs,
         )
         aclient.sentinel_manager, aclient.master_name = manager, found.master
         return aclient
