@@ -343,8 +343,12 @@ def describe(client: object) -> str:
 REDIS_DOWN: tuple[type[Exception], ...] = (
     redis.exceptions.ConnectionError,
     redis.exceptions.TimeoutError,
+    redis.exceptions.ClusterError,
 )
-"""The redis-py errors that mean "Redis is down or unreachable" (not "Redis said no")."""
+"""The redis-py errors that mean "Redis is down or unreachable" (not "Redis said no").
+ClusterError is redis-py giving up on a cluster ("TTL exhausted": redirections went on too
+long while a slot migrated or a failover ran); like a dropped connection, the call may or may
+not have run."""
 
 
 def unavailable(

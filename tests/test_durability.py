@@ -19,6 +19,7 @@ from rq_sched import (
     Client,
     EnqueueManyError,
     NewTask,
+    RedisUnavailableError,
     ReplicationError,
     TaskIdConflictError,
     TaskInfo,
@@ -200,7 +201,7 @@ def test_a_dead_replica_is_never_confirmed(tmp_path: Path, namespace: str) -> No
     master, replica = start_pair(tmp_path)
     try:
         conn = redis.Redis(port=master.port)
-        client = Client(conn, namespace=namespace, replicas=1, replica_timeout=0.2)
+        client = Client(conn, namespace=namespace, replicas=1, replica_timeout=2.0)
         client.enqueue("t", 1)
         replica.stop(kill=True)
         # Other connections of the pool wrote nothing: a WAIT on one of them would confirm at
@@ -295,3 +296,27 @@ def test_async_confirmed_enqueue_on_a_cluster(
                 replica.close()
     finally:
         rc.close()
+
+
+@pytest.mark.cluster
+def test_a_redirect_loop_on_a_cluster_is_redis_unavailable(
+    cluster_with_replicas: RedisCluster, namespace: str
+) -> None:
+    # A slot left MIGRATING to a node that is not IMPORTING it: the source answers ASK for a
+    # missing key, the target MOVED back, until redis-py gives up with ClusterError("TTL
+    # exhausted"), which must reach the caller as an rq_sched error, not a redis-py one.
+    with Client.from_url(cluster_with_replicas.url, cluster=True, namespace=namespace) as client:
+        assert isinstance(client.redis, ClusterClient)
+        rc = client.redis
+        key = QueueKeys(namespace, "loop").msg
+        slot = rc.keyslot(key)
+        source = rc.get_node_from_key(key)  # type: ignore[no-untyped-call]
+        target = next(n for n in rc.get_primaries() if n.name != source.name)
+        with redis.Redis(host=source.host, port=source.port) as conn:
+            target_id = redis.Redis(host=target.host, port=target.port).cluster("myid")
+            conn.cluster("setslot", slot, "migrating", target_id)
+            try:
+                with pytest.raises(RedisUnavailableError, match="TTL exhausted"):
+                    client.enqueue("t", 1, queue="loop")
+            finally:
+                conn.cluster("setslot", slot, "stable")

@@ -11,7 +11,7 @@ from failover_lib.run import SCENARIOS, Outcome, Plan, measure_rate, run, to_jso
 COLUMNS = [
     ("scenario", 18), ("replicas", 8), ("acknowledged", 12), ("unconfirmed", 11),
     ("refused", 7), ("run", 6), ("lost", 4), ("duplicated", 10), ("worker_pause_s", 14),
-    ("producer_pause_s", 16),
+    ("producer_pause_s", 16), ("redirects", 9),
 ]  # fmt: skip
 
 

@@ -12,6 +12,7 @@ middle, then a drain; every task is counted from the producers' and the handlers
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -57,6 +58,8 @@ class Outcome:
     scenario: str
     replicas: int
     acknowledged: int = 0
+    acknowledged_after_fault: int = 0
+    """Of those, acknowledged after the fault was over (producers resumed)."""
     unconfirmed: int = 0
     refused: int = 0
     run: int = 0
@@ -67,6 +70,8 @@ class Outcome:
     producer_pause_s: float = 0.0
     fault_s: float = 0.0
     """How long the fault injection took (kill to new master named, or the migration)."""
+    redirects: dict[str, int] = field(default_factory=dict)
+    """MOVED / ASK / TRYAGAIN answers the cluster gave during the run."""
     lost_ids: list[str] = field(default_factory=list)
 
 
@@ -168,6 +173,12 @@ def run(plan: Plan, directory: Path) -> Outcome:
         topo.fault(fault, namespace)
         fault_done = time.time()
         topo.settled()
+        with contextlib.suppress(TimeoutError):  # counted as acknowledged_after_fault == 0
+            wait_until(
+                lambda: any(p.acked and p.acked[-1][1] > fault_done for p in producers),
+                "an enqueue acknowledged after the fault",
+                plan.drain_timeout,
+            )
         stop.wait(plan.after)
         stop.set()
         for producer in producers:
@@ -176,6 +187,7 @@ def run(plan: Plan, directory: Path) -> Outcome:
         acked = {tid: at for p in producers for tid, at in p.acked}
         _drain(inspector, topo.queues, logs, set(acked), plan.drain_timeout)
         inspector.close()
+        redirects = topo.redirects()
         runs = _runs(logs)
         counts = Counter(tid for tid, _, _ in runs)
         affected = set(topo.affected(namespace))
@@ -184,6 +196,7 @@ def run(plan: Plan, directory: Path) -> Outcome:
             scenario=plan.scenario,
             replicas=plan.replicas,
             acknowledged=len(acked),
+            acknowledged_after_fault=sum(at > fault_done for at in acked.values()),
             unconfirmed=sum(len(p.unconfirmed) for p in producers),
             refused=sum(len(p.refused) for p in producers),
             run=len(counts),
@@ -195,6 +208,7 @@ def run(plan: Plan, directory: Path) -> Outcome:
             producer_pause_s=round(
                 _longest_pause(list(acked.values()), fault_at - 0.5, load_end), 3),
             fault_s=round(fault_done - fault_at, 3),
+            redirects=redirects,
             lost_ids=lost[:20],
         )  # fmt: skip
     finally:

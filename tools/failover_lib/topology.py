@@ -1,7 +1,8 @@
 """The Redis topologies a failover run uses, and the faults it injects into them.
 
 - ``sentinel``: 1 master, 1 replica, 3 sentinels. ``kill``: SIGKILL the master, wait until the
-  sentinels name the replica, restart the dead server as a replica of the new master. ``failover``: ``SENTINEL FAILOVER`` (the old master is demoted, no process dies).
+  sentinels name the replica, restart the dead server as a replica of the new master.
+  ``failover``: ``SENTINEL FAILOVER`` (the old master is demoted, no process dies).
 - ``cluster``: 3 masters with a replica each. ``kill``: SIGKILL the master of the first queue,
   wait until its replica serves the slot, restart the dead node (it rejoins as a replica).
   ``migrate``: move the first queue's slot to another master, key batch by key batch, with the
@@ -82,6 +83,9 @@ class Sentinel:
         """Wait until the new master has a replica in sync again."""
         wait_until(lambda: _replica_online(self.group.master().port), "a replica in sync again")
 
+    def redirects(self) -> dict[str, int]:
+        return {}
+
     def stop(self) -> None:
         self.group.stop()
 
@@ -149,10 +153,19 @@ class Cluster:
             wait_until(
                 lambda: (
                     _ask(port, "ROLE")[0] == b"slave"
-                    and b"master_link_status:up" in _ask(port, "INFO", "replication")
+                    and _ask(port, "INFO", "replication").get("master_link_status") == "up"
                 ),
                 "the restarted node back as a replica",
             )
+
+    def redirects(self) -> dict[str, int]:
+        """MOVED / ASK / TRYAGAIN answers the nodes gave so far (INFO errorstats)."""
+        found = {"MOVED": 0, "ASK": 0, "TRYAGAIN": 0}
+        for node in self._alive():
+            stats = _ask(node.port, "INFO", "errorstats")
+            for name in found:
+                found[name] += int(stats.get(f"errorstat_{name}", {}).get("count", 0))
+        return found
 
     def stop(self) -> None:
         self.nodes.stop()
@@ -173,7 +186,7 @@ def _spread(rc: ClusterClient, namespace: str) -> list[str]:
     raise RuntimeError("no three queues on three masters")
 
 
-def _migrate_slot(slot: int, source: int, target: int, batch: int = 20) -> None:
+def _migrate_slot(slot: int, source: int, target: int, batch: int = 1) -> None:
     """Move ``slot`` from the master on ``source`` to the one on ``target`` (redis-cli
     --cluster reshard does the same steps), a few keys at a time so clients see ASK."""
     source_id = _ask(source, "CLUSTER", "MYID").decode()
@@ -182,6 +195,6 @@ def _migrate_slot(slot: int, source: int, target: int, batch: int = 20) -> None:
     _ask(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
     while keys := _ask(source, "CLUSTER", "GETKEYSINSLOT", slot, batch):
         _ask(source, "MIGRATE", "127.0.0.1", target, "", 0, 5000, "KEYS", *keys)
-        time.sleep(0.02)  # let clients run between batches: this is what "under load" means
+        time.sleep(0.05)  # let clients run between batches: this is what "under load" means
     for port in (target, source):
         _ask(port, "CLUSTER", "SETSLOT", slot, "NODE", target_id)
