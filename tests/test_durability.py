@@ -309,9 +309,9 @@ def test_a_redirect_loop_on_a_cluster_is_redis_unavailable(
         assert isinstance(client.redis, ClusterClient)
         rc = client.redis
         key = QueueKeys(namespace, "loop").msg
-        slot = rc.keyslot(key)
+        slot = rc.keyslot(key)  # type: ignore[no-untyped-call]
         source = rc.get_node_from_key(key)  # type: ignore[no-untyped-call]
-        target = next(n for n in rc.get_primaries() if n.name != source.name)
+        target = next(n for n in rc.get_primaries() if n.name != source.name)  # type: ignore[no-untyped-call]
         with redis.Redis(host=source.host, port=source.port) as conn:
             target_id = redis.Redis(host=target.host, port=target.port).cluster("myid")
             conn.cluster("setslot", slot, "migrating", target_id)
