@@ -7,8 +7,10 @@ import asyncio
 import json
 from collections.abc import Iterator
 from contextlib import closing
+from pathlib import Path
 
 import pytest
+import redis
 
 from rq_sched import AsyncClient, Client, Inspector, ManualClock, Router, Task, TaskState
 from rq_sched.cli import main
@@ -25,11 +27,12 @@ from rq_sched.dq import Beanstalk, Consumer, wire
 from rq_sched.dq.config import make_producer
 from rq_sched.dq.dedup import Claim
 from rq_sched.errors import RedisUnavailableError, ValidationError
-from rq_sched.local_redis import SENTINEL_MASTER, SentinelGroup, free_port
+from rq_sched.keys import QueueKeys
+from rq_sched.local_redis import SENTINEL_MASTER, RedisServer, SentinelGroup, free_port
 from rq_sched.scheduler.scheduler import Scheduler
 from rq_sched.web import create_app
 from tests.web.serve import serving
-from tests.worker_support import Recorder, running_server
+from tests.worker_support import Recorder, running_server, wait_until
 
 pytestmark = pytest.mark.sentinel
 
@@ -237,3 +240,47 @@ def test_closing_a_sentinel_client_closes_the_sentinel_connections(url: str) -> 
     assert open_sockets() >= 1, "the master was found through a sentinel"
     client.close()
     assert open_sockets() == 0
+
+
+# -- following a failover --------------------------------------------------------------------
+
+
+def test_scheduler_and_inspector_follow_a_manual_failover(tmp_path: Path, namespace: str) -> None:
+    group = SentinelGroup(tmp_path / "group").start()
+    clock = ManualClock()
+    scheduler = Scheduler.from_url(group.url, namespace=namespace, clock=clock)
+    inspector = Inspector.from_url(group.url, namespace=namespace)
+    try:
+        scheduler.add("beat", "@every 10s", "beat")
+        start = clock.now()
+        scheduler.tick(start + 10)
+        assert inspector.queue_info("default").size == 1
+        old = group.master()
+        with redis.Redis(port=next(s for s in group.servers if s is not old).port) as replica:
+            wait_until(lambda: replica.dbsize() == old_dbsize(old), what="the replica in sync")
+        group.sentinel_command(0, "sentinel", "failover", SENTINEL_MASTER)
+        new_port = group.wait_for_new_master(old.port)
+        # Ticks are exactly-once per fire time, so ticking again until it lands is safe; the
+        # clients' pools move to the new master within MASTER_CHECK_INTERVAL.
+        with redis.Redis(port=new_port) as new_master:
+            keys = QueueKeys(namespace, "default")
+            wait_until(
+                lambda: scheduler.tick(start + 20) > 0 and new_master.hlen(keys.msg) == 2,
+                timeout=5.0,  # Redis demotes the old master only after about 10 s
+                what="the scheduler's tick on the new master",
+            )
+        wait_until(
+            lambda: inspector.queue_info("default").size == 2,
+            timeout=5.0,
+            what="the inspector on it too",
+        )
+        assert describe(inspector.redis).startswith(f"127.0.0.1:{new_port} ")
+    finally:
+        scheduler.close()
+        inspector.close()
+        group.stop()
+
+
+def old_dbsize(server: RedisServer) -> int:
+    with redis.Redis(port=server.port) as conn:
+        return int(conn.dbsize())
