@@ -26,7 +26,7 @@ from rq_sched.connection import (
 from rq_sched.dq import Beanstalk, Consumer, wire
 from rq_sched.dq.config import make_producer
 from rq_sched.dq.dedup import Claim
-from rq_sched.errors import RedisUnavailableError, ValidationError
+from rq_sched.errors import MissingBinaryError, RedisUnavailableError, ValidationError
 from rq_sched.keys import QueueKeys
 from rq_sched.local_redis import SENTINEL_MASTER, RedisServer, SentinelGroup, free_port
 from rq_sched.scheduler.scheduler import Scheduler
@@ -284,3 +284,12 @@ def test_scheduler_and_inspector_follow_a_manual_failover(tmp_path: Path, namesp
 def old_dbsize(server: RedisServer) -> int:
     with redis.Redis(port=server.port) as conn:
         return int(conn.dbsize())
+
+
+def test_a_missing_redis_sentinel_names_the_install_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", "")
+    with pytest.raises(MissingBinaryError, match="apt-get install -y redis-sentinel"):
+        SentinelGroup(tmp_path).start()
+    assert not any(tmp_path.iterdir()), "nothing was started"
