@@ -49,8 +49,9 @@ from rq_sched.errors import (
 )
 from rq_sched.scripts import AnyAsyncRedis, Call, SyncRedis
 
-MAX_REDIRECTS = 5
-"""Rounds of MOVED / ASK / TRYAGAIN / NOSCRIPT a confirmed call follows before giving up."""
+MAX_REDIRECTS = 16
+"""Rounds of MOVED / ASK / TRYAGAIN / NOSCRIPT a confirmed call follows before giving up (as
+many as redis-py's cluster client: with the TRYAGAIN pause, about 0.8 s of a migration)."""
 TRYAGAIN_PAUSE = 0.05
 """Seconds to wait before resending a call a slot migration answered TRYAGAIN."""
 DEFAULT_REPLICA_TIMEOUT = 1.0

@@ -320,3 +320,45 @@ def test_a_redirect_loop_on_a_cluster_is_redis_unavailable(
                     client.enqueue("t", 1, queue="loop")
             finally:
                 conn.cluster("setslot", slot, "stable")
+
+
+@pytest.mark.cluster
+def test_a_confirmed_enqueue_mid_migration_fails_cleanly_then_follows_moved(
+    cluster_with_replicas: RedisCluster, namespace: str
+) -> None:
+    with Client.from_url(
+        cluster_with_replicas.url, cluster=True, namespace=namespace, replicas=1
+    ) as client:
+        assert isinstance(client.redis, ClusterClient)
+        rc = client.redis
+        keys = QueueKeys(namespace, "moving")
+        slot = rc.keyslot(keys.msg)  # type: ignore[no-untyped-call]
+        source = rc.get_node_from_key(keys.msg)  # type: ignore[no-untyped-call]
+        primaries = rc.get_primaries()  # type: ignore[no-untyped-call]
+        target = next(n for n in primaries if n.name != source.name)
+        src = redis.Redis(host=source.host, port=source.port)
+        dst = redis.Redis(host=target.host, port=target.port)
+        try:
+            src_id, dst_id = src.cluster("myid"), dst.cluster("myid")
+            dst.cluster("setslot", slot, "importing", src_id)
+            src.cluster("setslot", slot, "migrating", dst_id)
+            # Mid-migration the new queue's keys are on neither node: the source answers ASK,
+            # the importing target (after ASKING) TRYAGAIN, as Redis does for a multi-key call
+            # whose keys are not all there. The call gives up cleanly; the script never ran.
+            with pytest.raises(RedisUnavailableError, match="slot migration"):
+                client.enqueue("t", 1, queue="moving", task_id="mid")
+            pipe = dst.pipeline(transaction=False)
+            pipe.execute_command("ASKING")  # type: ignore[no-untyped-call]
+            pipe.hexists(keys.msg, "mid")
+            assert pipe.execute()[1] == 0
+            assert src.cluster("countkeysinslot", slot) == 0
+            for conn in (dst, src, *(redis.Redis(host=n.host, port=n.port) for n in primaries)):
+                conn.cluster("setslot", slot, "node", dst_id)
+            # The client's slot map still names the source: MOVED, refresh, send again.
+            moved = client.enqueue_many([NewTask(type="t", payload=2, queue="moving")])[0]
+            assert dst.hexists(keys.msg, moved.id)
+            assert client.enqueue("t", 3, queue="moving", task_id="mid").id == "mid"
+            assert rc.get_node_from_key(keys.msg).name == target.name  # type: ignore[no-untyped-call]
+        finally:
+            src.close()
+            dst.close()
