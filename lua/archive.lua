@@ -15,16 +15,24 @@
 -- KEYS[10] unique     the task's uniqueness lock
 -- KEYS[11] cancel     hash: id -> cancel request
 -- KEYS[12] limits     hash: the queue's archive limits (max_size, max_age_ms) and `trimmed`
+-- KEYS[13] waiters    hash: id -> waiters registered for its final state
+-- KEYS[14] children   hash: id -> its dependants (docs/workflows.md)
+-- KEYS[15] outbox     hash: id -> its final outcome, recorded for its dependants
+-- KEYS[16] outbox_at  zset: id -> when that outcome was recorded (ms)
 -- ARGV[1] id
 -- ARGV[2] now ms
 -- ARGV[3] most archived tasks kept, if the queue stores no limits
 -- ARGV[4] longest an archived task is kept (ms), if the queue stores no limits
+-- ARGV[5] prefix of the per-task channels announcing a final state to waiters
+-- ARGV[6] its outcome for dependants: msgpack ["archived", error text] (the sweep delivers it)
 -- Returns: {1, archived tasks deleted by the trim}
 -- Errors: NOT_FOUND, TASK_ACTIVE, WRONG_STATE (archived or completed)
 --@include take_task
 --@include unique
 --@include trim_archive
 --@include archive_limits
+--@include final
+--@include outbox
 local msg = KEYS[1]
 local pending = KEYS[2]
 local lease = KEYS[3]
@@ -37,6 +45,10 @@ local lost = KEYS[9]
 local unique = KEYS[10]
 local cancel = KEYS[11]
 local limits = KEYS[12]
+local waiters = KEYS[13]
+local children = KEYS[14]
+local outbox = KEYS[15]
+local outbox_at = KEYS[16]
 local id = ARGV[1]
 local now = tonumber(ARGV[2])
 
@@ -49,5 +61,7 @@ redis.call('ZADD', archived, now, id)
 redis.call('HDEL', lost, id)
 redis.call('HDEL', cancel, id)
 release_unique(unique, id)
+announce_final(waiters, ARGV[5], id, 'archived')
+record_outcome(children, outbox, outbox_at, id, ARGV[6])
 local max_size, max_age_ms = archive_limits(limits, ARGV[3], ARGV[4])
 return {1, trim_archive(archived, msg, result, limits, now, max_size, max_age_ms, 100)}

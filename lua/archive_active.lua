@@ -14,6 +14,11 @@
 -- KEYS[9] failed      total counter
 -- KEYS[10] failed_day daily counter
 -- KEYS[11] limits     hash: the queue's archive limits (max_size, max_age_ms) and `trimmed`
+-- KEYS[12] waiters    hash: id -> waiters registered for its final state
+-- KEYS[13] progress   hash: id -> progress reported by its running handler
+-- KEYS[14] children   hash: id -> its dependants (docs/workflows.md)
+-- KEYS[15] outbox     hash: id -> its final outcome, recorded for its dependants
+-- KEYS[16] outbox_at  zset: id -> when that outcome was recorded (ms)
 -- ARGV[1] id
 -- ARGV[2] lease token
 -- ARGV[3] updated message (its last error recorded)
@@ -22,7 +27,9 @@
 -- ARGV[6] most archived tasks kept, if the queue stores no limits
 -- ARGV[7] longest an archived task is kept (ms), if the queue stores no limits
 -- ARGV[8] "1" to count the task as failed
--- Returns: 1
+-- ARGV[9] prefix of the per-task channels announcing a final state to waiters
+-- ARGV[10] its outcome for dependants: msgpack ["archived", error text]
+-- Returns: 1; 2 when its outcome was recorded for dependants (deliver it)
 -- Errors: NOT_ACTIVE (lease gone or stale token; nothing changed)
 --@include codes
 --@include lease
@@ -30,6 +37,8 @@
 --@include counters
 --@include trim_archive
 --@include archive_limits
+--@include final
+--@include outbox
 local msg = KEYS[1]
 local lease = KEYS[2]
 local tokens = KEYS[3]
@@ -41,6 +50,11 @@ local unique = KEYS[8]
 local failed = KEYS[9]
 local failed_day = KEYS[10]
 local limits = KEYS[11]
+local waiters = KEYS[12]
+local progress = KEYS[13]
+local children = KEYS[14]
+local outbox = KEYS[15]
+local outbox_at = KEYS[16]
 local id = ARGV[1]
 local now = tonumber(ARGV[4])
 
@@ -52,10 +66,15 @@ redis.call('HSET', msg, id, ARGV[3])
 redis.call('ZADD', archived, now, id)
 redis.call('HDEL', lost, id)
 redis.call('HDEL', cancel, id)
+redis.call('HDEL', progress, id)
 release_unique(unique, id)
 if ARGV[8] == '1' then
   count(failed, failed_day, ARGV[5], 1)
 end
 local max_size, max_age_ms = archive_limits(limits, ARGV[6], ARGV[7])
 trim_archive(archived, msg, result, limits, now, max_size, max_age_ms, 100)
+announce_final(waiters, ARGV[9], id, 'archived')
+if record_outcome(children, outbox, outbox_at, id, ARGV[10]) then
+  return 2
+end
 return 1

@@ -11,11 +11,20 @@
 -- KEYS[9] lost       hash: id -> times its lease expired
 -- KEYS[10] unique    the task's uniqueness lock
 -- KEYS[11] cancel    hash: id -> cancel request
+-- KEYS[12] waiters   hash: id -> waiters registered for its final state
+-- KEYS[13] progress  hash: id -> progress reported by its running handler
+-- KEYS[14] children  hash: id -> its dependants (docs/workflows.md)
+-- KEYS[15] outbox    hash: id -> its final outcome, recorded for its dependants
+-- KEYS[16] outbox_at zset: id -> when that outcome was recorded (ms)
 -- ARGV[1] id
+-- ARGV[2] prefix of the per-task channels announcing a final state to waiters
+-- ARGV[3] its outcome for dependants: msgpack ["deleted", nil] (the sweep delivers it)
 -- Returns: 1
 -- Errors: NOT_FOUND, TASK_ACTIVE
 --@include take_task
 --@include unique
+--@include final
+--@include outbox
 local msg = KEYS[1]
 local pending = KEYS[2]
 local lease = KEYS[3]
@@ -27,6 +36,11 @@ local result = KEYS[8]
 local lost = KEYS[9]
 local unique = KEYS[10]
 local cancel = KEYS[11]
+local waiters = KEYS[12]
+local progress = KEYS[13]
+local children = KEYS[14]
+local outbox = KEYS[15]
+local outbox_at = KEYS[16]
 local id = ARGV[1]
 
 local state, code = take_task(msg, pending, lease, scheduled, retry, archived, completed, id,
@@ -39,5 +53,8 @@ redis.call('HDEL', msg, id)
 redis.call('HDEL', result, id)
 redis.call('HDEL', lost, id)
 redis.call('HDEL', cancel, id)
+redis.call('HDEL', progress, id)
 release_unique(unique, id)
+announce_final(waiters, ARGV[2], id, 'deleted')
+record_outcome(children, outbox, outbox_at, id, ARGV[3])
 return 1

@@ -11,15 +11,25 @@
 -- KEYS[7] processed_day  daily counter
 -- KEYS[8] tokens         hash: active id -> fencing token
 -- KEYS[9] cancel         hash: id -> cancel request
--- KEYS[10..] unique      uniqueness locks named by the tasks below
+-- KEYS[10] waiters       hash: id -> waiters registered for its final state
+-- KEYS[11] progress      hash: id -> progress reported by its running handler
+-- KEYS[12] children      hash: id -> its dependants (docs/workflows.md)
+-- KEYS[13] outbox        hash: id -> its final outcome, recorded for its dependants
+-- KEYS[14] outbox_at     zset: id -> when that outcome was recorded (ms)
+-- KEYS[15..] unique      uniqueness locks named by the tasks below
 -- ARGV[1] expiry of the daily counter (epoch s)
--- ARGV[5i+2] id, ARGV[5i+3] lease token, ARGV[5i+4] keep-until ms (0: delete now),
--- ARGV[5i+5] result ("" for none), ARGV[5i+6] index into KEYS of its uniqueness lock (0: none)
+-- ARGV[2] prefix of the per-task channels announcing a final state to waiters
+-- ARGV[5i+3] id, ARGV[5i+4] lease token, ARGV[5i+5] keep-until ms (0: delete now),
+-- ARGV[5i+6] result ("" for none; kept only with a keep-until, reported to dependants), ARGV[5i+7] index into KEYS of its uniqueness lock (0: none)
 -- Returns: array: number acknowledged, then the ids not settled (lease gone or stale token;
---   left untouched)
+--   left untouched), then, only if any, an array of the settled ids whose outcome was recorded
+--   for their dependants (deliver them)
 --@include counters
 --@include unique
 --@include lease
+--@include final
+--@include outbox
+--@include mp
 local lease = KEYS[1]
 local msg = KEYS[2]
 local completed = KEYS[3]
@@ -29,10 +39,16 @@ local processed = KEYS[6]
 local processed_day = KEYS[7]
 local tokens = KEYS[8]
 local cancel = KEYS[9]
+local waiters = KEYS[10]
+local progress = KEYS[11]
+local children = KEYS[12]
+local outbox = KEYS[13]
+local outbox_at = KEYS[14]
 
 local done = 0
 local out = {0}
-for i = 2, #ARGV, 5 do
+local reported = {}
+for i = 3, #ARGV, 5 do
   local id = ARGV[i]
   if not holds_lease(tokens, id, ARGV[i + 1]) then
     out[#out + 1] = id
@@ -41,6 +57,7 @@ for i = 2, #ARGV, 5 do
     end_lease(lease, tokens, id)
     redis.call('HDEL', lost, id)
     redis.call('HDEL', cancel, id)
+    redis.call('HDEL', progress, id)
     local keep_until = tonumber(ARGV[i + 2])
     if keep_until > 0 then
       redis.call('ZADD', completed, keep_until, id)
@@ -54,10 +71,21 @@ for i = 2, #ARGV, 5 do
     if lock > 0 then
       release_unique(KEYS[lock], id)
     end
+    announce_final(waiters, ARGV[2], id, 'completed')
+    local data = MP_NIL
+    if ARGV[i + 3] ~= '' then
+      data = mp_bin(ARGV[i + 3])
+    end
+    if record_outcome(children, outbox, outbox_at, id, mp_array(2) .. mp_str('completed') .. data) then
+      reported[#reported + 1] = id
+    end
   end
 end
 if done > 0 then
   count(processed, processed_day, ARGV[1], done)
 end
 out[1] = done
+if #reported > 0 then
+  out[#out + 1] = reported
+end
 return out

@@ -10,6 +10,7 @@
 -- KEYS[6] failed      total counter
 -- KEYS[7] failed_day  daily counter
 -- KEYS[8] tokens      hash: active id -> fencing token
+-- KEYS[9] progress    hash: id -> progress reported by its running handler (cleared)
 -- ARGV[1] id
 -- ARGV[2] lease token
 -- ARGV[3] updated message (retry count and error recorded)
@@ -29,6 +30,7 @@ local marker = KEYS[5]
 local failed = KEYS[6]
 local failed_day = KEYS[7]
 local tokens = KEYS[8]
+local progress = KEYS[9]
 local id = ARGV[1]
 local due = tonumber(ARGV[4])
 
@@ -36,6 +38,7 @@ if not holds_lease(tokens, id, ARGV[2]) then
   return NOT_ACTIVE
 end
 end_lease(lease, tokens, id)
+redis.call('HDEL', progress, id)
 redis.call('HSET', msg, id, ARGV[3])
 count(failed, failed_day, ARGV[5], 1)
 if due > 0 then

@@ -7,13 +7,14 @@ classes differ only in how they run those calls.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from rq_sched import ops, scripts
+from rq_sched import aggregation, ops, results, scripts, workflows
 from rq_sched.clock import Clock, to_ms, use_clock
+from rq_sched.coalesce import Coalescer
 from rq_sched.connection import aconnect, connect, refused, translate_errors
 from rq_sched.durability import (
     DEFAULT_REPLICA_TIMEOUT,
@@ -25,6 +26,7 @@ from rq_sched.errors import EnqueueManyError, RqSchedError, ValidationError, err
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.models import NewTask, TaskInfo
 from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES, Prepared, prepare
+from rq_sched.results import Decode
 from rq_sched.scripts import AnyAsyncRedis, Call, SyncRedis
 
 __all__ = ["AsyncClient", "Client", "EnqueueManyError"]
@@ -61,6 +63,29 @@ class _Producer:
         if now_ms is None:
             now_ms = to_ms(self.clock.now())
         return prepare(task, now_ms=now_ms, max_payload_bytes=self.max_payload_bytes)
+
+    def hold(
+        self, task: Prepared, depends_on: Sequence[workflows.ParentRef], policy: object
+    ) -> workflows.Steps:
+        """The steps enqueueing ``task`` held until its parents are final (checked first)."""
+        parents = workflows.parent_refs(depends_on, task.queue)
+        checked = workflows.check_policy(policy)
+        workflows.check_holdable(task)
+        return workflows.hold_steps(self.namespace, task, parents, checked)
+
+    def grouped(self, task: Prepared, group: object, depends_on: object) -> Call:
+        """The call adding ``task`` to aggregation group ``group`` (checked first)."""
+        name = aggregation.check_group(group)
+        if depends_on is not None:
+            raise ValidationError("group= cannot be combined with depends_on")
+        aggregation.check_groupable(task)
+        return ops.enqueue_grouped(
+            self.keys(task.queue),
+            name,
+            aggregation.entry(task),
+            task.message.enqueued_at,
+            aggregation.DEFAULT_LIMITS.as_ms(),
+        )
 
     def unregistered(self, queues: Iterable[str]) -> list[str]:
         """Queues this client has not yet added to the registry of queue names."""
@@ -182,6 +207,9 @@ class Client:
         task_id: str | None = None,
         retention: timedelta | float | None = None,
         headers: dict[str, str] | None = None,
+        depends_on: Sequence[workflows.ParentRef] | None = None,
+        on_parent_failure: workflows.Policy = "cancel",
+        group: str | None = None,
         replicas: int | None = None,
     ) -> TaskInfo:
         """Enqueue one task, ready now or at ``process_at`` / after ``process_in``.
@@ -199,18 +227,27 @@ class Client:
             task_id: your own id; enqueueing the same id again while it is live is refused.
             retention: keep the task as completed this long after success.
             headers: str -> str metadata passed to the handler.
+            depends_on: parents (ids in ``queue``, or ``(queue, id)`` pairs): the task is held
+                until every parent is final, then becomes pending with their outcomes in
+                ``task.parents`` (see docs/workflows.md).
+            on_parent_failure: with ``depends_on``: ``"cancel"`` archives the task unrun when
+                a parent ends archived or deleted; ``"run"`` runs it anyway.
+            group: add the task to this aggregation group of ``queue``: the router's
+                aggregator turns the group's tasks into one task (see docs/workflows.md).
             replicas: this many replicas must confirm the write (``WAIT``) before it counts as
-                done; None: the client's ``replicas=`` (default 0, no wait). See
+                done; None: the client's ``replicas=`` (default 0, no wait). Not with
+                ``depends_on`` (a held task's steps may span slots). See
                 :mod:`rq_sched.durability`.
 
         Returns:
-            The new task's :class:`TaskInfo`.
+            The new task's :class:`TaskInfo` (a held task's state reads pending).
 
         Raises:
             ValidationError: bad arguments (the message says which).
             PayloadTooLargeError: the task is larger than ``max_payload_bytes``.
             TaskIdConflictError: ``task_id`` is used by a live task.
             DuplicateTaskError: a ``unique`` lock for this type and payload is held.
+            TaskNotFoundError: a parent in ``depends_on`` is not live, held or kept.
             RedisUnavailableError: Redis cannot be reached.
             WriteRefusedError: Redis refused the write (e.g. out of memory under ``maxmemory``).
             ReplicationError: written, but fewer than ``replicas`` replicas confirmed it in
@@ -224,23 +261,41 @@ class Client:
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
             )
         )  # fmt: skip
+        wait = self._wait.per_call(replicas, held=depends_on is not None)
+        if group is not None:
+            call = p.grouped(task, group, depends_on)
+            with translate_errors(self.redis, writing=f"task {task.id!r}"):
+                self._register([queue])
+                _, confirmed = self._run_one(call, wait, scripts.run)
+            info = task.info(task.message.enqueued_at)
+            wait.check(confirmed, f"task {task.id!r} was", info)
+            return info
+        if depends_on is not None:
+            steps = p.hold(task, depends_on, on_parent_failure)
+            with translate_errors(self.redis, writing=f"task {task.id!r}"):
+                self._register([queue])
+                workflows.run_steps(self.redis, steps)
+            return task.info(task.message.enqueued_at)
         call = ops.enqueue(p.keys(queue), task)
-        wait = self._wait.per_call(replicas)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if queue not in p._registered:
                 self._register([queue])
-            if wait.replicas:
-                [code], confirmed = run_confirmed(self.redis, [call], wait)
-                if isinstance(code, BaseException):
-                    raise code
-            else:
-                code = scripts.run(self.redis, *call)
+            code, confirmed = self._run_one(call, wait, scripts.run_resendable)
         if code < 0:
             raise error_for_code(code, queue=queue, task_id=task.id)
         info = task.info(task.message.enqueued_at)
-        if wait.replicas:
-            wait.check(confirmed, f"task {task.id!r} was", info)
+        wait.check(confirmed, f"task {task.id!r} was", info)
         return info
+
+    def _run_one(self, call: Call, wait: ReplicaWait, plain: Callable[..., Any]) -> tuple[Any, int]:
+        """``call``'s reply, by ``plain`` or, with ``wait``, followed by WAIT; and the replicas
+        that confirmed it (0 without a wait)."""
+        if not wait.replicas:
+            return plain(self.redis, *call), 0
+        [reply], confirmed = run_confirmed(self.redis, [call], wait)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply, confirmed
 
     def enqueue_many(
         self, tasks: Iterable[NewTask], *, replicas: int | None = None
@@ -284,6 +339,104 @@ class Client:
             )
         return self._p.results_many(prepared, owners, raw, infos)
 
+    def chain(self, tasks: Sequence[NewTask]) -> workflows.Chain:
+        """Enqueue tasks that run one after another, in one call.
+
+        Each link waits for the one before (``depends_on`` with the "cancel" policy) and reads
+        its result as ``task.parent_results()[0]``. A link that ends archived ends the chain:
+        the links after it are archived unrun with a ``DependencyFailedError`` naming it, and
+        :meth:`chain_status` says where the chain stopped. Links may live in different queues.
+
+        Raises:
+            ValidationError: fewer than 2 tasks, a later link with ``process_in`` /
+                ``process_at`` or ``unique``, or the same task twice (nothing written).
+            TaskIdConflictError: a link's ``task_id`` is taken.
+            RedisUnavailableError: Redis cannot be reached.
+        """
+        p = self._p
+        links = [p.prepare(t) for t in _new_tasks(tasks)]
+        with translate_errors(self.redis, writing=f"a chain of {len(links)} tasks"):
+            self._register(t.queue for t in links)
+            workflows.run_steps(self.redis, workflows.chain_steps(p.namespace, links))
+        return workflows.Chain([t.info(t.message.enqueued_at) for t in links])
+
+    def chain_status(self, chain: workflows.Chain) -> workflows.ChainStatus:
+        """Where ``chain`` is: running, completed, or failed at which link with which error."""
+        with translate_errors(self.redis):
+            steps = workflows.chain_status_steps(self._p.namespace, chain)
+            status: workflows.ChainStatus = workflows.run_steps(self.redis, steps)
+        return status
+
+    def group(
+        self,
+        members: Sequence[NewTask],
+        callback: NewTask,
+        *,
+        on_member_failure: workflows.Policy = "run",
+    ) -> workflows.Group:
+        """Enqueue ``members`` and a ``callback`` that becomes pending exactly once, when every
+        member is final (Celery's chord, BullMQ's parent job).
+
+        The callback reads the members' results in order as ``task.parent_results()`` (and
+        their outcomes as ``task.parents``). ``on_member_failure``: "run" runs it anyway with
+        the failures listed; "cancel" archives it unrun. Members may live in different queues
+        (and Redis Cluster slots).
+
+        Raises:
+            ValidationError: no members, a unique member, a callback with ``process_in`` /
+                ``process_at`` or ``unique``, or the same task twice (nothing written).
+            TaskIdConflictError: a member's or the callback's ``task_id`` is taken.
+            RedisUnavailableError: Redis cannot be reached.
+        """
+        p = self._p
+        policy = workflows.check_policy(on_member_failure, "on_member_failure")
+        prepared = [p.prepare(t) for t in _new_tasks(members)]
+        final = p.prepare(_new_tasks([callback])[0])
+        with translate_errors(self.redis, writing=f"a group of {len(prepared)} tasks"):
+            self._register(t.queue for t in (*prepared, final))
+            steps = workflows.group_steps(p.namespace, prepared, final, policy)
+            workflows.run_steps(self.redis, steps)
+        return workflows.Group(
+            [t.info(t.message.enqueued_at) for t in prepared],
+            final.info(final.message.enqueued_at),
+        )
+
+    def wait_result(
+        self,
+        queue: str,
+        task_id: str,
+        timeout: timedelta | float,
+        *,
+        decode: Decode | None = None,
+    ) -> Any:
+        """Block until the task reaches a final state and return its result.
+
+        Waiting does not poll: it sleeps on a notification that the script ending the task
+        publishes (see :mod:`rq_sched.results`), so it wakes within milliseconds.
+
+        Args:
+            queue: the task's queue.
+            task_id: the task's id.
+            timeout: longest wait (timedelta or seconds).
+            decode: applied to the stored result bytes, e.g.
+                :func:`rq_sched.results.unpack_result` for a handler that returned a value
+                other than bytes or str (stored as msgpack), or ``bytes.decode`` for a str.
+
+        Returns:
+            The result bytes (decoded by ``decode`` if given); None when the task completed
+            without a result, or without ``retention`` (nothing was kept).
+
+        Raises:
+            TaskFailedError: the task ended archived: ``.error`` holds its error text and
+                ``.cancelled`` says whether it was cancelled.
+            TaskNotFoundError: no such task (never enqueued, or it finished and was not kept:
+                enqueue with ``retention`` to wait for results), or it was deleted meanwhile.
+            WaitTimeoutError: not final within ``timeout`` (the task goes on).
+            ValidationError: bad ``task_id`` or ``timeout``.
+            RedisUnavailableError: Redis cannot be reached.
+        """
+        return results.wait_result(self.redis, self._p.keys(queue), task_id, timeout, decode)
+
     def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)
         if new:
@@ -321,6 +474,8 @@ class AsyncClient:
     ) -> None:
         self.redis = redis
         self._p = _Producer(namespace=namespace, max_payload_bytes=max_payload_bytes, clock=clock)
+        self._calls = Coalescer(redis)
+        """Enqueues awaited concurrently go to Redis together, one pipeline per loop turn."""
         self._wait = ReplicaWait.build(replicas, replica_timeout)
 
     @property
@@ -353,6 +508,9 @@ class AsyncClient:
         task_id: str | None = None,
         retention: timedelta | float | None = None,
         headers: dict[str, str] | None = None,
+        depends_on: Sequence[workflows.ParentRef] | None = None,
+        on_parent_failure: workflows.Policy = "cancel",
+        group: str | None = None,
         replicas: int | None = None,
     ) -> TaskInfo:
         """Enqueue one task; see :meth:`Client.enqueue` for arguments, result and errors."""
@@ -364,23 +522,45 @@ class AsyncClient:
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
             )
         )  # fmt: skip
+        wait = self._wait.per_call(replicas, held=depends_on is not None)
+        if group is not None:
+            call = p.grouped(task, group, depends_on)
+            with translate_errors(self.redis, writing=f"task {task.id!r}"):
+                await self._register([queue])
+                _, confirmed = await self._run_one(call, wait, self._arun)
+            info = task.info(task.message.enqueued_at)
+            wait.check(confirmed, f"task {task.id!r} was", info)
+            return info
+        if depends_on is not None:
+            steps = p.hold(task, depends_on, on_parent_failure)
+            with translate_errors(self.redis, writing=f"task {task.id!r}"):
+                await self._register([queue])
+                await workflows.arun_steps(self.redis, steps)
+            return task.info(task.message.enqueued_at)
         call = ops.enqueue(p.keys(queue), task)
-        wait = self._wait.per_call(replicas)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if queue not in p._registered:
                 await self._register([queue])
-            if wait.replicas:
-                [code], confirmed = await arun_confirmed(self.redis, [call], wait)
-                if isinstance(code, BaseException):
-                    raise code
-            else:
-                code = await scripts.arun(self.redis, *call)
+            code, confirmed = await self._run_one(call, wait, self._calls.run)
         if code < 0:
             raise error_for_code(code, queue=queue, task_id=task.id)
         info = task.info(task.message.enqueued_at)
-        if wait.replicas:
-            wait.check(confirmed, f"task {task.id!r} was", info)
+        wait.check(confirmed, f"task {task.id!r} was", info)
         return info
+
+    async def _arun(self, script: scripts.Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await scripts.arun(self.redis, script, keys, args)
+
+    async def _run_one(
+        self, call: Call, wait: ReplicaWait, plain: Callable[..., Awaitable[Any]]
+    ) -> tuple[Any, int]:
+        """:meth:`Client._run_one`, awaited; ``plain`` takes the call's script, keys, args."""
+        if not wait.replicas:
+            return await plain(*call), 0
+        [reply], confirmed = await arun_confirmed(self.redis, [call], wait)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply, confirmed
 
     async def enqueue_many(
         self, tasks: Iterable[NewTask], *, replicas: int | None = None
@@ -407,6 +587,55 @@ class AsyncClient:
             )
         return self._p.results_many(prepared, owners, raw, infos)
 
+    async def chain(self, tasks: Sequence[NewTask]) -> workflows.Chain:
+        """Enqueue a chain; see :meth:`Client.chain`."""
+        p = self._p
+        links = [p.prepare(t) for t in _new_tasks(tasks)]
+        with translate_errors(self.redis, writing=f"a chain of {len(links)} tasks"):
+            await self._register(t.queue for t in links)
+            await workflows.arun_steps(self.redis, workflows.chain_steps(p.namespace, links))
+        return workflows.Chain([t.info(t.message.enqueued_at) for t in links])
+
+    async def chain_status(self, chain: workflows.Chain) -> workflows.ChainStatus:
+        """Where ``chain`` is; see :meth:`Client.chain_status`."""
+        with translate_errors(self.redis):
+            steps = workflows.chain_status_steps(self._p.namespace, chain)
+            status: workflows.ChainStatus = await workflows.arun_steps(self.redis, steps)
+        return status
+
+    async def group(
+        self,
+        members: Sequence[NewTask],
+        callback: NewTask,
+        *,
+        on_member_failure: workflows.Policy = "run",
+    ) -> workflows.Group:
+        """Enqueue a group and its callback; see :meth:`Client.group`."""
+        p = self._p
+        policy = workflows.check_policy(on_member_failure, "on_member_failure")
+        prepared = [p.prepare(t) for t in _new_tasks(members)]
+        final = p.prepare(_new_tasks([callback])[0])
+        with translate_errors(self.redis, writing=f"a group of {len(prepared)} tasks"):
+            await self._register(t.queue for t in (*prepared, final))
+            steps = workflows.group_steps(p.namespace, prepared, final, policy)
+            await workflows.arun_steps(self.redis, steps)
+        return workflows.Group(
+            [t.info(t.message.enqueued_at) for t in prepared],
+            final.info(final.message.enqueued_at),
+        )
+
+    async def wait_result(
+        self,
+        queue: str,
+        task_id: str,
+        timeout: timedelta | float,
+        *,
+        decode: Decode | None = None,
+    ) -> Any:
+        """Wait until the task reaches a final state and return its result; see
+        :meth:`Client.wait_result` for arguments, result and errors."""
+        return await results.await_result(self.redis, self._p.keys(queue), task_id, timeout, decode)
+
     async def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)
         if new:
@@ -427,3 +656,17 @@ class AsyncClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+def _new_tasks(tasks: object) -> list[NewTask]:
+    """``tasks`` as a list of :class:`NewTask`.
+
+    Raises:
+        ValidationError: not a sequence of NewTask.
+    """
+    if isinstance(tasks, str | bytes) or not isinstance(tasks, Sequence):
+        raise ValidationError(f"expected a list of NewTask, got {tasks!r}")
+    for task in tasks:
+        if not isinstance(task, NewTask):
+            raise ValidationError(f"expected NewTask items, got {task!r}")
+    return list(tasks)

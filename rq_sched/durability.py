@@ -78,11 +78,21 @@ class ReplicaWait:
         timeout_ms = duration_ms(timeout, "replica_timeout", allow_zero=False)
         return cls(_count(replicas), timeout_ms)
 
-    def per_call(self, replicas: object) -> ReplicaWait:
-        """This wait, with the replica count a call asked for (None: the client's)."""
-        if replicas is None:
-            return self
-        return ReplicaWait(_count(replicas), self.timeout_ms)
+    def per_call(self, replicas: object, *, held: bool = False) -> ReplicaWait:
+        """This wait, with the replica count a call asked for (None: the client's).
+
+        Raises:
+            ValidationError: a bad count, or a count > 0 for a held task (``held``: enqueued
+                with ``depends_on``, whose steps may write to several slots, each needing its
+                own WAIT; not supported).
+        """
+        found = self if replicas is None else ReplicaWait(_count(replicas), self.timeout_ms)
+        if held and found.replicas:
+            raise ValidationError(
+                "replicas= does not cover depends_on= (a held task's steps may write to several "
+                "slots); enqueue it with replicas=0, or confirm its parents instead"
+            )
+        return found
 
     def check(self, confirmed: int, what: str, results: object) -> None:
         """Raise :class:`ReplicationError` when fewer than ``replicas`` confirmed ``what``."""

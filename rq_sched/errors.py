@@ -181,6 +181,24 @@ class TaskCancelledError(RqSchedError):
     """The task was cancelled while it ran; it ends archived as cancelled and is not retried."""
 
 
+class TaskFailedError(RqSchedError):
+    """``wait_result``: the task ended archived (failed for good, or cancelled) instead of
+    completed. ``error`` is the error text of its last attempt; ``cancelled`` tells a cancel
+    from a failure."""
+
+    def __init__(self, message: str, *, queue: str, task_id: str, error: str, cancelled: bool):
+        super().__init__(message)
+        self.queue = queue
+        self.task_id = task_id
+        self.error = error
+        self.cancelled = cancelled
+
+
+class WaitTimeoutError(RqSchedError, TimeoutError):
+    """``wait_result``: the task did not reach a final state within the timeout (it goes on;
+    wait again, or look it up with the inspector)."""
+
+
 # -- the worker's handler runners ------------------------------------------------------------
 
 

@@ -18,6 +18,24 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
     ns:{q}:completed    zset   ids -> expiry of the kept record (ms)
     ns:{q}:result       hash   id -> result bytes written by the handler (sparse)
     ns:{q}:lost         hash   id -> times its lease expired with no ack (sparse)
+    ns:{q}:waiters      hash   id -> clients waiting for its final state (``wait_result``;
+                               sparse; consumed by the script that makes the task final)
+    ns:{q}:progress     hash   active id -> msgpack [lease token, value, message, at ms]
+                               reported by its handler (sparse; cleared when it settles)
+    ns:{q}:held         hash   id -> message of a task waiting for its parents (not yet in
+                               ``msg``; see docs/workflows.md)
+    ns:{q}:deps         hash   held id -> msgpack {policy, n, got, parents, failed}
+    ns:{q}:reports      hash   "<index>:<held id>" -> a parent's outcome delivered to it
+    ns:{q}:children     hash   id -> msgpack [[child queue, child id, index], ...]: its
+                               dependants, anywhere
+    ns:{q}:outbox       hash   id -> msgpack [outcome, data]: its final outcome, recorded
+                               for its dependants in the step that made it final
+    ns:{q}:outbox_at    zset   id -> when that outcome was recorded (ms); the sweep delivers
+                               what stays undelivered past a grace period
+    ns:{q}:agg:<g>      list   aggregation group <g>: msgpack [id, message] entries, oldest first
+    ns:{q}:aggs         zset   group -> when it is due to be aggregated (ms)
+    ns:{q}:aggfirst     hash   group -> when its oldest entry was added (ms)
+    ns:{q}:aggconf      hash   the aggregators' limits: grace_ms, max_delay_ms, max_size
     ns:{q}:marker       zset   "r" -> 0 when tasks are ready; "d" -> next due time (ms)
     ns:{q}:paused       string present while the queue is paused
     ns:{q}:limits       hash   the queue's archive limits in force: max_size, max_age_ms;
@@ -29,6 +47,10 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
     ns:{q}:minutes      hash   minute start (ms) -> JSON sample for the dashboard's per-minute
                                charts (totals, size, latency); the last 24 h, written by
                                ``rq_sched.inspector.minutes``
+
+Channel ``ns:{q}:final:<id>`` (pub/sub, not a key) announces that task ``<id>`` reached a
+final state ("completed", "archived" or "deleted"); a script publishes on it only when
+``waiters`` holds the id (see ``rq_sched.results``).
 
 A lease is the pair (``lease`` entry, ``token`` entry): dequeue sets both, and every script that
 ends a lease removes both. Settling and extending scripts take (id, token) and act only when the
@@ -123,6 +145,68 @@ class QueueKeys:
         return f"{self.prefix}:lost"
 
     @cached_property
+    def waiters(self) -> str:
+        return f"{self.prefix}:waiters"
+
+    @cached_property
+    def progress(self) -> str:
+        return f"{self.prefix}:progress"
+
+    @cached_property
+    def final_prefix(self) -> str:
+        """Prefix of the per-task pub/sub channels announcing a final state."""
+        return f"{self.prefix}:final:"
+
+    def final_channel(self, task_id: str) -> str:
+        """The channel on which task ``task_id``'s final state is announced to waiters."""
+        return f"{self.final_prefix}{task_id}"
+
+    @cached_property
+    def held(self) -> str:
+        return f"{self.prefix}:held"
+
+    @cached_property
+    def deps(self) -> str:
+        return f"{self.prefix}:deps"
+
+    @cached_property
+    def reports(self) -> str:
+        return f"{self.prefix}:reports"
+
+    @cached_property
+    def children(self) -> str:
+        return f"{self.prefix}:children"
+
+    @cached_property
+    def outbox(self) -> str:
+        return f"{self.prefix}:outbox"
+
+    @cached_property
+    def outbox_at(self) -> str:
+        return f"{self.prefix}:outbox_at"
+
+    @cached_property
+    def outbox_keys(self) -> tuple[str, str, str]:
+        """children, outbox, outbox_at: the keys a settling script records an outcome with."""
+        return (self.children, self.outbox, self.outbox_at)
+
+    def agg_group(self, group: str) -> str:
+        """The entries of aggregation group ``group``."""
+        return f"{self.prefix}:agg:{group}"
+
+    @cached_property
+    def agg_groups(self) -> str:
+        return f"{self.prefix}:aggs"
+
+    @cached_property
+    def agg_first(self) -> str:
+        return f"{self.prefix}:aggfirst"
+
+    @cached_property
+    def agg_conf(self) -> str:
+        return f"{self.prefix}:aggconf"
+
+    @cached_property
     def token(self) -> str:
         return f"{self.prefix}:token"
 
@@ -195,6 +279,17 @@ class QueueKeys:
             *self.state_keys,
             self.result,
             self.lost,
+            self.waiters,
+            self.progress,
+            self.held,
+            self.deps,
+            self.reports,
+            self.children,
+            self.outbox,
+            self.outbox_at,
+            self.agg_groups,
+            self.agg_first,
+            self.agg_conf,
             self.token,
             self.seq,
             self.cancel,

@@ -38,6 +38,11 @@ EARLIER_ERROR_CHARS = 1024
 AttemptError = tuple[int, int, str]
 """``(attempt number from 1, failed_at epoch ms, error text)``."""
 
+ParentOutcome = tuple[str, bytes | str | None, str, str]
+"""One parent's outcome as a dependant receives it: ``(outcome, data, queue, id)``, outcome
+"completed" (data: its result bytes or None), "archived" (data: its error text) or "deleted"
+(data: None). See docs/workflows.md."""
+
 
 @dataclass(frozen=True, slots=True)
 class TaskMessage:
@@ -61,6 +66,9 @@ class TaskMessage:
     last_failed_at: int = 0
     errors: tuple[AttemptError, ...] = ()
     """Errors of earlier failed attempts, oldest first, not counting ``last_error``."""
+    parents: tuple[ParentOutcome, ...] | None = None
+    """For a task released by its dependencies: its parents' outcomes, in the order of its
+    ``depends_on``; written by the release script (``lua/dep_report.lua``)."""
 
     def encode(self) -> bytes:
         """The msgpack bytes stored in Redis."""
@@ -76,6 +84,7 @@ class TaskMessage:
             self.last_error,
             self.last_failed_at,
             [list(e) for e in self.errors] if self.errors else None,
+            [list(p) for p in self.parents] if self.parents is not None else None,
         )
         if tail == _DEFAULT_TAIL:  # a fresh task with default options: the common case
             fields: list[Any] = [VERSION, self.type, self.payload, self.enqueued_at]
@@ -84,6 +93,27 @@ class TaskMessage:
         while len(fields) > _REQUIRED and fields[-1] == _DEFAULTS[len(fields) - 1]:
             fields.pop()
         return _packer().pack(fields)
+
+    def encode_held(self) -> bytes:
+        """The message of a task held by its dependencies, with its last four fields (last
+        error, failed at, errors, parents) left for the release script to append: a msgpack
+        array header for all HELD_FIELDS fields, then the first ones."""
+        timeout = self.timeout
+        head = (
+            VERSION,
+            self.type,
+            self.payload,
+            self.enqueued_at,
+            self.max_retry,
+            self.retried,
+            int(timeout) if timeout == int(timeout) else timeout,
+            self.deadline,
+            self.retention,
+            self.unique,
+            self.headers,
+        )
+        packer = _packer()
+        return b"\x9f" + b"".join(packer.pack(f) for f in head)
 
     def failed(self, error: str, at_ms: int) -> TaskMessage:
         """A copy recording one more failed attempt with ``error`` (cut to MAX_ERROR_CHARS)."""
@@ -120,7 +150,11 @@ def _head(text: str, limit: int) -> str:
 # retention, unique, headers, last_error, last_failed_at, errors. Fields that a fresh task leaves at
 # their default come last, so a pending task stores only the first four.
 _REQUIRED = 3  # version, type, payload
-_DEFAULTS: tuple[Any, ...] = (VERSION, "", None, 0, 25, 0, 0, 0, 0, None, None, None, 0, None)
+_DEFAULTS: tuple[Any, ...] = (
+    VERSION, "", None, 0, 25, 0, 0, 0, 0, None, None, None, 0, None, None
+)  # fmt: skip
+HELD_FIELDS = 15
+"""Fields of a held message once released (``encode_held``: 0x9f is a 15-element array)."""
 _DEFAULT_TAIL = _DEFAULTS[4:]
 _local = threading.local()
 
@@ -174,6 +208,7 @@ def decode(data: bytes, *, task_id: str = "?") -> TaskMessage:
         last_error=fields[11],
         last_failed_at=fields[12],
         errors=tuple((e[0], e[1], e[2]) for e in fields[13] or ()),
+        parents=None if fields[14] is None else tuple((p[0], p[1], p[2], p[3]) for p in fields[14]),
     )
 
 
@@ -211,6 +246,47 @@ def encode_result(value: object) -> bytes:
             "write bytes, a str, or a msgpack-encodable value (None, bool, int, float, str, "
             "bytes, and lists and dicts of them)"
         ) from exc
+
+
+def check_progress(value: object, message: object) -> None:
+    """Refuse a progress report that cannot be stored.
+
+    Raises:
+        ValidationError: ``message`` is not a str or None, or ``value`` is not msgpack-encodable.
+    """
+    if message is not None and not isinstance(message, str):
+        raise ValidationError(f"progress message must be a str or None, got {message!r}")
+    encode_progress(0, value, message, 0)
+
+
+def encode_progress(token: int, value: object, message: str | None, at_ms: int) -> bytes:
+    """A progress report as stored in ``{q}:progress``: msgpack ``[token, value, message, at]``.
+
+    Raises:
+        ValidationError: ``value`` (or ``message``) cannot be encoded.
+    """
+    try:
+        return bytes(msgpack.packb([token, value, message, at_ms], use_bin_type=True))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ValidationError(
+            f"progress value {type(value).__name__} cannot be stored ({exc}); report a number, "
+            "a str, or another msgpack-encodable value"
+        ) from exc
+
+
+def decode_progress(data: bytes) -> tuple[int, Any, str | None, int] | None:
+    """``(token, value, message, at ms)`` from :func:`encode_progress`; None when ``data``
+    is not such a record (it is then not shown)."""
+    try:
+        fields = msgpack.unpackb(data, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return None
+    if not (isinstance(fields, list) and len(fields) == 4):
+        return None
+    token, value, message, at_ms = fields
+    if type(token) is not int or type(at_ms) is not int or not _optional_str(message):
+        return None
+    return token, value, message, at_ms
 
 
 def _unpack(data: bytes, task_id: str) -> Any:
@@ -258,6 +334,21 @@ def _errors(value: object) -> bool:
     )
 
 
+def _parents(value: object) -> bool:
+    return value is None or (
+        isinstance(value, list)
+        and all(
+            isinstance(p, list)
+            and len(p) == 4
+            and p[0] in ("completed", "archived", "deleted")
+            and (p[1] is None or isinstance(p[1], bytes | str))
+            and isinstance(p[2], str)
+            and isinstance(p[3], str)
+            for p in value
+        )
+    )
+
+
 def _headers(value: object) -> bool:
     return value is None or (
         isinstance(value, dict)
@@ -279,4 +370,5 @@ _CHECKED_FIELDS: tuple[tuple[int, str, Callable[[object], bool], str], ...] = (
     (11, "last_error", _optional_str, "a str or nil"),
     (12, "last_failed_at", _count(MAX_MS), _MS),
     (13, "errors", _errors, f"nil or up to {MAX_EARLIER_ERRORS} [attempt, epoch ms, text] arrays"),
+    (14, "parents", _parents, "nil or [outcome, data, queue, id] arrays"),
 )

@@ -10,7 +10,10 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import msgpack
+
 from rq_sched.clock import from_ms, to_ms
+from rq_sched.message import decode_progress
 
 PREVIEW_CHARS = 120
 """Longest payload preview (task lists, schedule entries)."""
@@ -35,6 +38,28 @@ class AttemptError:
     """1 for the first attempt."""
     failed_at: datetime | None
     error: str
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The latest progress a running task's handler reported (``task.report_progress``)."""
+
+    value: Any
+    message: str | None
+    reported_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ParentInfo:
+    """One parent of a task released by its dependencies (``depends_on``, a chain's previous
+    link, a group's member), as the task received it."""
+
+    queue: str
+    id: str
+    outcome: str
+    """"completed", "archived" or "deleted"."""
+    error: str | None = None
+    """The parent's error text when it ended archived."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +96,11 @@ class TaskInfo:
     errors: list[AttemptError] = field(default_factory=list)
     """Errors of the last (up to 10) failed attempts, oldest first; the last one is
     ``last_error`` in full, earlier ones are cut to their last 1024 characters."""
+    progress: Progress | None = None
+    """For active tasks: the latest progress its handler reported, if any."""
+    parents: list[ParentInfo] = field(default_factory=list)
+    """For a task released by its dependencies: its parents, in ``depends_on`` order (the
+    workflow links the dashboard shows)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -328,6 +358,31 @@ def payload_text(payload: Any) -> str:
     if isinstance(payload, str):
         return payload
     return json.dumps(payload, indent=2, ensure_ascii=False, default=json_default)
+
+
+def current_progress(stored: bytes | None, token: bytes | None) -> Progress | None:
+    """The progress record ``stored`` if it was written under the lease ``token`` in force
+    (an earlier run's report, left by a run whose lease expired, is not shown)."""
+    if stored is None or token is None:
+        return None
+    record = decode_progress(stored)
+    if record is None or str(record[0]).encode() != token:
+        return None
+    return Progress(value=record[1], message=record[2], reported_at=from_ms(record[3]))
+
+
+def result_text(result: bytes) -> str:
+    """A kept result as readable text: text (JSON pretty-printed) when it is UTF-8 without
+    control characters, else the value it encodes when it is one whole msgpack value (what a
+    handler returning a dict, a list or a number stores), else base64."""
+    text = _utf8(result)
+    if text is not None and all(ch.isprintable() or ch in "\n\r\t" for ch in text):
+        return payload_text(result)
+    try:
+        value = msgpack.unpackb(result, raw=False, strict_map_key=False)
+    except (ValueError, TypeError, msgpack.UnpackException):
+        return payload_text(result)
+    return "msgpack: " + json.dumps(value, indent=2, ensure_ascii=False, default=json_default)
 
 
 def payload_preview(payload: Any, limit: int = PREVIEW_CHARS) -> str:

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import msgpack
+
 from rq_sched import scripts
 from rq_sched.clock import to_ms, utc_day
 from rq_sched.durations import duration_seconds
@@ -163,8 +165,11 @@ def done(keys: QueueKeys, acks: Sequence[Ack], now_s: float) -> Call:
         keys.processed_on(utc_day(now_s)),
         keys.token,
         keys.cancel,
+        keys.waiters,
+        keys.progress,
+        *keys.outbox_keys,
     ]
-    args: list[Arg] = [day_expire_at(now_s)]
+    args: list[Arg] = [day_expire_at(now_s), keys.final_prefix]
     for ack in acks:
         lock_index = 0
         if ack.unique:
@@ -189,6 +194,7 @@ def retry(
             keys.failed,
             keys.failed_on(utc_day(now_s)),
             keys.token,
+            keys.progress,
         ),
         (task_id, token, encoded, due_ms, day_expire_at(now_s)),
     )
@@ -228,9 +234,11 @@ def archive_active(
     now_s: float,
     limits: ArchiveLimits,
     count_failure: bool,
+    error: str = "",
 ) -> Call:
-    """A worker archives the task it holds (``encoded`` = its updated message); NOT_ACTIVE
-    when ``token`` is stale."""
+    """A worker archives the task it holds (``encoded`` = its updated message, ``error`` its
+    error text, reported to dependants); NOT_ACTIVE when ``token`` is stale, 2 when the outcome
+    was recorded for dependants (deliver it)."""
     return (
         scripts.load("archive_active"),
         (
@@ -245,6 +253,9 @@ def archive_active(
             keys.failed,
             keys.failed_on(utc_day(now_s)),
             keys.limits,
+            keys.waiters,
+            keys.progress,
+            *keys.outbox_keys,
         ),
         (
             task_id,
@@ -255,6 +266,8 @@ def archive_active(
             limits.max_size,
             int(limits.max_age_s * 1000),
             "1" if count_failure else "0",
+            keys.final_prefix,
+            outcome_entry("archived", error),
         ),
     )
 
@@ -304,8 +317,17 @@ def archive(
             keys.unique(unique),
             keys.cancel,
             keys.limits,
+            keys.waiters,
+            *keys.outbox_keys,
         ),
-        (task_id, to_ms(now_s), limits.max_size, int(limits.max_age_s * 1000)),
+        (
+            task_id,
+            to_ms(now_s),
+            limits.max_size,
+            int(limits.max_age_s * 1000),
+            keys.final_prefix,
+            outcome_entry("archived", "archived by an operator"),
+        ),
     )
 
 
@@ -367,8 +389,17 @@ def cancel(keys: QueueKeys, task_id: str, unique: str | None) -> Call:
 def delete(keys: QueueKeys, task_id: str, unique: str | None) -> Call:
     return (
         scripts.load("delete"),
-        (*keys.state_keys, keys.result, keys.lost, keys.unique(unique), keys.cancel),
-        (task_id,),
+        (
+            *keys.state_keys,
+            keys.result,
+            keys.lost,
+            keys.unique(unique),
+            keys.cancel,
+            keys.waiters,
+            keys.progress,
+            *keys.outbox_keys,
+        ),
+        (task_id, keys.final_prefix, outcome_entry("deleted", None)),
     )
 
 
@@ -390,3 +421,163 @@ def trim(keys: QueueKeys, now_ms: int, limits: ArchiveLimits, limit: int = BATCH
         (keys.completed, keys.archived, keys.msg, keys.result, keys.limits),
         (now_ms, limits.max_size, int(limits.max_age_s * 1000), limit),
     )
+
+
+def progress(keys: QueueKeys, task_id: str, token: int, encoded: bytes) -> Call:
+    """A running handler's progress report; NOT_ACTIVE when ``token`` is stale."""
+    return scripts.load("progress"), (keys.token, keys.progress), (task_id, token, encoded)
+
+
+def unwait(keys: QueueKeys, task_id: str) -> Call:
+    """Withdraw one waiter's registration for ``task_id``'s final state."""
+    return scripts.load("unwait"), (keys.waiters,), (task_id,)
+
+
+def outcome_entry(outcome: str, data: bytes | str | None) -> bytes:
+    """A final outcome as recorded for dependants: msgpack ``[outcome, data]``."""
+    return bytes(msgpack.packb([outcome, data], use_bin_type=True))
+
+
+def dep_hold(keys: QueueKeys, task_id: str, held: bytes, record: bytes) -> Call:
+    """Store a task that waits for its parents (see ``lua/dep_hold.lua``)."""
+    return (
+        scripts.load("dep_hold"),
+        (keys.msg, keys.archived, keys.held, keys.deps),
+        (task_id, held, record),
+    )
+
+
+def dep_link(
+    keys: QueueKeys,
+    parent_id: str,
+    child: QueueKeys,
+    child_id: str,
+    *,
+    index: int,
+    expect_new: bool,
+) -> Call:
+    """Register ``child_id`` (of ``child``'s queue) as a dependant of ``parent_id``."""
+    return (
+        scripts.load("dep_link"),
+        (
+            keys.msg,
+            keys.lease,
+            keys.scheduled,
+            keys.retry,
+            keys.archived,
+            keys.completed,
+            keys.result,
+            keys.children,
+            keys.outbox,
+            keys.held,
+        ),
+        (parent_id, child.queue, child_id, index, "1" if expect_new else "0"),
+    )
+
+
+def dep_report(keys: QueueKeys, child_id: str, index: int, entry: bytes, outcome: str) -> Call:
+    """Deliver one parent's outcome to a held child (idempotent)."""
+    return (
+        scripts.load("dep_report"),
+        (
+            keys.held,
+            keys.deps,
+            keys.reports,
+            keys.msg,
+            keys.pending,
+            keys.marker,
+            keys.archived,
+            keys.waiters,
+            *keys.outbox_keys,
+        ),
+        (child_id, index, entry, outcome, keys.final_prefix),
+    )
+
+
+def dep_ack(keys: QueueKeys, task_id: str) -> Call:
+    """Drop a delivered outcome record and the list of dependants it was delivered to."""
+    return scripts.load("dep_ack"), keys.outbox_keys, (task_id,)
+
+
+def dep_due(keys: QueueKeys, grace_ms: int, limit: int = BATCH_LIMIT) -> Call:
+    """Ids whose recorded outcome is older than ``grace_ms`` and still undelivered."""
+    return scripts.load("dep_due"), (keys.outbox_at,), (grace_ms, limit)
+
+
+def dep_read(keys: QueueKeys, task_id: str) -> Call:
+    """A task's dependants and recorded outcome: ``[children or None, entry or None]``."""
+    return scripts.load("dep_read"), (keys.children, keys.outbox), (task_id,)
+
+
+def task_brief(keys: QueueKeys, task_id: str) -> Call:
+    """``[held, message or None, active, archived, completed]`` of one task (workflow status)."""
+    return (
+        scripts.load("task_brief"),
+        (keys.held, keys.msg, keys.lease, keys.archived, keys.completed),
+        (task_id,),
+    )
+
+
+def enqueue_grouped(
+    keys: QueueKeys, group: str, entry: bytes, now_ms: int, limits: tuple[int, int, int]
+) -> Call:
+    """Add a task to aggregation group ``group``; ``limits`` (grace ms, max delay ms, max size)
+    apply when the queue stores none. The reply is the group's size."""
+    return (
+        scripts.load("enqueue_grouped"),
+        (keys.agg_group(group), keys.agg_groups, keys.agg_first, keys.agg_conf, keys.marker),
+        (group, entry, now_ms, *limits),
+    )
+
+
+def agg_due(keys: QueueKeys, now_ms: int, limit: int = BATCH_LIMIT) -> Call:
+    """Groups due by ``now_ms``: ``[groups, next due ms or -1]``."""
+    return scripts.load("agg_due"), (keys.agg_groups,), (now_ms, limit)
+
+
+def agg_take(keys: QueueKeys, group: str, now_ms: int, max_size: int) -> Call:
+    """Read a due group's head entries (up to its max size)."""
+    return (
+        scripts.load("agg_take"),
+        (keys.agg_group(group), keys.agg_groups, keys.agg_conf),
+        (group, now_ms, max_size),
+    )
+
+
+def agg_commit(
+    keys: QueueKeys,
+    group: str,
+    *,
+    now_ms: int,
+    grace_ms: int,
+    task: Prepared | None,
+    entries: Sequence[bytes],
+) -> Call:
+    """Replace the group's head ``entries`` by ``task`` (None: drop them), if still its head."""
+    return (
+        scripts.load("agg_commit"),
+        (
+            keys.agg_group(group),
+            keys.agg_groups,
+            keys.agg_first,
+            keys.agg_conf,
+            keys.msg,
+            keys.pending,
+            keys.marker,
+            keys.archived,
+            keys.result,
+        ),
+        (
+            group,
+            now_ms,
+            grace_ms,
+            task.id if task is not None else "",
+            task.encoded if task is not None else b"",
+            *entries,
+        ),
+    )
+
+
+def agg_conf(keys: QueueKeys, limits: tuple[int, int, int]) -> Call:
+    """Store the queue's aggregation limits (grace ms, max delay ms, max size)."""
+    return scripts.load("agg_conf"), (keys.agg_conf,), limits

@@ -5,8 +5,10 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import timedelta
+from typing import Any, Literal, TypeVar, overload
 
+from rq_sched.aggregation import Aggregate, Aggregation, GroupLimits
 from rq_sched.backoff import Backoff
 from rq_sched.durations import duration_seconds
 from rq_sched.errors import ValidationError
@@ -17,6 +19,7 @@ Next = Callable[[Task], Awaitable[None]]
 Middleware = Callable[[Task, Next], Awaitable[None]]
 """``async def mw(task, call_next)``: run code around ``await call_next(task)``; raise to fail."""
 
+AggregateT = TypeVar("AggregateT", bound=Aggregate)
 HandlerKind = Literal["async", "thread", "process"]
 Handler = Callable[[Task], Any]
 
@@ -50,6 +53,60 @@ class Router:
 
     routes: dict[str, Route] = field(default_factory=dict)
     middleware: list[Middleware] = field(default_factory=list)
+    aggregation: Aggregation | None = None
+    """The aggregator of tasks enqueued with ``group=`` (see :meth:`aggregator`)."""
+
+    @overload
+    def aggregator(
+        self,
+        aggregate: None = None,
+        *,
+        grace: timedelta | float = 60.0,
+        max_delay: timedelta | float | None = None,
+        max_size: int | None = None,
+    ) -> Callable[[AggregateT], AggregateT]: ...
+
+    @overload
+    def aggregator(
+        self,
+        aggregate: AggregateT,
+        *,
+        grace: timedelta | float = 60.0,
+        max_delay: timedelta | float | None = None,
+        max_size: int | None = None,
+    ) -> AggregateT: ...
+
+    def aggregator(
+        self,
+        aggregate: Aggregate | None = None,
+        *,
+        grace: timedelta | float = 60.0,
+        max_delay: timedelta | float | None = None,
+        max_size: int | None = None,
+    ) -> Any:
+        """Register the function that turns a batch of a group's tasks into one task
+        (``aggregate(group, tasks) -> NewTask | None``): ``router.aggregator(fn, grace=...)``,
+        or as a decorator, ``@router.aggregator(grace=...)``.
+
+        A group (tasks of one queue enqueued with the same ``group=``) is aggregated
+        ``grace`` seconds after its newest task, at most ``max_delay`` after its oldest, or at
+        once when it holds ``max_size`` tasks (also the most one batch takes). Workers store
+        these limits in the queues they serve; enqueues use them.
+
+        Raises:
+            ValidationError: an aggregator is already registered, or bad limits.
+        """
+        if self.aggregation is not None:
+            raise ValidationError("this router already has an aggregator")
+        limits = GroupLimits(grace=grace, max_delay=max_delay, max_size=max_size)
+
+        def register(fn: AggregateT) -> AggregateT:
+            if self.aggregation is not None:
+                raise ValidationError("this router already has an aggregator")
+            self.aggregation = Aggregation(fn, limits)
+            return fn
+
+        return register if aggregate is None else register(aggregate)
 
     def task(
         self,
@@ -118,9 +175,13 @@ class Router:
         return middleware
 
     def include(self, other: Router) -> None:
-        """Add every route and middleware of ``other``."""
+        """Add every route and middleware of ``other`` (and its aggregator, if it has one)."""
         for route in other.routes.values():
             if route.type in self.routes:
                 raise ValidationError(f"task type {route.type!r} already has a handler")
             self.routes[route.type] = route
         self.middleware.extend(other.middleware)
+        if other.aggregation is not None:
+            if self.aggregation is not None:
+                raise ValidationError("both routers have an aggregator; keep one")
+            self.aggregation = other.aggregation

@@ -18,11 +18,14 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import hiredis
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.client import Redis
 from redis.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 LUA_DIR = Path(__file__).resolve().parent / "lua"
 _INCLUDE = re.compile(r"^--@include\s+(\w+)\s*$", re.MULTILINE)
@@ -101,6 +104,46 @@ def run(redis: SyncRedis, script: Script, keys: Sequence[str], args: Sequence[Ar
     except NoScriptError:
         _load_into(redis, script)
         return redis.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)  # type: ignore[no-untyped-call]
+
+
+RESEND_ON = (RedisConnectionError, RedisTimeoutError, OSError)
+"""Failures of a connection after which a resendable call is sent once more on a fresh one."""
+
+
+def run_resendable(
+    redis: SyncRedis, script: Script, keys: Sequence[str], args: Sequence[Arg]
+) -> Any:
+    """:func:`run` for a call that is safe to send twice (an enqueue with its task id), on
+    the shortest path: on a plain client the command is packed by hiredis (the bytes redis-py
+    would send) and written on a pooled connection, without redis-py's per-command machinery,
+    which cost more CPU than the enqueue itself. A failure of the connection sends it once
+    more on a fresh connection, as redis-py's own retry would."""
+    if not isinstance(redis, Redis) or redis.connection is not None:
+        return run(redis, script, keys, args)
+    command: Any = ("EVALSHA", script.sha, len(keys), *keys, *args)  # hiredis's stub: 1-tuple
+    packed = hiredis.pack_command(command)
+    try:
+        return _send_packed(redis, packed)
+    except NoScriptError:
+        _load_into(redis, script)
+    except RESEND_ON:
+        pass
+    return _send_packed(redis, packed)
+
+
+def _send_packed(redis: Redis, packed: bytes) -> Any:
+    pool = redis.connection_pool
+    conn = pool.get_connection()
+    try:
+        conn.send_packed_command([packed])  # type: ignore[no-untyped-call]
+        return conn.read_response()
+    except ResponseError:
+        raise  # the reply was read: the connection is fine
+    except BaseException:
+        conn.disconnect()  # type: ignore[no-untyped-call]
+        raise
+    finally:
+        pool.release(conn)
 
 
 async def arun(

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 import redis
+import redis.asyncio
 
 from rq_sched import Router, SkipRetry, Task
 
@@ -87,3 +88,43 @@ def proc_skip(task: Task) -> None:
 def pid_of(task: Task) -> str:
     """Returns the pid of the process it ran in (kept as the result)."""
     return str(os.getpid())
+
+
+def report_then_wait(task: Task) -> str:
+    """Report progress, then block until ``payload["go"]`` gets an item (for progress tests:
+    the task stays active while the test looks at it)."""
+    payload: dict[str, Any] = task.payload
+    task.report_progress(0.25, "a quarter")
+    task.report_progress({"done": 3, "of": 4}, "three of four")
+    with redis.Redis.from_url(payload["url"]) as conn:
+        assert conn.blpop([payload["go"]], timeout=20) is not None
+    return "finished"
+
+
+@router.task("wf:audit")
+async def wf_audit(task: Task) -> str:
+    """A workflow step for the kill -9 audit: records (id, pid, retry count, what it received,
+    and which of its parents were not final when it started) in ``payload["runs"]``, sleeps a
+    little so kills land mid-task, and returns ``payload["tag"]`` appended to its first
+    parent's result (so a chain's last result spells the whole chain)."""
+    payload: dict[str, Any] = task.payload
+    conn = redis.asyncio.Redis.from_url(payload["url"])
+    try:
+        early = []
+        for _, _, queue, parent_id in task.parents:
+            prefix = f"{payload['ns']}:{{{queue}}}"
+            live = await conn.hexists(f"{prefix}:msg", parent_id)
+            archived = await conn.zscore(f"{prefix}:archived", parent_id)
+            if live and archived is None:
+                early.append(parent_id)
+        received = [
+            data.decode() if isinstance(data, bytes) else data for _, data, _, _ in task.parents
+        ]
+        record = {"id": task.id, "pid": os.getpid(), "early": early, "received": received}
+        await conn.rpush(payload["runs"], json.dumps(record))
+        await asyncio.sleep(payload.get("sleep", 0.0))
+    finally:
+        await conn.aclose()
+    first = task.parent_results()[0] if task.parents else None
+    tag: str = payload["tag"]
+    return (first.decode() if first else "") + tag

@@ -37,6 +37,9 @@ def test_quick_bench_of_rq_sched_writes_every_scenario(tmp_path: Path) -> None:
     assert not errors
     sizes = doc["meta"]["sizes"]
     assert ours["enqueue"]["single_per_s"] > 0 and ours["enqueue"]["bulk_per_s"] > 0
+    assert ours["enqueue"]["concurrent_per_s"] > 0
+    assert ours["drain"]["worker_cpu_us"] > 0 and ours["drain"]["redis_cpu_us"] > 0
+    assert doc["meta"]["ping_per_s"] > 0
     assert ours["drain"]["done"] == sizes["drain"]  # every pre-enqueued task ran
     assert ours["pickup"]["n"] == sizes["pickup"]
     assert ours["delayed"]["n"] == sizes["delayed"]  # every delayed task ran

@@ -362,3 +362,24 @@ def test_a_confirmed_enqueue_mid_migration_fails_cleanly_then_follows_moved(
         finally:
             src.close()
             dst.close()
+
+
+def test_a_grouped_enqueue_is_confirmed_too(master: redis.Redis, namespace: str) -> None:
+    client = Client(master, namespace=namespace, replicas=1)
+    client.enqueue("t", 1, group="g")
+    with pytest.raises(ReplicationError) as caught:
+        client.enqueue("t", 2, group="g", replicas=2)
+    assert caught.value.confirmed == 1
+
+
+def test_a_held_task_cannot_ask_for_replicas(master: redis.Redis, namespace: str) -> None:
+    client = Client(master, namespace=namespace)
+    parent = client.enqueue("t", 1)
+    keys_before = sorted(master.keys(f"{namespace}*"))
+    with pytest.raises(ValidationError, match="replicas= does not cover depends_on="):
+        client.enqueue("t", 2, depends_on=[parent.id], replicas=1)
+    assert sorted(master.keys(f"{namespace}*")) == keys_before
+    strict = Client(master, namespace=namespace, replicas=1)
+    with pytest.raises(ValidationError, match="replicas=0"):
+        strict.enqueue("t", 3, depends_on=[parent.id])
+    strict.enqueue("t", 3, depends_on=[parent.id], replicas=0)

@@ -46,6 +46,20 @@ def every_call(keys: QueueKeys) -> list[Call]:
         ops.set_paused(keys, False),
         ops.trim(keys, NOW_MS, limits),
         ops.claim_tick(keys, "g", 1),
+        ops.progress(keys, "a", 1, b"p"),
+        ops.unwait(keys, "a"),
+        ops.dep_hold(keys, "c", b"h", b"r"),
+        ops.dep_link(keys, "a", keys, "c", index=0, expect_new=False),
+        ops.dep_report(keys, "c", 0, b"e", "completed"),
+        ops.dep_ack(keys, "a"),
+        ops.dep_due(keys, 1000),
+        ops.dep_read(keys, "a"),
+        ops.task_brief(keys, "a"),
+        ops.enqueue_grouped(keys, "g", b"e", NOW_MS, (1000, 0, 0)),
+        ops.agg_due(keys, NOW_MS),
+        ops.agg_take(keys, "g", NOW_MS, 0),
+        ops.agg_commit(keys, "g", now_ms=NOW_MS, grace_ms=1000, task=None, entries=[b"e"]),
+        ops.agg_conf(keys, (1000, 0, 0)),
     ]
 
 
@@ -74,7 +88,7 @@ def test_every_key_of_a_call_is_in_the_queue_slot() -> None:
 def test_check_keys_refuses_a_wrong_count() -> None:
     with pytest.raises(TypeError, match="takes 9 keys, got 5"):
         scripts.load("dequeue").check_keys(["k"] * 5)
-    scripts.load("done").check_keys(["k"] * 9)  # variadic: more keys may follow
+    scripts.load("done").check_keys(["k"] * 14)  # variadic: more keys may follow
 
 
 def test_includes_are_expanded_once_each(tmp_path: Path) -> None:

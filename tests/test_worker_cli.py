@@ -68,6 +68,7 @@ def run_cli(argv: list[str]) -> int:
         (["tests.handlers:router", "--queues", "=2"], "expected e.g. critical=6,default=3,low=1"),
         (["tests.handlers:router", "--queues", "a=0"], "weight must be an int >= 1"),
         (["tests.handlers:router", "--concurrency", "0"], "concurrency must be an int >= 1"),
+        (["tests.handlers:router", "--workers", "0"], "--workers must be an int >= 1"),
         (
             ["tests.handlers:router", "--archive-max-size", "-1"],
             "archive max_size must be an int >= 0",

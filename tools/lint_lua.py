@@ -44,7 +44,7 @@ _FIRST = {
 }  # fmt: skip
 _ALL = {"DEL", "EXISTS", "MGET", "TOUCH", "UNLINK"}
 _FIRST_TWO = {"COPY", "LMOVE", "RENAME", "RENAMENX", "RPOPLPUSH", "SMOVE", "ZRANGESTORE"}
-_NONE = {"TIME"}
+_NONE = {"PUBLISH", "TIME"}
 
 _TOKEN = re.compile(
     r"""

@@ -564,6 +564,9 @@
       ["Attempts", `${t.retry_count + (t.state === "active" ? 1 : 0)} so far; retried ${t.retry_count} of ${t.max_retry}`],
       ["Enqueued", whenFull(t.enqueued_at)],
       ["Next run", whenFull(t.next_process_at)], ["Lease ends", whenFull(t.lease_expires_at)],
+      ["Progress", t.progress ? h("span", { id: "task-progress" },
+        JSON.stringify(t.progress.value) + (t.progress.message ? " · " + t.progress.message : ""),
+        " (", whenFull(t.progress.reported_at), ")") : ""],
       ["Kept until", whenFull(t.expires_at)], ["Last failed", whenFull(t.last_failed_at)],
       ["Timeout", t.timeout ? t.timeout + "s" : ""], ["Deadline", whenFull(t.deadline)],
       ["Unique", t.unique ? "yes" : ""], ["Lost leases", t.lost_count || ""],
@@ -582,7 +585,19 @@
         h("pre", { class: "error", id: "last-error" }, t.last_error),
         earlierErrors(t)) : null,
       t.result_text !== null ? h("div", { class: "card" }, h("h2", {}, "Result"),
-        h("pre", { id: "result" }, t.result_text)) : null);
+        h("pre", { id: "result" }, t.result_text)) : null,
+      parentsCard(t));
+  }
+
+  function parentsCard(t) {
+    // Workflow links: the tasks this one waited for (a chain's previous link, a group's members).
+    if (!t.parents || !t.parents.length) return null;
+    return h("div", { class: "card", id: "parents" },
+      h("h2", {}, `Waited for ${t.parents.length} task(s)`),
+      h("ol", {}, t.parents.map((p) => h("li", { class: "parent", "data-outcome": p.outcome },
+        link(taskHash(p.queue, p.id), h("span", { class: "mono" }, p.queue + "/" + p.id)),
+        " · ", h("span", { class: "badge", "data-state": p.outcome === "completed" ? "completed" : "archived" }, p.outcome),
+        p.error ? h("pre", { class: "error" }, p.error) : null))));
   }
 
   function earlierErrors(t) {

@@ -37,6 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``rq-sched`` console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that start copies
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -18,8 +18,14 @@ from rq_sched.durations import parse_duration_ms
 from rq_sched.errors import RedisUnavailableError, RqSchedError, ValidationError
 from rq_sched.inspector.actions import BULK_ACTIONS
 from rq_sched.inspector.inspector import Inspector
-from rq_sched.inspector.models import QueueStats, jsonable, payload_text, task_json
-from rq_sched.models import ScheduleRecord, TaskInfo, TaskState
+from rq_sched.inspector.models import (
+    QueueStats,
+    jsonable,
+    payload_text,
+    result_text,
+    task_json,
+)
+from rq_sched.models import ScheduleRecord, TaskInfo, TaskState, json_default
 
 Handler = Callable[[Inspector, argparse.Namespace], Any]
 STATES = [s.value for s in TaskState]
@@ -49,6 +55,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     task.add_argument("queue")
     task.add_argument("id")
     task.add_argument("action", nargs="?", choices=TASK_ACTIONS)
+    waiting = _command(sub, "waiting", "tasks waiting for their parents (workflows)", _waiting)
+    waiting.add_argument("queue")
+    waiting.add_argument("--limit", type=int, default=100)
     for name, verb in (("pause", "stop"), ("unpause", "resume")):
         paused = _command(sub, name, f"{verb} processing a queue", _pause)
         paused.add_argument("queue")
@@ -244,6 +253,22 @@ def _task(inspector: Inspector, args: argparse.Namespace) -> Any:
     return task_json(info) if args.json else _describe(info, inspector.clock.now())
 
 
+def _waiting(inspector: Inspector, args: argparse.Namespace) -> Any:
+    found = inspector.waiting(args.queue, args.limit)
+    if args.json:
+        return jsonable(found)
+    if not found:
+        return f"no task of {args.queue} waits for its parents"
+    lines = []
+    for task in found:
+        failed = f"; {task.failed}" if task.failed else ""
+        lines.append(
+            f"{task.id}  {task.type}  {task.reported}/{len(task.parents)} parents final "
+            f"(on failure: {task.policy}{failed}): {', '.join(task.parents)}"
+        )
+    return "\n".join(lines)
+
+
 def _describe(info: TaskInfo, now: float) -> str:
     fields = [
         ("id", info.id),
@@ -266,8 +291,18 @@ def _describe(info: TaskInfo, now: float) -> str:
             lines += [f"-- attempt {e.attempt}, failed {when(e.failed_at, now)}", e.error]
     if info.last_error:
         lines += ["", "last error:", info.last_error]
+    if info.parents:
+        lines += ["", f"waited for {len(info.parents)} task(s):"]
+        for parent in info.parents:
+            error = f": {parent.error.splitlines()[0]}" if parent.error else ""
+            lines.append(f"  {parent.queue}/{parent.id} {parent.outcome}{error}")
+    if info.progress is not None:
+        progress = info.progress
+        shown = json.dumps(progress.value, ensure_ascii=False, default=json_default)
+        note = f" - {progress.message}" if progress.message else ""
+        lines += ["", f"progress: {shown}{note} (reported {when(progress.reported_at, now)})"]
     if info.result is not None:
-        lines += ["", "result:", payload_text(info.result)]
+        lines += ["", "result:", result_text(info.result)]
     return "\n".join(lines)
 
 

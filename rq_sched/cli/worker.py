@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from rq_sched.cli.common import add_redis_options, fail, import_object
+from rq_sched.cli.fleet import Fleet, watch_supervisor, worker_command
 from rq_sched.errors import ValidationError
 from rq_sched.ops import ArchiveLimits
 from rq_sched.router import Router
@@ -39,6 +40,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=int,
         default=0,
         help="run every sync handler in child processes, at most N at once",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N worker processes under this command (one event loop each; about one core"
+        " each), restarted if they die and stopped together (default %(default)s)",
     )
     parser.add_argument("--shutdown-timeout", type=float, default=10.0, metavar="SECONDS")
     parser.add_argument("--lease", type=float, default=10.0, metavar="SECONDS")
@@ -79,8 +88,15 @@ def run(args: argparse.Namespace) -> int:
             ),
             namespace=args.namespace,
         )
+        if not isinstance(args.workers, int) or args.workers < 1:
+            raise ValidationError(f"--workers must be an int >= 1; got {args.workers!r}")
     except ValidationError as exc:
         return fail(str(exc))
+    if args.workers > 1:
+        # Everything above was checked here once; each worker checks it again as it starts.
+        command = worker_command(getattr(args, "argv", sys.argv[1:]))
+        return Fleet(command, args.workers, shutdown_timeout=args.shutdown_timeout).run()
+    watch_supervisor(server.stop)
     try:
         server.run(router)
     except ServerUnhealthyError as exc:

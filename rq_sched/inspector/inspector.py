@@ -23,6 +23,7 @@ from rq_sched.inspector import entries as inspector_entries
 from rq_sched.inspector import lists as inspector_lists
 from rq_sched.inspector import minutes as inspector_minutes
 from rq_sched.inspector import processes as inspector_processes
+from rq_sched.inspector import waiting as inspector_waiting
 from rq_sched.inspector.models import (
     BulkResult,
     DailyStats,
@@ -37,7 +38,14 @@ from rq_sched.inspector.models import (
 )
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.message import decode, unique_of
-from rq_sched.models import AttemptError, QueueInfo, TaskInfo, TaskState
+from rq_sched.models import (
+    AttemptError,
+    ParentInfo,
+    QueueInfo,
+    TaskInfo,
+    TaskState,
+    current_progress,
+)
 from rq_sched.options import check_count, check_stored_id, check_stored_queue
 from rq_sched.scripts import Call, SyncRedis
 
@@ -108,8 +116,15 @@ class Inspector:
                 pipe.zscore(key, task_id)
             pipe.hget(keys.lost, task_id)
             pipe.hget(keys.result, task_id)
-            data, *scores, lost, result = pipe.execute()
+            pipe.hget(keys.token, task_id)
+            pipe.hget(keys.progress, task_id)
+            data, *scores, lost, result, token, progress = pipe.execute()
         if data is None:
+            if inspector_waiting.is_waiting(self.redis, keys, task_id):
+                raise TaskNotFoundError(
+                    f"task {task_id!r} in queue {queue!r} is waiting for its parents (it has no "
+                    f"state until they are final): see `rq-sched waiting {queue}`"
+                )
             raise TaskNotFoundError(f"no task {task_id!r} in queue {queue!r}")
         message = decode(data, task_id=task_id)
         state, score = next(
@@ -143,7 +158,23 @@ class Inspector:
             lost_count=inspector_lists.count(lost),
             result=result,
             expires_at=due if state is TaskState.COMPLETED else None,
+            progress=current_progress(progress, token) if state is TaskState.ACTIVE else None,
+            parents=[
+                ParentInfo(queue, parent_id, outcome, data if isinstance(data, str) else None)
+                for outcome, data, queue, parent_id in message.parents or ()
+            ],
         )
+
+    def waiting(self, queue: str, limit: int = 100) -> list[inspector_waiting.WaitingTask]:
+        """Up to ``limit`` tasks of ``queue`` held until their parents are final (enqueued
+        with ``depends_on``, chain links, group callbacks), with how many parents reported.
+
+        Raises:
+            ValidationError: bad ``limit``.
+        """
+        check_count(limit, "limit")
+        with translate_errors(self.redis):
+            return inspector_waiting.read_waiting(self.redis, self.keys(queue), limit)
 
     def pause(self, queue: str) -> bool:
         """Stop workers taking tasks from ``queue``; returns False if it was already paused."""

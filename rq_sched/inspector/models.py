@@ -27,6 +27,7 @@ from rq_sched.models import (
 )
 from rq_sched.models import payload_preview as payload_preview  # noqa: PLC0414
 from rq_sched.models import payload_text as payload_text  # noqa: PLC0414
+from rq_sched.models import result_text as result_text  # noqa: PLC0414
 
 ERROR_PREVIEW_CHARS = 200
 """Longest last-error text in a task list (its first line only)."""
@@ -228,5 +229,5 @@ def task_json(info: TaskInfo) -> dict[str, Any]:
     """A task as JSON data, with its payload and result also as display text."""
     data: dict[str, Any] = jsonable(info)
     data["payload_text"] = payload_text(info.payload)
-    data["result_text"] = payload_text(info.result) if info.result is not None else None
+    data["result_text"] = result_text(info.result) if info.result is not None else None
     return data

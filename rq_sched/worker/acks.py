@@ -41,12 +41,16 @@ class AckWriter:
         *,
         clock: Clock,
         on_written: Callable[[str, str], None],
+        on_reported: Callable[[str, str], None] | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.clock = clock
         self.on_written = on_written
         """Called with (queue, id) once an acknowledgement was written (or refused)."""
+        self.on_reported = on_reported
+        """Called with (queue, id) of a settled task whose outcome was recorded for its
+        dependants (to be delivered)."""
         self.deadline: float | None = None
         """Monotonic time after which :meth:`flush` stops retrying (set by a shutdown)."""
         self._acks: dict[str, list[ops.Ack]] = {}
@@ -115,7 +119,12 @@ class AckWriter:
                 return
             log.error("task %s/%s: acknowledgement refused (%s)", queue, acks[0].id, exc)
             reply = [0]
-        for lost in reply[1:]:
+        tail = list(reply[1:])
+        if tail and isinstance(tail[-1], list):
+            for reported in tail.pop():
+                if self.on_reported is not None:
+                    self.on_reported(queue, reported.decode())
+        for lost in tail:
             log.warning("task %s/%s finished after its lease was lost", queue, lost.decode())
         for ack in acks:
             self.on_written(queue, ack.id)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from rq_sched import ops, scripts
 from rq_sched.backoff import default_backoff
@@ -44,6 +44,7 @@ from rq_sched.scripts import AnyAsyncRedis, Call
 from rq_sched.task import Task
 from rq_sched.worker.acks import OUTAGE, AckWriter
 from rq_sched.worker.config import ServerConfig
+from rq_sched.worker.progress import ProgressWriter
 from rq_sched.worker.runners import Runners
 from rq_sched.worker.supervisor import retry_pause
 
@@ -54,6 +55,14 @@ ACK_GRACE = 3.0
 tasks still unacknowledged after that run again once their lease expires."""
 CORRUPT_TYPE = ops.CORRUPT_TYPE
 """Type given to an archived task whose stored message could not be decoded (kept as payload)."""
+START_WINDOW = 1.0
+"""Seconds after a read of Redis found a task's lease current and the task not cancelled in
+which its handler may start without reading again: a cancel that returned earlier than this
+before a start is always seen (docs/core.md, "Guarantees")."""
+REFUSED_PAUSE = 1.0
+"""Seconds before a queue whose dequeue Redis refused (WRONGTYPE: someone else's data under its
+keys) is tried again; doubled for each refusal in a row, up to REFUSED_PAUSE_MAX."""
+REFUSED_PAUSE_MAX = 60.0
 WRITE_ATTEMPTS = 60
 """Attempts to write one outcome through a Redis outage (about two minutes) before giving up;
 the task then runs again once its lease expires."""
@@ -78,8 +87,10 @@ class Running:
     """None while running normally; "cancel" (operator) or "shutdown"."""
     settling: bool = False
     """The outcome is being written; a cancel now is noted, never thrown into the write."""
-    leased_at: float = field(default_factory=time.monotonic)
-    """When the lease was taken, by this process's monotonic clock (its age, not its end)."""
+    confirmed_at: float = field(default_factory=time.monotonic)
+    """When the last read of Redis that found this lease current and the task not cancelled
+    (the dequeue, or an extend) was sent, by this process's monotonic clock. Taken before the
+    request, so a reply that arrives late (a slow link, a starved loop) cannot look fresh."""
     lease_lost: bool = False
     """The lease keeper found this lease gone (expired and recovered, or leased elsewhere):
     the handler must not start, and the outcome is dropped (the store would refuse it)."""
@@ -114,7 +125,18 @@ class Processor:
         self.failed = 0
         self.dropped = 0
         """Outcomes of superseded runs that were not written."""
-        self.acks = AckWriter(redis, keys, clock=clock, on_written=self._acknowledged)
+        self.progress = ProgressWriter(redis, keys)
+        self.on_reported: Callable[[str, str], None] = lambda queue, task_id: None
+        """Called with (queue, id) of a settled task whose outcome waits for delivery to its
+        dependants (the server connects it to its deliverer)."""
+        self.acks = AckWriter(
+            redis,
+            keys,
+            clock=clock,
+            on_written=self._acknowledged,
+            # late-bound: the server connects on_reported after building the processor
+            on_reported=lambda queue, task_id: self.on_reported(queue, task_id),  # noqa: PLW0108
+        )
         self._work = asyncio.Event()
         self._slot = asyncio.Event()
         self._fetch_idle = asyncio.Event()
@@ -124,6 +146,8 @@ class Processor:
         self._weights = {q: float(w) for q, w in config.queues.items()}
         self._strict = sorted(config.queues, key=lambda q: -config.queues[q])
         self._jobs: set[asyncio.Task[None]] = set()
+        self._refused: dict[str, tuple[float, float]] = {}
+        """Queues whose dequeue Redis refused: queue -> (try again at, monotonic; pause)."""
 
     # -- taking tasks -----------------------------------------------------------------------
 
@@ -168,15 +192,40 @@ class Processor:
         self._fetch_idle.clear()
         try:
             for queue in self.queue_order():
+                refused = self._refused.get(queue)
+                if refused is not None and refused[0] > time.monotonic():
+                    continue
                 script, keys, args = ops.dequeue(self.keys[queue], lease_ms, count)
-                leased = ops.parse_dequeue(await scripts.arun(self.redis, script, keys, args))
+                sent = time.monotonic()
+                try:
+                    reply = await scripts.arun(self.redis, script, keys, args)
+                except ResponseError as exc:  # this queue's own keys: the others are fine
+                    self._refuse(queue, exc)
+                    continue
+                if refused is not None:
+                    del self._refused[queue]
+                    log.warning("queue %r is served again", queue)
+                leased = ops.parse_dequeue(reply)
                 for task in leased:
-                    self._start(queue, task)
+                    self._start(queue, task, sent)
                 if leased:
                     return len(leased)
             return 0
         finally:
             self._fetch_idle.set()
+
+    def _refuse(self, queue: str, exc: ResponseError) -> None:
+        """Redis refused to dequeue from ``queue``: skip it for a while, serve the others."""
+        _, pause = self._refused.get(queue, (0.0, REFUSED_PAUSE / 2))
+        pause = min(pause * 2, REFUSED_PAUSE_MAX)
+        self._refused[queue] = (time.monotonic() + pause, pause)
+        log.error(
+            "queue %r cannot be served: Redis refused to take tasks from it (%s). Its keys "
+            "(%s:*) probably hold data rq_sched did not write; inspect and remove it. The other "
+            "queues are served meanwhile; this one is tried again in %.0fs",
+            queue, str(exc).split(" script:")[0], self.keys[queue].prefix, pause,
+        )  # fmt: skip
+        asyncio.get_running_loop().call_later(pause, self.notify_work)
 
     def queue_order(self) -> list[str]:
         """Queues in the order to ask them: by priority, or a weighted random permutation."""
@@ -187,18 +236,19 @@ class Processor:
 
     # -- running tasks ----------------------------------------------------------------------
 
-    def _start(self, queue: str, leased: ops.Leased) -> None:
-        """Start (or settle at once) one leased task; never raises, whatever it holds."""
+    def _start(self, queue: str, leased: ops.Leased, sent: float) -> None:
+        """Start (or settle at once) one leased task, leased by a dequeue sent at ``sent``
+        (monotonic); never raises, whatever it holds."""
         task_id, data = leased.id, leased.data
         try:
-            entry = self._running(queue, leased, decode(data, task_id=task_id))
+            entry = self._running(queue, leased, decode(data, task_id=task_id), sent)
         except CorruptTaskError as exc:
-            self._settle_now(self._corrupt_entry(queue, leased), exc)
+            self._settle_now(self._corrupt_entry(queue, leased, sent), exc)
             return
         except Exception as exc:
             log.exception("task %s/%s: its message cannot be run", queue, task_id)
             error = CorruptTaskError(f"task {task_id!r}: message cannot be run ({exc!r})")
-            self._settle_now(self._corrupt_entry(queue, leased), error)
+            self._settle_now(self._corrupt_entry(queue, leased, sent), error)
             return
         if self._stopping:
             return  # leased by a fetch that was in flight: drain() hands it back
@@ -230,7 +280,9 @@ class Processor:
             return SkipRetry("deadline exceeded before the task could run")
         return None
 
-    def _running(self, queue: str, leased: ops.Leased, message: TaskMessage) -> Running:
+    def _running(
+        self, queue: str, leased: ops.Leased, message: TaskMessage, sent: float
+    ) -> Running:
         task_id = leased.id
         task = Task(
             type=message.type,
@@ -244,9 +296,16 @@ class Processor:
             if message.deadline
             else None,
             timeout=message.timeout or None,
+            parents=message.parents or (),
         )
         entry = Running(queue, task_id, leased.data, message, task, self.clock.now(), leased.token)
+        entry.confirmed_at = sent
         task._may_start = lambda: self._may_start(entry)
+        window = self._start_window
+        task._fresh = lambda: time.monotonic() - entry.confirmed_at < window
+        task._progress = self.progress.reporter(
+            asyncio.get_running_loop(), queue, task_id, leased.token
+        )
         earlier = self.running.get((queue, task_id))
         if earlier is not None:
             # Leased here again while an earlier run goes on: that run's lease expired and
@@ -261,9 +320,9 @@ class Processor:
         self.running[(queue, task_id)] = entry
         return entry
 
-    def _corrupt_entry(self, queue: str, leased: ops.Leased) -> Running:
+    def _corrupt_entry(self, queue: str, leased: ops.Leased, sent: float) -> Running:
         message = TaskMessage(type=CORRUPT_TYPE, payload=leased.data, max_retry=0)
-        return self._running(queue, leased, message)
+        return self._running(queue, leased, message, sent)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         job = asyncio.ensure_future(coro)
@@ -354,11 +413,13 @@ class Processor:
         message = entry.message
         keep_until = to_ms(self.clock.now() + message.retention) if message.retention else 0
         result = b""
-        if keep_until and entry.task.result is not None:
+        # Encoded without retention too: a task's dependants receive its result.
+        if entry.task.result is not None:
             try:
                 result = encode_result(entry.task.result)
             except ValidationError as exc:
-                return exc
+                if keep_until:
+                    return exc
         ack = ops.Ack(
             entry.id, entry.token, keep_until_ms=keep_until, result=result, unique=message.unique
         )
@@ -408,6 +469,7 @@ class Processor:
                 now_s=now,
                 limits=self.config.archive_limits,
                 count_failure=not cancelled,
+                error=text,
             )
             return call, False
         retry = ops.retry(
@@ -458,6 +520,8 @@ class Processor:
                     log.error("giving up writing the outcome of %s: %s", entry.id, exc)
                     return
                 await asyncio.sleep(retry_pause(failures))
+        if reply == 2:  # archived, its outcome recorded for its dependants
+            self.on_reported(entry.queue, entry.id)
         if isinstance(reply, int) and reply < 0:
             log.warning(
                 "task %s/%s: outcome not recorded, this worker's lease was lost or is stale "
@@ -515,29 +579,41 @@ class Processor:
             entry.job.cancel()
         return True
 
+    @property
+    def _start_window(self) -> float:
+        """Seconds after a read of Redis confirmed a lease in which its handler may start
+        without asking again: at most :data:`START_WINDOW`, and half the lease."""
+        return min(START_WINDOW, self.config.lease_duration / 2)
+
     async def _may_start(self, entry: Running) -> bool:
-        """Whether ``entry``'s handler may start now. A lease older than half its duration
-        (the loop stalled, or the task waited for a slot) is confirmed by renewing it first:
-        a task recovered and settled elsewhere meanwhile must not start here."""
-        if entry.lease_lost or entry.task.is_cancelled():
-            return False
-        duration = self.config.lease_duration
-        if time.monotonic() - entry.leased_at < duration / 2:
-            return True
-        call = ops.extend(self.keys[entry.queue], int(duration * 1000), [(entry.id, entry.token)])
-        try:
-            gone, cancelled = await scripts.arun(self.redis, *call)
-        except OUTAGE:
-            return True  # cannot tell: at-least-once, as for any run whose lease may be lost
-        if gone:
-            self.lease_lost(entry.queue, entry.id, entry.token)
-            return False
-        if cancelled:
-            # A cancel recorded while the task waited (its notification missed): never start.
-            self.cancel(entry.queue, entry.id)
-            return False
-        entry.leased_at = time.monotonic()
-        return True
+        """Whether ``entry``'s handler may start now.
+
+        A handler starts only within :attr:`_start_window` of sending a read of Redis that
+        found its lease current and its task not cancelled. Past that (the reply came late, the
+        loop stalled, the task waited for a slot or a thread) the lease is renewed first, which
+        reports a cancel recorded meanwhile and a lease lost to recovery: such a task never
+        starts here. The answer is checked against the window again, since the renewal's own
+        reply can come late."""
+        duration_ms = int(self.config.lease_duration * 1000)
+        while True:
+            if entry.lease_lost or entry.task.is_cancelled():
+                return False
+            if time.monotonic() - entry.confirmed_at < self._start_window:
+                return True
+            call = ops.extend(self.keys[entry.queue], duration_ms, [(entry.id, entry.token)])
+            sent = time.monotonic()
+            try:
+                gone, cancelled = await scripts.arun(self.redis, *call)
+            except OUTAGE:
+                return True  # cannot tell: at-least-once, as for any run whose lease may be lost
+            if gone:
+                self.lease_lost(entry.queue, entry.id, entry.token)
+                return False
+            if cancelled:
+                # A cancel recorded while the task waited (its notification missed): never start.
+                self.cancel(entry.queue, entry.id)
+                return False
+            entry.confirmed_at = max(entry.confirmed_at, sent)
 
     def lease_lost(self, queue: str, task_id: str, token: int) -> None:
         """The lease ``token`` of ``task_id`` is gone: its handler, if it has not started yet

@@ -7,7 +7,8 @@ threads are daemon threads: one still stuck after a graceful shutdown handed its
 not keep the worker process from exiting.
 
 A sync call whose task was settled (timed out, cancelled) while it waited for a thread never
-starts. A thread still stuck in a timed-out handler is not counted as free: the pool starts a
+starts; one that waited past the worker's start window has its lease confirmed in Redis first.
+A thread still stuck in a timed-out handler is not counted as free: the pool starts a
 replacement, up to twice its size in all; past that, calls wait, and the pool counts and logs
 the saturation.
 
@@ -19,6 +20,7 @@ with ``kill -9``), so no handler runs on with nobody to record its outcome.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import logging
@@ -51,6 +53,9 @@ SATURATION_LOG_INTERVAL = 10.0
 NOT_STARTED = "the handler was not started: the task was given up first (lease lost or cancelled)"
 READY, GO = "ready", "go"
 """A child says READY once it runs; the worker answers GO if the handler may still start."""
+CONFIRM_WAIT = 5.0
+"""Seconds a handler thread waits for its loop to confirm a lease before checking again
+whether the task was given up meanwhile."""
 WORKER_GONE_EXIT = 75
 """Exit code of a handler child that stopped because its worker was gone."""
 
@@ -95,7 +100,8 @@ class Runners:
             raise HandlerTimeoutError(f"timed out after {timeout:g}s") from exc
 
     async def _run_thread(self, route: Route, task: Task, timeout: float | None) -> None:
-        call = self.threads.submit(_start_unless_given_up, (route.handler, task))
+        loop = asyncio.get_running_loop()
+        call = self.threads.submit(_start_unless_given_up, (route.handler, task, loop))
         try:
             _keep_returned(task, await asyncio.wait_for(call.future, timeout))
         except TimeoutError as exc:
@@ -265,13 +271,35 @@ class DaemonThreadPool:
             call.loop.call_soon_threadsafe(_resolve, call.future, outcome)
 
 
-def _start_unless_given_up(call: tuple[Callable[[Task], Any], Task]) -> Any:
+def _start_unless_given_up(
+    call: tuple[Callable[[Task], Any], Task, asyncio.AbstractEventLoop],
+) -> Any:
     """Run a sync handler on a pool thread, unless its task was given up (lease lost,
-    cancelled) while the call waited for a thread."""
-    handler, task = call
-    if task.is_cancelled():
-        raise TaskCancelledError(NOT_STARTED)
-    return handler(task)
+    cancelled) while the call waited for a thread.
+
+    A call that waited longer than the worker's start window asks the worker's loop to confirm
+    the lease in Redis first, and waits here for the answer: the thread keeps its place, and
+    the check is as close to the start as it can be, whatever the loop was doing meanwhile."""
+    handler, task, loop = call
+    fresh = task._fresh
+    while not task.is_cancelled():
+        if fresh is None or fresh():
+            return handler(task)
+        gate = task._may_start
+        if gate is None or loop.is_closed():
+            break
+        try:
+            confirmed = asyncio.run_coroutine_threadsafe(gate(), loop)
+        except RuntimeError:  # the loop closed meanwhile: nobody waits for this call
+            break
+        try:
+            if not confirmed.result(CONFIRM_WAIT):
+                break
+        except concurrent.futures.TimeoutError:
+            confirmed.cancel()  # the loop is far behind: ask again, unless given up meanwhile
+        except concurrent.futures.CancelledError:
+            break
+    raise TaskCancelledError(NOT_STARTED)
 
 
 def _resolve(future: asyncio.Future[Any], outcome: tuple[bool, Any]) -> None:
@@ -297,6 +325,7 @@ class _TaskState:
     headers: dict[str, str]
     timeout: float | None
     deadline: datetime | None
+    parents: tuple[Any, ...] = ()
 
     @classmethod
     def of(cls, task: Task) -> _TaskState:
@@ -310,6 +339,7 @@ class _TaskState:
             task.headers,
             task.timeout,
             task.deadline,
+            task.parents,
         )
 
 
@@ -358,8 +388,12 @@ async def _converse(receiver: Connection, task: Task) -> Any:
     if not await _may_start(task):
         raise TaskCancelledError(NOT_STARTED)
     receiver.send(GO)
-    await _readable(receiver.fileno())
-    return _receive(receiver)
+    while True:
+        await _readable(receiver.fileno())
+        reply = _receive(receiver)
+        if not (isinstance(reply, tuple) and reply and reply[0] == "progress"):
+            return reply
+        task.report_progress(reply[1], reply[2])  # relayed from the child's handler
 
 
 def _receive(conn: Connection) -> Any:
@@ -415,7 +449,9 @@ def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
         headers=state.headers,
         timeout=state.timeout,
         deadline=state.deadline,
+        parents=state.parents,
     )
+    task._progress = lambda value, message: conn.send(("progress", value, message))
     try:
         _keep_returned(task, handler(task))
         conn.send(("ok", task.result))

@@ -30,9 +30,11 @@ from rq_sched.errors import ValidationError
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.router import Route, Router
 from rq_sched.scripts import AnyAsyncRedis
+from rq_sched.worker.aggregator import Aggregator
 from rq_sched.worker.cancellation import CancelListener
 from rq_sched.worker.component import Component, cancel_and_wait
 from rq_sched.worker.config import ServerConfig
+from rq_sched.worker.deliverer import Deliverer
 from rq_sched.worker.forwarder import Forwarder
 from rq_sched.worker.heartbeat import Heartbeat, LeaseKeeper, new_server_id
 from rq_sched.worker.janitor import Janitor
@@ -82,6 +84,7 @@ class Server:
         self.clock: Clock = use_clock(clock)
         self.id = new_server_id()
         self.processor: Processor | None = None
+        self.aggregator: Aggregator | None = None
         self.started = threading.Event()
         self.stopped = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -136,6 +139,13 @@ class Server:
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None:
             loop.call_soon_threadsafe(stop.set)
+
+    def _due_at(self, queue: str, due_ms: int) -> None:
+        """The marker announced something due in ``queue`` (a scheduled or retry task, or an
+        aggregation group)."""
+        self.forwarder.due_at(queue, due_ms)
+        if self.aggregator is not None:
+            self.aggregator.due_at(queue, due_ms)
 
     def _unhealthy(self, loop_name: str) -> None:
         self._status = "unhealthy"
@@ -222,8 +232,30 @@ class Server:
             sweep_interval=cfg.forward_sweep_interval,
             on_forwarded=processor.notify_work,
         )
+        deliverer = Deliverer(
+            self.redis,
+            keys,
+            namespace=cfg.namespace,
+            sweep_interval=cfg.recover_interval,
+            grace=max(2.0, cfg.recover_interval),
+        )
+        processor.on_reported = deliverer.notify
+        aggregation = processor.router.aggregation
+        self.aggregator = (
+            Aggregator(
+                self.redis,
+                keys,
+                clock=self.clock,
+                aggregation=aggregation,
+                sweep_interval=cfg.forward_sweep_interval,
+            )
+            if aggregation is not None
+            else None
+        )
         return [
             self.forwarder,
+            deliverer,
+            *([self.aggregator] if self.aggregator is not None else []),
             Recoverer(
                 self.redis,
                 keys,
@@ -276,7 +308,7 @@ class Server:
                 self.redis,
                 group,
                 on_ready=processor.notify_work,
-                on_due=self.forwarder.due_at,
+                on_due=self._due_at,
                 timeout=self.config.idle_timeout,
             )
             for group in groups

@@ -191,10 +191,12 @@ def _run(
         "redis": runner.r.info("server")["redis_version"],
         "sizes": sizes.__dict__,
         "versions": versions(systems),
+        "ping_per_s": runner.ping_floor(),
     }
     print(
         f"[bench] {meta['mode']} run on Redis {meta['redis']} at {url}; "
-        f"load average {meta['loadavg_start'][0]:.2f} on {meta['cpus']} CPUs",
+        f"load average {meta['loadavg_start'][0]:.2f} on {meta['cpus']} CPUs; "
+        f"round-trip floor {meta['ping_per_s']:,.0f} PINGs/s from one connection",
         flush=True,
     )
     results: dict[str, Metrics] = {}
@@ -214,6 +216,10 @@ def _run(
     lines += [
         f"  load average: start {meta['loadavg_start'][0]:.2f}, end {meta['loadavg_end'][0]:.2f} "
         f"({meta['cpus']} CPUs)"
+    ]
+    lines += [
+        f"  round-trip floor: {meta['ping_per_s']:,.0f} PINGs/s (one redis-py connection, one "
+        "at a time); one-by-one enqueue can at best reach this rate"
     ]
     full_text = text + "\n" + "\n".join(lines)
     (out / f"bench-{stamp}.txt").write_text(full_text + "\n")

@@ -67,6 +67,27 @@ async def fill(p: Producer, r: redis.Redis, params: dict[str, Any]) -> dict[str,
     return {"n": n, "seconds": seconds, "rate": n / seconds, "bulk": bulk}
 
 
+async def fill_concurrent(p: Producer, r: redis.Redis, params: dict[str, Any]) -> dict[str, Any]:
+    """``n`` tasks from ``producers`` coroutines at once in this one process, each awaiting its
+    own enqueue: an asyncio client's enqueues overlap (or are coalesced); a sync client's
+    calls just take turns."""
+    n, producers = int(params["n"]), int(params.get("producers", 100))
+    enqueue = getattr(p, "enqueue_async", p.enqueue)
+    per = n // producers
+
+    async def one() -> None:
+        for _ in range(per):
+            await enqueue(0)
+
+    await enqueue(0)  # connections and scripts ready before the clock starts
+    start = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(producers)))
+    seconds = time.perf_counter() - start
+    concurrent = bool(getattr(p, "concurrent", False))
+    return {"n": per * producers, "seconds": seconds, "rate": per * producers / seconds,
+            "concurrent": concurrent}  # fmt: skip
+
+
 async def pickup(p: Producer, r: redis.Redis, params: dict[str, Any]) -> dict[str, Any]:
     """One task at a time into an idle worker: enqueue -> handler start, in milliseconds."""
     n, warm = int(params["n"]), int(params.get("warm", 3))
@@ -150,6 +171,7 @@ async def warm(p: Producer, r: redis.Redis, params: dict[str, Any]) -> dict[str,
 
 ACTIONS: dict[str, Callable[[Producer, redis.Redis, dict[str, Any]], Awaitable[dict[str, Any]]]] = {
     "fill": fill,
+    "fill_concurrent": fill_concurrent,
     "pickup": pickup,
     "lateness": lateness,
     "memory": memory,

@@ -31,10 +31,15 @@ def metrics(backlogs: tuple[int, ...] = ()) -> dict[str, list[Metric]]:
     tables: dict[str, list[Metric]] = {
         "1. enqueue rate (tasks/s, one client)": [
             Metric("enqueue.single_per_s", "one by one", True, ">= 2x, >= 15k/s", 2.0, 15_000),
+            Metric("enqueue.concurrent_per_s", "100 producers", True, ">= 30k/s", None, 30_000),
             Metric("enqueue.bulk_per_s", "bulk API", True, ">= 100k/s", None, 100_000),
         ],
         "2. drain throughput (tasks/s, one worker process)": [
             Metric("drain.per_s", "no-op tasks/s", True, ">= 2x, >= 25k/s", 2.0, 25_000),
+        ],
+        "2b. queue CPU per task while draining (us; worker processes and redis-server)": [
+            Metric("drain.worker_cpu_us", "worker", False, "below every peer", 1.0),
+            Metric("drain.redis_cpu_us", "redis-server", False, "below every peer", 1.0),
         ],
         "3. idle pickup latency (ms, enqueue -> handler start)": [
             Metric("pickup.p50", "p50", False, "<= 1 ms", None, 1.0),

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ import redis
 from bench_lib import envs
 from bench_lib.probe import DONE, SPAN
 from bench_lib.systems import CONCURRENCY, System
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(RuntimeError):
@@ -35,6 +37,7 @@ class Runner:
         self.r = redis.Redis.from_url(url)
         self.logs = logs
         logs.mkdir(parents=True, exist_ok=True)
+        self._procs: list[subprocess.Popen[bytes]] = []
 
     def fresh(self) -> None:
         """An empty database, no cached scripts: each scenario starts from nothing."""
@@ -97,20 +100,31 @@ class Runner:
                     )
                 )
                 log.close()
+            self._procs = procs
             yield
         finally:
+            self._procs = []
             stop(procs)
 
     def done(self) -> int:
         return int(self.r.get(DONE) or 0)
 
-    def wait_done(self, n: int, budget: float, startup: float = 60.0) -> int:
-        """Wait for ``n`` handler starts: ``startup`` s for the first, then ``budget`` s more."""
+    def wait_done(
+        self,
+        n: int,
+        budget: float,
+        startup: float = 60.0,
+        on_first: Callable[[], None] | None = None,
+    ) -> int:
+        """Wait for ``n`` handler starts: ``startup`` s for the first, then ``budget`` s more;
+        ``on_first`` is called as soon as the first start is seen (within 10 ms of it)."""
         deadline = time.monotonic() + startup
         done = self.done()
         while done == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
             done = self.done()
+        if on_first is not None:
+            on_first()
         deadline = time.monotonic() + budget
         while done < n and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -123,6 +137,31 @@ class Runner:
         pairs: list[tuple[bytes, float]] = self.r.zrange(SPAN, 0, -1, withscores=True)  # type: ignore[assignment]
         scores = dict(pairs)
         return float(scores.get(b"first", 0.0)), float(scores.get(b"last", 0.0))
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time (user + system) used so far by the running worker processes (each started
+        in a session of its own: every process of those sessions, with the children they
+        reaped) and by redis-server (INFO cpu)."""
+        sessions = {proc.pid for proc in self._procs}
+        workers = 0.0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited meanwhile
+            if int(fields[3]) in sessions:  # field 6 of stat: the session id
+                workers += sum(int(v) for v in fields[11:15]) / _CLOCK_TICKS
+        info = self.r.info("cpu")
+        return workers, float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+    def ping_floor(self, n: int = 5000) -> float:
+        """PINGs per second from one redis-py connection: the round-trip floor of this machine,
+        against which every per-call figure can be read."""
+        self.r.ping()
+        start = time.perf_counter()
+        for _ in range(n):
+            self.r.ping()
+        return n / (time.perf_counter() - start)
 
     def command_calls(self) -> dict[str, int]:
         """Calls per command so far (INFO commandstats), without INFO itself."""

@@ -82,11 +82,17 @@ class Context:
 
 
 def enqueue(ctx: Context, system: System) -> Metrics:
-    """N tasks one by one from one client; and the bulk API where one exists."""
+    """N tasks one by one from one client; from 100 concurrent producers in one process; and
+    the bulk API where one exists."""
     r, s = ctx.runner, ctx.sizes
     r.fresh()
     single = r.produce(system, "fill", timeout=120, n=s.enqueue)
     out: Metrics = {"single_per_s": single["rate"], "n": s.enqueue}
+    r.fresh()
+    many = r.produce(system, "fill_concurrent", timeout=120, n=s.enqueue * 5, producers=100)
+    out["concurrent_per_s"] = many["rate"]
+    if not many["concurrent"]:
+        out["concurrent_note"] = "no asyncio client: the 100 producers take turns"
     if ctx.caps["bulk"]:
         r.fresh()
         bulk = r.produce(system, "fill", timeout=120, n=s.bulk, bulk=True)
@@ -101,11 +107,21 @@ def drain_run(ctx: Context, system: System, workers: int, n: int) -> Metrics:
     r = ctx.runner
     r.fresh()
     r.produce(system, "fill", timeout=300, n=n, bulk=True)
+    marks: dict[str, Any] = {}
+
+    def first_start() -> None:  # CPU counted from here: worker start-up is not a task's cost
+        marks["cpu"], marks["done"] = r.cpu_seconds(), r.done()
+
     with r.workers(system, workers):
-        done = r.wait_done(n, ctx.sizes.drain_budget)
+        done = r.wait_done(n, ctx.sizes.drain_budget, on_first=first_start)
+        worker_cpu, redis_cpu = r.cpu_seconds()
     first, last = r.span()
     rate = (done - 1) / (last - first) if done > 1 and last > first else 0.0
     out: Metrics = {"per_s": rate, "done": done, "n": n, "seconds": last - first}
+    counted = done - marks.get("done", done)
+    if counted > 0:
+        out["worker_cpu_us"] = (worker_cpu - marks["cpu"][0]) / counted * 1e6
+        out["redis_cpu_us"] = (redis_cpu - marks["cpu"][1]) / counted * 1e6
     if done < n:
         out["note"] = f"stopped after the time budget: {done} of {n} done"
     return out

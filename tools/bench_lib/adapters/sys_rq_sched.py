@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench_lib.probe import PROBE
-from rq_sched import Client, NewTask, Router, Server, Task
+from rq_sched import AsyncClient, Client, NewTask, Router, Server, Task
 
 router = Router()
 
@@ -26,12 +26,18 @@ class Producer:
     bulk = True
     delayed = True
     bulk_delayed = True
+    concurrent = True
+    """``enqueue_async`` overlaps (AsyncClient coalesces concurrent calls into pipelines)."""
 
     def __init__(self, url: str) -> None:
         self.client = Client.from_url(url)
+        self.aclient = AsyncClient.from_url(url)
 
     async def enqueue(self, arg: Any) -> None:
         self.client.enqueue("bench:noop", arg)
+
+    async def enqueue_async(self, arg: Any) -> None:
+        await self.aclient.enqueue("bench:noop", arg)
 
     async def enqueue_many(self, args: list[Any]) -> None:
         self.client.enqueue_many([NewTask(type="bench:noop", payload=a) for a in args])
@@ -45,6 +51,7 @@ class Producer:
 
     async def close(self) -> None:
         self.client.close()
+        await self.aclient.close()
 
 
 async def make_producer(url: str) -> Producer:

@@ -1,0 +1,35 @@
+-- dep_hold: store a task that waits for its parents (enqueue with depends_on, a chain link, a
+-- group's callback). It is held outside the task states (in `held`, not `msg`) until
+-- dep_report has heard from every parent; see docs/workflows.md.
+--
+-- KEYS[1] msg       hash: id -> message
+-- KEYS[2] archived  zset: id -> archived at ms
+-- KEYS[3] held      hash: id -> held message (MessageTask.encode_held)
+-- KEYS[4] deps      hash: id -> msgpack {policy, n, got, parents, failed}
+-- ARGV[1] id
+-- ARGV[2] held message
+-- ARGV[3] dependency record: msgpack map policy ("cancel" or "run"), n (parents), got (0),
+--         parents (their "queue/id" names, for error texts)
+-- Returns: 1 held (also for a resend of the same held message)
+-- Errors: CONFLICT (the id is used by a live or kept task, or held with another message)
+--@include codes
+--@include id_status
+local msg = KEYS[1]
+local archived = KEYS[2]
+local held = KEYS[3]
+local deps = KEYS[4]
+local id = ARGV[1]
+
+local stored = redis.call('HGET', held, id)
+if stored then
+  if stored == ARGV[2] then
+    return 1
+  end
+  return CONFLICT
+end
+if id_status(msg, archived, id) == 'taken' then
+  return CONFLICT
+end
+redis.call('HSET', held, id, ARGV[2])
+redis.call('HSET', deps, id, ARGV[3])
+return 1

@@ -1,0 +1,418 @@
+"""Dependencies (``depends_on``): a held task becomes pending exactly once, when every parent is
+final, in any graph (diamonds, parents in other queues or cluster slots), with the parents'
+outcomes in order; a failed parent cancels or not by policy; a crash between a parent's settle
+and the delivery loses nothing (the sweep delivers), and repeated deliveries change nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import msgpack
+import pytest
+import redis
+import redis.asyncio
+
+from rq_sched import (
+    AsyncClient,
+    Client,
+    Inspector,
+    Router,
+    Task,
+    TaskFailedError,
+    TaskNotFoundError,
+    ValidationError,
+    ops,
+    scripts,
+    workflows,
+)
+from rq_sched.cli import main
+from rq_sched.cli.admin import _describe
+from rq_sched.connection import connect
+from rq_sched.inspector.models import task_json
+from rq_sched.keys import QueueKeys
+from rq_sched.message import TaskMessage, decode
+from rq_sched.models import ParentInfo
+from rq_sched.worker.deliverer import Deliverer
+from tests.script_support import NOW_MS, TOKEN
+from tests.worker_support import Recorder, running_server
+
+
+def _lease(r: Any, keys: QueueKeys, task_id: str) -> None:
+    """Take a pending task as a worker would (so a test can settle it by script)."""
+    r.lrem(keys.pending, 0, task_id)
+    r.zadd(keys.lease, {task_id: NOW_MS * 2})
+    r.hset(keys.token, task_id, TOKEN)
+
+
+def _settle(r: Any, keys: QueueKeys, task_id: str, result: bytes = b"") -> list[Any]:
+    """Complete a task by script as a worker would, without delivering (a crash right after)."""
+    _lease(r, keys, task_id)
+    ack = ops.Ack(task_id, TOKEN, result=result)
+    reply: list[Any] = _run(r, ops.done(keys, [ack], NOW_MS / 1000))
+    return reply
+
+
+def _run(r: Any, call: Any) -> Any:
+    return scripts.run(r, *call)
+
+
+def _fail(r: Any, keys: QueueKeys, task_id: str, error: str) -> Any:
+    _lease(r, keys, task_id)
+    message = decode(r.hget(keys.msg, task_id), task_id=task_id).failed(error, NOW_MS)
+    call = ops.archive_active(
+        keys, task_id, TOKEN, encoded=message.encode(), unique=None, now_s=NOW_MS / 1000,
+        limits=ops.ArchiveLimits(), count_failure=True, error=error,
+    )  # fmt: skip
+    return _run(r, call)
+
+
+def _message(r: Any, keys: QueueKeys, task_id: str) -> TaskMessage:
+    data: bytes = r.hget(keys.msg, task_id)
+    return decode(data, task_id=task_id)
+
+
+def _state(r: Any, keys: QueueKeys, task_id: str) -> str:
+    if r.hexists(keys.held, task_id):
+        return "held"
+    if r.zscore(keys.archived, task_id) is not None:
+        return "archived"
+    if task_id.encode() in r.lrange(keys.pending, 0, -1):
+        return "pending"
+    return "gone" if not r.hexists(keys.msg, task_id) else "other"
+
+
+# -- the store, driven step by step ----------------------------------------------------------
+
+
+def test_a_diamond_releases_its_join_once_after_both_branches(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    a = client.enqueue("t", "a", task_id="A")
+    client.enqueue("t", "b", task_id="B", depends_on=[a.id])
+    client.enqueue("t", "c", task_id="C", depends_on=[a.id])
+    client.enqueue("t", "d", task_id="D", depends_on=["B", "C"])
+    assert [_state(r, keys, i) for i in "ABCD"] == ["pending", "held", "held", "held"]
+    reply = _settle(r, keys, "A", b"ra")
+    assert reply == [1, [b"A"]]  # recorded for delivery
+    assert workflows.deliver(r, namespace, "default", "A") == 1
+    assert [_state(r, keys, i) for i in "BCD"] == ["pending", "pending", "held"]
+    _settle(r, keys, "B", b"rb")
+    workflows.deliver(r, namespace, "default", "B")
+    assert _state(r, keys, "D") == "held"
+    _settle(r, keys, "C")
+    workflows.deliver(r, namespace, "default", "C")
+    assert _state(r, keys, "D") == "pending"
+    parents = _message(r, keys, "D").parents
+    assert parents == (
+        ("completed", b"rb", "default", "B"),
+        ("completed", None, "default", "C"),
+    )
+    # Every record delivered and dropped: nothing left behind.
+    for key in (keys.held, keys.deps, keys.reports, keys.children, keys.outbox, keys.outbox_at):
+        assert r.exists(key) == 0, key
+
+
+def test_repeated_and_racing_deliveries_release_once(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="P")
+    client.enqueue("t", task_id="K", depends_on=["P"])
+    _settle(r, keys, "P")
+    entry = msgpack.packb(["completed", None, "default", "P"])
+    assert _run(r, ops.dep_report(keys, "K", 0, entry, "completed")) == 2
+    assert _run(r, ops.dep_report(keys, "K", 0, entry, "completed")) == 0
+    assert workflows.deliver(r, namespace, "default", "P") == 1  # the late deliverer: no-op
+    assert workflows.deliver(r, namespace, "default", "P") == 0
+    assert r.lrange(keys.pending, 0, -1) == [b"K"]
+
+
+def test_a_crash_between_settle_and_delivery_is_delivered_by_the_sweep(
+    r: redis.Redis, namespace: str, client: Client, redis_url: str
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="P")
+    client.enqueue("t", task_id="K", depends_on=["P"])
+    _settle(r, keys, "P", b"x")  # the worker dies here, before delivering
+
+    async def sweep() -> int:
+        conn = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            deliverer = Deliverer(
+                conn, {"default": keys}, namespace=namespace, sweep_interval=1, grace=0
+            )
+            return await deliverer.sweep()
+        finally:
+            await conn.aclose()
+
+    assert asyncio.run(sweep()) == 1
+    assert _state(r, keys, "K") == "pending"
+    assert r.exists(keys.outbox_at) == 0
+
+
+def test_a_failed_parent_cancels_the_chain_below_it(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="P")
+    client.enqueue("t", task_id="K1", depends_on=["P"])
+    client.enqueue("t", task_id="K2", depends_on=["K1"])
+    assert _fail(r, keys, "P", "ValueError: broken") == 2
+    assert workflows.deliver(r, namespace, "default", "P") == 2  # P, then K1's own cancel
+    assert _state(r, keys, "K1") == "archived"
+    assert _state(r, keys, "K2") == "archived"
+    k1 = _message(r, keys, "K1")
+    assert k1.last_error is not None
+    assert k1.last_error.startswith("DependencyFailedError: parent default/P ended archived")
+    assert k1.parents == (("archived", "ValueError: broken", "default", "P"),)
+    with pytest.raises(TaskFailedError, match="parent default/K1 ended archived"):
+        client.wait_result("default", "K2", 1)
+
+
+def test_policy_run_releases_the_dependant_with_the_failure_listed(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="P")
+    client.enqueue("t", task_id="K", depends_on=["P"], on_parent_failure="run")
+    _fail(r, keys, "P", "ValueError: broken")
+    workflows.deliver(r, namespace, "default", "P")
+    assert _state(r, keys, "K") == "pending"
+    parents = _message(r, keys, "K").parents
+    assert parents == (("archived", "ValueError: broken", "default", "P"),)
+
+
+def test_a_parent_already_final_and_kept_releases_at_once(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="P", retention=60)
+    _lease(r, keys, "P")
+    _run(r, ops.done(keys, [ops.Ack("P", TOKEN, keep_until_ms=NOW_MS * 2, result=b"kept")], 0))
+    client.enqueue("t", task_id="K", depends_on=["P"])
+    assert _state(r, keys, "K") == "pending"
+    parents = _message(r, keys, "K").parents
+    assert parents == (("completed", b"kept", "default", "P"),)
+
+
+def test_a_missing_parent_is_refused_and_nothing_is_written(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    with pytest.raises(TaskNotFoundError, match="retention="):
+        client.enqueue("t", task_id="K", depends_on=["nope"])
+    keys = QueueKeys(namespace, "default")
+    assert r.exists(keys.held, keys.deps, keys.children) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"depends_on": "A"}, "list of task ids"),
+        ({"depends_on": []}, "1 to"),
+        ({"depends_on": ["A", "A"]}, "twice"),
+        ({"depends_on": [("q",)]}, "pairs"),
+        ({"depends_on": ["A"], "on_parent_failure": "maybe"}, "'cancel' or 'run'"),
+        ({"depends_on": ["A"], "process_in": 5}, "process_in"),
+        ({"depends_on": ["A"], "unique": 5}, "unique"),
+    ],
+)
+def test_bad_dependencies_are_refused(
+    client: Client, r: redis.Redis, namespace: str, kwargs: dict[str, Any], match: str
+) -> None:
+    client.enqueue("t", task_id="A")
+    before = sorted(r.keys(f"{namespace}:*"))
+    with pytest.raises(ValidationError, match=match):
+        client.enqueue("t", task_id="K", **kwargs)
+    assert sorted(r.keys(f"{namespace}:*")) == before
+
+
+def test_parents_in_other_cluster_slots(cluster: Any, namespace: str) -> None:
+    conn = connect(cluster.url, cluster=True)
+    try:
+        client = Client(conn, namespace=namespace)
+        queues = ["alpha", "beta", "gamma"]  # spread over the three masters' slots
+        for i, q in enumerate(queues):
+            client.enqueue("t", i, queue=q, task_id=f"P{i}")
+        client.enqueue(
+            "t", queue="join", task_id="J", depends_on=[(q, f"P{i}") for i, q in enumerate(queues)]
+        )
+        join = QueueKeys(namespace, "join")
+        for i, q in enumerate(queues):
+            assert conn.hexists(join.held, "J")
+            _settle(conn, QueueKeys(namespace, q), f"P{i}", f"r{i}".encode())
+            workflows.deliver(conn, namespace, q, f"P{i}")
+        assert conn.lrange(join.pending, 0, -1) == [b"J"]
+        parents = _message(conn, join, "J").parents
+        assert [p[1] for p in parents or ()] == [b"r0", b"r1", b"r2"]
+    finally:
+        conn.close()
+
+
+# -- with a real worker ----------------------------------------------------------------------
+
+
+def test_a_worker_runs_a_cross_queue_diamond_in_order_with_results(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    seen = Recorder()
+    router = Router()
+
+    @router.task("dag:node")
+    async def node(task: Task) -> str:
+        seen.add((task.payload, [x.decode() if x else x for x in task.parent_results()]))
+        return f"out-{task.payload}"
+
+    client = Client(r, namespace=namespace)
+    a = client.enqueue("dag:node", "A", queue="q1")
+    b = client.enqueue("dag:node", "B", queue="q2", depends_on=[("q1", a.id)])
+    c = client.enqueue("dag:node", "C", queue="q1", depends_on=[a.id])
+    d = client.enqueue("dag:node", "D", queue="q2", depends_on=[b.id, ("q1", c.id)], retention=60)
+    with running_server(redis_url, router, namespace=namespace, queues={"q1": 1, "q2": 1}):
+        seen.wait_for(4)
+        assert client.wait_result("q2", d.id, 10) == b"out-D"
+    order = [payload for payload, _ in seen.items]
+    assert order[0] == "A" and order[-1] == "D" and sorted(order[1:3]) == ["B", "C"]
+    assert dict(seen.items)["D"] == ["out-B", "out-C"]
+    assert len(seen.items) == 4
+
+
+def test_async_client_enqueues_dependants(redis_url: str, r: redis.Redis, namespace: str) -> None:
+    async def main() -> None:
+        async with AsyncClient.from_url(redis_url, namespace=namespace) as client:
+            await client.enqueue("t", task_id="P")
+            await client.enqueue("t", task_id="K", depends_on=["P"])
+
+    asyncio.run(main())
+    assert r.hexists(QueueKeys(namespace, "default").held, "K")
+
+
+def test_the_inspector_cli_and_api_show_a_released_tasks_parents(
+    r: redis.Redis, namespace: str, client: Client, inspector: Inspector
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="P1")
+    client.enqueue("t", task_id="P2", queue="other")
+    client.enqueue("t", task_id="K", depends_on=["P1", ("other", "P2")], on_parent_failure="run")
+    _settle(r, keys, "P1", b"one")
+    workflows.deliver(r, namespace, "default", "P1")
+    _fail(r, QueueKeys(namespace, "other"), "P2", "ValueError: broken\ntraceback")
+    workflows.deliver(r, namespace, "other", "P2")
+    info = inspector.get_task("default", "K")
+    assert info.parents == [
+        ParentInfo("default", "P1", "completed"),
+        ParentInfo("other", "P2", "archived", "ValueError: broken\ntraceback"),
+    ]
+    text = _describe(info, time.time())
+    assert (
+        "waited for 2 task(s):\n  default/P1 completed\n  other/P2 archived: ValueError: broken"
+        in text
+    )
+    error = "ValueError: broken\ntraceback"
+    assert task_json(info)["parents"][1] == {
+        "queue": "other", "id": "P2", "outcome": "archived", "error": error
+    }  # fmt: skip
+
+
+def test_tasks_waiting_for_their_parents_are_listed_for_operators(
+    r: redis.Redis,
+    namespace: str,
+    client: Client,
+    inspector: Inspector,
+    redis_url: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="P")
+    client.enqueue("t", task_id="Q", queue="other")
+    client.enqueue("join", {"n": 1}, task_id="J", depends_on=["P", ("other", "Q")])
+    _settle(r, keys, "P")
+    workflows.deliver(r, namespace, "default", "P")
+    (waiting,) = inspector.waiting("default")
+    assert (waiting.id, waiting.type, waiting.payload) == ("J", "join", {"n": 1})
+    assert (waiting.parents, waiting.reported, waiting.policy) == (
+        ["default/P", "other/Q"],
+        1,
+        "cancel",
+    )
+    with pytest.raises(TaskNotFoundError, match="waiting for its parents"):
+        inspector.get_task("default", "J")
+    assert main(["waiting", "--url", redis_url, "--namespace", namespace, "default"]) == 0
+    out = capsys.readouterr().out
+    assert "J  join  1/2 parents final (on failure: cancel): default/P, other/Q" in out
+
+
+def test_random_graphs_with_repeated_racing_deliveries_release_each_task_once(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    """Random DAGs over three queues; parents settle in random order and every outcome is
+    delivered two or three times, interleaved with other deliveries (as a worker and the sweep
+    racing would). Each task is released exactly once, only after all its parents settled."""
+    rng = random.Random(1729)
+    queues = ["ga", "gb", "gc"]
+    for graph in range(15):
+        nodes = [(queues[rng.randrange(3)], f"g{graph}n{n}") for n in range(12)]
+        parents: dict[int, list[int]] = {}
+        for n, (queue, task_id) in enumerate(nodes):
+            chosen = sorted(rng.sample(range(n), k=min(n, rng.randint(0, 3))))
+            parents[n] = chosen
+            refs = [nodes[p] for p in chosen]
+            if refs:
+                client.enqueue("t", queue=queue, task_id=task_id, depends_on=refs)
+            else:
+                client.enqueue("t", queue=queue, task_id=task_id)
+        settled: set[int] = set()
+        released_at: dict[int, int] = {}
+        step = 0
+        while len(settled) < len(nodes):
+            ready = [
+                n
+                for n, (q, i) in enumerate(nodes)
+                if n not in settled
+                and i.encode() in r.lrange(QueueKeys(namespace, q).pending, 0, -1)
+            ]
+            assert ready, "nothing pending although tasks remain: a release was lost"
+            for q in queues:
+                listed = r.lrange(QueueKeys(namespace, q).pending, 0, -1)
+                assert len(listed) == len(set(listed)), "a task was released twice"
+            early = [nodes[n] for n in ready if not all(p in settled for p in parents[n])]
+            assert not early, f"released before all their parents settled: {early}"
+            batch = rng.sample(ready, k=min(len(ready), rng.randint(1, 3)))
+            for n in batch:
+                queue, task_id = nodes[n]
+                released_at.setdefault(n, step)
+                _settle(r, QueueKeys(namespace, queue), task_id)
+                settled.add(n)
+            # A deliverer that dies after reporting to some children (before its ack), then
+            # full deliveries, repeated and shuffled: children see the same report again.
+            deliveries = [nodes[n] for n in batch for _ in range(rng.randint(1, 2))]
+            rng.shuffle(deliveries)
+            for queue, task_id in deliveries:
+                _partial_delivery(r, namespace, queue, task_id, rng)
+            rng.shuffle(deliveries)
+            for queue, task_id in deliveries:
+                workflows.deliver(r, namespace, queue, task_id)
+            step += 1
+        for queue in queues:
+            keys = QueueKeys(namespace, queue)
+            assert r.llen(keys.pending) == 0
+            for key in (keys.held, keys.deps, keys.reports, keys.outbox, keys.children):
+                assert r.hlen(key) == 0, key
+
+
+def _partial_delivery(
+    r: redis.Redis, namespace: str, queue: str, task_id: str, rng: random.Random
+) -> None:
+    """What a deliverer killed midway leaves: reports to some children, no ack."""
+    children_raw, entry_raw = _run(r, ops.dep_read(QueueKeys(namespace, queue), task_id))
+    if entry_raw is None:
+        return
+    outcome, data = msgpack.unpackb(entry_raw, raw=False)
+    children = msgpack.unpackb(children_raw, raw=False) if children_raw else []
+    for child_queue, child_id, index in rng.sample(children, k=rng.randint(0, len(children))):
+        entry = msgpack.packb([outcome, data, queue, task_id])
+        _run(r, ops.dep_report(QueueKeys(namespace, child_queue), child_id, index, entry, outcome))
