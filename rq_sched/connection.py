@@ -237,7 +237,8 @@ class SentinelRedis(Redis):
     def close(self) -> None:
         super().close()
         if self.sentinel_manager is not None:
-            self.sentinel_manager.close()
+            for sentinel in self.sentinel_manager.sentinels:  # Sentinel.close(): redis-py >= 7
+                sentinel.close()
 
 
 class AsyncSentinelRedis(redis.asyncio.Redis):
@@ -250,7 +251,8 @@ class AsyncSentinelRedis(redis.asyncio.Redis):
     async def aclose(self, close_connection_pool: bool | None = None) -> None:
         await super().aclose(close_connection_pool)
         if self.sentinel_manager is not None:
-            await self.sentinel_manager.aclose()
+            for sentinel in self.sentinel_manager.sentinels:
+                await sentinel.aclose()
 
 
 def connect(url: str, *, cluster: bool = False, **kwargs: Any) -> SyncRedis:
