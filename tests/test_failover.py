@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow  # 10-20 s each: a topology, worker processes, a real failover
 
 
 def failover(tmp_path: Path, scenario: str, replicas: int) -> dict[str, Any]:
