@@ -19,6 +19,8 @@
 -- KEYS[14] children   hash: id -> its dependants (docs/workflows.md)
 -- KEYS[15] outbox     hash: id -> its final outcome, recorded for its dependants
 -- KEYS[16] outbox_at  zset: id -> when that outcome was recorded (ms)
+-- KEYS[17] flow       hash: the queue's flow limits (a freed slot wakes a held worker)
+-- KEYS[18] marker     zset waking blocked workers
 -- ARGV[1] id
 -- ARGV[2] lease token
 -- ARGV[3] updated message (its last error recorded)
@@ -39,6 +41,7 @@
 --@include archive_limits
 --@include final
 --@include outbox
+--@include flow
 local msg = KEYS[1]
 local lease = KEYS[2]
 local tokens = KEYS[3]
@@ -55,6 +58,8 @@ local progress = KEYS[13]
 local children = KEYS[14]
 local outbox = KEYS[15]
 local outbox_at = KEYS[16]
+local flow = KEYS[17]
+local marker = KEYS[18]
 local id = ARGV[1]
 local now = tonumber(ARGV[4])
 
@@ -62,6 +67,7 @@ if not holds_lease(tokens, id, ARGV[2]) then
   return NOT_ACTIVE
 end
 end_lease(lease, tokens, id)
+flow_freed(flow, marker)
 redis.call('HSET', msg, id, ARGV[3])
 redis.call('ZADD', archived, now, id)
 redis.call('HDEL', lost, id)

@@ -16,7 +16,9 @@
 -- KEYS[12] children      hash: id -> its dependants (docs/workflows.md)
 -- KEYS[13] outbox        hash: id -> its final outcome, recorded for its dependants
 -- KEYS[14] outbox_at     zset: id -> when that outcome was recorded (ms)
--- KEYS[15..] unique      uniqueness locks named by the tasks below
+-- KEYS[15] flow          hash: the queue's flow limits (a freed slot wakes a held worker)
+-- KEYS[16] marker        zset waking blocked workers
+-- KEYS[17..] unique      uniqueness locks named by the tasks below
 -- ARGV[1] expiry of the daily counter (epoch s)
 -- ARGV[2] prefix of the per-task channels announcing a final state to waiters
 -- ARGV[5i+3] id, ARGV[5i+4] lease token, ARGV[5i+5] keep-until ms (0: delete now),
@@ -30,6 +32,7 @@
 --@include final
 --@include outbox
 --@include mp
+--@include flow
 local lease = KEYS[1]
 local msg = KEYS[2]
 local completed = KEYS[3]
@@ -44,6 +47,8 @@ local progress = KEYS[11]
 local children = KEYS[12]
 local outbox = KEYS[13]
 local outbox_at = KEYS[14]
+local flow = KEYS[15]
+local marker = KEYS[16]
 
 local done = 0
 local out = {0}
@@ -82,6 +87,7 @@ for i = 3, #ARGV, 5 do
   end
 end
 if done > 0 then
+  flow_freed(flow, marker)
   count(processed, processed_day, ARGV[1], done)
 end
 out[1] = done

@@ -11,6 +11,7 @@
 -- KEYS[7] failed_day  daily counter
 -- KEYS[8] tokens      hash: active id -> fencing token
 -- KEYS[9] progress    hash: id -> progress reported by its running handler (cleared)
+-- KEYS[10] flow       hash: the queue's flow limits (a freed slot wakes a held worker)
 -- ARGV[1] id
 -- ARGV[2] lease token
 -- ARGV[3] updated message (retry count and error recorded)
@@ -22,6 +23,7 @@
 --@include marker
 --@include counters
 --@include lease
+--@include flow
 local lease = KEYS[1]
 local msg = KEYS[2]
 local retry = KEYS[3]
@@ -31,6 +33,7 @@ local failed = KEYS[6]
 local failed_day = KEYS[7]
 local tokens = KEYS[8]
 local progress = KEYS[9]
+local flow = KEYS[10]
 local id = ARGV[1]
 local due = tonumber(ARGV[4])
 
@@ -39,6 +42,7 @@ if not holds_lease(tokens, id, ARGV[2]) then
 end
 end_lease(lease, tokens, id)
 redis.call('HDEL', progress, id)
+flow_freed(flow, marker)
 redis.call('HSET', msg, id, ARGV[3])
 count(failed, failed_day, ARGV[5], 1)
 if due > 0 then

@@ -9,6 +9,7 @@ the worker, the scheduler and the inspector each have a subpackage of their own.
 from rq_sched.backoff import Backoff, exponential
 from rq_sched.client import AsyncClient, Client, EnqueueManyError
 from rq_sched.clock import Clock, ManualClock, SystemClock
+from rq_sched.dedup import Debounced, Throttled
 
 # Errors and handler control flow
 from rq_sched.errors import (
@@ -34,6 +35,7 @@ from rq_sched.errors import (
     WriteRefusedError,
     WrongKeyTypeError,
 )
+from rq_sched.flow import FlowLimits, FlowStatus
 
 # Inspecting and operating queues
 from rq_sched.inspector import (
@@ -60,10 +62,12 @@ __all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
     "AsyncClient",
     "Client",
     "Clock",
+    "Debounced",
     "EnqueueManyError",
     "ManualClock",
     "NewTask",
     "SystemClock",
+    "Throttled",
     # task and queue records
     "QueueInfo",
     "TaskInfo",
@@ -71,6 +75,7 @@ __all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
     # running handlers
     "ArchiveLimits",
     "Backoff",
+    "FlowLimits",
     "Middleware",
     "Router",
     "Server",
@@ -82,6 +87,7 @@ __all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
     # inspecting and operating queues
     "BulkResult",
     "DailyStats",
+    "FlowStatus",
     "Inspector",
     "QueueStats",
     "RedisNode",

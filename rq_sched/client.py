@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from rq_sched import aggregation, ops, results, scripts, workflows
+from rq_sched import aggregation, dedup, ops, results, scripts, workflows
 from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.coalesce import Coalescer
 from rq_sched.connection import aconnect, connect, refused, translate_errors
@@ -22,10 +22,17 @@ from rq_sched.durability import (
     arun_confirmed,
     run_confirmed,
 )
-from rq_sched.errors import EnqueueManyError, RqSchedError, ValidationError, error_for_code
+from rq_sched.errors import (
+    DUPLICATE,
+    EnqueueManyError,
+    RqSchedError,
+    ValidationError,
+    error_for_code,
+)
+from rq_sched.flow import FlowLimits, check_limits, set_flow
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.models import NewTask, TaskInfo
-from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES, Prepared, prepare
+from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES, Prepared, check_stored_queue, prepare
 from rq_sched.results import Decode
 from rq_sched.scripts import AnyAsyncRedis, Call, SyncRedis
 
@@ -437,6 +444,90 @@ class Client:
         """
         return results.wait_result(self.redis, self._p.keys(queue), task_id, timeout, decode)
 
+    def debounce(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        key: str,
+        window: timedelta | float,
+        queue: str = "default",
+        **options: Any,
+    ) -> dedup.Debounced:
+        """Enqueue a task that runs ``window`` from now, unless one already waits under
+        ``key`` in ``queue``: that one then gets this call's type, payload and options (the
+        newest wins) and still runs at its time. ``options`` are ``enqueue``'s (not ``unique``,
+        ``process_in`` or ``process_at``). See :mod:`rq_sched.dedup`.
+
+        Raises:
+            ValidationError: bad arguments (nothing written).
+            RedisUnavailableError: Redis cannot be reached.
+        """
+        window_ms = dedup.check_window(window)
+        dedup.check_key(key)
+        p = self._p
+        task = p.prepare(
+            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options})
+        )
+        with translate_errors(self.redis, writing=f"task {task.id!r}"):
+            if queue not in p._registered:
+                self._register([queue])
+            reply = scripts.run(self.redis, *dedup.debounce_call(p.keys(queue), task, key))
+        return dedup.debounced(reply, task)
+
+    def throttle(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        key: str,
+        window: timedelta | float,
+        queue: str = "default",
+        **options: Any,
+    ) -> dedup.Throttled:
+        """Enqueue a task unless one was enqueued under ``key`` in ``queue`` within the last
+        ``window``: then this one is dropped, and the result says so and names the kept task.
+        ``options`` are ``enqueue``'s (not ``unique``). See :mod:`rq_sched.dedup`.
+
+        Raises:
+            ValidationError: bad arguments (nothing written).
+            TaskIdConflictError: ``task_id`` is used by a live task.
+            RedisUnavailableError: Redis cannot be reached.
+        """
+        window_ms = dedup.check_window(window)
+        dedup.check_key(key)
+        p = self._p
+        task = p.prepare(
+            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options})
+        )
+        keys = p.keys(queue)
+        with translate_errors(self.redis, writing=f"task {task.id!r}"):
+            if queue not in p._registered:
+                self._register([queue])
+            code = scripts.run(self.redis, *dedup.throttle_call(keys, task, key, window_ms))
+            if code == DUPLICATE:
+                kept = self.redis.get(keys.throttle(key))
+                kept_id = kept.decode() if isinstance(kept, bytes) else kept
+                return dedup.Throttled(kept_id, dropped=True)
+        if code < 0:
+            raise error_for_code(code, queue=queue, task_id=task.id)
+        return dedup.Throttled(task.id, dropped=False)
+
+    def set_flow(self, queue: str, limits: FlowLimits | None) -> None:
+        """Set the flow limits of ``queue`` (a rate limit and a concurrency cap across all
+        workers, see :mod:`rq_sched.flow`); None removes them. Workers obey them from their
+        next dequeue.
+
+        Raises:
+            ValidationError: a bad queue name or ``limits`` (nothing written).
+            RedisUnavailableError: Redis cannot be reached.
+        """
+        keys = self._p.keys(check_stored_queue(queue))
+        checked = FlowLimits() if limits is None else check_limits(limits)
+        with translate_errors(self.redis, writing="flow limits"):
+            self._register([keys.queue])
+            scripts.run(self.redis, *set_flow(keys, checked))
+
     def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)
         if new:
@@ -635,6 +726,67 @@ class AsyncClient:
         """Wait until the task reaches a final state and return its result; see
         :meth:`Client.wait_result` for arguments, result and errors."""
         return await results.await_result(self.redis, self._p.keys(queue), task_id, timeout, decode)
+
+    async def debounce(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        key: str,
+        window: timedelta | float,
+        queue: str = "default",
+        **options: Any,
+    ) -> dedup.Debounced:
+        """See :meth:`Client.debounce`."""
+        window_ms = dedup.check_window(window)
+        dedup.check_key(key)
+        p = self._p
+        task = p.prepare(
+            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options})
+        )
+        with translate_errors(self.redis, writing=f"task {task.id!r}"):
+            if queue not in p._registered:
+                await self._register([queue])
+            reply = await scripts.arun(self.redis, *dedup.debounce_call(p.keys(queue), task, key))
+        return dedup.debounced(reply, task)
+
+    async def throttle(
+        self,
+        type: str,
+        payload: Any = None,
+        *,
+        key: str,
+        window: timedelta | float,
+        queue: str = "default",
+        **options: Any,
+    ) -> dedup.Throttled:
+        """See :meth:`Client.throttle`."""
+        window_ms = dedup.check_window(window)
+        dedup.check_key(key)
+        p = self._p
+        task = p.prepare(
+            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options})
+        )
+        keys = p.keys(queue)
+        with translate_errors(self.redis, writing=f"task {task.id!r}"):
+            if queue not in p._registered:
+                await self._register([queue])
+            code = await scripts.arun(self.redis, *dedup.throttle_call(keys, task, key, window_ms))
+            if code == DUPLICATE:
+                kept = await self.redis.get(keys.throttle(key))
+                kept_id = kept.decode() if isinstance(kept, bytes) else kept
+                return dedup.Throttled(kept_id, dropped=True)
+        if code < 0:
+            raise error_for_code(code, queue=queue, task_id=task.id)
+        return dedup.Throttled(task.id, dropped=False)
+
+    async def set_flow(self, queue: str, limits: FlowLimits | None) -> None:
+        """See :meth:`Client.set_flow`."""
+        keys = self._p.keys(check_stored_queue(queue))
+        checked = FlowLimits() if limits is None else check_limits(limits)
+        with translate_errors(self.redis, writing="flow limits"):
+            await self._register([keys.queue])
+            await scripts.arun(self.redis, *set_flow(keys, checked))
 
     async def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)

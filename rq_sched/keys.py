@@ -38,9 +38,15 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
     ns:{q}:aggconf      hash   the aggregators' limits: grace_ms, max_delay_ms, max_size
     ns:{q}:marker       zset   "r" -> 0 when tasks are ready; "d" -> next due time (ms)
     ns:{q}:paused       string present while the queue is paused
+    ns:{q}:flow         hash   the queue's flow limits, set by an operator or a server's config:
+                               interval (ms per task start), burst, max_active; and their
+                               state, written by dequeue: tat (GCRA), timer, held
+                               (see ``lua/includes/flow.lua`` and docs/flow.md)
     ns:{q}:limits       hash   the queue's archive limits in force: max_size, max_age_ms;
                                trimmed: archived tasks those limits have deleted, all time
     ns:{q}:unique:<d>   string id holding the uniqueness lock for digest <d> (with TTL)
+    ns:{q}:debounce:<h> string id of the task waiting under debounce key hash <h> (with TTL)
+    ns:{q}:throttle:<h> string id of the task kept in the throttle window of key hash <h> (TTL)
     ns:{q}:guard:<g>    string last fire time claimed for guard <g> (scheduler ticks)
     ns:{q}:processed    string total processed; ns:{q}:processed:<yyyy-mm-dd> per day
     ns:{q}:failed       string total failed;    ns:{q}:failed:<yyyy-mm-dd> per day
@@ -223,6 +229,11 @@ class QueueKeys:
         return f"{self.prefix}:limits"
 
     @cached_property
+    def flow(self) -> str:
+        """Flow limits of the queue (rate limit, concurrency cap) and their state."""
+        return f"{self.prefix}:flow"
+
+    @cached_property
     def marker(self) -> str:
         return f"{self.prefix}:marker"
 
@@ -249,6 +260,14 @@ class QueueKeys:
     def unique(self, digest: str | None) -> str:
         """The uniqueness lock for ``digest`` (a never-set key when the task is not unique)."""
         return f"{self.prefix}:unique:{digest or NO_UNIQUE_DIGEST}"
+
+    def debounce(self, key: str) -> str:
+        """Id of the task waiting under a debounce key (see ``rq_sched.dedup``)."""
+        return f"{self.prefix}:debounce:{_key_hash(key)}"
+
+    def throttle(self, key: str) -> str:
+        """Id of the task kept in a throttle window (see ``rq_sched.dedup``)."""
+        return f"{self.prefix}:throttle:{_key_hash(key)}"
 
     @cached_property
     def minutes(self) -> str:
@@ -294,6 +313,7 @@ class QueueKeys:
             self.seq,
             self.cancel,
             self.limits,
+            self.flow,
             self.marker,
             self.paused,
             self.processed,
@@ -361,6 +381,11 @@ def dq_dedup(wrapped: bytes) -> str:
     Python consumers sharing tubes run each job once (see ``rq_sched.dq``).
     """
     return hashlib.md5(wrapped, usedforsecurity=False).hexdigest()
+
+
+def _key_hash(key: str) -> str:
+    """A user's debounce or throttle key as a short, brace-free key part."""
+    return hashlib.sha1(key.encode(), usedforsecurity=False).hexdigest()[:32]
 
 
 def _glob_escape(text: str) -> str:

@@ -102,6 +102,7 @@ def dequeue(keys: QueueKeys, lease_ms: int, count: int) -> Call:
             keys.token,
             keys.seq,
             keys.cancel,
+            keys.flow,
         ),
         (lease_ms, count),
     )
@@ -123,7 +124,8 @@ class Leased:
 
 
 def parse_dequeue(reply: Sequence[Any]) -> list[Leased]:
-    """The tasks in a :func:`dequeue` reply (a non-list reply, PAUSED, means none)."""
+    """The tasks in a :func:`dequeue` reply (a non-list reply, PAUSED, means none); a flow
+    hold that may follow them is read by :func:`rq_sched.flow.dequeue_hold`."""
     if not isinstance(reply, list):
         return []
     return [
@@ -134,7 +136,7 @@ def parse_dequeue(reply: Sequence[Any]) -> list[Leased]:
             int(reply[i + 3]),
             bool(reply[i + 4]),
         )
-        for i in range(0, len(reply), 5)
+        for i in range(0, len(reply) - len(reply) % 5, 5)
     ]
 
 
@@ -168,6 +170,8 @@ def done(keys: QueueKeys, acks: Sequence[Ack], now_s: float) -> Call:
         keys.waiters,
         keys.progress,
         *keys.outbox_keys,
+        keys.flow,
+        keys.marker,
     ]
     args: list[Arg] = [day_expire_at(now_s), keys.final_prefix]
     for ack in acks:
@@ -195,6 +199,7 @@ def retry(
             keys.failed_on(utc_day(now_s)),
             keys.token,
             keys.progress,
+            keys.flow,
         ),
         (task_id, token, encoded, due_ms, day_expire_at(now_s)),
     )
@@ -256,6 +261,8 @@ def archive_active(
             keys.waiters,
             keys.progress,
             *keys.outbox_keys,
+            keys.flow,
+            keys.marker,
         ),
         (
             task_id,

@@ -128,3 +128,21 @@ async def wf_audit(task: Task) -> str:
     first = task.parent_results()[0] if task.parents else None
     tag: str = payload["tag"]
     return (first.decode() if first else "") + tag
+
+
+_LEDGER_CONNECTIONS: dict[str, redis.Redis] = {}
+
+
+@router.task("flow:ledger")
+def ledger(task: Task) -> None:
+    """Appends ``"s <id> <time> <pid>"`` to ``payload["ledger"]`` as it starts, works
+    ``payload["sleep"]`` seconds, then appends ``"e <id> <time> <pid>"`` (the flow tests' ledger of
+    starts and ends; Redis orders the entries of every worker process in one list)."""
+    payload: dict[str, Any] = task.payload
+    url = payload["url"]
+    conn = _LEDGER_CONNECTIONS.get(url)
+    if conn is None:
+        conn = _LEDGER_CONNECTIONS[url] = redis.Redis.from_url(url)
+    conn.rpush(payload["ledger"], f"s {task.id} {time.time():.6f} {os.getpid()}")
+    time.sleep(float(payload.get("sleep", 0)))
+    conn.rpush(payload["ledger"], f"e {task.id} {time.time():.6f} {os.getpid()}")

@@ -20,6 +20,7 @@ from rq_sched import (
     AsyncClient,
     Client,
     EnqueueManyError,
+    FlowLimits,
     Inspector,
     ManualClock,
     NewTask,
@@ -30,6 +31,7 @@ from rq_sched import (
     scripts,
 )
 from rq_sched.clock import to_ms
+from rq_sched.flow import Hold, dequeue_hold
 from rq_sched.keys import QueueKeys
 from rq_sched.local_redis import RedisCluster
 from rq_sched.message import decode
@@ -264,3 +266,22 @@ def test_cluster_from_url(cluster: RedisCluster) -> None:
         assert inspector.queue_info("x").pending == 1
     finally:
         inspector.close()
+
+
+def test_flow_limits_debounce_and_throttle_run_on_every_master(
+    rc: ClusterClient, cclient: Client, cinspector: Inspector, queues: dict[str, int]
+) -> None:
+    for queue in queues:
+        keys = QueueKeys(cclient.namespace, queue)
+        ids = [cclient.enqueue("t", n, queue=queue).id for n in range(3)]
+        cclient.set_flow(queue, FlowLimits(rate="1/h", concurrency=2))
+        reply = run(rc, ops.dequeue(keys, 30_000, 3))
+        assert [t.id for t in ops.parse_dequeue(reply)] == ids[:1]  # one token
+        assert cinspector.flow(queue).active == 1
+        cinspector.set_flow(queue, FlowLimits(concurrency=1))
+        reply = run(rc, ops.dequeue(keys, 30_000, 3))
+        assert ops.parse_dequeue(reply) == [] and dequeue_hold(reply) == Hold("cap", None)
+        first = cclient.debounce("d", 1, key="k", queue=queue, window=60)
+        assert cclient.debounce("d", 2, key="k", queue=queue, window=60).id == first.id
+        kept = cclient.throttle("th", 1, key="k", queue=queue, window=60)
+        assert cclient.throttle("th", 2, key="k", queue=queue, window=60).id == kept.id

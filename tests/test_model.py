@@ -398,6 +398,9 @@ class QueueMachine(RuleBasedStateMachine):
         assert [i.decode() for i in requeued] == [i for i in expired if i not in cancelled]
         assert [i.decode() for i in leased[0::3]] == cancelled
         for task_id, data, token in zip(leased[0::3], leased[1::3], leased[2::3], strict=True):
+            # Leased to the caller under a new fencing token from the same counter as dequeue's.
+            self.model.seq += 1
+            assert int(token) == self.model.seq
             # As the Recoverer does: archive it as cancelled under the lease it was given.
             message = decode(data).failed("TaskCancelledError: cancelled", self.now_ms)
             call = ops.archive_active(
@@ -568,3 +571,26 @@ def test_queue_behaves_like_the_model(redis_url: str) -> None:
             suppress_health_check=[HealthCheck.too_slow],
         ),
     )
+
+
+def test_the_model_counts_the_token_a_recovered_cancelled_task_is_leased_under(
+    redis_url: str,
+) -> None:
+    """The sequence Hypothesis shrank a failure to: recover leases a task with a recorded cancel
+    to its caller under a new fencing token, so the next dequeue's token is one further on."""
+
+    class OnSessionRedis(QueueMachine):
+        url = redis_url
+
+    machine = OnSessionRedis()
+    try:
+        machine.enqueue_plain(payload="p0", delay=0)
+        machine.dequeue(count=1, worker=0)
+        machine.cancel(index=0)
+        machine.stall(index=0)
+        machine.enqueue_plain(payload="p0", delay=0)
+        machine.recover_expired_leases()
+        machine.dequeue(count=1, worker=0)
+        machine.redis_matches_model()
+    finally:
+        machine.teardown()

@@ -353,7 +353,8 @@
           h("div", { class: "muted" },
             `latency ${stats.latency ? ago(stats.latency) : "0s"} · memory ~${bytes(stats.memory_bytes)}`
             + ` · processed ${info.processed_today} today / ${info.processed} total`
-            + ` · failed ${info.failed_today} today / ${info.failed} total`)),
+            + ` · failed ${info.failed_today} today / ${info.failed} total`),
+          flowLine(detail.flow)),
         config.read_only ? null : h("div", { class: "actions" },
           pauseButton(info.queue, info.paused),
           h("button", { class: "danger", "data-action": "delete-queue", onclick: () => act(
@@ -383,6 +384,20 @@
       h("div", { class: "card" }, h("div", { class: "row spread" },
         h("h2", {}, "Processed and failed per day"),
         legend([["processed", "processed"], ["failed", "failed"]])), dayChart(detail.history)));
+  }
+
+  // The queue's flow limits (rate limit, concurrency cap) and where they stand; null if none.
+  function flowLine(flow) {
+    if (!flow || (flow.rate === null && flow.concurrency === null)) return null;
+    const parts = [];
+    if (flow.rate !== null) {
+      parts.push(`rate ${flow.rate} (burst ${flow.burst}), ${flow.tokens} token(s) now`);
+    }
+    if (flow.concurrency !== null) {
+      parts.push(`cap ${flow.concurrency}, ${flow.active} running`
+        + (flow.held ? ", tasks waiting for a slot" : ""));
+    }
+    return h("div", { class: "muted", "data-flow": "" }, "flow: " + parts.join(" · "));
   }
 
   function listTools(r, page) {

@@ -13,11 +13,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Self
 
+from rq_sched import flow as flow_ops
 from rq_sched import ops, scripts
 from rq_sched.client import Client
 from rq_sched.clock import Clock, from_ms, to_ms, use_clock
 from rq_sched.connection import connect, translate_errors
 from rq_sched.errors import TaskNotFoundError, TaskStateError, ValidationError, raise_for_code
+from rq_sched.flow import FlowLimits, FlowStatus
 from rq_sched.inspector import actions as inspector_actions
 from rq_sched.inspector import entries as inspector_entries
 from rq_sched.inspector import lists as inspector_lists
@@ -183,6 +185,26 @@ class Inspector:
     def unpause(self, queue: str) -> bool:
         """Let workers take tasks from ``queue`` again; returns False if it was not paused."""
         return bool(self._run(ops.set_paused(self.keys(queue), False), queue, ""))
+
+    def flow(self, queue: str) -> FlowStatus:
+        """The flow limits of ``queue`` (rate limit, concurrency cap) and where they stand:
+        tokens available now, tasks leased, whether ready tasks wait for a slot."""
+        keys = self.keys(queue)
+        with translate_errors(self.redis):
+            return flow_ops.read_status(self.redis, keys)
+
+    def set_flow(self, queue: str, limits: FlowLimits | None) -> FlowStatus:
+        """Replace the flow limits of ``queue`` at run time (None removes them); every
+        worker obeys them from its next dequeue. A server whose config sets limits for the
+        queue stores its own again when it starts.
+
+        Raises:
+            ValidationError: ``limits`` is not a :class:`~rq_sched.FlowLimits` (nothing written).
+        """
+        keys = self.keys(queue)
+        checked = FlowLimits() if limits is None else flow_ops.check_limits(limits)
+        self._run(flow_ops.set_flow(keys, checked), queue, "")
+        return self.flow(queue)
 
     def delete_task(self, queue: str, task_id: str) -> None:
         """Delete a task that is not active, releasing its uniqueness lock.

@@ -27,6 +27,7 @@ from rq_sched.errors import (
     TaskStateError,
     ValidationError,
 )
+from rq_sched.flow import FlowLimits
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.inspector.models import jsonable, task_json
 from rq_sched.models import TaskState
@@ -105,6 +106,7 @@ async def queue(request: Request) -> Response:
         return {
             "stats": inspector.queue_stats(name, memory=True),
             "history": inspector.history(name, days=days),
+            "flow": inspector.flow(name),
         }
 
     return _ok(await _call(read))
@@ -135,6 +137,29 @@ async def pause(request: Request) -> Response:
         return inspector.pause(name) if paused else inspector.unpause(name)
 
     return _ok({"queue": name, "paused": paused, "changed": await _call(flip)})
+
+
+async def flow(request: Request) -> Response:
+    """GET /api/queue/flow?queue=q: the queue's flow limits, tokens now, running count and
+    whether ready tasks wait for a slot. POST with a JSON body ``{"rate": "100/s", "burst": 1,
+    "concurrency": 5}`` replaces them (a missing or null field: no such limit; ``{}`` removes
+    every limit)."""
+    inspector = _inspector(request)
+    name = _param(request, "queue")
+    if request.method == "GET":
+        return _ok(await _call(inspector.flow, name))
+    body = await _json_body(request)
+    unknown = set(body) - {"rate", "burst", "concurrency"}
+    if unknown:
+        raise ValidationError(
+            f"unknown flow fields {sorted(unknown)}; use rate, burst, concurrency"
+        )
+    limits = FlowLimits(
+        rate=body.get("rate"),
+        burst=body.get("burst", 1),
+        concurrency=body.get("concurrency"),
+    )
+    return _ok(await _call(inspector.set_flow, name, limits))
 
 
 async def tasks(request: Request) -> Response:
@@ -338,6 +363,7 @@ def routes() -> list[Route]:
         Route("/api/queue", delete_queue, methods=["DELETE"]),
         Route("/api/queue/pause", pause, methods=["POST"]),
         Route("/api/queue/unpause", pause, methods=["POST"]),
+        Route("/api/queue/flow", flow, methods=["GET", "POST"]),
         Route("/api/queue/tasks", tasks),
         Route("/api/queue/bulk", bulk, methods=["POST"]),
         Route("/api/queue/selection", selection, methods=["POST"]),

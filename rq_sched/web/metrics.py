@@ -75,9 +75,39 @@ class QueueCollector(Collector):
             latency.add_metric([q], s.latency)
             paused.add_metric([q], int(s.info.paused))
             trimmed.add_metric([q], s.info.trimmed)
+        yield from flow_metrics(self.inspector, [s.info.queue for s in stats])
         servers_gauge = GaugeMetricFamily("rq_sched_servers", "Live worker servers")
         servers_gauge.add_metric([], servers)
         yield from (size, processed, failed, latency, paused, trimmed, servers_gauge)
+
+
+def flow_metrics(inspector: Inspector, queues: list[str]) -> Iterator[Metric]:
+    """Flow limits of the queues that have any: rate, tokens now, cap, tasks held."""
+    rate = GaugeMetricFamily(
+        "rq_sched_flow_rate_per_second", "Rate limit: task starts per second", labels=["queue"]
+    )
+    tokens = GaugeMetricFamily(
+        "rq_sched_flow_tokens", "Tasks the rate limit lets start right now", labels=["queue"]
+    )
+    cap = GaugeMetricFamily(
+        "rq_sched_flow_concurrency_cap", "Most tasks running at once", labels=["queue"]
+    )
+    held = GaugeMetricFamily(
+        "rq_sched_flow_held", "1 while ready tasks wait for a slot of the cap", labels=["queue"]
+    )
+    for queue in queues:
+        try:
+            status = inspector.flow(queue)
+        except RqSchedError as exc:
+            log.warning("metrics scrape could not read the flow limits of %s: %s", queue, exc)
+            continue
+        if status.interval_ms is not None:
+            rate.add_metric([queue], 1000 / status.interval_ms)
+            tokens.add_metric([queue], status.tokens or 0)
+        if status.concurrency is not None:
+            cap.add_metric([queue], status.concurrency)
+            held.add_metric([queue], int(status.held))
+    yield from (rate, tokens, cap, held)
 
 
 def registry_for(inspector: Inspector) -> CollectorRegistry:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from rq_sched.backoff import Backoff, default_backoff
 from rq_sched.durations import duration_seconds
 from rq_sched.errors import ValidationError
+from rq_sched.flow import FlowLimits, check_limits
 from rq_sched.keys import DEFAULT_NAMESPACE, check_namespace
 from rq_sched.ops import ArchiveLimits
 from rq_sched.options import check_stored_queue
@@ -45,6 +46,10 @@ class ServerConfig:
     heartbeat_interval: float = 5.0
     janitor_interval: float = 60.0
     archive_limits: ArchiveLimits = field(default_factory=ArchiveLimits)
+    flow: Mapping[str, FlowLimits] = field(default_factory=dict)
+    """Flow limits per queue (rate limit, concurrency cap; see :mod:`rq_sched.flow`), stored
+    in Redis when the server starts; an operator may change them at run time until the next
+    start of a server that sets them."""
     backoff: Backoff = default_backoff
     middleware: tuple[Middleware, ...] = ()
     namespace: str = DEFAULT_NAMESPACE
@@ -86,6 +91,7 @@ class ServerConfig:
             _check_duration(self, name, allow_zero=False)
         _check_duration(self, "shutdown_timeout", allow_zero=True)
         _check_archive_limits(self.archive_limits)
+        _check_flow(self.flow, self.queues)
 
     @property
     def process_slots(self) -> int:
@@ -99,6 +105,20 @@ def _check_archive_limits(limits: object) -> None:
             "archive_limits must be rq_sched.ArchiveLimits(max_size=..., max_age_s=...), "
             f"got {limits!r}"
         )
+
+
+def _check_flow(flow: object, queues: Mapping[str, int]) -> None:
+    if not isinstance(flow, Mapping):
+        raise ValidationError(
+            f"flow must map queue names to rq_sched.FlowLimits(...), got {flow!r}"
+        )
+    for queue, limits in flow.items():
+        if queue not in queues:
+            raise ValidationError(
+                f"flow names queue {queue!r}, which this server does not serve "
+                f"(its queues: {', '.join(queues)})"
+            )
+        check_limits(limits)
 
 
 def parse_queues(text: str) -> dict[str, int]:

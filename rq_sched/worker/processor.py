@@ -26,7 +26,7 @@ from typing import Any
 
 from redis.exceptions import RedisError, ResponseError
 
-from rq_sched import ops, scripts
+from rq_sched import flow, ops, scripts
 from rq_sched.backoff import default_backoff
 from rq_sched.clock import Clock, to_ms
 from rq_sched.errors import (
@@ -148,6 +148,12 @@ class Processor:
         self._jobs: set[asyncio.Task[None]] = set()
         self._refused: dict[str, tuple[float, float]] = {}
         """Queues whose dequeue Redis refused: queue -> (try again at, monotonic; pause)."""
+        self._timer: asyncio.TimerHandle | None = None
+        """Wakes the fetch loop when a flow limit lets the next task start (see :mod:`flow`)."""
+        self._timer_at = math.inf
+        self._held_only = False
+        self.flow_holds = 0
+        """Dequeues that a flow limit held back (rate or concurrency cap)."""
 
     # -- taking tasks -----------------------------------------------------------------------
 
@@ -161,6 +167,7 @@ class Processor:
 
     async def fetch_loop(self) -> None:
         """Take tasks while there are free slots; sleep until woken when the queues are empty."""
+        await self._apply_flow()
         failures = 0
         while not self._stopping:
             free = self.config.concurrency - self.busy()
@@ -178,7 +185,7 @@ class Processor:
                 log.warning("fetching tasks failed: %s (retrying in %.2fs)", exc, pause)
                 await asyncio.sleep(pause)
                 continue
-            if not taken and not self._stopping:
+            if (not taken or self._held_only) and not self._stopping:
                 await self._work.wait()
 
     async def fetch(self, free: int) -> int:
@@ -188,10 +195,14 @@ class Processor:
         and what it leased is handed back rather than started: cancelling it could leave Redis
         having leased tasks to nobody."""
         lease_ms = int(self.config.lease_duration * 1000)
-        count = min(free, self.config.batch_size)
         self._fetch_idle.clear()
+        self._held_only = False
+        taken = 0
         try:
             for queue in self.queue_order():
+                count = min(free - taken, self.config.batch_size)
+                if count <= 0:
+                    break
                 refused = self._refused.get(queue)
                 if refused is not None and refused[0] > time.monotonic():
                     continue
@@ -206,11 +217,20 @@ class Processor:
                     del self._refused[queue]
                     log.warning("queue %r is served again", queue)
                 leased = ops.parse_dequeue(reply)
+                hold = flow.dequeue_hold(reply)
+                if hold is not None:
+                    self.flow_holds += 1
+                    if hold.wait_s is not None:
+                        self._wake_in(hold.wait_s)
                 for task in leased:
                     self._start(queue, task, sent)
-                if leased:
-                    return len(leased)
-            return 0
+                taken += len(leased)
+                if leased and hold is None:
+                    return taken
+            # Only flow-held queues gave tasks (or none did): asking again at once would only
+            # be held again; the timer the script asked for, or the marker, wakes the loop.
+            self._held_only = taken > 0
+            return taken
         finally:
             self._fetch_idle.set()
 
@@ -226,6 +246,38 @@ class Processor:
             queue, str(exc).split(" script:")[0], self.keys[queue].prefix, pause,
         )  # fmt: skip
         asyncio.get_running_loop().call_later(pause, self.notify_work)
+
+    def _wake_in(self, seconds: float) -> None:
+        """Look at the queues again in ``seconds`` (a flow limit said when), unless a timer
+        already set fires sooner: one timer per worker, whatever the number of holds."""
+        at = time.monotonic() + seconds
+        if self._timer is not None and self._timer_at <= at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        self._work.set()
+
+    async def _apply_flow(self) -> None:
+        """Store the flow limits of this server's config before taking any task (retrying
+        through Redis outages), so they are in force from the first dequeue."""
+        failures = 0
+        for queue, limits in self.config.flow.items():
+            call = flow.set_flow(self.keys[queue], limits)
+            while not self._stopping:
+                try:
+                    await scripts.arun(self.redis, *call)
+                    break
+                except (RedisError, OSError) as exc:
+                    failures += 1
+                    pause = retry_pause(failures)
+                    log.warning("storing the flow limits of %s failed: %s", queue, exc)
+                    await asyncio.sleep(pause)
 
     def queue_order(self) -> list[str]:
         """Queues in the order to ask them: by priority, or a weighted random permutation."""
@@ -636,6 +688,9 @@ class Processor:
     async def drain(self, timeout: float) -> None:
         """Stop taking tasks, wait up to ``timeout`` for handlers, hand the rest back at once."""
         self._stopping = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         started = time.monotonic()
         self.acks.deadline = started + timeout + ACK_GRACE
         self._work.set()

@@ -10,6 +10,7 @@ running. Screenshots land in each test's tmp_path.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,7 +25,7 @@ import pytest
 import redis
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
-from rq_sched import Client, Inspector, ManualClock, TaskState
+from rq_sched import Client, FlowLimits, Inspector, ManualClock, TaskState
 from rq_sched.clock import from_ms, to_ms
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.local_redis import free_port, require_binary, wait_for_port
@@ -589,3 +590,18 @@ def test_run_a_scheduler_entry_now(page: Page, dashboard: Dashboard) -> None:
     page.click("[data-run-entry=nightly-id]")
     expect(page.locator("#notice")).to_contain_text("ran nightly-id now: task nightly-id:now:")
     expect(page.locator("#fires [data-outcome]").first).to_have_text("pending")
+
+
+def test_a_queue_page_shows_its_flow_limits(page: Page, dashboard: Dashboard) -> None:
+    keys = QueueKeys(dashboard.namespace, "team/a")
+    inspector = Inspector(dashboard.r, namespace=dashboard.namespace)
+    inspector.set_flow("team/a", FlowLimits(rate="100/s", concurrency=5))
+    try:
+        sign_in(page, dashboard, "#/queues")
+        page.locator('tr[data-queue="team/a"] a').first.click()
+        expect(page.locator("main [data-flow]")).to_have_text(
+            re.compile(r"^flow: rate 100/s \(burst 1\), \d+ token\(s\) now · cap 5, 0 running$")
+        )
+    finally:
+        inspector.set_flow("team/a", None)
+    assert not dashboard.r.exists(keys.flow)

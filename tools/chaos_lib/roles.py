@@ -27,6 +27,7 @@ from rq_sched import (
     AsyncClient,
     Client,
     EnqueueManyError,
+    FlowLimits,
     Inspector,
     NewTask,
     RqSchedError,
@@ -262,7 +263,7 @@ def _on_signals(stop: Callable[[], None]) -> None:
 
 # -- operator -----------------------------------------------------------------------------------
 
-OPS = ("cancel", "delete", "archive", "run", "pause", "bulk")
+OPS = ("cancel", "delete", "archive", "run", "pause", "bulk", "flow")
 """What the operator does (``--ops`` picks a subset; the rolls stay the same per seed)."""
 SINGLE = {
     "cancel": ("active",),
@@ -270,6 +271,13 @@ SINGLE = {
     "archive": ("pending", "scheduled", "retry"),
     "run": ("scheduled", "retry", "archived"),
 }
+FLOWS = (
+    FlowLimits(concurrency=4),
+    FlowLimits(rate="200/s", burst=20),
+    FlowLimits(rate="300/s", burst=30, concurrency=6),
+    None,
+)
+"""Flow limits the operator sets on the "chaos" queue (None removes them)."""
 BULK = (
     ("chaos", "archived", "run"),
     ("chaos", "retry", "archive"),
@@ -288,6 +296,8 @@ class Operator:
         self.book = Ledger(args.ledger, args.name)
         self.rng = random.Random(args.seed)
         self.inspector = Inspector.from_url(args.url, namespace=args.ns, archive_limits=BIG_ARCHIVE)
+        # Flow changes roll on their own generator, so the other rolls stay the same per seed.
+        self.flow_rng = random.Random(args.seed * 7919 + 18)
 
     def step(self) -> None:
         roll = self.rng.random()
@@ -303,6 +313,19 @@ class Operator:
             action = self.rng.choice(["cancel", "cancel", "delete", "archive", "run"])
             if action in allowed:
                 self.single(action)
+
+    def flow_step(self) -> None:
+        """Now and then change the flow limits of the "chaos" queue at run time (a cap, a
+        rate, both, none): whatever they are, no task may be lost or run twice for it."""
+        if "flow" not in self.args.ops or self.flow_rng.random() >= 0.05:
+            return
+        limits = self.flow_rng.choice(FLOWS)
+        try:
+            self.inspector.set_flow("chaos", limits)
+            res = "ok"
+        except RqSchedError as exc:
+            res = type(exc).__name__
+        self.book.write("flow", q="chaos", limits=repr(limits), res=res)
 
     def single(self, action: str) -> None:
         queue = self.rng.choice(["chaos", "chaos", "chaos-doomed"])
@@ -432,6 +455,7 @@ def run_operator(args: argparse.Namespace) -> int:
     try:
         while time.time() < args.until:
             operator.step()
+            operator.flow_step()
             time.sleep(operator.rng.uniform(0.2, 0.8) / args.rate)
     finally:
         operator.inspector.close()

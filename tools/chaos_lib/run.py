@@ -325,6 +325,7 @@ class Soak:
             proc.kill_groups()
         for queue in QUEUES:
             self._retry(lambda q=queue: self.inspector.unpause(q))  # type: ignore[misc]
+            self._retry(lambda q=queue: self.inspector.set_flow(q, None))  # type: ignore[misc]
         # A scheduler cut off at the end of the chaos (a blackholed connection takes its socket
         # timeout, 10 s, to notice) catches up on missed ticks within its tolerance once it
         # reaches Redis again: let it, before it is stopped, rather than count them as missed.

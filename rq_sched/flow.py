@@ -1,0 +1,273 @@
+"""Flow control of a queue: a distributed rate limit and a global concurrency cap.
+
+Both are enforced inside the dequeue script (``lua/includes/flow.lua``), so they hold across
+every worker process and host, with Redis ``TIME`` as the only clock:
+
+- **Rate limit** (``rate="100/s"``): a GCRA (generic cell rate algorithm, the token bucket
+  written as one timestamp): tasks start at most ``count`` per ``period``, with up to ``burst``
+  at once after a pause. A task held back stays pending, in its place, and is no failure.
+- **Concurrency cap** (``concurrency=5``): at most that many tasks of the queue are leased at
+  once across all workers. The count is the size of the queue's lease set, not a counter of its
+  own, so every end of a lease frees the slot, including the recovery of a crashed worker's.
+
+Limits are stored per queue in Redis (``ns:{q}:flow``), so an operator changes them at run
+time (:meth:`rq_sched.Inspector.set_flow`, ``rq-sched flow``) and every worker obeys at its next
+dequeue. A worker held back sleeps: until the time the script reports for the next token (one
+worker per token time, no thundering herd), or until a lease of a capped queue ends (the
+ending script wakes one worker through the marker). See docs/flow.md.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rq_sched import scripts
+from rq_sched.durations import parse_duration_ms
+from rq_sched.errors import ValidationError
+from rq_sched.keys import QueueKeys
+from rq_sched.scripts import Call, SyncRedis
+
+MAX_RATE_PER_S = 1_000_000
+"""The highest rate accepted (one task start per microsecond)."""
+MAX_PERIOD_MS = 366 * 86_400_000
+"""The longest rate period accepted (a year)."""
+MAX_LIMIT = 1_000_000
+"""The largest burst or concurrency cap accepted."""
+JITTER_MS = 20
+"""Lateness a token tolerates (``FLOW_JITTER_MS`` in ``lua/includes/flow.lua``): a worker
+woken for the next token reaches Redis a few ms after its time, and a strict GCRA would lose
+that time on every token."""
+
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\S+)\s*")
+_UNITS_MS = {
+    "ms": 1,
+    "s": 1000,
+    "sec": 1000,
+    "second": 1000,
+    "m": 60_000,
+    "min": 60_000,
+    "minute": 60_000,
+    "h": 3_600_000,
+    "hour": 3_600_000,
+    "d": 86_400_000,
+    "day": 86_400_000,
+}
+
+
+def parse_rate(text: object) -> tuple[int, int]:
+    """``"100/s"`` -> (100, 1000): a count of task starts per period in ms.
+
+    The period is a unit (``ms s sec second m min minute h hour d day``) or a duration such as
+    ``"30s"`` or ``"1h30m"`` (``"10/30s"``).
+
+    Raises:
+        ValidationError: not such a rate, a count of 0, or out of range (faster than
+            :data:`MAX_RATE_PER_S` per second, or a period longer than a year).
+    """
+    if not isinstance(text, str):
+        raise ValidationError(f"rate must be a string such as '100/s' or '5000/min', got {text!r}")
+    match = _RATE.fullmatch(text)
+    if match is None:
+        raise ValidationError(
+            f"rate {text!r} is not a rate; write a count per period, e.g. '100/s', "
+            "'5000/min', '10/30s' or '2/h'"
+        )
+    count = int(match.group(1))
+    unit = match.group(2).lower()
+    unit = unit[:-1] if unit.endswith("s") and unit[:-1] in _UNITS_MS and len(unit) > 2 else unit
+    if unit in _UNITS_MS:
+        period_ms = _UNITS_MS[unit]
+    else:
+        try:
+            period_ms = parse_duration_ms(unit)
+        except ValidationError:
+            raise ValidationError(
+                f"rate {text!r}: unknown period {match.group(2)!r}; use s, min, h, d or a "
+                "duration such as '30s'"
+            ) from None
+    if count < 1:
+        raise ValidationError(
+            f"rate {text!r}: the count must be at least 1 (to stop a queue, pause it)"
+        )
+    if not 1 <= period_ms <= MAX_PERIOD_MS:
+        raise ValidationError(f"rate {text!r}: the period must be from 1 ms to a year")
+    if count * 1000 > MAX_RATE_PER_S * period_ms:
+        raise ValidationError(
+            f"rate {text!r} is faster than the limit of {MAX_RATE_PER_S} per second"
+        )
+    return count, period_ms
+
+
+@dataclass(frozen=True, slots=True)
+class FlowLimits:
+    """The flow limits of one queue; ``None`` means no such limit.
+
+    ``rate``: task starts per period across all workers, e.g. ``"100/s"`` or ``"5000/min"``.
+    ``burst``: how many may start at once after a pause (default 1: evenly spaced).
+    ``concurrency``: most tasks leased at once across all workers.
+    """
+
+    rate: str | None = None
+    burst: int = 1
+    concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate is not None:
+            parse_rate(self.rate)
+        _check_count(self.burst, "burst")
+        if self.concurrency is not None:
+            _check_count(self.concurrency, "concurrency")
+
+    @property
+    def interval_ms(self) -> float | None:
+        """Milliseconds between task starts, or None without a rate limit."""
+        if self.rate is None:
+            return None
+        count, period_ms = parse_rate(self.rate)
+        return period_ms / count
+
+    @property
+    def unlimited(self) -> bool:
+        return self.rate is None and self.concurrency is None
+
+
+def _check_count(value: object, name: str) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIMIT:
+        raise ValidationError(
+            f"{name} must be an int from 1 to {MAX_LIMIT}, got {value!r}"
+            + (" (for no cap, pass None)" if name == "concurrency" else "")
+        )
+
+
+def check_limits(limits: object) -> FlowLimits:
+    """``limits`` if it is a :class:`FlowLimits`.
+
+    Raises:
+        ValidationError: it is not.
+    """
+    if not isinstance(limits, FlowLimits):
+        raise ValidationError(
+            "flow limits must be rq_sched.FlowLimits(rate='100/s', burst=1, concurrency=5), "
+            f"got {limits!r}"
+        )
+    return limits
+
+
+def set_flow(keys: QueueKeys, limits: FlowLimits) -> Call:
+    """Store ``limits`` as the queue's flow limits (replacing any); a fresh rate starts with a
+    full burst. Wakes a worker, since looser limits may let tasks start."""
+    interval = limits.interval_ms
+    return (
+        scripts.load("set_flow"),
+        (keys.flow, keys.marker),
+        (
+            "" if interval is None else repr(interval),
+            limits.burst,
+            "" if limits.concurrency is None else limits.concurrency,
+            limits.rate or "",
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Why a dequeue left ready tasks behind, and how long the caller may sleep."""
+
+    reason: str
+    """"rate" (no token now) or "cap" (the concurrency cap is reached)."""
+    wait_s: float | None
+    """Seconds until the caller should ask again; None: until a marker wakes it."""
+
+
+def dequeue_hold(reply: object) -> Hold | None:
+    """The flow hold a dequeue reply ends with, if any (see ``lua/dequeue.lua``)."""
+    if not isinstance(reply, list) or len(reply) % 5 != 1:
+        return None
+    last = reply[-1]
+    if not isinstance(last, list) or len(last) != 2:
+        return None
+    reason = last[0].decode() if isinstance(last[0], bytes) else str(last[0])
+    wait_ms = int(last[1])
+    return Hold(reason, None if wait_ms < 0 else wait_ms / 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class FlowStatus:
+    """A queue's flow limits and where they stand now."""
+
+    queue: str
+    rate: str | None
+    """The rate limit as it was set, e.g. ``"100/s"``."""
+    interval_ms: float | None
+    burst: int
+    concurrency: int | None
+    tokens: int | None
+    """Tasks that may start right now by the rate limit (None without one)."""
+    next_token_at: datetime | None
+    """When the next token is due, if none is available now."""
+    active: int
+    """Tasks leased now (what the concurrency cap counts)."""
+    pending: int
+    held: bool
+    """Ready tasks wait for a slot of the concurrency cap."""
+
+    @property
+    def limited(self) -> bool:
+        return self.interval_ms is not None or self.concurrency is not None
+
+
+def read_status(redis: SyncRedis, keys: QueueKeys) -> FlowStatus:
+    """The flow status of one queue, read by one script (``lua/flow_status.lua``) at one instant
+    of the Redis clock that judges the limits."""
+    call = (scripts.load("flow_status"), (keys.flow, keys.lease, keys.pending), ())
+    raw, active, pending, now_ms = scripts.run(redis, *call)
+    return status_from(keys.queue, raw, int(active), int(pending), float(now_ms))
+
+
+def status_from(
+    queue: str, raw: Sequence[Any], active: int, pending: int, now_ms: float
+) -> FlowStatus:
+    """Build a :class:`FlowStatus` from the flow hash fields (interval, burst, max_active, tat,
+    held, rate) and the counts; ``now_ms`` is Redis TIME."""
+    interval = _number(raw[0])
+    burst = int(_number(raw[1]) or 1)
+    cap = _number(raw[2])
+    tat = _number(raw[3]) or 0.0
+    tokens = None
+    next_at = None
+    if interval is not None and interval > 0:
+        tau = (burst - 1) * interval + JITTER_MS
+        theoretical = max(tat, now_ms)
+        tokens = max(0, math.floor((now_ms + tau - theoretical) / interval) + 1)
+        if tokens == 0:
+            next_at = datetime.fromtimestamp((theoretical - tau) / 1000, UTC)
+    rate_text = raw[5].decode() if isinstance(raw[5], bytes) else raw[5]
+    if interval is not None and not rate_text:
+        rate_text = f"1/{interval:g}ms"
+    return FlowStatus(
+        queue=queue,
+        rate=rate_text if interval is not None else None,
+        interval_ms=interval,
+        burst=burst,
+        concurrency=None if cap is None else int(cap),
+        tokens=tokens,
+        next_token_at=next_at,
+        active=active,
+        pending=pending,
+        held=raw[4] not in (None, b"", ""),
+    )
+
+
+def _number(raw: object) -> float | None:
+    if raw is None:
+        return None
+    try:
+        value = float(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

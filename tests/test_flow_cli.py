@@ -1,0 +1,82 @@
+"""``rq-sched flow`` and the Inspector's flow view: limits shown and changed at run time,
+bad values refused with nothing written."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+import redis
+
+from rq_sched import Client, FlowLimits, Inspector, ValidationError
+from rq_sched.cli import main
+from rq_sched.keys import QueueKeys
+
+
+@pytest.fixture
+def cli(redis_url: str, namespace: str, capsys: pytest.CaptureFixture[str]) -> Any:
+    def run(*argv: str) -> tuple[int, str, str]:
+        code = main([argv[0], "--url", redis_url, "--namespace", namespace, *argv[1:]])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def test_flow_shows_no_limits_for_a_plain_queue(cli: Any) -> None:
+    code, out, _ = cli("flow", "default")
+    assert code == 0
+    assert "rate limit          none" in out
+    assert "concurrency cap     none" in out
+
+
+def test_flow_sets_and_changes_limits_option_by_option(
+    cli: Any, inspector: Inspector, r: redis.Redis, namespace: str
+) -> None:
+    code, out, _ = cli("flow", "api", "--rate", "5000/min", "--concurrency", "5")
+    assert code == 0, out
+    assert "5000/min (burst 1)" in out and "concurrency cap     5" in out
+    code, out, _ = cli("flow", "api", "--burst", "10", "--json")
+    assert code == 0
+    shown = json.loads(out)
+    assert (shown["rate"], shown["burst"], shown["concurrency"]) == ("5000/min", 10, 5)
+    assert shown["tokens"] == 11  # a full burst, plus the 20 ms lateness allowance (1 token)
+    status = inspector.flow("api")
+    assert (status.rate, status.burst, status.concurrency) == ("5000/min", 10, 5)
+    assert status.interval_ms == 12.0
+    code, out, _ = cli("flow", "api", "--no-rate")
+    assert "rate limit          none" in out and "concurrency cap     5" in out
+    code, out, _ = cli("flow", "api", "--clear")
+    assert code == 0
+    assert not r.exists(QueueKeys(namespace, "api").flow)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--rate", "0/s"),
+        ("--rate", "fast"),
+        ("--rate", "100/s", "--concurrency", "0"),
+        ("--concurrency", "-3"),
+        ("--burst", "0", "--rate", "1/s"),
+    ],
+)
+def test_flow_refuses_bad_values_and_writes_nothing(
+    cli: Any, argv: tuple[str, ...], r: redis.Redis, namespace: str
+) -> None:
+    code, _, err = cli("flow", "api", *argv)
+    assert code == 2, err
+    assert "must" in err or "not a rate" in err or "at least 1" in err
+    assert not r.exists(QueueKeys(namespace, "api").flow)
+
+
+def test_client_sets_limits_and_registers_the_queue(client: Client, inspector: Inspector) -> None:
+    client.set_flow("api", FlowLimits(rate="10/s", concurrency=2))
+    assert "api" in inspector.queues()
+    status = inspector.flow("api")
+    assert (status.rate, status.concurrency, status.active, status.held) == ("10/s", 2, 0, False)
+    with pytest.raises(ValidationError, match="queue"):
+        client.set_flow("", FlowLimits(rate="10/s"))
+    client.set_flow("api", None)
+    assert not inspector.flow("api").limited

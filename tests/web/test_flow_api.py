@@ -1,0 +1,75 @@
+"""The flow limits in the dashboard's JSON API and in /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+
+from rq_sched import Client, FlowLimits, Inspector
+from rq_sched.keys import QueueKeys
+from rq_sched.web import create_app
+from tests.web.serve import serving
+from tests.web.test_api import MUTATE
+
+
+@pytest.fixture
+def http(inspector: Inspector) -> Iterator[httpx.Client]:
+    with serving(create_app(inspector)) as client:
+        yield client
+
+
+def test_flow_is_shown_with_the_queue_and_on_its_own(http: httpx.Client, client: Client) -> None:
+    client.enqueue("t", None, queue="api")
+    client.set_flow("api", FlowLimits(rate="100/s", concurrency=3))
+    flow = http.get("/api/queue/flow", params={"queue": "api"}).json()
+    assert (flow["rate"], flow["concurrency"], flow["pending"], flow["held"]) == (
+        "100/s",
+        3,
+        1,
+        False,
+    )
+    assert flow["tokens"] == 3  # burst 1, plus the 20 ms lateness allowance (2 tokens)
+    assert http.get("/api/queue", params={"queue": "api"}).json()["flow"]["concurrency"] == 3
+
+
+def test_flow_is_changed_through_the_api_and_bad_input_writes_nothing(
+    http: httpx.Client, client: Client, r: redis.Redis, namespace: str
+) -> None:
+    client.enqueue("t", None, queue="api")
+    resp = http.post(
+        "/api/queue/flow", params={"queue": "api"}, json={"rate": "5/min"}, headers=MUTATE
+    )
+    assert resp.status_code == 200 and resp.json()["rate"] == "5/min"
+    for bad in ({"rate": "0/s"}, {"concurrency": 0}, {"burst": -1}, {"speed": 3}):
+        resp = http.post("/api/queue/flow", params={"queue": "api"}, json=bad, headers=MUTATE)
+        assert resp.status_code == 400, bad
+    assert r.hget(QueueKeys(namespace, "api").flow, "rate") == b"5/min"
+    resp = http.post("/api/queue/flow", params={"queue": "api"}, json={}, headers=MUTATE)
+    assert resp.status_code == 200 and resp.json()["rate"] is None
+    assert not r.exists(QueueKeys(namespace, "api").flow)
+
+
+def test_flow_changes_are_refused_from_a_plain_cross_site_form(
+    http: httpx.Client, inspector: Inspector
+) -> None:
+    resp = http.post(
+        "/api/queue/flow",
+        params={"queue": "api"},
+        content=b'{"rate": "1/s"}',
+        headers={"content-type": "text/plain"},
+    )
+    assert resp.status_code == 403
+    assert not inspector.flow("api").limited
+
+
+def test_metrics_carry_the_flow_limits(http: httpx.Client, client: Client) -> None:
+    client.enqueue("t", None, queue="api")
+    client.set_flow("api", FlowLimits(rate="100/s", concurrency=3))
+    text = http.get("/metrics").text
+    assert 'rq_sched_flow_rate_per_second{queue="api"} 100.0' in text
+    assert 'rq_sched_flow_concurrency_cap{queue="api"} 3.0' in text
+    assert 'rq_sched_flow_held{queue="api"} 0.0' in text
+    assert 'rq_sched_flow_tokens{queue="api"}' in text
