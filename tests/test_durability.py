@@ -32,15 +32,23 @@ from tests.polling import wait_until
 
 def start_pair(base: Path) -> tuple[RedisServer, RedisServer]:
     """A master and a replica of it, started and in sync."""
-    master = RedisServer(base / "master", extra_args=FAST_SYNC).start()
+    master = RedisServer(base / "master", extra_args=FAST_SYNC)
     replica = RedisServer(
         base / "replica", extra_args=["--replicaof", "127.0.0.1", str(master.port)]
-    ).start()
-    with redis.Redis(port=master.port) as conn:
-        wait_until(
-            lambda: conn.info("replication").get("slave0", {}).get("state") == "online",
-            what="the replica's first sync",
-        )
+    )
+    try:
+        master.start()
+        replica.extra_args[-1] = str(master.port)
+        replica.start()
+        with redis.Redis(port=master.port) as conn:
+            wait_until(
+                lambda: conn.info("replication").get("slave0", {}).get("state") == "online",
+                what="the replica's first sync",
+            )
+    except BaseException:
+        replica.stop(kill=True)
+        master.stop(kill=True)
+        raise
     return master, replica
 
 

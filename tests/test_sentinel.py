@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 import pytest
@@ -246,39 +246,49 @@ def test_closing_a_sentinel_client_closes_the_sentinel_connections(url: str) -> 
 
 
 def test_scheduler_and_inspector_follow_a_manual_failover(tmp_path: Path, namespace: str) -> None:
-    group = SentinelGroup(tmp_path / "group").start()
-    clock = ManualClock()
-    scheduler = Scheduler.from_url(group.url, namespace=namespace, clock=clock)
-    inspector = Inspector.from_url(group.url, namespace=namespace)
-    try:
-        scheduler.add("beat", "@every 10s", "beat")
-        start = clock.now()
-        scheduler.tick(start + 10)
-        assert inspector.queue_info("default").size == 1
-        old = group.master()
-        with redis.Redis(port=next(s for s in group.servers if s is not old).port) as replica:
-            wait_until(lambda: replica.dbsize() == old_dbsize(old), what="the replica in sync")
-        group.sentinel_command(0, "sentinel", "failover", SENTINEL_MASTER)
-        new_port = group.wait_for_new_master(old.port)
-        # Ticks are exactly-once per fire time, so ticking again until it lands is safe; the
-        # clients' pools move to the new master within MASTER_CHECK_INTERVAL.
-        with redis.Redis(port=new_port) as new_master:
-            keys = QueueKeys(namespace, "default")
-            wait_until(
-                lambda: scheduler.tick(start + 20) > 0 and new_master.hlen(keys.msg) == 2,
-                timeout=5.0,  # Redis demotes the old master only after about 10 s
-                what="the scheduler's tick on the new master",
-            )
+    with ExitStack() as stack:
+        group = SentinelGroup(tmp_path / "group")
+        stack.callback(group.stop)  # registered first, so it runs last, whatever fails before
+        group.start()
+        clock = ManualClock()
+        scheduler = Scheduler.from_url(group.url, namespace=namespace, clock=clock)
+        stack.callback(scheduler.close)
+        inspector = Inspector.from_url(group.url, namespace=namespace)
+        stack.callback(inspector.close)
+        _follow(group, scheduler, inspector, clock, namespace)
+
+
+def _follow(
+    group: SentinelGroup,
+    scheduler: Scheduler,
+    inspector: Inspector,
+    clock: ManualClock,
+    namespace: str,
+) -> None:
+    scheduler.add("beat", "@every 10s", "beat")
+    start = clock.now()
+    scheduler.tick(start + 10)
+    assert inspector.queue_info("default").size == 1
+    old = group.master()
+    with redis.Redis(port=next(s for s in group.servers if s is not old).port) as replica:
+        wait_until(lambda: replica.dbsize() == old_dbsize(old), what="the replica in sync")
+    group.sentinel_command(0, "sentinel", "failover", SENTINEL_MASTER)
+    new_port = group.wait_for_new_master(old.port)
+    # Ticks are exactly-once per fire time, so ticking again until it lands is safe; the
+    # clients' pools move to the new master within MASTER_CHECK_INTERVAL.
+    with redis.Redis(port=new_port) as new_master:
+        keys = QueueKeys(namespace, "default")
         wait_until(
-            lambda: inspector.queue_info("default").size == 2,
-            timeout=5.0,
-            what="the inspector on it too",
+            lambda: scheduler.tick(start + 20) > 0 and new_master.hlen(keys.msg) == 2,
+            timeout=5.0,  # Redis demotes the old master only after about 10 s
+            what="the scheduler's tick on the new master",
         )
-        assert describe(inspector.redis).startswith(f"127.0.0.1:{new_port} ")
-    finally:
-        scheduler.close()
-        inspector.close()
-        group.stop()
+    wait_until(
+        lambda: inspector.queue_info("default").size == 2,
+        timeout=5.0,
+        what="the inspector on it too",
+    )
+    assert describe(inspector.redis).startswith(f"127.0.0.1:{new_port} ")
 
 
 def old_dbsize(server: RedisServer) -> int:

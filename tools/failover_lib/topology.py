@@ -53,9 +53,14 @@ class Sentinel:
     cluster = False
 
     def __init__(self, directory: Path) -> None:
-        self.group = SentinelGroup(directory).start()
+        self.group = SentinelGroup(directory)
         self.queues = ["fq"]
-        wait_until(lambda: _replica_online(self.group.master().port), "the replica in sync")
+        try:
+            self.group.start()
+            wait_until(lambda: _replica_online(self.group.master().port), "the replica in sync")
+        except BaseException:
+            self.group.stop()  # whatever had started
+            raise
 
     @property
     def url(self) -> str:
@@ -96,9 +101,14 @@ class Cluster:
     cluster = True
 
     def __init__(self, directory: Path, namespace: str) -> None:
-        self.nodes = RedisCluster(directory, replicas=1).start()
-        with ClusterClient.from_url(self.nodes.url) as rc:
-            self.queues = _spread(rc, namespace)
+        self.nodes = RedisCluster(directory, replicas=1)
+        try:
+            self.nodes.start()
+            with ClusterClient.from_url(self.nodes.url) as rc:
+                self.queues = _spread(rc, namespace)
+        except BaseException:
+            self.nodes.stop()
+            raise
         self.victim: RedisServer | None = None
 
     @property
