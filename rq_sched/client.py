@@ -7,7 +7,7 @@ classes differ only in how they run those calls.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
@@ -16,6 +16,12 @@ from rq_sched import aggregation, dedup, ops, results, scripts, workflows
 from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.coalesce import Coalescer
 from rq_sched.connection import aconnect, connect, refused, translate_errors
+from rq_sched.durability import (
+    DEFAULT_REPLICA_TIMEOUT,
+    ReplicaWait,
+    arun_confirmed,
+    run_confirmed,
+)
 from rq_sched.errors import (
     DUPLICATE,
     EnqueueManyError,
@@ -158,6 +164,10 @@ class Client:
 
         client = Client.from_url("redis://localhost:6379/0")
         info = client.enqueue("email:welcome", {"user": 42}, process_in=timedelta(minutes=5))
+
+    ``replicas=N`` makes every enqueue wait until N replicas confirmed it (at most
+    ``replica_timeout``), else raise :class:`~rq_sched.errors.ReplicationError`; see
+    :mod:`rq_sched.durability`.
     """
 
     def __init__(
@@ -167,9 +177,12 @@ class Client:
         namespace: str = DEFAULT_NAMESPACE,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Clock | None = None,
+        replicas: int = 0,
+        replica_timeout: timedelta | float = DEFAULT_REPLICA_TIMEOUT,
     ) -> None:
         self.redis = redis
         self._p = _Producer(namespace=namespace, max_payload_bytes=max_payload_bytes, clock=clock)
+        self._wait = ReplicaWait.build(replicas, replica_timeout)
 
     @property
     def namespace(self) -> str:
@@ -204,6 +217,7 @@ class Client:
         depends_on: Sequence[workflows.ParentRef] | None = None,
         on_parent_failure: workflows.Policy = "cancel",
         group: str | None = None,
+        replicas: int | None = None,
     ) -> TaskInfo:
         """Enqueue one task, ready now or at ``process_at`` / after ``process_in``.
 
@@ -227,6 +241,10 @@ class Client:
                 a parent ends archived or deleted; ``"run"`` runs it anyway.
             group: add the task to this aggregation group of ``queue``: the router's
                 aggregator turns the group's tasks into one task (see docs/workflows.md).
+            replicas: this many replicas must confirm the write (``WAIT``) before it counts as
+                done; None: the client's ``replicas=`` (default 0, no wait). Not with
+                ``depends_on`` (a held task's steps may span slots). See
+                :mod:`rq_sched.durability`.
 
         Returns:
             The new task's :class:`TaskInfo` (a held task's state reads pending).
@@ -239,6 +257,8 @@ class Client:
             TaskNotFoundError: a parent in ``depends_on`` is not live, held or kept.
             RedisUnavailableError: Redis cannot be reached.
             WriteRefusedError: Redis refused the write (e.g. out of memory under ``maxmemory``).
+            ReplicationError: written, but fewer than ``replicas`` replicas confirmed it in
+                time: it may or may not survive a failover (``.results`` is the TaskInfo).
         """
         p = self._p
         task = p.prepare(
@@ -248,29 +268,47 @@ class Client:
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
             )
         )  # fmt: skip
+        wait = self._wait.per_call(replicas, held=depends_on is not None)
         if group is not None:
             call = p.grouped(task, group, depends_on)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
                 self._register([queue])
-                scripts.run(self.redis, *call)
-            return task.info(task.message.enqueued_at)
+                _, confirmed = self._run_one(call, wait, scripts.run)
+            info = task.info(task.message.enqueued_at)
+            wait.check(confirmed, f"task {task.id!r} was", info)
+            return info
         if depends_on is not None:
             steps = p.hold(task, depends_on, on_parent_failure)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
                 self._register([queue])
                 workflows.run_steps(self.redis, steps)
             return task.info(task.message.enqueued_at)
-        script, keys, args = ops.enqueue(p.keys(queue), task)
+        call = ops.enqueue(p.keys(queue), task)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if queue not in p._registered:
                 self._register([queue])
-            code = scripts.run_resendable(self.redis, script, keys, args)
+            code, confirmed = self._run_one(call, wait, scripts.run_resendable)
         if code < 0:
             raise error_for_code(code, queue=queue, task_id=task.id)
-        return task.info(task.message.enqueued_at)
+        info = task.info(task.message.enqueued_at)
+        wait.check(confirmed, f"task {task.id!r} was", info)
+        return info
 
-    def enqueue_many(self, tasks: Iterable[NewTask]) -> list[TaskInfo]:
-        """Enqueue many tasks in one round trip (batched per queue).
+    def _run_one(self, call: Call, wait: ReplicaWait, plain: Callable[..., Any]) -> tuple[Any, int]:
+        """``call``'s reply, by ``plain`` or, with ``wait``, followed by WAIT; and the replicas
+        that confirmed it (0 without a wait)."""
+        if not wait.replicas:
+            return plain(self.redis, *call), 0
+        [reply], confirmed = run_confirmed(self.redis, [call], wait)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply, confirmed
+
+    def enqueue_many(
+        self, tasks: Iterable[NewTask], *, replicas: int | None = None
+    ) -> list[TaskInfo]:
+        """Enqueue many tasks in one round trip (batched per queue); ``replicas`` as for
+        :meth:`enqueue` (one ``WAIT`` per connection, after the whole batch).
 
         Returns:
             One :class:`TaskInfo` per task, in order.
@@ -281,6 +319,8 @@ class Client:
                 their batch); the rest were enqueued, and ``.results`` says which is which.
             RedisUnavailableError: Redis cannot be reached.
             WriteRefusedError: Redis refused every write (e.g. out of memory under ``maxmemory``).
+            ReplicationError: written, but fewer than ``replicas`` replicas confirmed the
+                batch in time (``.results`` holds each task's outcome).
         """
         task_list = list(tasks)
         if not task_list:
@@ -288,9 +328,18 @@ class Client:
         prepared, calls, owners = self._p.plan_many(task_list)
         infos: list[TaskInfo] = []
         now_ms = to_ms(self._p.clock.now())
+        wait = self._wait.per_call(replicas)
         # An error reply here is the queue registry write refused (batches report per call).
         with translate_errors(self.redis, writing=f"{len(prepared)} tasks"):
             self._register(t.queue for t in prepared)
+            if wait.replicas:
+                raw, confirmed = run_confirmed(self.redis, calls, wait)
+                infos.extend(t.info(now_ms) for t in prepared)
+                return wait.settle(
+                    confirmed,
+                    f"{len(prepared)} tasks were",
+                    lambda: self._p.results_many(prepared, owners, raw, infos),
+                )
             # The TaskInfo objects are built while Redis runs the batch.
             raw = scripts.run_pipeline(
                 self.redis, calls, lambda: infos.extend(t.info(now_ms) for t in prepared)
@@ -511,11 +560,14 @@ class AsyncClient:
         namespace: str = DEFAULT_NAMESPACE,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         clock: Clock | None = None,
+        replicas: int = 0,
+        replica_timeout: timedelta | float = DEFAULT_REPLICA_TIMEOUT,
     ) -> None:
         self.redis = redis
         self._p = _Producer(namespace=namespace, max_payload_bytes=max_payload_bytes, clock=clock)
         self._calls = Coalescer(redis)
         """Enqueues awaited concurrently go to Redis together, one pipeline per loop turn."""
+        self._wait = ReplicaWait.build(replicas, replica_timeout)
 
     @property
     def namespace(self) -> str:
@@ -550,6 +602,7 @@ class AsyncClient:
         depends_on: Sequence[workflows.ParentRef] | None = None,
         on_parent_failure: workflows.Policy = "cancel",
         group: str | None = None,
+        replicas: int | None = None,
     ) -> TaskInfo:
         """Enqueue one task; see :meth:`Client.enqueue` for arguments, result and errors."""
         p = self._p
@@ -560,38 +613,70 @@ class AsyncClient:
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
             )
         )  # fmt: skip
+        wait = self._wait.per_call(replicas, held=depends_on is not None)
         if group is not None:
             call = p.grouped(task, group, depends_on)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
                 await self._register([queue])
-                await scripts.arun(self.redis, *call)
-            return task.info(task.message.enqueued_at)
+                _, confirmed = await self._run_one(call, wait, self._arun)
+            info = task.info(task.message.enqueued_at)
+            wait.check(confirmed, f"task {task.id!r} was", info)
+            return info
         if depends_on is not None:
             steps = p.hold(task, depends_on, on_parent_failure)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
                 await self._register([queue])
                 await workflows.arun_steps(self.redis, steps)
             return task.info(task.message.enqueued_at)
-        script, keys, args = ops.enqueue(p.keys(queue), task)
+        call = ops.enqueue(p.keys(queue), task)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if queue not in p._registered:
                 await self._register([queue])
-            code = await self._calls.run(script, keys, args)
+            code, confirmed = await self._run_one(call, wait, self._calls.run)
         if code < 0:
             raise error_for_code(code, queue=queue, task_id=task.id)
-        return task.info(task.message.enqueued_at)
+        info = task.info(task.message.enqueued_at)
+        wait.check(confirmed, f"task {task.id!r} was", info)
+        return info
 
-    async def enqueue_many(self, tasks: Iterable[NewTask]) -> list[TaskInfo]:
+    async def _arun(self, script: scripts.Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        return await scripts.arun(self.redis, script, keys, args)
+
+    async def _run_one(
+        self, call: Call, wait: ReplicaWait, plain: Callable[..., Awaitable[Any]]
+    ) -> tuple[Any, int]:
+        """:meth:`Client._run_one`, awaited; ``plain`` takes the call's script, keys, args."""
+        if not wait.replicas:
+            return await plain(*call), 0
+        [reply], confirmed = await arun_confirmed(self.redis, [call], wait)
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply, confirmed
+
+    async def enqueue_many(
+        self, tasks: Iterable[NewTask], *, replicas: int | None = None
+    ) -> list[TaskInfo]:
         """Enqueue many tasks; see :meth:`Client.enqueue_many`."""
         task_list = list(tasks)
         if not task_list:
             return []
         prepared, calls, owners = self._p.plan_many(task_list)
+        wait = self._wait.per_call(replicas)
         with translate_errors(self.redis, writing=f"{len(prepared)} tasks"):
             await self._register(t.queue for t in prepared)
-            raw = await scripts.arun_pipeline(self.redis, calls)
+            if wait.replicas:
+                raw, confirmed = await arun_confirmed(self.redis, calls, wait)
+            else:
+                raw = await scripts.arun_pipeline(self.redis, calls)
         now_ms = to_ms(self._p.clock.now())
-        return self._p.results_many(prepared, owners, raw, [t.info(now_ms) for t in prepared])
+        infos = [t.info(now_ms) for t in prepared]
+        if wait.replicas:
+            return wait.settle(
+                confirmed,
+                f"{len(prepared)} tasks were",
+                lambda: self._p.results_many(prepared, owners, raw, infos),
+            )
+        return self._p.results_many(prepared, owners, raw, infos)
 
     async def chain(self, tasks: Sequence[NewTask]) -> workflows.Chain:
         """Enqueue a chain; see :meth:`Client.chain`."""

@@ -79,6 +79,24 @@ class EnqueueManyError(RqSchedError):
         self.results = results
 
 
+class ReplicationError(RqSchedError):
+    """A replica-confirmed write (``replicas=``) was made on the master, but fewer replicas than
+    asked confirmed it within ``replica_timeout``: it may or may not survive a failover.
+
+    Attributes:
+        confirmed: how many replicas confirmed the write.
+        wanted: how many were asked for.
+        results: what the write returned (a :class:`TaskInfo`, or for ``enqueue_many`` one
+            entry per task: its TaskInfo or the error it got).
+    """
+
+    def __init__(self, message: str, *, confirmed: int, wanted: int, results: object) -> None:
+        super().__init__(message)
+        self.confirmed = confirmed
+        self.wanted = wanted
+        self.results = results
+
+
 class CorruptTaskError(RqSchedError):
     """Data found in Redis is not a task message this version can read."""
 

@@ -17,7 +17,9 @@ def add_redis_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--url",
         default=os.environ.get("RQ_SCHED_URL", DEFAULT_URL),
-        help="Redis URL (env RQ_SCHED_URL; default %(default)s)",
+        help="Redis URL: redis://, rediss://, unix://, or "
+        "redis+sentinel://host1:26379,host2:26379/<master>/<db> (env RQ_SCHED_URL; "
+        "default %(default)s)",
     )
     parser.add_argument(
         "--cluster", action="store_true", help="the URL names a node of a Redis Cluster"

@@ -111,11 +111,13 @@ class TracingClient:
             span.set_attribute("messaging.message.id", info.id)
             return info
 
-    def enqueue_many(self, tasks: Iterable[NewTask]) -> list[TaskInfo]:
+    def enqueue_many(
+        self, tasks: Iterable[NewTask], *, replicas: int | None = None
+    ) -> list[TaskInfo]:
         """:meth:`rq_sched.Client.enqueue_many` inside one span for the batch."""
         task_list = list(tasks)
         with _send_span(self.tracer, *_batch_name(task_list), count=len(task_list)):
-            return self.client.enqueue_many(_traced_tasks(task_list))
+            return self.client.enqueue_many(_traced_tasks(task_list), replicas=replicas)
 
     def close(self) -> None:
         """Close the wrapped client."""
@@ -150,11 +152,13 @@ class AsyncTracingClient:
             span.set_attribute("messaging.message.id", info.id)
             return info
 
-    async def enqueue_many(self, tasks: Iterable[NewTask]) -> list[TaskInfo]:
+    async def enqueue_many(
+        self, tasks: Iterable[NewTask], *, replicas: int | None = None
+    ) -> list[TaskInfo]:
         """:meth:`rq_sched.AsyncClient.enqueue_many` inside one span for the batch."""
         task_list = list(tasks)
         with _send_span(self.tracer, *_batch_name(task_list), count=len(task_list)):
-            return await self.client.enqueue_many(_traced_tasks(task_list))
+            return await self.client.enqueue_many(_traced_tasks(task_list), replicas=replicas)
 
     async def close(self) -> None:
         """Close the wrapped client."""
