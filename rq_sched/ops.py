@@ -319,6 +319,7 @@ def archive(
             keys.limits,
             keys.waiters,
             *keys.outbox_keys,
+            keys.progress,
         ),
         (
             task_id,
