@@ -73,12 +73,20 @@ end
 local parts = {mp_array(rec.n)}
 local fields = {}
 for i = 0, rec.n - 1 do
-  fields[#fields + 1] = i .. ':' .. id
-  parts[#parts + 1] = redis.call('HGET', reports, i .. ':' .. id) or MP_NIL
+  local name = i .. ':' .. id
+  parts[#parts + 1] = redis.call('HGET', reports, name) or MP_NIL
+  -- In slices: Lua's unpack() refuses more than about 8,000 values.
+  fields[#fields + 1] = name
+  if #fields == 1000 then
+    redis.call('HDEL', reports, unpack(fields))
+    fields = {}
+  end
+end
+if #fields > 0 then
+  redis.call('HDEL', reports, unpack(fields))
 end
 local inputs = table.concat(parts)
 local message = redis.call('HGET', held, id)
-redis.call('HDEL', reports, unpack(fields))
 redis.call('HDEL', held, id)
 redis.call('HDEL', deps, id)
 redis.call('ZREM', archived, id)
