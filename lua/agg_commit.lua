@@ -12,6 +12,7 @@
 -- KEYS[7] marker    zset waking blocked workers
 -- KEYS[8] archived  zset: id -> archived at ms
 -- KEYS[9] result    hash: id -> result
+-- KEYS[10] held     hash: id -> message of a task waiting for its parents (its id is taken)
 -- ARGV[1] group name
 -- ARGV[2] now ms
 -- ARGV[3] grace ms, used when the queue stores none
@@ -19,6 +20,9 @@
 -- ARGV[5] the aggregated task's message
 -- ARGV[6..] the entries taken, oldest first
 -- Returns: 1 committed; 0 the entries are no longer the head (another aggregator committed)
+-- Errors: CONFLICT (the aggregated task's id is taken by a live, held or kept task: nothing
+--   changed, the entries stay)
+--@include codes
 --@include marker
 --@include id_status
 local group = KEYS[1]
@@ -30,6 +34,7 @@ local pending = KEYS[6]
 local marker = KEYS[7]
 local archived = KEYS[8]
 local result = KEYS[9]
+local held = KEYS[10]
 local name = ARGV[1]
 local now = tonumber(ARGV[2])
 local count = #ARGV - 5
@@ -43,9 +48,14 @@ for i = 1, count do
     return 0
   end
 end
+local task_id = ARGV[4]
+if task_id ~= '' and (redis.call('HEXISTS', held, task_id) == 1
+    or (id_status(msg, archived, task_id) == 'taken' and not is_resend(msg, task_id, ARGV[5]))) then
+  return CONFLICT
+end
 redis.call('LTRIM', group, count, -1)
-if ARGV[4] ~= '' and claim_id(msg, archived, result, ARGV[4], ARGV[5]) then
-  redis.call('LPUSH', pending, ARGV[4])
+if task_id ~= '' and claim_id(msg, archived, result, task_id, ARGV[5]) then
+  redis.call('LPUSH', pending, task_id)
   signal_ready(marker)
 end
 if redis.call('LLEN', group) == 0 then

@@ -47,6 +47,7 @@ def enqueue(keys: QueueKeys, task: Prepared, guard: tuple[str, int] | None = Non
             *_enqueue_state_keys(keys),
             keys.unique(task.message.unique),
             keys.guard(guard_key),
+            keys.held,
         ),
         (task.id, task.encoded, task.due_ms, task.unique_ttl_ms, guard_value),
     )
@@ -74,7 +75,7 @@ _PLAIN_ENQUEUE_KEYS: dict[str, tuple[str, ...]] = {}
 def _plain_enqueue_keys(keys: QueueKeys) -> tuple[str, ...]:
     if len(_PLAIN_ENQUEUE_KEYS) > 10_000:  # bounded: queue names are few, but be safe
         _PLAIN_ENQUEUE_KEYS.clear()
-    found = (*_enqueue_state_keys(keys), keys.unique(None), keys.guard(""))
+    found = (*_enqueue_state_keys(keys), keys.unique(None), keys.guard(""), keys.held)
     _PLAIN_ENQUEUE_KEYS[keys.prefix] = found
     return found
 
@@ -83,7 +84,7 @@ def enqueue_batch(keys: QueueKeys, tasks: Sequence[Prepared]) -> Call:
     args: list[Arg] = []
     for task in tasks:
         args += (task.id, task.encoded, task.due_ms)
-    return scripts.load("enqueue_batch"), _enqueue_state_keys(keys), args
+    return scripts.load("enqueue_batch"), (*_enqueue_state_keys(keys), keys.held), args
 
 
 def dequeue(keys: QueueKeys, lease_ms: int, count: int) -> Call:
@@ -554,7 +555,9 @@ def agg_commit(
     task: Prepared | None,
     entries: Sequence[bytes],
 ) -> Call:
-    """Replace the group's head ``entries`` by ``task`` (None: drop them), if still its head."""
+    """Replace the group's head ``entries`` by ``task`` (None: drop them), if still its head.
+    The reply is 1 committed, 0 not the head any more, or CONFLICT (``task``'s id is taken:
+    nothing changed)."""
     return (
         scripts.load("agg_commit"),
         (
@@ -567,6 +570,7 @@ def agg_commit(
             keys.marker,
             keys.archived,
             keys.result,
+            keys.held,
         ),
         (
             group,

@@ -19,10 +19,13 @@ import redis.asyncio
 from rq_sched import (
     AsyncClient,
     Client,
+    EnqueueManyError,
     Inspector,
+    NewTask,
     Router,
     Task,
     TaskFailedError,
+    TaskIdConflictError,
     TaskNotFoundError,
     ValidationError,
     ops,
@@ -438,3 +441,22 @@ def test_a_callback_with_the_most_parents_allowed_is_released(
     assert _state(r, keys, "cb") == "pending"
     assert len(_message(r, keys, "cb").parents) == n
     assert r.hlen(keys.reports) == 0
+
+
+def test_the_id_of_a_held_task_is_not_given_to_another_task(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    # A held task is in no state (not in `msg`), but its id is taken: were another task stored
+    # under it, the release would refuse to overwrite that task (CONFLICT) after recording the
+    # last report, and the held task could never be released.
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="A")
+    client.enqueue("t", task_id="C", depends_on=["A"])
+    with pytest.raises(TaskIdConflictError):
+        client.enqueue("t", "other", task_id="C", retention=60)
+    with pytest.raises(EnqueueManyError):
+        client.enqueue_many([NewTask(type="t", payload="other", task_id="C")])
+    assert not r.hexists(keys.msg, "C")
+    _settle(r, keys, "A")
+    workflows.deliver(r, namespace, "default", "A")
+    assert _state(r, keys, "C") == "pending"
