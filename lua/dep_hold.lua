@@ -10,8 +10,9 @@
 -- ARGV[2] held message
 -- ARGV[3] dependency record: msgpack map policy ("cancel" or "run"), n (parents), got (0),
 --         parents (their "queue/id" names, for error texts)
--- Returns: 1 held (also for a resend of the same held message)
--- Errors: CONFLICT (the id is used by a live or kept task, or held with another message)
+-- Returns: 1 held (also for a resend: the same held message, parents and policy)
+-- Errors: CONFLICT (the id is used by a live or kept task, or held with another message,
+--   other parents or another policy)
 --@include codes
 --@include id_status
 local msg = KEYS[1]
@@ -20,9 +21,26 @@ local held = KEYS[3]
 local deps = KEYS[4]
 local id = ARGV[1]
 
+-- A resend holds the same message on the same parents with the same policy; anything else
+-- under a held id is another task (its parents would be linked at indexes this record lacks).
+local function same_parents(record)
+  local a = cmsgpack.unpack(record)
+  local b = cmsgpack.unpack(ARGV[3])
+  if a.policy ~= b.policy or a.n ~= b.n then
+    return false
+  end
+  for i = 1, a.n do
+    if a.parents[i] ~= b.parents[i] then
+      return false
+    end
+  end
+  return true
+end
+
 local stored = redis.call('HGET', held, id)
 if stored then
-  if stored == ARGV[2] then
+  local record = redis.call('HGET', deps, id)
+  if stored == ARGV[2] and record and same_parents(record) then
     return 1
   end
   return CONFLICT

@@ -460,3 +460,21 @@ def test_the_id_of_a_held_task_is_not_given_to_another_task(
     _settle(r, keys, "A")
     workflows.deliver(r, namespace, "default", "A")
     assert _state(r, keys, "C") == "pending"
+
+
+def test_a_held_task_enqueued_again_with_other_parents_is_refused(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    # The same message again is a resend (answered as written), but only with the same parents:
+    # a resend with another parent list linked C to B at an index its record does not have, so
+    # B's outcome was ignored and C ran as soon as A ended, B still running.
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="A")
+    client.enqueue("t", task_id="B")
+    client.enqueue("t", task_id="C", depends_on=["A"])
+    client.enqueue("t", task_id="C", depends_on=["A"])  # a resend: fine
+    with pytest.raises(TaskIdConflictError):
+        client.enqueue("t", task_id="C", depends_on=["A", "B"])
+    with pytest.raises(TaskIdConflictError):
+        client.enqueue("t", task_id="C", depends_on=["A"], on_parent_failure="run")
+    assert not r.hexists(keys.children, "B")
