@@ -24,7 +24,7 @@ from typing import Any, Literal
 import msgpack
 
 from rq_sched import ops, scripts
-from rq_sched.errors import TaskNotFoundError, ValidationError, error_for_code
+from rq_sched.errors import CONFLICT, TaskNotFoundError, ValidationError, error_for_code
 from rq_sched.keys import QueueKeys
 from rq_sched.message import decode
 from rq_sched.models import TaskInfo
@@ -326,6 +326,7 @@ def chain_steps(namespace: str, links: Sequence[Prepared]) -> Steps:
     for link in links[1:]:
         check_holdable(link)
     _check_distinct(links)
+    yield from _check_free(namespace, links)
     for before, link in itertools.pairwise(links):
         yield from hold_steps(
             namespace, link, [(before.queue, before.id)], "cancel", parents_new=True
@@ -344,6 +345,7 @@ def group_steps(
         if member.message.unique is not None:
             raise ValidationError(f"group member {member.id!r}: unique members are not supported")
     _check_distinct([*members, callback])
+    yield from _check_free(namespace, [*members, callback])
     parents = [(m.queue, m.id) for m in members]
     yield from hold_steps(namespace, callback, parents, policy, parents_new=True)
     for member in members:
@@ -354,6 +356,20 @@ def _check_distinct(tasks: Sequence[Prepared]) -> None:
     refs = [(t.queue, t.id) for t in tasks]
     if len(set(refs)) != len(refs):
         raise ValidationError("a chain or group names the same task (queue and id) twice")
+
+
+def _check_free(namespace: str, tasks: Sequence[Prepared]) -> Steps:
+    """Refuse a chain or group before writing anything when one of its ids is taken (live,
+    held, or completed and kept): a refusal found only at the last enqueue left the tasks held
+    before it linked to the task that holds the id, to run when that one ends.
+
+    Raises:
+        TaskIdConflictError: an id is taken.
+    """
+    for task in tasks:
+        held, data, _, archived, _ = yield ops.task_brief(QueueKeys(namespace, task.queue), task.id)
+        if held or (data is not None and not archived):
+            raise error_for_code(CONFLICT, queue=task.queue, task_id=task.id)
 
 
 def _enqueue_steps(namespace: str, task: Prepared) -> Steps:

@@ -439,7 +439,7 @@ def test_a_callback_with_the_most_parents_allowed_is_released(
     r.hset(keys.deps, "cb", msgpack.packb(almost))
     assert _run(r, ops.dep_report(keys, "cb", n - 1, entry, "completed")) == 2
     assert _state(r, keys, "cb") == "pending"
-    assert len(_message(r, keys, "cb").parents) == n
+    assert len(_message(r, keys, "cb").parents or ()) == n
     assert r.hlen(keys.reports) == 0
 
 
