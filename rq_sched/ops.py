@@ -300,6 +300,7 @@ def archive_corrupt(
         now_s=now_s,
         limits=limits,
         count_failure=True,
+        error=error,
     )
 
 

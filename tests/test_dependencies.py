@@ -509,3 +509,20 @@ def test_a_report_costs_the_same_whatever_the_number_of_parents(
     small = _report_usec(r, keys, "small", 10)
     large = _report_usec(r, keys, "large", workflows.MAX_PARENTS)
     assert large < small * 10 + 200, (small, large)
+
+
+def test_a_parent_archived_as_corrupt_reports_its_error_to_its_dependants(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="A")
+    client.enqueue("t", task_id="C", depends_on=["A"], on_parent_failure="run")
+    _lease(r, keys, "A")
+    call = ops.archive_corrupt(
+        keys, "A", TOKEN, raw=b"\xc1", error="CorruptTaskError: bad bytes", now_s=NOW_MS / 1000,
+        limits=ops.ArchiveLimits(),
+    )  # fmt: skip
+    assert _run(r, call) == 2
+    workflows.deliver(r, namespace, "default", "A")
+    parents = _message(r, keys, "C").parents or ()
+    assert [p[:2] for p in parents] == [("archived", "CorruptTaskError: bad bytes")]
