@@ -526,3 +526,55 @@ def test_a_parent_archived_as_corrupt_reports_its_error_to_its_dependants(
     workflows.deliver(r, namespace, "default", "A")
     parents = _message(r, keys, "C").parents or ()
     assert [p[:2] for p in parents] == [("archived", "CorruptTaskError: bad bytes")]
+
+
+def _poisoned_and_healthy_records(r: redis.Redis, client: Client, namespace: str) -> QueueKeys:
+    """P1's dependant lives in a queue whose keys Redis refuses (WRONGTYPE: someone else's data),
+    P2's in a healthy one; both settled, neither delivered."""
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("t", task_id="P1")
+    client.enqueue("t", task_id="P2")
+    client.enqueue("t", task_id="C1", queue="bad", depends_on=[("default", "P1")])
+    client.enqueue("t", task_id="C2", queue="good", depends_on=[("default", "P2")])
+    bad = QueueKeys(namespace, "bad")
+    r.delete(bad.deps)
+    r.set(bad.deps, "not a hash")
+    _settle(r, keys, "P1")
+    _settle(r, keys, "P2")
+    return keys
+
+
+def _deliverer_run(redis_url: str, keys: QueueKeys, namespace: str, *parents: str) -> int:
+    async def run() -> int:
+        conn = redis.asyncio.Redis.from_url(redis_url)
+        try:
+            deliverer = Deliverer(
+                conn, {"default": keys}, namespace=namespace, sweep_interval=1, grace=0
+            )
+            if not parents:
+                return await deliverer.sweep()
+            for parent in parents:
+                deliverer.notify("default", parent)
+            return await deliverer.deliver_pending()
+        finally:
+            await conn.aclose()
+
+    return asyncio.run(run())
+
+
+def test_an_outcome_redis_refuses_to_deliver_does_not_hold_up_the_sweep(
+    r: redis.Redis, namespace: str, client: Client, redis_url: str
+) -> None:
+    keys = _poisoned_and_healthy_records(r, client, namespace)
+    assert _deliverer_run(redis_url, keys, namespace) == 1
+    assert _state(r, QueueKeys(namespace, "good"), "C2") == "pending"
+    assert r.zrange(keys.outbox_at, 0, -1) == [b"P1"]  # kept, tried again by the next sweep
+
+
+def test_an_outcome_redis_refuses_to_deliver_does_not_hold_up_the_worker_s_deliveries(
+    r: redis.Redis, namespace: str, client: Client, redis_url: str
+) -> None:
+    keys = _poisoned_and_healthy_records(r, client, namespace)
+    assert _deliverer_run(redis_url, keys, namespace, "P1", "P2") == 1
+    assert _state(r, QueueKeys(namespace, "good"), "C2") == "pending"
+    assert r.zrange(keys.outbox_at, 0, -1) == [b"P1"]
