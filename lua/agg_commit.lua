@@ -1,7 +1,7 @@
 -- agg_commit: replace a group's head entries by the one task its aggregator made of them, in one
 -- step: the entries are removed only if they are still the head (compared one by one), so of
 -- two aggregators racing for a group (or one re-run after a crash) exactly one commits. The
--- group's remaining entries (added meanwhile) start a new grace period from now.
+-- group's remaining entries start a new grace period from now, capped by the max delay.
 --
 -- KEYS[1] group     list: the group's entries, msgpack [id, message], oldest first
 -- KEYS[2] groups    zset: group -> when it is due to be aggregated (ms)
@@ -62,9 +62,14 @@ if redis.call('LLEN', group) == 0 then
   redis.call('ZREM', groups, name)
   redis.call('HDEL', first, name)
 else
-  local stored = redis.call('HMGET', conf, 'grace_ms', 'max_size')
+  local stored = redis.call('HMGET', conf, 'grace_ms', 'max_size', 'max_delay_ms')
   local due = now + (tonumber(stored[1]) or tonumber(ARGV[3]))
   local max_size = tonumber(stored[2]) or 0
+  -- The entries left were enqueued before now: their max delay runs from now at the latest.
+  local max_delay = tonumber(stored[3]) or 0
+  if max_delay > 0 and now + max_delay < due then
+    due = now + max_delay
+  end
   if max_size > 0 and redis.call('LLEN', group) >= max_size then
     due = now
   end

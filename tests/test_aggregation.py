@@ -131,6 +131,21 @@ def test_max_size_triggers_at_once_and_takes_at_most_that_many(
     assert _digests(r, namespace)[1] == {"group": "g", "items": [3]}
 
 
+def test_tasks_left_by_a_full_batch_keep_the_max_delay(
+    servers_for: Any, client: Client, clock: ManualClock, r: redis.Redis, namespace: str
+) -> None:
+    # The 4th task was enqueued at 0 with the others: at most max_delay (10 s) later it is
+    # aggregated, although the commit of the full batch restarted its group's grace (60 s).
+    servers = servers_for(grace=60, max_delay=10, max_size=3)
+    for n in range(4):
+        client.enqueue("mail", n, queue="q", group="g")
+    servers.tick()
+    assert _digests(r, namespace) == [{"group": "g", "items": [0, 1, 2]}]
+    clock.advance(10)
+    servers.tick()
+    assert _digests(r, namespace)[1:] == [{"group": "g", "items": [3]}]
+
+
 def test_racing_aggregators_enqueue_each_batch_once(
     servers_for: Any, client: Client, clock: ManualClock, r: redis.Redis, namespace: str
 ) -> None:
