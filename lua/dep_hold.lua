@@ -6,11 +6,13 @@
 -- KEYS[2] archived  zset: id -> archived at ms
 -- KEYS[3] held      hash: id -> held message (MessageTask.encode_held)
 -- KEYS[4] deps      hash: id -> msgpack {policy, n, got, parents, failed}
+-- KEYS[5] result    hash: id -> result
 -- ARGV[1] id
 -- ARGV[2] held message
 -- ARGV[3] dependency record: msgpack map policy ("cancel" or "run"), n (parents), got (0),
 --         parents (their "queue/id" names, for error texts)
--- Returns: 1 held (also for a resend: the same held message, parents and policy)
+-- Returns: 1 held (also for a resend: the same held message, parents and policy); an archived
+--   task with that id is replaced at once, as enqueue replaces it
 -- Errors: CONFLICT (the id is used by a live or kept task, or held with another message,
 --   other parents or another policy)
 --@include codes
@@ -19,6 +21,7 @@ local msg = KEYS[1]
 local archived = KEYS[2]
 local held = KEYS[3]
 local deps = KEYS[4]
+local result = KEYS[5]
 local id = ARGV[1]
 
 -- A resend holds the same message on the same parents with the same policy; anything else
@@ -45,8 +48,14 @@ if stored then
   end
   return CONFLICT
 end
-if id_status(msg, archived, id) == 'taken' then
+local status = id_status(msg, archived, id)
+if status == 'taken' then
   return CONFLICT
+end
+if status == 'archived' then
+  -- Not left in place: an operator could run it again, and the release would find the id taken.
+  drop_archived(archived, result, id)
+  redis.call('HDEL', msg, id)
 end
 redis.call('HSET', held, id, ARGV[2])
 redis.call('HSET', deps, id, ARGV[3])

@@ -445,7 +445,7 @@ def dep_hold(keys: QueueKeys, task_id: str, held: bytes, record: bytes) -> Call:
     """Store a task that waits for its parents (see ``lua/dep_hold.lua``)."""
     return (
         scripts.load("dep_hold"),
-        (keys.msg, keys.archived, keys.held, keys.deps),
+        (keys.msg, keys.archived, keys.held, keys.deps, keys.result),
         (task_id, held, record),
     )
 

@@ -578,3 +578,22 @@ def test_an_outcome_redis_refuses_to_deliver_does_not_hold_up_the_worker_s_deliv
     assert _deliverer_run(redis_url, keys, namespace, "P1", "P2") == 1
     assert _state(r, QueueKeys(namespace, "good"), "C2") == "pending"
     assert r.zrange(keys.outbox_at, 0, -1) == [b"P1"]
+
+
+def test_a_task_held_under_an_archived_id_replaces_the_archived_record(
+    r: redis.Redis, namespace: str, client: Client, inspector: Inspector
+) -> None:
+    # Held over an archived task's id (an archived id may be reused), the archived record stayed:
+    # an operator could run it again, and then the release found the id taken (CONFLICT) and
+    # the held task stayed held for ever.
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("old", task_id="X")
+    inspector.archive_task("default", "X")
+    client.enqueue("t", task_id="A")
+    client.enqueue("new", task_id="X", depends_on=["A"])
+    with pytest.raises(TaskNotFoundError):
+        inspector.run_task("default", "X")
+    _settle(r, keys, "A")
+    workflows.deliver(r, namespace, "default", "A")
+    assert _state(r, keys, "X") == "pending"
+    assert _message(r, keys, "X").type == "new"
