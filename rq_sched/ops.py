@@ -473,6 +473,7 @@ def dep_link(
             keys.children,
             keys.outbox,
             keys.held,
+            keys.dependants(parent_id),
         ),
         (parent_id, child.queue, child_id, index, "1" if expect_new else "0"),
     )
@@ -499,7 +500,7 @@ def dep_report(keys: QueueKeys, child_id: str, index: int, entry: bytes, outcome
 
 def dep_ack(keys: QueueKeys, task_id: str) -> Call:
     """Drop a delivered outcome record and the list of dependants it was delivered to."""
-    return scripts.load("dep_ack"), keys.outbox_keys, (task_id,)
+    return scripts.load("dep_ack"), (*keys.outbox_keys, keys.dependants(task_id)), (task_id,)
 
 
 def dep_due(keys: QueueKeys, grace_ms: int, limit: int = BATCH_LIMIT) -> Call:
@@ -508,8 +509,9 @@ def dep_due(keys: QueueKeys, grace_ms: int, limit: int = BATCH_LIMIT) -> Call:
 
 
 def dep_read(keys: QueueKeys, task_id: str) -> Call:
-    """A task's dependants and recorded outcome: ``[children or None, entry or None]``."""
-    return scripts.load("dep_read"), (keys.children, keys.outbox), (task_id,)
+    """A task's dependants and recorded outcome: ``[[msgpack (child queue, child id, index),
+    ...], entry or None]``."""
+    return scripts.load("dep_read"), (keys.dependants(task_id), keys.outbox), (task_id,)
 
 
 def task_brief(keys: QueueKeys, task_id: str) -> Call:

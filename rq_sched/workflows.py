@@ -257,8 +257,7 @@ def deliver_steps(namespace: str, queue: str, parent_id: str) -> Steps:
         if entry_raw is None:
             continue  # delivered already (or never recorded)
         outcome, data = msgpack.unpackb(entry_raw, raw=False)
-        children = msgpack.unpackb(children_raw, raw=False) if children_raw else []
-        for child_queue, child_id, index in children:
+        for child_queue, child_id, index in read_dependants(children_raw):
             child = QueueKeys(namespace, child_queue)
             entry = msgpack.packb([outcome, data, q, pid], use_bin_type=True)
             reply = yield ops.dep_report(child, child_id, index, bytes(entry), outcome)
@@ -273,6 +272,19 @@ def deliver_steps(namespace: str, queue: str, parent_id: str) -> Steps:
         yield ops.dep_ack(keys, pid)
         delivered += 1
     return delivered
+
+
+def read_dependants(raw: Sequence[bytes]) -> list[tuple[str, str, int]]:
+    """The (child queue, child id, index) entries ``lua/dep_read.lua`` returns.
+
+    Raises:
+        ValueError: an entry does not decode as one (the deliverer logs it and moves on).
+    """
+    found: list[tuple[str, str, int]] = []
+    for entry in raw:
+        queue, task_id, index = msgpack.unpackb(entry, raw=False)
+        found.append((str(queue), str(task_id), int(index)))
+    return found
 
 
 def deliver(redis: SyncRedis, namespace: str, queue: str, parent_id: str) -> int:
