@@ -5,12 +5,13 @@
 -- KEYS[1] msg       hash: id -> message
 -- KEYS[2] archived  zset: id -> archived at ms
 -- KEYS[3] held      hash: id -> held message (MessageTask.encode_held)
--- KEYS[4] deps      hash: id -> msgpack {policy, n, got, parents, failed}
+-- KEYS[4] deps      hash: id -> msgpack {policy, n, got, failed}
 -- KEYS[5] result    hash: id -> result
+-- KEYS[6] names     hash: id -> msgpack array of its parents' "queue/id" names
 -- ARGV[1] id
 -- ARGV[2] held message
 -- ARGV[3] dependency record: msgpack map policy ("cancel" or "run"), n (parents), got (0),
---         parents (their "queue/id" names, for error texts)
+--         parents (their "queue/id" names, for error texts: stored apart, in KEYS[6])
 -- Returns: 1 held (also for a resend: the same held message, parents and policy); an archived
 --   task with that id is replaced at once, as enqueue replaces it
 -- Errors: CONFLICT (the id is used by a live or kept task, or held with another message,
@@ -22,22 +23,19 @@ local archived = KEYS[2]
 local held = KEYS[3]
 local deps = KEYS[4]
 local result = KEYS[5]
+local names = KEYS[6]
 local id = ARGV[1]
 
 -- A resend holds the same message on the same parents with the same policy; anything else
 -- under a held id is another task (its parents would be linked at indexes this record lacks).
+local new = cmsgpack.unpack(ARGV[3])
+local new_names = cmsgpack.pack(new.parents)
+new.parents = nil
+
 local function same_parents(record)
-  local a = cmsgpack.unpack(record)
-  local b = cmsgpack.unpack(ARGV[3])
-  if a.policy ~= b.policy or a.n ~= b.n then
-    return false
-  end
-  for i = 1, a.n do
-    if a.parents[i] ~= b.parents[i] then
-      return false
-    end
-  end
-  return true
+  local old = cmsgpack.unpack(record)
+  return old.policy == new.policy and old.n == new.n
+    and redis.call('HGET', names, id) == new_names
 end
 
 local stored = redis.call('HGET', held, id)
@@ -58,5 +56,7 @@ if status == 'archived' then
   redis.call('HDEL', msg, id)
 end
 redis.call('HSET', held, id, ARGV[2])
-redis.call('HSET', deps, id, ARGV[3])
+-- The names apart from the counter: a report then unpacks a few fields, not every name.
+redis.call('HSET', deps, id, cmsgpack.pack(new))
+redis.call('HSET', names, id, new_names)
 return 1

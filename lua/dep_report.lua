@@ -7,7 +7,7 @@
 -- own dependants, so a cancel travels down a chain).
 --
 -- KEYS[1] held       hash: id -> held message
--- KEYS[2] deps       hash: id -> msgpack {policy, n, got, parents, failed}
+-- KEYS[2] deps       hash: id -> msgpack {policy, n, got, failed}
 -- KEYS[3] reports    hash: "<index>:<id>" -> one parent's outcome entry
 -- KEYS[4] msg        hash: id -> message
 -- KEYS[5] pending    list of ready ids
@@ -17,11 +17,13 @@
 -- KEYS[9] children   hash: id -> its dependants
 -- KEYS[10] outbox    hash: id -> its final outcome, recorded for its dependants
 -- KEYS[11] outbox_at zset: id -> when that outcome was recorded (ms)
+-- KEYS[12] names     hash: id -> msgpack array of its parents' names (dropped on release)
 -- ARGV[1] child id
 -- ARGV[2] the parent's index among the child's parents (from 0)
 -- ARGV[3] outcome entry: msgpack [outcome, data, parent queue, parent id]
 -- ARGV[4] outcome: "completed", "archived" or "deleted"
 -- ARGV[5] prefix of the per-task channels announcing a final state to waiters
+-- ARGV[6] the parent's name, "queue/id" (for the error text of a failed parent)
 -- Returns: 0 nothing to do (duplicate, or the child is released or gone); 1 recorded, still
 --   waiting; 2 released to pending; 3 archived by the "cancel" policy; 4 archived by the
 --   policy and its own outcome recorded for its dependants (deliver it)
@@ -43,6 +45,7 @@ local waiters = KEYS[8]
 local children = KEYS[9]
 local outbox = KEYS[10]
 local outbox_at = KEYS[11]
+local names = KEYS[12]
 local id = ARGV[1]
 local index = tonumber(ARGV[2])
 
@@ -61,7 +64,7 @@ end
 redis.call('HSET', reports, field, ARGV[3])
 rec.got = rec.got + 1
 if ARGV[4] ~= 'completed' and not rec.failed then
-  rec.failed = 'parent ' .. tostring(rec.parents[index + 1]) .. ' ended ' .. ARGV[4]
+  rec.failed = 'parent ' .. ARGV[6] .. ' ended ' .. ARGV[4]
 end
 if rec.got < rec.n then
   redis.call('HSET', deps, id, cmsgpack.pack(rec))
@@ -89,6 +92,7 @@ local inputs = table.concat(parts)
 local message = redis.call('HGET', held, id)
 redis.call('HDEL', held, id)
 redis.call('HDEL', deps, id)
+redis.call('HDEL', names, id)
 redis.call('ZREM', archived, id)
 if rec.failed and rec.policy == 'cancel' then
   local error = 'DependencyFailedError: ' .. rec.failed .. '; not run (policy "cancel")'

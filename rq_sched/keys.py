@@ -24,7 +24,9 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
                                reported by its handler (sparse; cleared when it settles)
     ns:{q}:held         hash   id -> message of a task waiting for its parents (not yet in
                                ``msg``; see docs/workflows.md)
-    ns:{q}:deps         hash   held id -> msgpack {policy, n, got, parents, failed}
+    ns:{q}:deps         hash   held id -> msgpack {policy, n, got, failed}
+    ns:{q}:depparents   hash   held id -> msgpack ["queue/id", ...]: its parents' names (apart
+                               from the counter, so a report costs O(1) whatever their number)
     ns:{q}:reports      hash   "<index>:<held id>" -> a parent's outcome delivered to it
     ns:{q}:children     hash   id -> 1 while it has dependants (what a settling script checks)
     ns:{q}:dependants:<id> list  its dependants, anywhere: msgpack [child queue, child id,
@@ -171,6 +173,10 @@ class QueueKeys:
         return f"{self.prefix}:deps"
 
     @cached_property
+    def dep_parents(self) -> str:
+        return f"{self.prefix}:depparents"
+
+    @cached_property
     def reports(self) -> str:
         return f"{self.prefix}:reports"
 
@@ -288,6 +294,7 @@ class QueueKeys:
             self.progress,
             self.held,
             self.deps,
+            self.dep_parents,
             self.reports,
             self.children,
             self.outbox,

@@ -445,7 +445,7 @@ def dep_hold(keys: QueueKeys, task_id: str, held: bytes, record: bytes) -> Call:
     """Store a task that waits for its parents (see ``lua/dep_hold.lua``)."""
     return (
         scripts.load("dep_hold"),
-        (keys.msg, keys.archived, keys.held, keys.deps, keys.result),
+        (keys.msg, keys.archived, keys.held, keys.deps, keys.result, keys.dep_parents),
         (task_id, held, record),
     )
 
@@ -479,8 +479,11 @@ def dep_link(
     )
 
 
-def dep_report(keys: QueueKeys, child_id: str, index: int, entry: bytes, outcome: str) -> Call:
-    """Deliver one parent's outcome to a held child (idempotent)."""
+def dep_report(
+    keys: QueueKeys, child_id: str, index: int, entry: bytes, outcome: str, *, parent: str
+) -> Call:
+    """Deliver one parent's outcome to a held child (idempotent); ``parent`` is its
+    "queue/id" name, for the error text of a failed parent."""
     return (
         scripts.load("dep_report"),
         (
@@ -493,8 +496,9 @@ def dep_report(keys: QueueKeys, child_id: str, index: int, entry: bytes, outcome
             keys.archived,
             keys.waiters,
             *keys.outbox_keys,
+            keys.dep_parents,
         ),
-        (child_id, index, entry, outcome, keys.final_prefix),
+        (child_id, index, entry, outcome, keys.final_prefix, parent),
     )
 
 

@@ -225,7 +225,9 @@ def _report(
     """Report ``(parent queue, parent id, outcome, data)`` to the child."""
     queue, parent_id, outcome, data = parent_outcome
     entry = msgpack.packb([outcome, data, queue, parent_id], use_bin_type=True)
-    reply = yield ops.dep_report(child, child_id, index, bytes(entry), outcome)
+    reply = yield ops.dep_report(
+        child, child_id, index, bytes(entry), outcome, parent=f"{queue}/{parent_id}"
+    )
     if reply == 4:  # archived by the policy, with dependants of its own
         yield from deliver_steps(namespace, child.queue, child_id)
     elif isinstance(reply, int) and reply < 0:
@@ -260,7 +262,9 @@ def deliver_steps(namespace: str, queue: str, parent_id: str) -> Steps:
         for child_queue, child_id, index in read_dependants(children_raw):
             child = QueueKeys(namespace, child_queue)
             entry = msgpack.packb([outcome, data, q, pid], use_bin_type=True)
-            reply = yield ops.dep_report(child, child_id, index, bytes(entry), outcome)
+            reply = yield ops.dep_report(
+                child, child_id, index, bytes(entry), outcome, parent=f"{q}/{pid}"
+            )
             if reply == 4:
                 work.append((child_queue, child_id))
             elif isinstance(reply, int) and reply < 0:

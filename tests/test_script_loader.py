@@ -50,7 +50,7 @@ def every_call(keys: QueueKeys) -> list[Call]:
         ops.unwait(keys, "a"),
         ops.dep_hold(keys, "c", b"h", b"r"),
         ops.dep_link(keys, "a", keys, "c", index=0, expect_new=False),
-        ops.dep_report(keys, "c", 0, b"e", "completed"),
+        ops.dep_report(keys, "c", 0, b"e", "completed", parent="q/p"),
         ops.dep_ack(keys, "a"),
         ops.dep_due(keys, 1000),
         ops.dep_read(keys, "a"),

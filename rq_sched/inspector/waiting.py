@@ -50,9 +50,11 @@ def read_waiting(redis: SyncRedis, keys: QueueKeys, limit: int) -> list[WaitingT
         ids = list(records)[: limit - len(out)]
         if ids:
             messages: Any = redis.hmget(keys.held, ids)
-            for task_id, message in zip(ids, messages, strict=True):
+            names: Any = redis.hmget(keys.dep_parents, ids)
+            for task_id, message, parents in zip(ids, messages, names, strict=True):
                 if message is not None:
-                    out.append(_waiting(keys, task_id, message, records[task_id]))
+                    record = records[task_id]
+                    out.append(_waiting(keys, task_id, message, record, parents))
         if int(cursor) == 0:
             break
     return out
@@ -63,7 +65,9 @@ def is_waiting(redis: SyncRedis, keys: QueueKeys, task_id: str) -> bool:
     return bool(redis.hexists(keys.held, task_id))
 
 
-def _waiting(keys: QueueKeys, task_id: str, held: bytes, record: bytes) -> WaitingTask:
+def _waiting(
+    keys: QueueKeys, task_id: str, held: bytes, record: bytes, parents: bytes | None
+) -> WaitingTask:
     try:
         message = decode(held + _RELEASED_TAIL, task_id=task_id)
         task_type, payload = message.type, message.payload
@@ -75,7 +79,7 @@ def _waiting(keys: QueueKeys, task_id: str, held: bytes, record: bytes) -> Waiti
         queue=keys.queue,
         type=task_type,
         payload=payload,
-        parents=list(rec.get("parents", [])),
+        parents=list(msgpack.unpackb(parents, raw=False)) if parents else [],
         reported=int(rec.get("got", 0)),
         policy=str(rec.get("policy", "?")),
         failed=rec.get("failed"),
