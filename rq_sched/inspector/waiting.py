@@ -79,7 +79,8 @@ def _waiting(
         queue=keys.queue,
         type=task_type,
         payload=payload,
-        parents=list(msgpack.unpackb(parents, raw=False)) if parents else [],
+        # Records written before the names moved to their own hash hold them themselves.
+        parents=list(msgpack.unpackb(parents, raw=False) if parents else rec.get("parents", [])),
         reported=int(rec.get("got", 0)),
         policy=str(rec.get("policy", "?")),
         failed=rec.get("failed"),
