@@ -502,6 +502,22 @@ def dep_report(
     )
 
 
+def dep_drop(keys: QueueKeys, task_id: str) -> Call:
+    """An operator deletes a held task; NOT_FOUND when none is held under ``task_id``."""
+    return (
+        scripts.load("dep_drop"),
+        (
+            keys.held,
+            keys.deps,
+            keys.dep_parents,
+            keys.reports,
+            keys.waiters,
+            *keys.outbox_keys,
+        ),
+        (task_id, keys.final_prefix, outcome_entry("deleted", None)),
+    )
+
+
 def dep_ack(keys: QueueKeys, task_id: str) -> Call:
     """Drop a delivered outcome record and the list of dependants it was delivered to."""
     return scripts.load("dep_ack"), (*keys.outbox_keys, keys.dependants(task_id)), (task_id,)

@@ -622,3 +622,25 @@ def test_linking_a_dependant_costs_the_same_whatever_the_number_of_siblings(
     pipe.execute()
     large = min(link_usec(f"l{i}") for i in range(5))
     assert large < small * 10 + 200, (small, large)
+
+
+def test_an_operator_deletes_a_held_orphan_and_its_dependants_hear_of_it(
+    r: redis.Redis, namespace: str, client: Client, inspector: Inspector, redis_url: str
+) -> None:
+    # A client died while enqueueing a chain: link 2 is held on link 1, which was never
+    # enqueued, and link 3 on link 2. Nothing would ever release them; an operator deletes
+    # link 2, and link 3 is cancelled by its policy as for any deleted parent.
+    keys = QueueKeys(namespace, "default")
+    record = msgpack.packb({"policy": "cancel", "n": 1, "got": 0, "parents": ["default/L1"]})
+    held = TaskMessage(type="t", payload=None).encode_held()
+    assert _run(r, ops.dep_hold(keys, "L2", held, record)) == 1
+    _run(r, ops.dep_link(keys, "L1", keys, "L2", index=0, expect_new=True))
+    client.enqueue("t", task_id="L3", depends_on=["L2"])
+    inspector.delete_task("default", "L2")
+    for key in (keys.held, keys.deps, keys.dep_parents, keys.reports):
+        assert not r.hexists(key, "L2")
+    with pytest.raises(TaskNotFoundError):
+        inspector.delete_task("default", "L2")
+    _deliverer_run(redis_url, keys, namespace)  # the sweep, as after an operator's delete
+    assert _state(r, keys, "L3") == "archived"
+    assert "ended deleted" in (_message(r, keys, "L3").last_error or "")

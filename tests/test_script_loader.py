@@ -52,6 +52,7 @@ def every_call(keys: QueueKeys) -> list[Call]:
         ops.dep_link(keys, "a", keys, "c", index=0, expect_new=False),
         ops.dep_report(keys, "c", 0, b"e", "completed", parent="q/p"),
         ops.dep_ack(keys, "a"),
+        ops.dep_drop(keys, "a"),
         ops.dep_due(keys, 1000),
         ops.dep_read(keys, "a"),
         ops.task_brief(keys, "a"),
