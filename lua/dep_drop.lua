@@ -5,7 +5,7 @@
 --
 -- KEYS[1] held       hash: id -> held message
 -- KEYS[2] deps       hash: id -> msgpack {policy, n, got, failed}
--- KEYS[3] names      hash: id -> msgpack array of its parents' names
+-- KEYS[3] names      hash: "<index>:<id>" -> that parent's name
 -- KEYS[4] reports    hash: "<index>:<id>" -> one parent's outcome delivered to it
 -- KEYS[5] waiters    hash: id -> waiters registered for its final state
 -- KEYS[6] children   hash: id -> 1 while it has dependants
@@ -37,11 +37,11 @@ if stored then
   local rec = cmsgpack.unpack(stored)
   for i = 0, rec.n - 1 do
     redis.call('HDEL', reports, i .. ':' .. id)
+    redis.call('HDEL', names, i .. ':' .. id)
   end
 end
 redis.call('HDEL', held, id)
 redis.call('HDEL', deps, id)
-redis.call('HDEL', names, id)
 announce_final(waiters, ARGV[2], id, 'deleted')
 if record_outcome(children, outbox, outbox_at, id, ARGV[3]) then
   return 2

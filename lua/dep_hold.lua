@@ -7,7 +7,7 @@
 -- KEYS[3] held      hash: id -> held message (MessageTask.encode_held)
 -- KEYS[4] deps      hash: id -> msgpack {policy, n, got, failed}
 -- KEYS[5] result    hash: id -> result
--- KEYS[6] names     hash: id -> msgpack array of its parents' "queue/id" names
+-- KEYS[6] names     hash: "<index>:<id>" -> that parent's "queue/id" name
 -- ARGV[1] id
 -- ARGV[2] held message
 -- ARGV[3] dependency record: msgpack map policy ("cancel" or "run"), n (parents), got (0),
@@ -29,13 +29,20 @@ local id = ARGV[1]
 -- A resend holds the same message on the same parents with the same policy; anything else
 -- under a held id is another task (its parents would be linked at indexes this record lacks).
 local new = cmsgpack.unpack(ARGV[3])
-local new_names = cmsgpack.pack(new.parents)
+local parents = new.parents or {}
 new.parents = nil
 
 local function same_parents(record)
   local old = cmsgpack.unpack(record)
-  return old.policy == new.policy and old.n == new.n
-    and redis.call('HGET', names, id) == new_names
+  if old.policy ~= new.policy or old.n ~= new.n then
+    return false
+  end
+  for i = 1, new.n do
+    if redis.call('HGET', names, (i - 1) .. ':' .. id) ~= tostring(parents[i]) then
+      return false
+    end
+  end
+  return true
 end
 
 local stored = redis.call('HGET', held, id)
@@ -56,7 +63,11 @@ if status == 'archived' then
   redis.call('HDEL', msg, id)
 end
 redis.call('HSET', held, id, ARGV[2])
--- The names apart from the counter: a report then unpacks a few fields, not every name.
+-- The names apart from the counter, one field per parent: a report reads its own (a late
+-- report from an earlier task with this id is told apart) and unpacks a few fields, not every
+-- name.
 redis.call('HSET', deps, id, cmsgpack.pack(new))
-redis.call('HSET', names, id, new_names)
+for i = 1, new.n do
+  redis.call('HSET', names, (i - 1) .. ':' .. id, tostring(parents[i]))
+end
 return 1

@@ -17,13 +17,14 @@
 -- KEYS[9] children   hash: id -> its dependants
 -- KEYS[10] outbox    hash: id -> its final outcome, recorded for its dependants
 -- KEYS[11] outbox_at zset: id -> when that outcome was recorded (ms)
--- KEYS[12] names     hash: id -> msgpack array of its parents' names (dropped on release)
+-- KEYS[12] names     hash: "<index>:<id>" -> the parent expected there, "queue/id"
 -- ARGV[1] child id
 -- ARGV[2] the parent's index among the child's parents (from 0)
 -- ARGV[3] outcome entry: msgpack [outcome, data, parent queue, parent id]
 -- ARGV[4] outcome: "completed", "archived" or "deleted"
 -- ARGV[5] prefix of the per-task channels announcing a final state to waiters
--- ARGV[6] the parent's name, "queue/id" (for the error text of a failed parent)
+-- ARGV[6] the parent's name, "queue/id": a report from another parent (one of an earlier task
+--   with the same id, delivered late) is ignored
 -- Returns: 0 nothing to do (duplicate, or the child is released or gone); 1 recorded, still
 --   waiting; 2 released to pending; 3 archived by the "cancel" policy; 4 archived by the
 --   policy and its own outcome recorded for its dependants (deliver it)
@@ -57,6 +58,10 @@ local field = index .. ':' .. id
 if redis.call('HEXISTS', reports, field) == 1 then
   return 0
 end
+local expected = redis.call('HGET', names, field)
+if expected and expected ~= ARGV[6] then
+  return 0
+end
 local rec = cmsgpack.unpack(stored)
 if index < 0 or index >= rec.n then
   return 0
@@ -82,17 +87,18 @@ for i = 0, rec.n - 1 do
   fields[#fields + 1] = name
   if #fields == 1000 then
     redis.call('HDEL', reports, unpack(fields))
+    redis.call('HDEL', names, unpack(fields))
     fields = {}
   end
 end
 if #fields > 0 then
   redis.call('HDEL', reports, unpack(fields))
+  redis.call('HDEL', names, unpack(fields))
 end
 local inputs = table.concat(parts)
 local message = redis.call('HGET', held, id)
 redis.call('HDEL', held, id)
 redis.call('HDEL', deps, id)
-redis.call('HDEL', names, id)
 redis.call('ZREM', archived, id)
 if rec.failed and rec.policy == 'cancel' then
   local error = 'DependencyFailedError: ' .. rec.failed .. '; not run (policy "cancel")'

@@ -25,8 +25,9 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
     ns:{q}:held         hash   id -> message of a task waiting for its parents (not yet in
                                ``msg``; see docs/workflows.md)
     ns:{q}:deps         hash   held id -> msgpack {policy, n, got, failed}
-    ns:{q}:depparents   hash   held id -> msgpack ["queue/id", ...]: its parents' names (apart
-                               from the counter, so a report costs O(1) whatever their number)
+    ns:{q}:depparents   hash   "<index>:<held id>" -> the parent expected there, "queue/id"
+                               (apart from the counter: a report costs O(1) whatever the number
+                               of parents, and one from another parent is ignored)
     ns:{q}:reports      hash   "<index>:<held id>" -> a parent's outcome delivered to it
     ns:{q}:children     hash   id -> 1 while it has dependants (what a settling script checks)
     ns:{q}:dependants:<id> list  its dependants, anywhere: msgpack [child queue, child id,

@@ -439,7 +439,10 @@ def test_a_callback_with_the_most_parents_allowed_is_released(
     r.hset(keys.reports, mapping={f"{i}:cb": entry for i in range(n - 1)})
     almost = {"policy": "run", "n": n, "got": n - 1}
     r.hset(keys.deps, "cb", msgpack.packb(almost))
-    assert _run(r, ops.dep_report(keys, "cb", n - 1, entry, "completed", parent="default/p")) == 2
+    assert (
+        _run(r, ops.dep_report(keys, "cb", n - 1, entry, "completed", parent=f"default/p{n - 1}"))
+        == 2
+    )
     assert _state(r, keys, "cb") == "pending"
     assert len(_message(r, keys, "cb").parents or ()) == n
     assert r.hlen(keys.reports) == 0
@@ -483,7 +486,7 @@ def test_a_held_task_enqueued_again_with_other_parents_is_refused(
 
 
 def _report_usec(r: redis.Redis, keys: QueueKeys, child_id: str, n: int) -> float:
-    """Redis time (µs) of the first of ``n`` reports to a task held on ``n`` parents."""
+    """Redis time (µs) of one report to a task held on ``n`` parents (the best of five)."""
     parents = [f"default/p{i}" for i in range(n)]
     record = msgpack.packb({"policy": "run", "n": n, "got": 0, "parents": parents})
     held = TaskMessage(type="t", payload=None).encode_held()
@@ -494,7 +497,8 @@ def _report_usec(r: redis.Redis, keys: QueueKeys, child_id: str, n: int) -> floa
     best = float("inf")
     for index in range(1, 6):
         r.config_resetstat()
-        _run(r, ops.dep_report(keys, child_id, index, entry, "completed", parent="default/p"))
+        name = f"default/p{index}"
+        assert _run(r, ops.dep_report(keys, child_id, index, entry, "completed", parent=name)) == 1
         best = min(best, float(r.info("commandstats")["cmdstat_evalsha"]["usec"]))
     return best
 
@@ -644,3 +648,30 @@ def test_an_operator_deletes_a_held_orphan_and_its_dependants_hear_of_it(
     _deliverer_run(redis_url, keys, namespace)  # the sweep, as after an operator's delete
     assert _state(r, keys, "L3") == "archived"
     assert "ended deleted" in (_message(r, keys, "L3").last_error or "")
+
+
+def test_a_late_report_for_an_earlier_task_with_the_same_id_is_ignored(
+    r: redis.Redis, namespace: str, client: Client, redis_url: str
+) -> None:
+    # C waited for P1 and P2. P1's deliverer reported to C and died before its ack; C was
+    # released by P2, ran and was not kept, and its id was used again for a new C waiting for X
+    # and Y. The sweep's late delivery of P1's outcome must not count as X's.
+    keys = QueueKeys(namespace, "default")
+    for parent in ("P1", "P2", "X", "Y"):
+        client.enqueue("t", task_id=parent)
+    client.enqueue("t", task_id="C", depends_on=["P1", "P2"])
+    _settle(r, keys, "P1")
+    entry = msgpack.packb(["completed", None, "default", "P1"])
+    _run(r, ops.dep_report(keys, "C", 0, entry, "completed", parent="default/P1"))  # no ack
+    _settle(r, keys, "P2")
+    workflows.deliver(r, namespace, "default", "P2")
+    _settle(r, keys, "C")  # released, run, not kept: the id is free again
+    client.enqueue("t", task_id="C", depends_on=["X", "Y"])
+    _deliverer_run(redis_url, keys, namespace)  # P1's record, delivered again
+    _settle(r, keys, "Y")
+    workflows.deliver(r, namespace, "default", "Y")
+    assert _state(r, keys, "C") == "held"  # X has not ended
+    _settle(r, keys, "X")
+    workflows.deliver(r, namespace, "default", "X")
+    assert _state(r, keys, "C") == "pending"
+    assert [p[3] for p in _message(r, keys, "C").parents or ()] == ["X", "Y"]

@@ -50,11 +50,11 @@ def read_waiting(redis: SyncRedis, keys: QueueKeys, limit: int) -> list[WaitingT
         ids = list(records)[: limit - len(out)]
         if ids:
             messages: Any = redis.hmget(keys.held, ids)
-            names: Any = redis.hmget(keys.dep_parents, ids)
-            for task_id, message, parents in zip(ids, messages, names, strict=True):
+            for task_id, message in zip(ids, messages, strict=True):
                 if message is not None:
-                    record = records[task_id]
-                    out.append(_waiting(keys, task_id, message, record, parents))
+                    record = msgpack.unpackb(records[task_id], raw=False)
+                    names = _parent_names(redis, keys, task_id, record)
+                    out.append(_waiting(keys, task_id, message, record, names))
         if int(cursor) == 0:
             break
     return out
@@ -65,22 +65,34 @@ def is_waiting(redis: SyncRedis, keys: QueueKeys, task_id: str) -> bool:
     return bool(redis.hexists(keys.held, task_id))
 
 
+def _parent_names(
+    redis: SyncRedis, keys: QueueKeys, task_id: str, record: dict[str, Any]
+) -> list[str]:
+    """A held task's parents, ``queue/id``, in ``depends_on`` order."""
+    count = int(record.get("n", 0))
+    if not count:
+        return []
+    fields = [f"{index}:{task_id}" for index in range(count)]
+    found: Any = redis.hmget(keys.dep_parents, fields)
+    if all(name is None for name in found):  # written before the names had a hash of their own
+        return [str(name) for name in record.get("parents", [])]
+    return [_text(name) if name is not None else "?" for name in found]
+
+
 def _waiting(
-    keys: QueueKeys, task_id: str, held: bytes, record: bytes, parents: bytes | None
+    keys: QueueKeys, task_id: str, held: bytes, rec: dict[str, Any], parents: list[str]
 ) -> WaitingTask:
     try:
         message = decode(held + _RELEASED_TAIL, task_id=task_id)
         task_type, payload = message.type, message.payload
     except CorruptTaskError:
         task_type, payload = "?", held
-    rec = msgpack.unpackb(record, raw=False)
     return WaitingTask(
         id=task_id,
         queue=keys.queue,
         type=task_type,
         payload=payload,
-        # Records written before the names moved to their own hash hold them themselves.
-        parents=list(msgpack.unpackb(parents, raw=False) if parents else rec.get("parents", [])),
+        parents=parents,
         reported=int(rec.get("got", 0)),
         policy=str(rec.get("policy", "?")),
         failed=rec.get("failed"),
