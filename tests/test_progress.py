@@ -169,3 +169,16 @@ def test_an_operator_archiving_a_recovered_task_clears_its_lost_runs_progress(
     store.run(ops.archive(store.keys, "a", unique=None, now_s=NOW_MS / 1000, limits=LIMITS))
     assert store.r.zscore(store.keys.archived, "a") is not None
     assert store.r.hgetall(store.keys.progress) == {}
+
+
+def test_a_process_handler_reports_from_several_threads(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    # The child relays its reports over the pipe it shares with the worker: sends from several
+    # threads at once must not interleave (a report larger than the pipe's atomic write would).
+    router = Router()
+    router.add("p:threads", handlers.report_from_threads, process=True)
+    client = Client(r, namespace=namespace)
+    info = client.enqueue("p:threads", None, retention=60, max_retry=0)
+    with running_server(redis_url, router, namespace=namespace):
+        assert client.wait_result("default", info.id, 60) == b"reported"
