@@ -1,7 +1,7 @@
 -- agg_commit: replace a group's head entries by the one task its aggregator made of them, in one
 -- step: the entries are removed only if they are still the head (compared one by one), so of
 -- two aggregators racing for a group (or one re-run after a crash) exactly one commits. The
--- group's remaining entries (added meanwhile) start a new grace period from now.
+-- group's remaining entries start a new grace period from now, capped by the max delay.
 --
 -- KEYS[1] group     list: the group's entries, msgpack [id, message], oldest first
 -- KEYS[2] groups    zset: group -> when it is due to be aggregated (ms)
@@ -12,6 +12,7 @@
 -- KEYS[7] marker    zset waking blocked workers
 -- KEYS[8] archived  zset: id -> archived at ms
 -- KEYS[9] result    hash: id -> result
+-- KEYS[10] held     hash: id -> message of a task waiting for its parents (its id is taken)
 -- ARGV[1] group name
 -- ARGV[2] now ms
 -- ARGV[3] grace ms, used when the queue stores none
@@ -19,6 +20,9 @@
 -- ARGV[5] the aggregated task's message
 -- ARGV[6..] the entries taken, oldest first
 -- Returns: 1 committed; 0 the entries are no longer the head (another aggregator committed)
+-- Errors: CONFLICT (the aggregated task's id is taken by a live, held or kept task: nothing
+--   changed, the entries stay)
+--@include codes
 --@include marker
 --@include id_status
 local group = KEYS[1]
@@ -30,6 +34,7 @@ local pending = KEYS[6]
 local marker = KEYS[7]
 local archived = KEYS[8]
 local result = KEYS[9]
+local held = KEYS[10]
 local name = ARGV[1]
 local now = tonumber(ARGV[2])
 local count = #ARGV - 5
@@ -43,18 +48,28 @@ for i = 1, count do
     return 0
   end
 end
+local task_id = ARGV[4]
+if task_id ~= '' and (redis.call('HEXISTS', held, task_id) == 1
+    or (id_status(msg, archived, task_id) == 'taken' and not is_resend(msg, task_id, ARGV[5]))) then
+  return CONFLICT
+end
 redis.call('LTRIM', group, count, -1)
-if ARGV[4] ~= '' and claim_id(msg, archived, result, ARGV[4], ARGV[5]) then
-  redis.call('LPUSH', pending, ARGV[4])
+if task_id ~= '' and claim_id(msg, archived, result, task_id, ARGV[5]) then
+  redis.call('LPUSH', pending, task_id)
   signal_ready(marker)
 end
 if redis.call('LLEN', group) == 0 then
   redis.call('ZREM', groups, name)
   redis.call('HDEL', first, name)
 else
-  local stored = redis.call('HMGET', conf, 'grace_ms', 'max_size')
+  local stored = redis.call('HMGET', conf, 'grace_ms', 'max_size', 'max_delay_ms')
   local due = now + (tonumber(stored[1]) or tonumber(ARGV[3]))
   local max_size = tonumber(stored[2]) or 0
+  -- The entries left were enqueued before now: their max delay runs from now at the latest.
+  local max_delay = tonumber(stored[3]) or 0
+  if max_delay > 0 and now + max_delay < due then
+    due = now + max_delay
+  end
   if max_size > 0 and redis.call('LLEN', group) >= max_size then
     due = now
   end

@@ -19,6 +19,7 @@
 -- KEYS[14] children   hash: id -> its dependants (docs/workflows.md)
 -- KEYS[15] outbox     hash: id -> its final outcome, recorded for its dependants
 -- KEYS[16] outbox_at  zset: id -> when that outcome was recorded (ms)
+-- KEYS[17] progress   hash: id -> progress reported by a run whose lease was lost (cleared)
 -- ARGV[1] id
 -- ARGV[2] now ms
 -- ARGV[3] most archived tasks kept, if the queue stores no limits
@@ -49,6 +50,7 @@ local waiters = KEYS[13]
 local children = KEYS[14]
 local outbox = KEYS[15]
 local outbox_at = KEYS[16]
+local progress = KEYS[17]
 local id = ARGV[1]
 local now = tonumber(ARGV[2])
 
@@ -60,6 +62,7 @@ end
 redis.call('ZADD', archived, now, id)
 redis.call('HDEL', lost, id)
 redis.call('HDEL', cancel, id)
+redis.call('HDEL', progress, id)
 release_unique(unique, id)
 announce_final(waiters, ARGV[5], id, 'archived')
 record_outcome(children, outbox, outbox_at, id, ARGV[6])

@@ -9,9 +9,10 @@
 -- KEYS[5] archived   zset: id -> archived at ms
 -- KEYS[6] completed  zset: id -> record expiry ms
 -- KEYS[7] result     hash: id -> result
--- KEYS[8] children   hash: id -> msgpack array of {child queue, child id, index}
+-- KEYS[8] children   hash: id -> 1 while it has dependants (what the settling scripts check)
 -- KEYS[9] outbox     hash: id -> its final outcome, recorded for its dependants
 -- KEYS[10] held      hash: id -> message of a task itself waiting for its parents
+-- KEYS[11] dependants list: the parent's dependants, msgpack {child queue, child id, index} each
 -- ARGV[1] parent id
 -- ARGV[2] child queue
 -- ARGV[3] child id
@@ -33,6 +34,7 @@ local result = KEYS[7]
 local children = KEYS[8]
 local outbox = KEYS[9]
 local held = KEYS[10]
+local dependants = KEYS[11]
 local id = ARGV[1]
 
 local entry = redis.call('HGET', outbox, id)
@@ -49,16 +51,8 @@ end
 if not state and ARGV[5] ~= '1' and redis.call('HEXISTS', held, id) == 0 then
   return NOT_FOUND
 end
-local list = {}
-local stored = redis.call('HGET', children, id)
-if stored then
-  list = cmsgpack.unpack(stored)
-end
-for _, child in ipairs(list) do
-  if child[1] == ARGV[2] and child[2] == ARGV[3] and child[3] == tonumber(ARGV[4]) then
-    return {1}
-  end
-end
-list[#list + 1] = {ARGV[2], ARGV[3], tonumber(ARGV[4])}
-redis.call('HSET', children, id, cmsgpack.pack(list))
+-- Appended, never rewritten, so a parent with many dependants costs O(1) per link. A repeated
+-- link (a resend) is appended again: harmless, dep_report ignores a report it already has.
+redis.call('HSET', children, id, 1)
+redis.call('RPUSH', dependants, cmsgpack.pack({ARGV[2], ARGV[3], tonumber(ARGV[4])}))
 return {1}

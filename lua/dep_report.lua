@@ -7,7 +7,7 @@
 -- own dependants, so a cancel travels down a chain).
 --
 -- KEYS[1] held       hash: id -> held message
--- KEYS[2] deps       hash: id -> msgpack {policy, n, got, parents, failed}
+-- KEYS[2] deps       hash: id -> msgpack {policy, n, got, failed}
 -- KEYS[3] reports    hash: "<index>:<id>" -> one parent's outcome entry
 -- KEYS[4] msg        hash: id -> message
 -- KEYS[5] pending    list of ready ids
@@ -17,11 +17,14 @@
 -- KEYS[9] children   hash: id -> its dependants
 -- KEYS[10] outbox    hash: id -> its final outcome, recorded for its dependants
 -- KEYS[11] outbox_at zset: id -> when that outcome was recorded (ms)
+-- KEYS[12] names     hash: "<index>:<id>" -> the parent expected there, "queue/id"
 -- ARGV[1] child id
 -- ARGV[2] the parent's index among the child's parents (from 0)
 -- ARGV[3] outcome entry: msgpack [outcome, data, parent queue, parent id]
 -- ARGV[4] outcome: "completed", "archived" or "deleted"
 -- ARGV[5] prefix of the per-task channels announcing a final state to waiters
+-- ARGV[6] the parent's name, "queue/id": a report from another parent (one of an earlier task
+--   with the same id, delivered late) is ignored
 -- Returns: 0 nothing to do (duplicate, or the child is released or gone); 1 recorded, still
 --   waiting; 2 released to pending; 3 archived by the "cancel" policy; 4 archived by the
 --   policy and its own outcome recorded for its dependants (deliver it)
@@ -43,6 +46,7 @@ local waiters = KEYS[8]
 local children = KEYS[9]
 local outbox = KEYS[10]
 local outbox_at = KEYS[11]
+local names = KEYS[12]
 local id = ARGV[1]
 local index = tonumber(ARGV[2])
 
@@ -54,6 +58,10 @@ local field = index .. ':' .. id
 if redis.call('HEXISTS', reports, field) == 1 then
   return 0
 end
+local expected = redis.call('HGET', names, field)
+if expected and expected ~= ARGV[6] then
+  return 0
+end
 local rec = cmsgpack.unpack(stored)
 if index < 0 or index >= rec.n then
   return 0
@@ -61,7 +69,7 @@ end
 redis.call('HSET', reports, field, ARGV[3])
 rec.got = rec.got + 1
 if ARGV[4] ~= 'completed' and not rec.failed then
-  rec.failed = 'parent ' .. tostring(rec.parents[index + 1]) .. ' ended ' .. ARGV[4]
+  rec.failed = 'parent ' .. ARGV[6] .. ' ended ' .. ARGV[4]
 end
 if rec.got < rec.n then
   redis.call('HSET', deps, id, cmsgpack.pack(rec))
@@ -73,12 +81,22 @@ end
 local parts = {mp_array(rec.n)}
 local fields = {}
 for i = 0, rec.n - 1 do
-  fields[#fields + 1] = i .. ':' .. id
-  parts[#parts + 1] = redis.call('HGET', reports, i .. ':' .. id) or MP_NIL
+  local name = i .. ':' .. id
+  parts[#parts + 1] = redis.call('HGET', reports, name) or MP_NIL
+  -- In slices: Lua's unpack() refuses more than about 8,000 values.
+  fields[#fields + 1] = name
+  if #fields == 1000 then
+    redis.call('HDEL', reports, unpack(fields))
+    redis.call('HDEL', names, unpack(fields))
+    fields = {}
+  end
+end
+if #fields > 0 then
+  redis.call('HDEL', reports, unpack(fields))
+  redis.call('HDEL', names, unpack(fields))
 end
 local inputs = table.concat(parts)
 local message = redis.call('HGET', held, id)
-redis.call('HDEL', reports, unpack(fields))
 redis.call('HDEL', held, id)
 redis.call('HDEL', deps, id)
 redis.call('ZREM', archived, id)

@@ -77,11 +77,13 @@ for i = 3, #ARGV, 5 do
       release_unique(KEYS[lock], id)
     end
     announce_final(waiters, ARGV[2], id, 'completed')
-    local data = MP_NIL
-    if ARGV[i + 3] ~= '' then
-      data = mp_bin(ARGV[i + 3])
-    end
-    if record_outcome(children, outbox, outbox_at, id, mp_array(2) .. mp_str('completed') .. data) then
+    -- Checked before the entry is built: copying a large result costs every plain task.
+    if redis.call('HEXISTS', children, id) == 1 then
+      local data = MP_NIL
+      if ARGV[i + 3] ~= '' then
+        data = mp_bin(ARGV[i + 3])
+      end
+      record_outcome(children, outbox, outbox_at, id, mp_array(2) .. mp_str('completed') .. data)
       reported[#reported + 1] = id
     end
   end

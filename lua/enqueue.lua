@@ -9,6 +9,7 @@
 -- KEYS[6] result     hash: id -> result
 -- KEYS[7] unique     uniqueness lock (untouched unless ARGV[4] > 0)
 -- KEYS[8] guard      monotonic tick guard (untouched unless ARGV[5] ~= "")
+-- KEYS[9] held       hash: id -> message of a task waiting for its parents (its id is taken)
 -- ARGV[1] id
 -- ARGV[2] encoded message
 -- ARGV[3] due ms; 0 means ready now
@@ -16,7 +17,8 @@
 -- ARGV[5] guard value (fire time ms) or ""
 -- Returns: 1 when the task is pending, 2 when it is scheduled; the same for a resend (no guard,
 --   and the same id and message bytes already stored: nothing is written again)
--- Errors: CONFLICT (id used by a live or retained completed task; an archived one is replaced),
+-- Errors: CONFLICT (id used by a live, held or retained completed task; an archived one is
+--         replaced),
 --         TICK_TAKEN (guard >= ARGV[5]), DUPLICATE (lock held; nothing written)
 --@include codes
 --@include marker
@@ -29,6 +31,7 @@ local archived = KEYS[5]
 local result = KEYS[6]
 local unique = KEYS[7]
 local guard = KEYS[8]
+local held = KEYS[9]
 local id = ARGV[1]
 local due = tonumber(ARGV[3])
 local unique_ttl = tonumber(ARGV[4])
@@ -44,6 +47,10 @@ if status ~= 'free' and guard_value == '' and is_resend(msg, id, ARGV[2]) then
   return 1
 end
 if status == 'taken' then
+  return CONFLICT
+end
+-- A held task is in no state yet, but its release will store it under this id.
+if status == 'free' and redis.call('HEXISTS', held, id) == 1 then
   return CONFLICT
 end
 if guard_value ~= '' then

@@ -7,9 +7,11 @@
 -- KEYS[4] marker     zset waking blocked workers
 -- KEYS[5] archived   zset: id -> archived at ms
 -- KEYS[6] result     hash: id -> result
+-- KEYS[7] held       hash: id -> message of a task waiting for its parents (its id is taken)
 -- ARGV[3i+1] id, ARGV[3i+2] encoded message, ARGV[3i+3] due ms (0: ready now), for each task i
 -- Returns: one code per task, in order: 1 pending, 2 scheduled (also for a resend: the same id
---   and message already stored), or CONFLICT (id taken by a live or retained completed task)
+--   and message already stored), or CONFLICT (id taken by a live, held or retained completed
+--   task)
 --@include codes
 --@include marker
 --@include id_status
@@ -19,6 +21,7 @@ local scheduled = KEYS[3]
 local marker = KEYS[4]
 local archived = KEYS[5]
 local result = KEYS[6]
+local held = KEYS[7]
 
 local codes = {}
 local ready = {}
@@ -26,7 +29,9 @@ local earliest = nil
 for i = 1, #ARGV, 3 do
   local id = ARGV[i]
   local due = tonumber(ARGV[i + 2])
-  if not claim_id(msg, archived, result, id, ARGV[i + 1]) then
+  if redis.call('HEXISTS', held, id) == 1 then
+    codes[#codes + 1] = CONFLICT
+  elseif not claim_id(msg, archived, result, id, ARGV[i + 1]) then
     if not is_resend(msg, id, ARGV[i + 1]) then
       codes[#codes + 1] = CONFLICT
     elseif due > 0 then

@@ -1,6 +1,6 @@
 -- progress: a running handler reports its progress. Only the holder of the task's current lease
 -- token may, so a run that lost its lease cannot overwrite the progress of the run that
--- replaced it. Settling scripts (done, retry, archive_active) clear the entry.
+-- replaced it. Settling scripts (done, retry, archive_active, archive, delete) clear the entry.
 --
 -- KEYS[1] tokens    hash: active id -> fencing token
 -- KEYS[2] progress  hash: id -> encoded progress (value, message, reported at ms)

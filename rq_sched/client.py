@@ -357,7 +357,7 @@ class Client:
         Raises:
             ValidationError: fewer than 2 tasks, a later link with ``process_in`` /
                 ``process_at`` or ``unique``, or the same task twice (nothing written).
-            TaskIdConflictError: a link's ``task_id`` is taken.
+            TaskIdConflictError: a link's ``task_id`` is taken (nothing written).
             RedisUnavailableError: Redis cannot be reached.
         """
         p = self._p
@@ -392,7 +392,8 @@ class Client:
         Raises:
             ValidationError: no members, a unique member, a callback with ``process_in`` /
                 ``process_at`` or ``unique``, or the same task twice (nothing written).
-            TaskIdConflictError: a member's or the callback's ``task_id`` is taken.
+            TaskIdConflictError: a member's or the callback's ``task_id`` is taken (nothing
+                written).
             RedisUnavailableError: Redis cannot be reached.
         """
         p = self._p

@@ -110,6 +110,7 @@ def throttle_call(keys: QueueKeys, task: Prepared, key: str, window_ms: int) -> 
             keys.result,
             keys.throttle(key),
             keys.guard(""),
+            keys.held,
         ),
         (task.id, task.encoded, task.due_ms, window_ms, ""),
     )

@@ -24,10 +24,14 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
                                reported by its handler (sparse; cleared when it settles)
     ns:{q}:held         hash   id -> message of a task waiting for its parents (not yet in
                                ``msg``; see docs/workflows.md)
-    ns:{q}:deps         hash   held id -> msgpack {policy, n, got, parents, failed}
+    ns:{q}:deps         hash   held id -> msgpack {policy, n, got, failed}
+    ns:{q}:depparents   hash   "<index>:<held id>" -> the parent expected there, "queue/id"
+                               (apart from the counter: a report costs O(1) whatever the number
+                               of parents, and one from another parent is ignored)
     ns:{q}:reports      hash   "<index>:<held id>" -> a parent's outcome delivered to it
-    ns:{q}:children     hash   id -> msgpack [[child queue, child id, index], ...]: its
-                               dependants, anywhere
+    ns:{q}:children     hash   id -> 1 while it has dependants (what a settling script checks)
+    ns:{q}:dependants:<id> list  its dependants, anywhere: msgpack [child queue, child id,
+                               index] each (appended: a fan-out costs O(1) per link)
     ns:{q}:outbox       hash   id -> msgpack [outcome, data]: its final outcome, recorded
                                for its dependants in the step that made it final
     ns:{q}:outbox_at    zset   id -> when that outcome was recorded (ms); the sweep delivers
@@ -176,6 +180,10 @@ class QueueKeys:
         return f"{self.prefix}:deps"
 
     @cached_property
+    def dep_parents(self) -> str:
+        return f"{self.prefix}:depparents"
+
+    @cached_property
     def reports(self) -> str:
         return f"{self.prefix}:reports"
 
@@ -195,6 +203,10 @@ class QueueKeys:
     def outbox_keys(self) -> tuple[str, str, str]:
         """children, outbox, outbox_at: the keys a settling script records an outcome with."""
         return (self.children, self.outbox, self.outbox_at)
+
+    def dependants(self, task_id: str) -> str:
+        """The dependants of ``task_id`` (see ``lua/dep_link.lua``)."""
+        return f"{self.prefix}:dependants:{task_id}"
 
     def agg_group(self, group: str) -> str:
         """The entries of aggregation group ``group``."""
@@ -302,6 +314,7 @@ class QueueKeys:
             self.progress,
             self.held,
             self.deps,
+            self.dep_parents,
             self.reports,
             self.children,
             self.outbox,

@@ -47,6 +47,7 @@ def enqueue(keys: QueueKeys, task: Prepared, guard: tuple[str, int] | None = Non
             *_enqueue_state_keys(keys),
             keys.unique(task.message.unique),
             keys.guard(guard_key),
+            keys.held,
         ),
         (task.id, task.encoded, task.due_ms, task.unique_ttl_ms, guard_value),
     )
@@ -74,7 +75,7 @@ _PLAIN_ENQUEUE_KEYS: dict[str, tuple[str, ...]] = {}
 def _plain_enqueue_keys(keys: QueueKeys) -> tuple[str, ...]:
     if len(_PLAIN_ENQUEUE_KEYS) > 10_000:  # bounded: queue names are few, but be safe
         _PLAIN_ENQUEUE_KEYS.clear()
-    found = (*_enqueue_state_keys(keys), keys.unique(None), keys.guard(""))
+    found = (*_enqueue_state_keys(keys), keys.unique(None), keys.guard(""), keys.held)
     _PLAIN_ENQUEUE_KEYS[keys.prefix] = found
     return found
 
@@ -83,7 +84,7 @@ def enqueue_batch(keys: QueueKeys, tasks: Sequence[Prepared]) -> Call:
     args: list[Arg] = []
     for task in tasks:
         args += (task.id, task.encoded, task.due_ms)
-    return scripts.load("enqueue_batch"), _enqueue_state_keys(keys), args
+    return scripts.load("enqueue_batch"), (*_enqueue_state_keys(keys), keys.held), args
 
 
 def dequeue(keys: QueueKeys, lease_ms: int, count: int) -> Call:
@@ -306,6 +307,7 @@ def archive_corrupt(
         now_s=now_s,
         limits=limits,
         count_failure=True,
+        error=error,
     )
 
 
@@ -326,6 +328,7 @@ def archive(
             keys.limits,
             keys.waiters,
             *keys.outbox_keys,
+            keys.progress,
         ),
         (
             task_id,
@@ -449,7 +452,7 @@ def dep_hold(keys: QueueKeys, task_id: str, held: bytes, record: bytes) -> Call:
     """Store a task that waits for its parents (see ``lua/dep_hold.lua``)."""
     return (
         scripts.load("dep_hold"),
-        (keys.msg, keys.archived, keys.held, keys.deps),
+        (keys.msg, keys.archived, keys.held, keys.deps, keys.result, keys.dep_parents),
         (task_id, held, record),
     )
 
@@ -477,13 +480,17 @@ def dep_link(
             keys.children,
             keys.outbox,
             keys.held,
+            keys.dependants(parent_id),
         ),
         (parent_id, child.queue, child_id, index, "1" if expect_new else "0"),
     )
 
 
-def dep_report(keys: QueueKeys, child_id: str, index: int, entry: bytes, outcome: str) -> Call:
-    """Deliver one parent's outcome to a held child (idempotent)."""
+def dep_report(
+    keys: QueueKeys, child_id: str, index: int, entry: bytes, outcome: str, *, parent: str
+) -> Call:
+    """Deliver one parent's outcome to a held child (idempotent); ``parent`` is its
+    "queue/id" name, for the error text of a failed parent."""
     return (
         scripts.load("dep_report"),
         (
@@ -496,14 +503,31 @@ def dep_report(keys: QueueKeys, child_id: str, index: int, entry: bytes, outcome
             keys.archived,
             keys.waiters,
             *keys.outbox_keys,
+            keys.dep_parents,
         ),
-        (child_id, index, entry, outcome, keys.final_prefix),
+        (child_id, index, entry, outcome, keys.final_prefix, parent),
+    )
+
+
+def dep_drop(keys: QueueKeys, task_id: str) -> Call:
+    """An operator deletes a held task; NOT_FOUND when none is held under ``task_id``."""
+    return (
+        scripts.load("dep_drop"),
+        (
+            keys.held,
+            keys.deps,
+            keys.dep_parents,
+            keys.reports,
+            keys.waiters,
+            *keys.outbox_keys,
+        ),
+        (task_id, keys.final_prefix, outcome_entry("deleted", None)),
     )
 
 
 def dep_ack(keys: QueueKeys, task_id: str) -> Call:
     """Drop a delivered outcome record and the list of dependants it was delivered to."""
-    return scripts.load("dep_ack"), keys.outbox_keys, (task_id,)
+    return scripts.load("dep_ack"), (*keys.outbox_keys, keys.dependants(task_id)), (task_id,)
 
 
 def dep_due(keys: QueueKeys, grace_ms: int, limit: int = BATCH_LIMIT) -> Call:
@@ -512,8 +536,9 @@ def dep_due(keys: QueueKeys, grace_ms: int, limit: int = BATCH_LIMIT) -> Call:
 
 
 def dep_read(keys: QueueKeys, task_id: str) -> Call:
-    """A task's dependants and recorded outcome: ``[children or None, entry or None]``."""
-    return scripts.load("dep_read"), (keys.children, keys.outbox), (task_id,)
+    """A task's dependants and recorded outcome: ``[[msgpack (child queue, child id, index),
+    ...], entry or None]``."""
+    return scripts.load("dep_read"), (keys.dependants(task_id), keys.outbox), (task_id,)
 
 
 def task_brief(keys: QueueKeys, task_id: str) -> Call:
@@ -560,7 +585,9 @@ def agg_commit(
     task: Prepared | None,
     entries: Sequence[bytes],
 ) -> Call:
-    """Replace the group's head ``entries`` by ``task`` (None: drop them), if still its head."""
+    """Replace the group's head ``entries`` by ``task`` (None: drop them), if still its head.
+    The reply is 1 committed, 0 not the head any more, or CONFLICT (``task``'s id is taken:
+    nothing changed)."""
     return (
         scripts.load("agg_commit"),
         (
@@ -573,6 +600,7 @@ def agg_commit(
             keys.marker,
             keys.archived,
             keys.result,
+            keys.held,
         ),
         (
             group,

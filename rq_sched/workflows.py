@@ -24,7 +24,7 @@ from typing import Any, Literal
 import msgpack
 
 from rq_sched import ops, scripts
-from rq_sched.errors import TaskNotFoundError, ValidationError, error_for_code
+from rq_sched.errors import CONFLICT, TaskNotFoundError, ValidationError, error_for_code
 from rq_sched.keys import QueueKeys
 from rq_sched.message import decode
 from rq_sched.models import TaskInfo
@@ -225,7 +225,9 @@ def _report(
     """Report ``(parent queue, parent id, outcome, data)`` to the child."""
     queue, parent_id, outcome, data = parent_outcome
     entry = msgpack.packb([outcome, data, queue, parent_id], use_bin_type=True)
-    reply = yield ops.dep_report(child, child_id, index, bytes(entry), outcome)
+    reply = yield ops.dep_report(
+        child, child_id, index, bytes(entry), outcome, parent=f"{queue}/{parent_id}"
+    )
     if reply == 4:  # archived by the policy, with dependants of its own
         yield from deliver_steps(namespace, child.queue, child_id)
     elif isinstance(reply, int) and reply < 0:
@@ -257,11 +259,12 @@ def deliver_steps(namespace: str, queue: str, parent_id: str) -> Steps:
         if entry_raw is None:
             continue  # delivered already (or never recorded)
         outcome, data = msgpack.unpackb(entry_raw, raw=False)
-        children = msgpack.unpackb(children_raw, raw=False) if children_raw else []
-        for child_queue, child_id, index in children:
+        for child_queue, child_id, index in read_dependants(children_raw):
             child = QueueKeys(namespace, child_queue)
             entry = msgpack.packb([outcome, data, q, pid], use_bin_type=True)
-            reply = yield ops.dep_report(child, child_id, index, bytes(entry), outcome)
+            reply = yield ops.dep_report(
+                child, child_id, index, bytes(entry), outcome, parent=f"{q}/{pid}"
+            )
             if reply == 4:
                 work.append((child_queue, child_id))
             elif isinstance(reply, int) and reply < 0:
@@ -273,6 +276,19 @@ def deliver_steps(namespace: str, queue: str, parent_id: str) -> Steps:
         yield ops.dep_ack(keys, pid)
         delivered += 1
     return delivered
+
+
+def read_dependants(raw: Sequence[bytes]) -> list[tuple[str, str, int]]:
+    """The (child queue, child id, index) entries ``lua/dep_read.lua`` returns.
+
+    Raises:
+        ValueError: an entry does not decode as one (the deliverer logs it and moves on).
+    """
+    found: list[tuple[str, str, int]] = []
+    for entry in raw:
+        queue, task_id, index = msgpack.unpackb(entry, raw=False)
+        found.append((str(queue), str(task_id), int(index)))
+    return found
 
 
 def deliver(redis: SyncRedis, namespace: str, queue: str, parent_id: str) -> int:
@@ -326,6 +342,7 @@ def chain_steps(namespace: str, links: Sequence[Prepared]) -> Steps:
     for link in links[1:]:
         check_holdable(link)
     _check_distinct(links)
+    yield from _check_free(namespace, links)
     for before, link in itertools.pairwise(links):
         yield from hold_steps(
             namespace, link, [(before.queue, before.id)], "cancel", parents_new=True
@@ -344,6 +361,7 @@ def group_steps(
         if member.message.unique is not None:
             raise ValidationError(f"group member {member.id!r}: unique members are not supported")
     _check_distinct([*members, callback])
+    yield from _check_free(namespace, [*members, callback])
     parents = [(m.queue, m.id) for m in members]
     yield from hold_steps(namespace, callback, parents, policy, parents_new=True)
     for member in members:
@@ -354,6 +372,20 @@ def _check_distinct(tasks: Sequence[Prepared]) -> None:
     refs = [(t.queue, t.id) for t in tasks]
     if len(set(refs)) != len(refs):
         raise ValidationError("a chain or group names the same task (queue and id) twice")
+
+
+def _check_free(namespace: str, tasks: Sequence[Prepared]) -> Steps:
+    """Refuse a chain or group before writing anything when one of its ids is taken (live,
+    held, or completed and kept): a refusal found only at the last enqueue left the tasks held
+    before it linked to the task that holds the id, to run when that one ends.
+
+    Raises:
+        TaskIdConflictError: an id is taken.
+    """
+    for task in tasks:
+        held, data, _, archived, _ = yield ops.task_brief(QueueKeys(namespace, task.queue), task.id)
+        if held or (data is not None and not archived):
+            raise error_for_code(CONFLICT, queue=task.queue, task_id=task.id)
 
 
 def _enqueue_steps(namespace: str, task: Prepared) -> Steps:

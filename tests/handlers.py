@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 from typing import Any
 
@@ -99,6 +100,22 @@ def report_then_wait(task: Task) -> str:
     with redis.Redis.from_url(payload["url"]) as conn:
         assert conn.blpop([payload["go"]], timeout=20) is not None
     return "finished"
+
+
+def report_from_threads(task: Task) -> str:
+    """Report large progress values from several threads at once (a process handler's reports
+    share one pipe to the worker)."""
+
+    def report(n: int) -> None:
+        for i in range(50):
+            task.report_progress(str(n) * 50_000, f"thread {n} report {i}")
+
+    threads = [threading.Thread(target=report, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return "reported"
 
 
 @router.task("wf:audit")

@@ -131,6 +131,21 @@ def test_max_size_triggers_at_once_and_takes_at_most_that_many(
     assert _digests(r, namespace)[1] == {"group": "g", "items": [3]}
 
 
+def test_tasks_left_by_a_full_batch_keep_the_max_delay(
+    servers_for: Any, client: Client, clock: ManualClock, r: redis.Redis, namespace: str
+) -> None:
+    # The 4th task was enqueued at 0 with the others: at most max_delay (10 s) later it is
+    # aggregated, although the commit of the full batch restarted its group's grace (60 s).
+    servers = servers_for(grace=60, max_delay=10, max_size=3)
+    for n in range(4):
+        client.enqueue("mail", n, queue="q", group="g")
+    servers.tick()
+    assert _digests(r, namespace) == [{"group": "g", "items": [0, 1, 2]}]
+    clock.advance(10)
+    servers.tick()
+    assert _digests(r, namespace)[1:] == [{"group": "g", "items": [3]}]
+
+
 def test_racing_aggregators_enqueue_each_batch_once(
     servers_for: Any, client: Client, clock: ManualClock, r: redis.Redis, namespace: str
 ) -> None:
@@ -250,3 +265,39 @@ def test_a_server_aggregates_a_group_woken_through_the_marker(
     assert payload == {"group": "user:7", "items": [0, 1, 2]}
     print(f"\naggregated {at - sent:.3f}s after the last enqueue (grace 0.3 s)")
     assert 0.3 <= at - sent < 2.0
+
+
+def _fixed_id(group: str, tasks: list[Task]) -> NewTask:
+    return NewTask(type="digest", payload=len(tasks), queue="q", task_id=f"digest:{group}")
+
+
+def test_a_batch_whose_task_id_is_taken_stays_in_its_group(
+    redis_url: str, namespace: str, client: Client, clock: ManualClock, r: redis.Redis
+) -> None:
+    # The aggregator names its task with an id a live task holds: the commit must not drop the
+    # batch's entries without enqueueing anything (the tasks would be lost, silently).
+    keys = QueueKeys(namespace, "q")
+    client.enqueue("digest", "earlier", queue="q", task_id="digest:g")
+    loop = asyncio.new_event_loop()
+    conn = redis.asyncio.Redis.from_url(redis_url)
+    aggregator = Aggregator(
+        conn,
+        {"q": keys},
+        clock=clock,
+        aggregation=Aggregation(_fixed_id, GroupLimits(grace=1)),
+        sweep_interval=3600,
+    )
+    try:
+        loop.run_until_complete(aggregator.tick())  # stores the limits
+        for n in range(2):
+            client.enqueue("mail", n, queue="q", group="g")
+        clock.advance(1)
+        aggregator.due_at("q", int(r.zscore(keys.agg_groups, "g") or 0))
+        loop.run_until_complete(aggregator.tick())
+    finally:
+        loop.run_until_complete(conn.aclose())
+        loop.close()
+    assert aggregator.committed == 0
+    assert r.llen(keys.agg_group("g")) == 2
+    assert r.zscore(keys.agg_groups, "g") is not None
+    assert decode(r.hget(keys.msg, "digest:g")).payload == "earlier"  # type: ignore[arg-type]

@@ -12,8 +12,18 @@ from typing import Any
 import pytest
 import redis
 
-from rq_sched import AsyncClient, Client, NewTask, Router, SkipRetry, Task, ValidationError
+from rq_sched import (
+    AsyncClient,
+    Client,
+    NewTask,
+    Router,
+    SkipRetry,
+    Task,
+    TaskIdConflictError,
+    ValidationError,
+)
 from rq_sched.connection import connect
+from rq_sched.keys import QueueKeys
 from rq_sched.results import unpack_result
 from tests.worker_support import Recorder, running_server
 
@@ -171,3 +181,29 @@ def test_a_group_spanning_cluster_slots_releases_its_callback_once(
         assert [item[0] for item in seen.items].count("join") == 1
     finally:
         conn.close()
+
+
+def test_a_chain_refused_for_a_taken_id_leaves_nothing_behind(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    # Link 1's id is a live task's: the chain is refused, and its later links must not stay
+    # behind, held on that unrelated task (they would run when it ends).
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("other", task_id="A")
+    with pytest.raises(TaskIdConflictError):
+        client.chain([NewTask(type="t", task_id="A"), NewTask(type="t", task_id="B")])
+    assert r.hlen(keys.held) == 0
+    assert not r.hexists(keys.children, "A")
+
+
+def test_a_group_refused_for_a_taken_id_leaves_nothing_behind(
+    r: redis.Redis, namespace: str, client: Client
+) -> None:
+    keys = QueueKeys(namespace, "default")
+    client.enqueue("other", task_id="M2")
+    members = [NewTask(type="m", task_id="M1"), NewTask(type="m", task_id="M2")]
+    with pytest.raises(TaskIdConflictError):
+        client.group(members, NewTask(type="cb", task_id="CB"))
+    assert r.hlen(keys.held) == 0
+    assert r.hlen(keys.children) == 0
+    assert not r.hexists(keys.msg, "M1")

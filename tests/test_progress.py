@@ -20,7 +20,7 @@ from rq_sched.inspector.models import task_json
 from rq_sched.keys import QueueKeys
 from rq_sched.message import encode_progress
 from tests import handlers
-from tests.script_support import NOW_MS, TOKEN, Store
+from tests.script_support import NOW_MS, TOKEN, Store, expire_lease
 from tests.worker_support import running_server, wait_until
 
 LIMITS = ops.ArchiveLimits()
@@ -153,3 +153,32 @@ def test_reports_from_a_thread_in_a_tight_loop_are_coalesced(
         client.wait_result("default", info.id, 15)
     print(f"5000 reports from a thread: {written} writes")
     assert written < 5000
+
+
+def test_an_operator_archiving_a_recovered_task_clears_its_lost_runs_progress(
+    store: Store,
+) -> None:
+    # The run reported progress, then its worker died: recover hands the task back to pending
+    # with the record still there (not shown: its token is stale). Archived by an operator, the
+    # task never runs again, so nothing else would ever remove that record.
+    store.seed_active("a")
+    _report(store, "a", TOKEN, 0.5)
+    expire_lease(store, "a")
+    store.run(ops.recover(store.keys))
+    assert store.r.lrange(store.keys.pending, 0, -1) == [b"a"]
+    store.run(ops.archive(store.keys, "a", unique=None, now_s=NOW_MS / 1000, limits=LIMITS))
+    assert store.r.zscore(store.keys.archived, "a") is not None
+    assert store.r.hgetall(store.keys.progress) == {}
+
+
+def test_a_process_handler_reports_from_several_threads(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    # The child relays its reports over the pipe it shares with the worker: sends from several
+    # threads at once must not interleave (a report larger than the pipe's atomic write would).
+    router = Router()
+    router.add("p:threads", handlers.report_from_threads, process=True)
+    client = Client(r, namespace=namespace)
+    info = client.enqueue("p:threads", None, retention=60, max_retry=0)
+    with running_server(redis_url, router, namespace=namespace):
+        assert client.wait_result("default", info.id, 60) == b"reported"

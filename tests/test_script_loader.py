@@ -11,7 +11,7 @@ import pytest
 import redis
 import redis.asyncio
 
-from rq_sched import errors, ops, scripts
+from rq_sched import dedup, errors, ops, scripts
 from rq_sched.keys import QueueKeys
 from rq_sched.scripts import Call
 from tests.script_support import NOW_MS, Store, task
@@ -29,6 +29,8 @@ def every_call(keys: QueueKeys) -> list[Call]:
         ops.enqueue(keys, task("a")),
         ops.enqueue(keys, task("u", unique="d", unique_ttl_ms=10), ("g", 1)),
         ops.enqueue_batch(keys, [task("b"), task("c")]),
+        dedup.debounce_call(keys, task("db"), "k"),
+        dedup.throttle_call(keys, task("th"), "k", 1000),
         ops.dequeue(keys, 30_000, 1),
         ops.done(keys, [ops.Ack("a", 1, unique="x"), ops.Ack("b", 2)], NOW_MS / 1000),
         ops.retry(keys, "a", 1, encoded=b"m", due_ms=0, now_s=NOW_MS / 1000),
@@ -50,8 +52,9 @@ def every_call(keys: QueueKeys) -> list[Call]:
         ops.unwait(keys, "a"),
         ops.dep_hold(keys, "c", b"h", b"r"),
         ops.dep_link(keys, "a", keys, "c", index=0, expect_new=False),
-        ops.dep_report(keys, "c", 0, b"e", "completed"),
+        ops.dep_report(keys, "c", 0, b"e", "completed", parent="q/p"),
         ops.dep_ack(keys, "a"),
+        ops.dep_drop(keys, "a"),
         ops.dep_due(keys, 1000),
         ops.dep_read(keys, "a"),
         ops.task_brief(keys, "a"),
@@ -65,7 +68,8 @@ def every_call(keys: QueueKeys) -> list[Call]:
 
 def test_every_call_covers_every_script_ops_builds() -> None:
     built = {call[0].name for call in every_call(QueueKeys("ns", "q"))}
-    assert built == set(re.findall(r'scripts\.load\("(\w+)"\)', inspect.getsource(ops)))
+    sources = inspect.getsource(ops) + inspect.getsource(dedup)
+    assert built == set(re.findall(r'scripts\.load\("(\w+)"\)', sources))
 
 
 def test_every_script_in_lua_dir_loads_with_a_consistent_header() -> None:

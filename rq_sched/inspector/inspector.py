@@ -207,13 +207,20 @@ class Inspector:
         return self.flow(queue)
 
     def delete_task(self, queue: str, task_id: str) -> None:
-        """Delete a task that is not active, releasing its uniqueness lock.
+        """Delete a task that is not active, releasing its uniqueness lock; or a task held for
+        its parents (an orphan of a chain or group whose client died while enqueueing it).
 
         Raises:
             TaskNotFoundError: no such task.
             TaskStateError: the task is active (cancel it instead).
         """
-        unique = self._unique_of(queue, check_stored_id(task_id))
+        check_stored_id(task_id)
+        with translate_errors(self.redis):
+            held = inspector_waiting.is_waiting(self.redis, self.keys(queue), task_id)
+        if held:
+            self._run(ops.dep_drop(self.keys(queue), task_id), queue, task_id)
+            return
+        unique = self._unique_of(queue, task_id)
         self._run(ops.delete(self.keys(queue), task_id, unique), queue, task_id)
 
     def run_task(self, queue: str, task_id: str) -> None:

@@ -52,7 +52,9 @@ def read_waiting(redis: SyncRedis, keys: QueueKeys, limit: int) -> list[WaitingT
             messages: Any = redis.hmget(keys.held, ids)
             for task_id, message in zip(ids, messages, strict=True):
                 if message is not None:
-                    out.append(_waiting(keys, task_id, message, records[task_id]))
+                    record = msgpack.unpackb(records[task_id], raw=False)
+                    names = _parent_names(redis, keys, task_id, record)
+                    out.append(_waiting(keys, task_id, message, record, names))
         if int(cursor) == 0:
             break
     return out
@@ -63,19 +65,34 @@ def is_waiting(redis: SyncRedis, keys: QueueKeys, task_id: str) -> bool:
     return bool(redis.hexists(keys.held, task_id))
 
 
-def _waiting(keys: QueueKeys, task_id: str, held: bytes, record: bytes) -> WaitingTask:
+def _parent_names(
+    redis: SyncRedis, keys: QueueKeys, task_id: str, record: dict[str, Any]
+) -> list[str]:
+    """A held task's parents, ``queue/id``, in ``depends_on`` order."""
+    count = int(record.get("n", 0))
+    if not count:
+        return []
+    fields = [f"{index}:{task_id}" for index in range(count)]
+    found: Any = redis.hmget(keys.dep_parents, fields)
+    if all(name is None for name in found):  # written before the names had a hash of their own
+        return [str(name) for name in record.get("parents", [])]
+    return [_text(name) if name is not None else "?" for name in found]
+
+
+def _waiting(
+    keys: QueueKeys, task_id: str, held: bytes, rec: dict[str, Any], parents: list[str]
+) -> WaitingTask:
     try:
         message = decode(held + _RELEASED_TAIL, task_id=task_id)
         task_type, payload = message.type, message.payload
     except CorruptTaskError:
         task_type, payload = "?", held
-    rec = msgpack.unpackb(record, raw=False)
     return WaitingTask(
         id=task_id,
         queue=keys.queue,
         type=task_type,
         payload=payload,
-        parents=list(rec.get("parents", [])),
+        parents=parents,
         reported=int(rec.get("got", 0)),
         policy=str(rec.get("policy", "?")),
         failed=rec.get("failed"),

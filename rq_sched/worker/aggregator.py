@@ -130,9 +130,18 @@ class Aggregator(Component):
         call = ops.agg_commit(
             keys, group, now_ms=to_ms(now), grace_ms=self.limits[0], task=task, entries=entries
         )
-        if await scripts.arun(self.redis, *call) == 1:
+        reply = await scripts.arun(self.redis, *call)
+        if reply == 1:
             self.committed += 1
             return True
+        if reply < 0:
+            log.error(
+                "aggregating group %r of %s: the task's id %r is taken by another task; its %d "
+                "task(s) stay and are tried again in %gs",
+                group, queue, task.id if task else "", len(entries), FAILED_PAUSE,
+            )  # fmt: skip
+            self._failed[(queue, group)] = now + FAILED_PAUSE
+            return False
         self.lost_races += 1
         return False
 

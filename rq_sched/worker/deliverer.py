@@ -5,12 +5,16 @@ in the step that makes it final, and tell the worker so; the worker then asks th
 deliver it at once (:meth:`Deliverer.notify`). A worker killed between the two leaves the
 record undelivered: every server's deliverer also sweeps its queues for records older than a
 grace period (``lua/dep_due.lua``) and delivers them. Delivery is idempotent, so the sweep and
-the worker may both deliver the same record.
+the worker may both deliver the same record. A record Redis refuses to deliver (a dependant's
+queue holding someone else's data) or that does not decode is logged and left for the next
+sweep; it never holds up the others.
 """
 
 from __future__ import annotations
 
 import logging
+
+from redis.exceptions import ResponseError
 
 from rq_sched import ops, scripts, workflows
 from rq_sched.keys import QueueKeys
@@ -59,11 +63,24 @@ class Deliverer(Component):
         done = 0
         while self._pending:
             queue, task_id = next(iter(self._pending))
-            # Dropped only once delivered: a Redis error keeps it for the next tick.
-            done += await workflows.adeliver(self.redis, self.namespace, queue, task_id)
+            # Dropped only once delivered or refused: an outage keeps it for the next tick; a
+            # refused record stays in the outbox, where the sweep finds it again.
+            done += await self._deliver(queue, task_id) or 0
             self._pending.pop((queue, task_id), None)
         self.delivered += done
         return done
+
+    async def _deliver(self, queue: str, task_id: str) -> int | None:
+        """Deliver one record; None when Redis refused it or it does not decode (logged)."""
+        try:
+            return await workflows.adeliver(self.redis, self.namespace, queue, task_id)
+        except (ResponseError, ValueError, TypeError) as exc:
+            log.error(
+                "task %s/%s: its outcome cannot be delivered to its dependants (%s); left for "
+                "the next sweep, the other records go on",
+                queue, task_id, exc,
+            )  # fmt: skip
+            return None
 
     async def sweep(self) -> int:
         """Deliver records left undelivered past the grace period (their worker died)."""
@@ -71,6 +88,7 @@ class Deliverer(Component):
         for queue, keys in self.keys.items():
             while True:
                 ids = await scripts.arun(self.redis, *ops.dep_due(keys, self.grace_ms))
+                refused = 0
                 for raw in ids:
                     task_id = raw.decode()
                     log.warning(
@@ -79,8 +97,12 @@ class Deliverer(Component):
                         queue,
                         task_id,
                     )
-                    done += await workflows.adeliver(self.redis, self.namespace, queue, task_id)
-                if len(ids) < ops.BATCH_LIMIT:
+                    delivered = await self._deliver(queue, task_id)
+                    if delivered is None:
+                        refused += 1
+                    done += delivered or 0
+                # Refused records stay first in line: a batch of nothing else ends the pass.
+                if len(ids) < ops.BATCH_LIMIT or refused == len(ids):
                     break
         self.swept += done
         self.delivered += done

@@ -108,5 +108,6 @@ class Recoverer(Component):
                 now_s=now,
                 limits=self.limits,
                 count_failure=False,
+                error=reason,
             )
         await scripts.arun(self.redis, *call)

@@ -455,21 +455,34 @@ def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
         deadline=state.deadline,
         parents=state.parents,
     )
-    task._progress = lambda value, message: conn.send(("progress", value, message))
+    sending = threading.Lock()
+
+    def send(reply: Any) -> None:
+        # One message at a time: the handler's own threads may report progress, and a message
+        # larger than the pipe's atomic write interleaved with another corrupts the pipe.
+        with sending:
+            conn.send(reply)
+
+    def relay(value: Any, message: str | None) -> None:
+        with contextlib.suppress(OSError):  # the outcome was sent meanwhile: advisory, dropped
+            send(("progress", value, message))
+
+    task._progress = relay
     if not _go_ahead(conn):  # the worker is gone, or gave the task up (lease lost, cancelled)
         os._exit(WORKER_GONE_EXIT)
     _exit_with_worker(conn)
     try:
         _keep_returned(task, handler(task))
-        conn.send(("ok", task.result))
+        send(("ok", task.result))
     except Retry as exc:
-        conn.send(("retry", exc.delay, str(exc)))
+        send(("retry", exc.delay, str(exc)))
     except SkipRetry as exc:
-        conn.send(("skip", str(exc)))
+        send(("skip", str(exc)))
     except BaseException as exc:  # noqa: BLE001 - everything is reported to the parent
-        conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+        send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
     finally:
-        conn.close()
+        with sending:
+            conn.close()
 
 
 def _go_ahead(conn: Connection) -> bool:
