@@ -94,6 +94,16 @@ const actions = {
     const seconds = (performance.now() - t0) / 1000;
     return { n: p.n, seconds, rate: p.n / seconds, bulk: Boolean(p.bulk) };
   },
+  async fill_concurrent(queue, redis, p) {
+    // p.producers async producers at once, each awaiting its own add (ioredis overlaps them).
+    const producers = p.producers || 100, per = Math.floor(p.n / producers);
+    await queue.add('noop', { arg: 0 }, JOB_OPTS);
+    const t0 = performance.now();
+    const one = async () => { for (let i = 0; i < per; i++) await queue.add('noop', { arg: 0 }, JOB_OPTS); };
+    await Promise.all(Array.from({ length: producers }, one));
+    const seconds = (performance.now() - t0) / 1000;
+    return { n: per * producers, seconds, rate: (per * producers) / seconds, concurrent: true };
+  },
   async pickup(queue, redis, p) {
     const warm = p.warm ?? 3, out = [];
     let deadline = Infinity;
