@@ -8,12 +8,13 @@
 -- KEYS[4] archived   zset: id -> archived at ms
 -- KEYS[5] result     hash: id -> result
 -- KEYS[6] debounce   string: id of the task waiting under this debounce key
+-- KEYS[7] held       hash: id -> message of a task waiting for its parents (its id is taken)
 -- ARGV[1] id for a new task
 -- ARGV[2] encoded message
 -- ARGV[3] due ms of a new task (the end of the window)
 -- ARGV[4] ms the debounce key is kept (past the due time)
 -- Returns: {1, id} a new task waits; {2, id} the waiting task `id` now has this message
--- Errors: CONFLICT (ARGV[1] is used by a live or retained task)
+-- Errors: CONFLICT (ARGV[1] is used by a live, held or retained task)
 --@include codes
 --@include marker
 --@include id_status
@@ -23,6 +24,7 @@ local marker = KEYS[3]
 local archived = KEYS[4]
 local result = KEYS[5]
 local debounce = KEYS[6]
+local held = KEYS[7]
 local id = ARGV[1]
 local due = tonumber(ARGV[3])
 
@@ -31,7 +33,7 @@ if waiting and redis.call('ZSCORE', scheduled, waiting) then
   redis.call('HSET', msg, waiting, ARGV[2])
   return {2, waiting}
 end
-if not claim_id(msg, archived, result, id, ARGV[2]) then
+if redis.call('HEXISTS', held, id) == 1 or not claim_id(msg, archived, result, id, ARGV[2]) then
   return CONFLICT
 end
 redis.call('ZADD', scheduled, due, id)

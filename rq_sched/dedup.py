@@ -92,7 +92,15 @@ def debounce_call(keys: QueueKeys, task: Prepared, key: str) -> Call:
     """Enqueue ``task`` (due at the window's end) or give a waiting task its message."""
     return (
         scripts.load("debounce"),
-        (keys.msg, keys.scheduled, keys.marker, keys.archived, keys.result, keys.debounce(key)),
+        (
+            keys.msg,
+            keys.scheduled,
+            keys.marker,
+            keys.archived,
+            keys.result,
+            keys.debounce(key),
+            keys.held,
+        ),
         (task.id, task.encoded, task.due_ms, task.due_ms - task.message.enqueued_at + KEY_KEPT_MS),
     )
 

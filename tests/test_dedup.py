@@ -20,6 +20,7 @@ from rq_sched import (
     ManualClock,
     Router,
     Task,
+    TaskIdConflictError,
     Throttled,
     ValidationError,
     scripts,
@@ -163,3 +164,19 @@ def test_the_async_client_debounces_throttles_and_sets_flow(redis_url: str, name
 
     asyncio.run(scenario())
     assert Inspector.from_url(redis_url, namespace=namespace).flow("default").concurrency == 3
+
+
+def test_debounce_and_throttle_refuse_the_id_of_a_held_task(
+    client: Client, r: redis.Redis, namespace: str
+) -> None:
+    # A held task (waiting for its parents) owns its id: a debounce or throttle taking it would
+    # leave the held task unable to be released (the same defect the #17 review found in enqueue).
+    keys = keys_of(namespace)
+    parent = client.enqueue("p", None)
+    client.enqueue("c", None, task_id="held-one", depends_on=[parent.id])
+    with pytest.raises(TaskIdConflictError):
+        client.debounce("d", None, key="k", window=5, task_id="held-one")
+    with pytest.raises(TaskIdConflictError):
+        client.throttle("t", None, key="k", window=5, task_id="held-one")
+    assert r.hexists(keys.msg, "held-one") == 0
+    assert r.hexists(keys.held, "held-one") == 1
