@@ -177,3 +177,40 @@ def stop_process(
             f"process {proc.pid} did not exit {timeout}s after {sig}: {err}"
         ) from None
     return proc.returncode, err
+
+
+@contextmanager
+def monitored(url: str) -> Iterator[list[tuple[str, str]]]:
+    """Record, with MONITOR, every command clients send Redis while the block runs, as
+    (client address, name) in the order Redis ran them; a script call is named by its script
+    (``EVALSHA dequeue``), and what scripts run inside Redis is left out."""
+    from rq_sched import scripts  # noqa: PLC0415 - only these tests need the script names
+
+    names = {s.sha: s.name for s in scripts.all_scripts()}
+    seen: list[tuple[str, str]] = []
+    done = threading.Event()
+    conn = redis.Redis.from_url(url)
+    monitor = conn.monitor()  # type: ignore[no-untyped-call]
+    monitor.__enter__()
+
+    def read() -> None:
+        while not done.is_set():
+            reply = monitor.next_command()
+            parts = reply["command"].split()
+            name = parts[0].upper() if parts else "?"
+            if name == "EVALSHA" and len(parts) > 1:
+                name = f"EVALSHA {names.get(parts[1].strip(chr(34)), '?')}"
+            if not done.is_set() and reply.get("client_type") != "lua":
+                seen.append((f"{reply['client_address']}:{reply['client_port']}", name))
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        with redis.Redis.from_url(url) as other:
+            other.ping()  # a command for the reader to see, so it ends
+        reader.join(10)
+        monitor.__exit__(None, None, None)
+        conn.close()

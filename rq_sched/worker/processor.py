@@ -14,6 +14,7 @@ bytes (:meth:`Processor._corrupt_call`), so no message can stop the fetch loop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from rq_sched import flow, ops, scripts
 from rq_sched.backoff import default_backoff
@@ -44,6 +45,7 @@ from rq_sched.scripts import AnyAsyncRedis, Call
 from rq_sched.task import Task
 from rq_sched.worker.acks import OUTAGE, AckWriter
 from rq_sched.worker.config import ServerConfig
+from rq_sched.worker.prefetch import Prefetch
 from rq_sched.worker.progress import ProgressWriter
 from rq_sched.worker.runners import Runners
 from rq_sched.worker.supervisor import retry_pause
@@ -63,6 +65,8 @@ REFUSED_PAUSE = 1.0
 """Seconds before a queue whose dequeue Redis refused (WRONGTYPE: someone else's data under its
 keys) is tried again; doubled for each refusal in a row, up to REFUSED_PAUSE_MAX."""
 REFUSED_PAUSE_MAX = 60.0
+SETTLE_WAIT = 1.0
+"""Seconds the marker watcher waits for a busy fetch loop before it waits without a dequeue."""
 WRITE_ATTEMPTS = 60
 """Attempts to write one outcome through a Redis outage (about two minutes) before giving up;
 the task then runs again once its lease expires."""
@@ -154,12 +158,38 @@ class Processor:
         self._held_only = False
         self.flow_holds = 0
         """Dequeues that a flow limit held back (rate or concurrency cap)."""
+        self._reserved = 0
+        """Slots set aside for a dequeue the marker watcher sent ahead (see :mod:`prefetch`)."""
+        self._prefetching = False
+        self._prefetch_idle = asyncio.Event()
+        self._prefetch_idle.set()
+        self._look_after = False
+        """The fetch loop looks once the dequeue sent ahead answers (a look came meanwhile)."""
+        self._quiet = asyncio.Event()
+        """Set while the fetch loop sleeps with nothing to ask (cleared whenever it is woken)."""
+        self.kick: Callable[[], None] = lambda: None
+        """Makes a dequeue sent ahead run now (the server connects it to its marker watcher)."""
 
     # -- taking tasks -----------------------------------------------------------------------
 
     def notify_work(self) -> None:
-        """Tasks may be ready: the fetch loop looks again."""
+        """Tasks may be ready: the fetch loop looks again. While a dequeue sent ahead waits on
+        the markers, the marker that made them ready runs it (or wakes another worker)."""
+        if not self._prefetching:
+            self._wake_fetch()
+
+    def _wake_fetch(self) -> None:
+        self._quiet.clear()
         self._work.set()
+
+    def _look_now(self) -> None:
+        """Look at every queue now: wake the fetch loop, first ending the wait of a dequeue
+        sent ahead (its slots are reserved, and nothing else might end it for long)."""
+        if self._prefetching:
+            self._look_after = True  # once the slots it holds are back
+            self.kick()
+        else:
+            self._wake_fetch()
 
     def busy(self) -> int:
         """Slots in use: held leases plus superseded runs still going."""
@@ -170,7 +200,7 @@ class Processor:
         await self._apply_flow()
         failures = 0
         while not self._stopping:
-            free = self.config.concurrency - self.busy()
+            free = self.config.concurrency - self.busy() - self._reserved
             if free <= 0:
                 self._slot.clear()
                 await self._slot.wait()
@@ -186,6 +216,8 @@ class Processor:
                 await asyncio.sleep(pause)
                 continue
             if (not taken or self._held_only) and not self._stopping:
+                if not self._work.is_set():
+                    self._quiet.set()
                 await self._work.wait()
 
     async def fetch(self, free: int) -> int:
@@ -216,15 +248,8 @@ class Processor:
                 if refused is not None:
                     del self._refused[queue]
                     log.warning("queue %r is served again", queue)
-                leased = ops.parse_dequeue(reply)
-                hold = flow.dequeue_hold(reply)
-                if hold is not None:
-                    self.flow_holds += 1
-                    if hold.wait_s is not None:
-                        self._wake_in(hold.wait_s)
-                for task in leased:
-                    self._start(queue, task, sent)
-                taken += len(leased)
+                leased, hold = self._take(queue, reply, sent)
+                taken += leased
                 if leased and hold is None:
                     return taken
             # Only flow-held queues gave tasks (or none did): asking again at once would only
@@ -233,6 +258,90 @@ class Processor:
             return taken
         finally:
             self._fetch_idle.set()
+
+    def _take(self, queue: str, reply: Any, sent: float) -> tuple[int, flow.Hold | None]:
+        """Start what a dequeue of ``queue`` sent at ``sent`` leased; returns how many, and the
+        flow hold that came with them (its timer set)."""
+        leased = ops.parse_dequeue(reply)
+        hold = flow.dequeue_hold(reply)
+        if hold is not None:
+            self.flow_holds += 1
+            if hold.wait_s is not None:
+                self._wake_in(hold.wait_s)
+        for task in leased:
+            self._start(queue, task, sent)
+        return len(leased), hold
+
+    # -- a dequeue sent ahead with the marker wait (see :mod:`rq_sched.worker.prefetch`) ----
+
+    async def settle(self) -> None:
+        """Return once the fetch loop is neither asking nor about to ask (waiting at most
+        :data:`SETTLE_WAIT`), so that a dequeue sent ahead can be planned."""
+        if self._stopping:
+            return
+        free = self.config.concurrency - self.busy() - self._reserved
+        if not self._fetch_idle.is_set() or (self._work.is_set() and free > 0):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._quiet.wait(), SETTLE_WAIT)
+
+    def plan_prefetch(self) -> Prefetch | None:
+        """A dequeue for the marker watcher to send behind its wait, its slots reserved; None
+        while stopping, while the fetch loop is asking or about to ask (it must never find its
+        slots reserved for a wait that nothing will end), with no free slot, or while a rate
+        limit's timer runs (the fetch loop asks when it fires: ending a wait for each token
+        would cost a new wait per token)."""
+        if (
+            self._stopping
+            or self._prefetching
+            or self._timer is not None
+            or self._work.is_set()
+            or not self._fetch_idle.is_set()
+        ):
+            return None
+        count = min(self.config.concurrency - self.busy() - self._reserved, self.config.batch_size)
+        if count <= 0:
+            return None
+        now = time.monotonic()
+        for queue in self.queue_order():
+            refused = self._refused.get(queue)
+            if refused is None or refused[0] <= now:
+                break
+        else:
+            return None
+        lease_ms = int(self.config.lease_duration * 1000)
+        self._prefetching = True
+        self._prefetch_idle.clear()
+        self._reserved += count
+        return Prefetch(queue, count, ops.dequeue(self.keys[queue], lease_ms, count))
+
+    def prefetched(self, plan: Prefetch, reply: Any, confirmed_at: float) -> None:
+        """The dequeue sent ahead answered: start what it leased (confirmed at
+        ``confirmed_at``); look again at once only if it may have left tasks behind."""
+        self._end_prefetch(plan)
+        if plan.queue in self._refused:
+            del self._refused[plan.queue]
+            log.warning("queue %r is served again", plan.queue)
+        leased, hold = self._take(plan.queue, reply, confirmed_at)
+        if hold is None and leased >= plan.count:
+            self._wake_fetch()
+
+    def prefetch_failed(self, plan: Prefetch, error: BaseException) -> None:
+        """The dequeue sent ahead gave no tasks: Redis refused the queue, or the wait failed
+        (then the fetch loop asks in the usual way, reloading a flushed script)."""
+        self._end_prefetch(plan)
+        if isinstance(error, ResponseError) and not isinstance(error, NoScriptError):
+            self._refuse(plan.queue, error)
+        else:
+            self._wake_fetch()
+
+    def _end_prefetch(self, plan: Prefetch) -> None:
+        self._reserved -= plan.count
+        self._prefetching = False
+        self._prefetch_idle.set()
+        self._slot.set()  # a fetch loop short of slots counts again
+        if self._look_after:
+            self._look_after = False
+            self._wake_fetch()
 
     def _refuse(self, queue: str, exc: ResponseError) -> None:
         """Redis refused to dequeue from ``queue``: skip it for a while, serve the others."""
@@ -245,7 +354,7 @@ class Processor:
             "queues are served meanwhile; this one is tried again in %.0fs",
             queue, str(exc).split(" script:")[0], self.keys[queue].prefix, pause,
         )  # fmt: skip
-        asyncio.get_running_loop().call_later(pause, self.notify_work)
+        asyncio.get_running_loop().call_later(pause, self._look_now)
 
     def _wake_in(self, seconds: float) -> None:
         """Look at the queues again in ``seconds`` (a flow limit said when), unless a timer
@@ -261,7 +370,7 @@ class Processor:
     def _timer_fired(self) -> None:
         self._timer = None
         self._timer_at = math.inf
-        self._work.set()
+        self._look_now()
 
     async def _apply_flow(self) -> None:
         """Store the flow limits of this server's config before taking any task (retrying
@@ -698,14 +807,9 @@ class Processor:
             self._timer = None
         started = time.monotonic()
         self.acks.deadline = started + timeout + ACK_GRACE
-        self._work.set()
+        self._wake_fetch()
         self._slot.set()
-        if not self._fetch_idle.is_set():
-            # What a fetch in flight leases is registered, never started: handed back below.
-            try:
-                await asyncio.wait_for(self._fetch_idle.wait(), max(timeout, 1.0))
-            except TimeoutError:
-                log.warning("a fetch was still in flight at shutdown; its tasks run again later")
+        await self._fetches_done(max(timeout, 1.0))
         jobs = [e.job for e in self._entries() if e.job is not None]
         remaining = max(0.0, timeout - (time.monotonic() - started))
         if jobs:
@@ -734,6 +838,17 @@ class Processor:
         pending = [j for j in self._jobs if not j.done()]
         if pending:
             await asyncio.wait(pending, timeout=5)
+
+    async def _fetches_done(self, timeout: float) -> None:
+        """Wait for the dequeues in flight (a fetch, a dequeue sent ahead, made to run now):
+        what they lease is registered, never started, and handed back by :meth:`drain`."""
+        if self._prefetching:
+            self.kick()
+        for idle in (self._fetch_idle, self._prefetch_idle):
+            try:
+                await asyncio.wait_for(idle.wait(), timeout)
+            except TimeoutError:
+                log.warning("a fetch was still in flight at shutdown; its tasks run again later")
 
     def _entries(self) -> list[Running]:
         return [*self.running.values(), *self.superseded]

@@ -21,6 +21,7 @@ import socket
 import threading
 from typing import Any, Self
 
+from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError
 
@@ -303,6 +304,10 @@ class Server:
             if isinstance(self.redis, AsyncRedisCluster)
             else [markers]
         )
+        # One watcher on a plain client sends the processor's dequeue behind its wait (one
+        # round trip per wake-up: rq_sched.worker.prefetch); a cluster's per-slot watchers
+        # wake the processor, which then asks.
+        prefetcher = processor if len(groups) == 1 and isinstance(self.redis, AsyncRedis) else None
         watchers = [
             MarkerWatcher(
                 self.redis,
@@ -310,9 +315,12 @@ class Server:
                 on_ready=processor.notify_work,
                 on_due=self._due_at,
                 timeout=self.config.idle_timeout,
+                prefetcher=prefetcher,
             )
             for group in groups
         ]
+        if prefetcher is not None:
+            processor.kick = watchers[0].kick
         # In a cluster, redis-py's cluster pub/sub picks a node: PUBLISH reaches every node.
         listener = CancelListener(
             self.redis,

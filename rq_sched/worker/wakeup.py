@@ -9,6 +9,11 @@ defaults to 5 s): a longer block would end in a read timeout, a dropped connecti
 reconnect. Short blocks are simply repeated until ``timeout`` has passed in total. Each call is
 also bounded on the client side (block + :data:`REPLY_GRACE`), so a connection dropped without
 a FIN or RST cannot hold the watcher even when the client has no socket timeout.
+
+With a :class:`~rq_sched.worker.prefetch.Prefetcher` (the processor, on a plain client), the
+wait carries the processor's dequeue behind it (:mod:`rq_sched.worker.prefetch`): a wake-up
+then costs one round trip, and the wait may last the whole idle timeout, since its reads carry
+their own timeout.
 """
 
 from __future__ import annotations
@@ -18,11 +23,13 @@ import inspect
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import RedisError
 
 from rq_sched.scripts import AnyAsyncRedis
+from rq_sched.worker.prefetch import Prefetch, Prefetcher, PrefetchingWait
 from rq_sched.worker.supervisor import retry_pause
 
 log = logging.getLogger("rq_sched")
@@ -44,6 +51,7 @@ class MarkerWatcher:
         on_ready: Callable[[], None],
         on_due: Callable[[str, int], None],
         timeout: float,
+        prefetcher: Prefetcher | None = None,
     ) -> None:
         self.redis = redis
         self._queues = {key.encode(): queue for key, queue in markers.items()}
@@ -53,16 +61,27 @@ class MarkerWatcher:
         self.timeout = timeout
         self.block = block_limit(redis, timeout)
         """Longest single BZPOPMIN, in seconds."""
+        self.prefetching = (
+            PrefetchingWait(redis, self._keys, prefetcher) if prefetcher is not None else None
+        )
+
+    def kick(self) -> None:
+        """End a wait that carries a dequeue, so the dequeue runs now."""
+        if self.prefetching is not None:
+            self.prefetching.kick()
 
     async def run(self) -> None:
         """Wait forever (until cancelled), surviving Redis restarts."""
         failures = 0
         idle_until = time.monotonic() + self.timeout
         while True:
-            block = max(0.01, min(self.block, idle_until - time.monotonic()))
+            plan = None
+            if self.prefetching is not None:
+                await self.prefetching.prefetcher.settle()
+                plan = self.prefetching.prefetcher.plan_prefetch()
+            block = max(0.01, idle_until - time.monotonic())
             try:
-                async with asyncio.timeout(block + REPLY_GRACE):
-                    reply = await self.redis.bzpopmin(self._keys, block)
+                reply = await self._wait_once(plan, block)
                 failures = 0
             except (RedisError, OSError) as exc:  # TimeoutError is an OSError
                 failures += 1
@@ -74,15 +93,28 @@ class MarkerWatcher:
             if reply is None:
                 if time.monotonic() >= idle_until:
                     idle_until = time.monotonic() + self.timeout
-                    self.on_ready()
+                    if plan is None:  # a prefetched dequeue has just looked
+                        self.on_ready()
                 continue
             idle_until = time.monotonic() + self.timeout
             key, member, score = reply
-            if member == b"d":
-                queue = self._queues.get(key, "") if isinstance(key, bytes) else str(key)
-                self.on_due(queue, int(score))
-            else:
+            queue = self._queues.get(key, "") if isinstance(key, bytes) else str(key)
+            if member in (b"d", "d"):
+                self.on_due(queue, int(float(score)))
+            elif plan is None or queue != plan.queue:  # else its dequeue has taken them
                 self.on_ready()
+
+    async def _wait_once(self, plan: Prefetch | None, block: float) -> Any:
+        """One wait: with ``plan``'s dequeue behind it, or a plain BZPOPMIN of at most
+        :attr:`block` seconds."""
+        if plan is not None and self.prefetching is not None:
+            reply = await self.prefetching.wait(plan, block, REPLY_GRACE)
+            if self.prefetching.kicked_late:  # its dequeue ran before the kick's reason
+                self.on_ready()
+            return reply
+        block = min(self.block, block)
+        async with asyncio.timeout(block + REPLY_GRACE):
+            return await self.redis.bzpopmin(self._keys, block)
 
 
 def block_limit(redis: AnyAsyncRedis, timeout: float) -> float:

@@ -1,0 +1,170 @@
+"""Waking with the dequeue already sent: one round trip from a marker to a leased task.
+
+An idle worker blocks on its queues' marker set (``BZPOPMIN``). Asking for tasks only after the
+wake-up's reply arrives costs a second round trip. Instead the watcher writes the dequeue right
+behind the blocking call on the same connection, so Redis runs it the moment the wait ends (a
+blocked client's later commands wait in its input buffer): the marker and the leased tasks come
+back together.
+
+Two things make this safe:
+
+- **Slots are reserved** for the dequeue while it waits (:class:`Prefetch`), so the processor
+  never leases more tasks than it has slots. When the processor needs the dequeue to run now
+  (a flow limit's timer fired, a refused queue may be served again, a shutdown began), the
+  watcher's wait is ended with ``CLIENT UNBLOCK`` from another connection (:meth:`kick`); the
+  dequeue then runs at once.
+- **The read's time is known.** A handler starts only within ``START_WINDOW`` of sending a read
+  that confirmed its lease (docs/core.md). The dequeue here was sent long before it ran, so its
+  send time would force a renewal before every start. Two ``TIME`` calls bracket the wait (one
+  written before the block, one right after the dequeue): the dequeue ran at least their
+  difference after this side sent the batch, capped by the time this side itself saw pass, so
+  ``sent + min(redis elapsed, local elapsed)`` is never later than the read — except across a
+  forward step of the Redis host's wall clock during the wait, which docs/core.md names.
+
+Only plain (non-cluster) clients prefetch, with one watcher per server; in a cluster each queue
+has its own watcher and the processor asks after the wake-up, as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol, cast
+
+from redis.exceptions import RedisError, ResponseError
+
+from rq_sched.scripts import AnyAsyncRedis, Call
+
+log = logging.getLogger("rq_sched")
+
+
+@dataclass(frozen=True, slots=True)
+class Prefetch:
+    """A dequeue sent ahead of a wake-up, with the slots reserved for what it leases."""
+
+    queue: str
+    count: int
+    call: Call
+
+
+class Prefetcher(Protocol):
+    """What the watcher needs from the processor."""
+
+    async def settle(self) -> None:
+        """Return once the processor is not asking for tasks itself (bounded)."""
+
+    def plan_prefetch(self) -> Prefetch | None:
+        """A dequeue to send with the next wait (its slots reserved), or None."""
+
+    def prefetched(self, plan: Prefetch, reply: Any, confirmed_at: float) -> None:
+        """The dequeue ran: ``reply`` is its answer, read by Redis at or after ``confirmed_at``
+        (monotonic); the reservation ends."""
+
+    def prefetch_failed(self, plan: Prefetch, error: BaseException) -> None:
+        """The dequeue gave no answer (or an error); the reservation ends."""
+
+
+def redis_seconds(reply: Any) -> float:
+    """A ``TIME`` reply as seconds."""
+    seconds, micros = reply
+    return int(seconds) + int(micros) / 1_000_000
+
+
+class PrefetchingWait:
+    """One connection's ``BZPOPMIN`` with a dequeue behind it, and the means to end it early.
+
+    A kick must never be lost, whatever point of the wait it meets: before the connection's id
+    is known it is kept and sent once it is; while blocked it is sent at once; after the wait
+    ended (its dequeue may have run before the reason for the kick) it is reported through
+    :attr:`kicked_late`, and the caller looks again."""
+
+    def __init__(self, redis: AnyAsyncRedis, keys: list[str], prefetcher: Prefetcher) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.prefetcher = prefetcher
+        self._phase = "idle"
+        """idle, writing (sent; the connection's id unread), blocked, or answered."""
+        self._client_id = 0
+        self._kick_wanted = False
+        self.kicked_late = False
+        """A kick came after the last wait's dequeue had run."""
+        self._kicks: set[asyncio.Task[None]] = set()
+
+    def kick(self) -> None:
+        """End the current wait now, so its dequeue runs (no-op when nothing waits)."""
+        if self._phase == "writing":
+            self._kick_wanted = True
+        elif self._phase == "blocked":
+            task = asyncio.get_running_loop().create_task(self._unblock(self._client_id))
+            self._kicks.add(task)
+            task.add_done_callback(self._kicks.discard)
+        elif self._phase == "answered":
+            self.kicked_late = True
+
+    async def _unblock(self, client_id: int) -> None:
+        try:
+            await self.redis.execute_command("CLIENT", "UNBLOCK", client_id)
+        except (RedisError, OSError) as exc:  # the wait ends on its own at its timeout
+            log.debug("could not end a marker wait early: %s", exc)
+
+    async def wait(self, plan: Prefetch, block: float, reply_grace: float) -> Any:
+        """Block up to ``block`` seconds on the markers with ``plan``'s dequeue behind; hand
+        the dequeue's answer (or failure) to the prefetcher and return the ``BZPOPMIN``
+        reply. Raises what the connection raised, after telling the prefetcher."""
+        self._phase, self._kick_wanted, self.kicked_late = "writing", False, False
+        try:
+            woken, answer, confirmed_at = await self._round_trip(plan, block, reply_grace)
+        except BaseException as exc:
+            self._phase = "idle"
+            self.prefetcher.prefetch_failed(plan, exc)
+            raise
+        self._phase = "idle"
+        if isinstance(answer, ResponseError):
+            self.prefetcher.prefetch_failed(plan, answer)
+        else:
+            self.prefetcher.prefetched(plan, answer, confirmed_at)
+        return woken
+
+    async def _round_trip(self, plan: Prefetch, block: float, grace: float) -> tuple[Any, ...]:
+        """Write the batch, read its five replies: (BZPOPMIN reply, dequeue answer or its
+        error, the monotonic time Redis read the queue at the earliest)."""
+        pool = cast(Any, self.redis).connection_pool
+        script, keys, args = plan.call
+        conn = await pool.get_connection()
+        try:
+            sent = time.monotonic()
+            await conn.send_packed_command(
+                conn.pack_commands(
+                    [
+                        ("CLIENT", "ID"),
+                        ("TIME",),
+                        ("BZPOPMIN", *self.keys, block),
+                        ("EVALSHA", script.sha, len(keys), *keys, *args),
+                        ("TIME",),
+                    ]
+                )
+            )
+            async with asyncio.timeout(block + grace):
+                self._client_id = int(await conn.read_response())
+                before = await conn.read_response()
+                self._phase = "blocked"
+                if self._kick_wanted:
+                    self.kick()
+                woken = await conn.read_response(timeout=block + grace)
+                self._phase = "answered"
+                answer: Any
+                try:
+                    answer = await conn.read_response()
+                except ResponseError as exc:  # the dequeue's own error (NOSCRIPT, WRONGTYPE)
+                    answer = exc
+                after = await conn.read_response()
+            seen = time.monotonic() - sent
+        except BaseException:
+            await conn.disconnect()  # replies may be left unread: never reuse it
+            raise
+        finally:
+            await pool.release(conn)
+        waited = max(0.0, redis_seconds(after) - redis_seconds(before))
+        return woken, answer, sent + min(waited, seen)
