@@ -183,24 +183,28 @@ def stop_process(
 def monitored(url: str) -> Iterator[list[tuple[str, str]]]:
     """Record, with MONITOR, every command clients send Redis while the block runs, as
     (client address, name) in the order Redis ran them; a script call is named by its script
-    (``EVALSHA dequeue``), and what scripts run inside Redis is left out."""
+    (``EVALSHA dequeue``), and what scripts run inside Redis is left out. Reading ends at an
+    ``ECHO`` sent after the block, so nothing the block caused is missed however slow the
+    reader is."""
     from rq_sched import scripts  # noqa: PLC0415 - only these tests need the script names
 
     names = {s.sha: s.name for s in scripts.all_scripts()}
+    end = f"monitored-end-{os.getpid()}-{threading.get_ident()}"
     seen: list[tuple[str, str]] = []
-    done = threading.Event()
     conn = redis.Redis.from_url(url)
     monitor = conn.monitor()  # type: ignore[no-untyped-call]
     monitor.__enter__()
 
     def read() -> None:
-        while not done.is_set():
+        while True:
             reply = monitor.next_command()
+            if end in reply["command"]:
+                return
             parts = reply["command"].split()
             name = parts[0].upper() if parts else "?"
             if name == "EVALSHA" and len(parts) > 1:
                 name = f"EVALSHA {names.get(parts[1].strip(chr(34)), '?')}"
-            if not done.is_set() and reply.get("client_type") != "lua":
+            if reply.get("client_type") != "lua":
                 seen.append((f"{reply['client_address']}:{reply['client_port']}", name))
 
     reader = threading.Thread(target=read, daemon=True)
@@ -208,9 +212,8 @@ def monitored(url: str) -> Iterator[list[tuple[str, str]]]:
     try:
         yield seen
     finally:
-        done.set()
         with redis.Redis.from_url(url) as other:
-            other.ping()  # a command for the reader to see, so it ends
+            other.echo(end)
         reader.join(10)
         monitor.__exit__(None, None, None)
         conn.close()

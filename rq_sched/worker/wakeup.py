@@ -12,8 +12,7 @@ a FIN or RST cannot hold the watcher even when the client has no socket timeout.
 
 With a :class:`~rq_sched.worker.prefetch.Prefetcher` (the processor, on a plain client), the
 wait carries the processor's dequeue behind it (:mod:`rq_sched.worker.prefetch`): a wake-up
-then costs one round trip, and the wait may last the whole idle timeout, since its reads carry
-their own timeout.
+then costs one round trip.
 """
 
 from __future__ import annotations
@@ -79,7 +78,9 @@ class MarkerWatcher:
             if self.prefetching is not None:
                 await self.prefetching.prefetcher.settle()
                 plan = self.prefetching.prefetcher.plan_prefetch()
-            block = max(0.01, idle_until - time.monotonic())
+            # A wait with a dequeue behind is bounded like a plain one: a connection that died
+            # without a FIN or RST must not hold the slots it reserved for long.
+            block = max(0.01, min(self.block, idle_until - time.monotonic()))
             try:
                 reply = await self._wait_once(plan, block)
                 failures = 0
@@ -112,7 +113,6 @@ class MarkerWatcher:
             if self.prefetching.kicked_late:  # its dequeue ran before the kick's reason
                 self.on_ready()
             return reply
-        block = min(self.block, block)
         async with asyncio.timeout(block + REPLY_GRACE):
             return await self.redis.bzpopmin(self._keys, block)
 
