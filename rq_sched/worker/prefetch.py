@@ -90,10 +90,14 @@ class PrefetchingWait:
         self._kick_wanted = False
         self.kicked_late = False
         """A kick came after the last wait's dequeue had run."""
+        self.kicked = False
+        """The last wait was kicked (ended early, or asked to be)."""
         self._kicks: set[asyncio.Task[None]] = set()
 
     def kick(self) -> None:
         """End the current wait now, so its dequeue runs (no-op when nothing waits)."""
+        if self._phase in ("writing", "blocked"):
+            self.kicked = True
         if self._phase == "writing":
             self._kick_wanted = True
         elif self._phase == "blocked":
@@ -113,7 +117,12 @@ class PrefetchingWait:
         """Block up to ``block`` seconds on the markers with ``plan``'s dequeue behind; hand
         the dequeue's answer (or failure) to the prefetcher and return the ``BZPOPMIN``
         reply. Raises what the connection raised, after telling the prefetcher."""
-        self._phase, self._kick_wanted, self.kicked_late = "writing", False, False
+        self._phase, self._kick_wanted, self.kicked_late, self.kicked = (
+            "writing",
+            False,
+            False,
+            False,
+        )
         try:
             woken, answer, confirmed_at = await self._round_trip(plan, block, reply_grace)
         except BaseException as exc:

@@ -73,9 +73,14 @@ class MarkerWatcher:
         """Wait forever (until cancelled), surviving Redis restarts."""
         failures = 0
         idle_until = time.monotonic() + self.timeout
+        active = False
+        """The last wait was ended by a marker or a kick: send the dequeue with the next one.
+        A worker whose waits time out waits plainly (one command per wait, not five), so an
+        idle worker costs what it did; the first task after an idle spell takes two round
+        trips, the ones that follow it one."""
         while True:
             plan = None
-            if self.prefetching is not None:
+            if self.prefetching is not None and active:
                 await self.prefetching.prefetcher.settle()
                 plan = self.prefetching.prefetcher.plan_prefetch()
             # A wait with a dequeue behind is bounded like a plain one: a connection that died
@@ -85,12 +90,14 @@ class MarkerWatcher:
                 reply = await self._wait_once(plan, block)
                 failures = 0
             except (RedisError, OSError) as exc:  # TimeoutError is an OSError
+                active = False
                 failures += 1
                 pause = retry_pause(failures)
                 log.warning("wake-up wait failed: %s (retrying in %.2fs)", exc, pause)
                 await asyncio.sleep(pause)
                 self.on_ready()  # look once more after Redis comes back
                 continue
+            active = reply is not None or (plan is not None and self._kicked())
             if reply is None:
                 if time.monotonic() >= idle_until:
                     idle_until = time.monotonic() + self.timeout
@@ -104,6 +111,9 @@ class MarkerWatcher:
                 self.on_due(queue, int(float(score)))
             elif plan is None or queue != plan.queue:  # else its dequeue has taken them
                 self.on_ready()
+
+    def _kicked(self) -> bool:
+        return self.prefetching is not None and self.prefetching.kicked
 
     async def _wait_once(self, plan: Prefetch | None, block: float) -> Any:
         """One wait: with ``plan``'s dequeue behind it, or a plain BZPOPMIN of at most
