@@ -246,6 +246,53 @@ def test_enqueue_refuses_bad_input_with_a_hint(
     assert r.scard(GlobalKeys(namespace).queues) == 0
 
 
+def test_enqueue_debounce_keeps_one_task_per_window_carrying_the_newest_payload(
+    cli: Any, r: redis.Redis, namespace: str
+) -> None:
+    code, out, _ = cli("enqueue", "sync", '{"v": 1}', "--debounce", "acct:7", "--window", "1h")
+    assert code == 0 and out.startswith("enqueued ") and ": scheduled due " in out
+    first = out.split()[1]
+    code, out, _ = cli(
+        "enqueue", "sync", '{"v": 2}', "--debounce", "acct:7", "--window", "1h", "--json"
+    )
+    data = json.loads(out)
+    assert code == 0 and data["debounced"] and data["replaced"]
+    assert data["task"]["id"] == first and data["task"]["payload"] == {"v": 2}
+    keys = QueueKeys(namespace, "default")
+    assert r.zcard(keys.scheduled) == 1 and r.hlen(keys.msg) == 1
+
+
+def test_enqueue_throttle_drops_the_calls_after_the_first_in_a_window(
+    cli: Any, r: redis.Redis, namespace: str
+) -> None:
+    code, out, _ = cli("enqueue", "ping", '"a"', "--throttle", "host:1", "--window", "1h")
+    assert code == 0 and out.startswith("enqueued ")
+    kept = out.split()[1]
+    code, out, _ = cli("enqueue", "ping", '"b"', "--throttle", "host:1", "--window", "1h")
+    assert code == 0 and out.startswith(f"dropped: the window keeps {kept} (ping)")
+    keys = QueueKeys(namespace, "default")
+    assert r.llen(keys.pending) == 1 and r.hlen(keys.msg) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["t", "--debounce", "k"], "need --window"),
+        (["t", "--window", "5s"], "--window goes with --debounce KEY or --throttle KEY"),
+        (["t", "--debounce", "k", "--window", "5s", "--in", "1m"], "leave out --in, --at"),
+        (["t", "--throttle", "k", "--window", "5s", "--unique", "1m"], "leave out --unique"),
+        (["t", "--throttle", "k", "--window", "soon"], "--window: "),
+        (["t", "--debounce", "", "--window", "5s"], "key"),
+    ],
+)
+def test_enqueue_debounce_and_throttle_refuse_bad_input_and_write_nothing(
+    cli: Any, r: redis.Redis, namespace: str, argv: list[str], message: str
+) -> None:
+    code, _, err = cli("enqueue", *argv)
+    assert code == 2 and message in err, err
+    assert r.keys(f"{namespace}:*") == []
+
+
 def test_stats_sums_every_queue(
     cli: Any, r: redis.Redis, namespace: str, now_clock: ManualClock, seeded: Seeded
 ) -> None:
