@@ -285,7 +285,7 @@ def read_status(redis: SyncRedis, keys: QueueKeys) -> FlowStatus:
     of the Redis clock that judges the limits."""
     call = (scripts.load("flow_status"), (keys.flow, keys.lease, keys.pending, *keys.keyed), ())
     raw, active, pending, now_ms, keyed = scripts.run(redis, *call)
-    return status_from(keys.queue, raw, int(active), int(pending), float(now_ms), keyed)
+    return status_from(keys.queue, raw, int(active), int(pending), float(now_ms), keyed=keyed)
 
 
 def status_from(
@@ -294,6 +294,7 @@ def status_from(
     active: int,
     pending: int,
     now_ms: float,
+    *,
     keyed: Sequence[Any] = (0, 0, 0),
 ) -> FlowStatus:
     """Build a :class:`FlowStatus` from the flow hash fields (interval, burst, max_active, tat,
