@@ -65,7 +65,8 @@ def fail(store: Store, leased: ops.Leased, due_ms: int) -> int:
 
 def keyed_state(store: Store) -> dict[str, object]:
     kready, kring, kwait, kstate = store.keys.keyed
-    state = {k.decode(): v.decode() for k, v in store.r.hgetall(kstate).items()}
+    raw: dict[bytes, bytes] = store.r.hgetall(kstate)  # type: ignore[assignment]
+    state = {k.decode(): v.decode() for k, v in raw.items()}
     return {
         "ready": store.r.zcard(kready),
         "ring": store.r.zcard(kring),
