@@ -77,9 +77,7 @@ def test_fifty_keys_with_skewed_backlogs_are_served_evenly_over_three_workers(
     tasks += [(f"k{k}-{i}", f"k{k}") for i in range(small) for k in range(1, 50)]
     enqueue(client, tasks, {"url": redis_url, "ledger": ledger})
     with workers(redis_url, namespace, 3, "--concurrency", "4"):
-        wait_until(
-            lambda: r.llen(ledger) >= 2 * len(tasks), timeout=120, what="every task run"
-        )
+        wait_until(lambda: r.llen(ledger) >= 2 * len(tasks), timeout=120, what="every task run")
     starts = [(e[2], e[4]) for e in entries(r, ledger) if e[0] == "s"]
     starts.sort()
     # While every key is backlogged: until the first small key has started its last task.
@@ -141,8 +139,10 @@ def test_key_concurrency_never_exceeded_even_across_kill_9_of_a_worker(
     try:
         with workers(redis_url, namespace, 2, "--concurrency", "8", "--lease", "1"):
             wait_until(
-                lambda: len({e[3] for e in entries(r, ledger)}) >= 2
-                and any(e[3] == victim.pid and e[0] == "s" for e in entries(r, ledger)[-4:]),
+                lambda: (
+                    len({e[3] for e in entries(r, ledger)}) >= 2
+                    and any(e[3] == victim.pid and e[0] == "s" for e in entries(r, ledger)[-4:])
+                ),
                 timeout=30,
                 what="another worker running tasks while the victim runs one",
             )
