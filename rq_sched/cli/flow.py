@@ -11,6 +11,7 @@ from typing import Any
 from rq_sched.cli.admin import _command, render_table
 from rq_sched.flow import FlowLimits, FlowStatus
 from rq_sched.inspector.inspector import Inspector
+from rq_sched.inspector.models import jsonable
 from rq_sched.keyed import FlowKeys
 
 
@@ -55,7 +56,8 @@ def _flow(inspector: Inspector, args: argparse.Namespace) -> Any:
         status = inspector.flow(args.queue)
     keys = inspector.flow_keys(args.queue, args.keys)
     if args.json:
-        return {"flow": status, "keys": keys}
+        # The status's own fields as before, with the busiest keys added.
+        return {**jsonable(status), "keys": jsonable(keys)}
     return describe(status) + "\n" + describe_keys(keys)
 
 

@@ -168,6 +168,7 @@ class Inspector:
                 ParentInfo(queue, parent_id, outcome, data if isinstance(data, str) else None)
                 for outcome, data, queue, parent_id in message.parents or ()
             ],
+            key=message.key,
         )
 
     def waiting(self, queue: str, limit: int = 100) -> list[inspector_waiting.WaitingTask]:
