@@ -92,9 +92,10 @@ else
   local plen = redis.call('LLEN', pending)
   local intake = KEYED_INTAKE
   local ring_dry = false
+  -- The virtual clock: the turn of the key served last (a key joining the ring joins there).
+  local v = tonumber(redis.call('HGET', kstate, 'v') or 0)
   while started < want do
     local head = not ring_dry and redis.call('ZRANGE', kring, 0, 0, 'WITHSCORES') or {}
-    local v = tonumber(redis.call('HGET', kstate, 'v') or 0)
     if plen > 0 and intake > 0 and (not head[1] or math.max(turn, v) <= tonumber(head[2])) then
       local id = redis.call('RPOP', pending)
       plen = plen - 1
@@ -111,10 +112,14 @@ else
         end
       end
     elseif head[1] then
-      local id = keyed_next(kready, kring, kwait, kstate, L, now)
+      local id, vt = keyed_next(kready, kring, kwait, kstate, L, now, head)
       if not id then
         ring_dry = true
       else
+        if vt ~= v then
+          v = vt
+          redis.call('HSET', kstate, 'v', tostring(v))
+        end
         local message = redis.call('HGET', msg, id)
         if message then
           lease_one(id, message)

@@ -193,19 +193,22 @@ local function keyed_due(kready, kring, kwait, kstate, marker, now)
 end
 
 -- The next keyed task to start by the ring's order and the per-key limits, taken out of
--- kready and counted as running; nil when no key can be served now.
-local function keyed_next(kready, kring, kwait, kstate, L, now)
+-- kready and counted as running, with the virtual time of its key's turn; nil when no key can
+-- be served now. `head` is the ring's head as the caller read it (ZRANGE .. WITHSCORES).
+local function keyed_next(kready, kring, kwait, kstate, L, now, head)
   for _ = 1, KEYED_VISITS do
-    local head = redis.call('ZRANGE', kring, 0, 0, 'WITHSCORES')
+    head = head or redis.call('ZRANGE', kring, 0, 0, 'WITHSCORES')
     if not head[1] then
       return nil
     end
     local d, vt = head[1], tonumber(head[2])
+    head = nil
     local member = redis.call('ZRANGEBYLEX', kready, '[' .. d, '[' .. d .. '\255', 'LIMIT', 0, 1)[1]
-    local running = tonumber(redis.call('HGET', kstate, 'a:' .. d) or 0)
+    local counts = redis.call('HMGET', kstate, 'a:' .. d, 'r:' .. d)
+    local running = tonumber(counts[1] or 0)
     local tat = nil
     if L.interval then
-      tat = math.max(tonumber(redis.call('HGET', kstate, 'r:' .. d) or 0), now)
+      tat = math.max(tonumber(counts[2] or 0), now)
     end
     if not member then
       redis.call('ZREM', kring, d)
@@ -219,7 +222,6 @@ local function keyed_next(kready, kring, kwait, kstate, L, now)
       redis.call('ZADD', kwait, tat - L.tau, d)
     else
       redis.call('ZREM', kready, member)
-      redis.call('HSET', kstate, 'v', tostring(vt))
       redis.call('HINCRBY', kstate, 'a:' .. d, 1)
       if tat then
         redis.call('HSET', kstate, 'r:' .. d, tostring(tat + L.interval))
@@ -229,7 +231,7 @@ local function keyed_next(kready, kring, kwait, kstate, L, now)
       else
         redis.call('ZREM', kring, d)
       end
-      return string.sub(member, 29)
+      return string.sub(member, 29), vt
     end
   end
   return nil
