@@ -1,6 +1,8 @@
 """Keyed tasks with several real worker processes on a real Redis: keys with skewed backlogs
 served evenly, strict order per key (one at a time, across a retry), and a per-key cap never
-exceeded by a ledger of starts and ends, even across a kill -9 of a worker running keyed tasks.
+exceeded by a ledger of starts and ends, even across a kill -9 of a worker running keyed tasks;
+and a worker held by a key's limit sleeps until it may start the key's next task, woken through
+the marker, without polling.
 
 The fairness figure for the report is printed: ``pytest -s tests/test_keyed_workers.py -k
 skewed``.
@@ -8,17 +10,27 @@ skewed``.
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import signal
 import subprocess
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import redis
 
-from rq_sched import Client, FlowLimits, NewTask
+from rq_sched import Client, FlowLimits, NewTask, Router, Task
 from rq_sched.keys import QueueKeys
-from tests.worker_support import cli_worker, stop_process, texts, wait_until
+from tests.worker_support import (
+    Recorder,
+    cli_worker,
+    running_server,
+    stop_process,
+    texts,
+    wait_until,
+)
 
 Entry = tuple[str, str, float, int, str, int]
 
@@ -172,3 +184,51 @@ def test_key_concurrency_never_exceeded_even_across_kill_9_of_a_worker(
     assert max(most.values()) <= cap
     assert restarted >= 1
     wait_until(lambda: idle(r, QueueKeys(namespace, "default")), timeout=10, what="idle keys")
+
+
+def test_a_worker_held_by_a_keys_cap_is_woken_when_the_keys_task_ends(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    """key_concurrency 1, 4 tasks of one key of 0.2 s, a server with 10 free slots: each
+    starts as the one before ends (the ending script wakes a worker through the marker);
+    without the wake-up the held worker would sleep until its idle timeout (30 s)."""
+    spans = Recorder()
+    router = Router()
+
+    @router.task("key:one")
+    async def one(task: Task) -> None:
+        began = time.monotonic()
+        await asyncio.sleep(0.2)
+        spans.add((began, time.monotonic()))
+
+    client = Client(r, namespace=namespace)
+    client.set_flow("default", FlowLimits(key_concurrency=1))
+    with running_server(redis_url, router, namespace=namespace, concurrency=10):
+        client.enqueue_many(NewTask(type="key:one", key="tenant") for _ in range(4))
+        done = sorted(spans.wait_for(4, timeout=10))
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(done)]
+    print(f"\nkey cap 1: next start after the previous end: {[round(g * 1000) for g in gaps]} ms")
+    assert all(-0.01 <= g < 1.0 for g in gaps), gaps
+
+
+def test_a_worker_held_by_a_keys_rate_sleeps_until_the_keys_next_token(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    starts = Recorder()
+    router = Router()
+
+    @router.task("key:rate")
+    async def one(task: Task) -> None:
+        starts.add(time.monotonic())
+
+    client = Client(r, namespace=namespace)
+    client.set_flow("default", FlowLimits(key_rate="5/s"))
+    with running_server(redis_url, router, namespace=namespace, concurrency=10) as server:
+        client.enqueue_many(NewTask(type="key:rate", key="tenant") for _ in range(6))
+        seen = sorted(starts.wait_for(6, timeout=10))
+        holds = server.processor.flow_holds if server.processor else -1
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
+    print(f"\nkey 5/s: gaps {[round(g * 1000) for g in gaps]} ms, {holds} held dequeues")
+    assert all(g >= 0.15 for g in gaps), gaps  # 200 ms apart (less the 20 ms allowance)
+    assert seen[-1] - seen[0] < 2.0  # woken by its timer, not its idle timeout
+    assert 0 < holds <= 12  # about one held answer per token: no polling in between
