@@ -28,8 +28,10 @@ def store(r: redis.Redis, namespace: str) -> Store:
     return Store(r, QueueKeys(namespace, "q"))
 
 
-def keyed(task_id: str, key: str | None, *, due_ms: int = 0) -> Prepared:
-    message = TaskMessage(type="t", payload=task_id, enqueued_at=NOW_MS, key=key)
+def keyed(task_id: str, key: str | None, *, due_ms: int = 0, payload: object = None) -> Prepared:
+    message = TaskMessage(
+        type="t", payload=task_id if payload is None else payload, enqueued_at=NOW_MS, key=key
+    )
     return Prepared(task_id, "q", message, message.encode(), due_ms, 0)
 
 
@@ -217,9 +219,20 @@ def test_an_archived_keyed_task_run_again_is_served_under_its_key(store: Store) 
     assert ids(leased) == ["a0"]
 
 
-def test_a_scheduled_keyed_task_is_served_under_its_key_once_due(store: Store) -> None:
+PAYLOADS = [
+    "text",
+    b"\x00\xff" * 40,  # msgpack bin, which Redis's cmsgpack cannot decode
+    {1: [b"x" * 300, 2.5, None, True, -(2**63), 2**64 - 1], "deep": [[[[["x"]]]]]},
+    "é" * 70_000,  # str32
+]
+
+
+@pytest.mark.parametrize("payload", PAYLOADS, ids=["str", "bin", "nested", "str32"])
+def test_a_scheduled_keyed_task_is_served_under_its_key_once_due(
+    store: Store, payload: object
+) -> None:
     limit(store, key_concurrency=1)
-    store.run(ops.enqueue(store.keys, keyed("a0", "A", due_ms=NOW_MS)))
+    store.run(ops.enqueue(store.keys, keyed("a0", "A", due_ms=NOW_MS, payload=payload)))
     put(store, ("a1", "A"))
     (a1,), _ = take(store)
     store.run(ops.forward(store.keys, NOW_MS))

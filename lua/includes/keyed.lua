@@ -30,15 +30,81 @@ local function keyed_digest(key)
   return string.sub(redis.sha1hex(key), 1, 16)
 end
 
--- The fairness key a message carries (its 16th field, see rq_sched/message.py), or nil.
+-- Bytes taken by a msgpack header at `pos` beyond its first byte, and how many values follow
+-- inside it (array items, map keys and values); strings, binaries and extensions count their
+-- data as header. Walking the headers (not decoding) is what lets the key be read from any
+-- message: Redis's cmsgpack refuses msgpack's bin type, which every bytes payload uses.
+local function mp_header(s, pos)
+  local b = string.byte(s, pos)
+  if b <= 0x7f or b >= 0xe0 or b == 0xc0 or b == 0xc2 or b == 0xc3 then
+    return 0, 0
+  elseif b >= 0xa0 and b <= 0xbf then
+    return b - 0xa0, 0
+  elseif b >= 0x90 and b <= 0x9f then
+    return 0, b - 0x90
+  elseif b >= 0x80 and b <= 0x8f then
+    return 0, 2 * (b - 0x80)
+  end
+  local function u(n)
+    local v = 0
+    for i = 1, n do
+      v = v * 256 + string.byte(s, pos + i)
+    end
+    return v
+  end
+  local fixed = {[0xca] = 4, [0xcb] = 8, [0xcc] = 1, [0xcd] = 2, [0xce] = 4, [0xcf] = 8,
+                 [0xd0] = 1, [0xd1] = 2, [0xd2] = 4, [0xd3] = 8, [0xd4] = 2, [0xd5] = 3,
+                 [0xd6] = 5, [0xd7] = 9, [0xd8] = 17}
+  if fixed[b] then
+    return fixed[b], 0
+  elseif b == 0xc4 or b == 0xd9 then
+    return 1 + u(1), 0
+  elseif b == 0xc5 or b == 0xda then
+    return 2 + u(2), 0
+  elseif b == 0xc6 or b == 0xdb then
+    return 4 + u(4), 0
+  elseif b == 0xc7 or b == 0xc8 or b == 0xc9 then
+    local n = ({[0xc7] = 1, [0xc8] = 2, [0xc9] = 4})[b]
+    return n + 1 + u(n), 0
+  elseif b == 0xdc then
+    return 2, u(2)
+  elseif b == 0xdd then
+    return 4, u(4)
+  elseif b == 0xde then
+    return 2, 2 * u(2)
+  elseif b == 0xdf then
+    return 4, 2 * u(4)
+  end
+  error('not msgpack')
+end
+
+-- The fairness key a message carries (its 16th field, see rq_sched/message.py), or nil. Only a
+-- message of 16 fields or more (an array16 header, 0xdc) can carry one; the 15 fields before
+-- it are stepped over header by header, in a loop (no recursion, whatever the nesting).
 local function keyed_key_of(message)
-  -- 16 fields or more take an array16 header (0xdc); shorter messages carry no key.
   if not message or string.byte(message, 1) ~= 0xdc then
     return nil
   end
-  local ok, fields = pcall(cmsgpack.unpack, message)
-  if ok and type(fields) == 'table' and type(fields[16]) == 'string' and fields[16] ~= '' then
-    return fields[16]
+  local ok, key = pcall(function()
+    local pos = 4
+    for _ = 1, 15 do
+      local left = 1
+      while left > 0 do
+        local skip, inside = mp_header(message, pos)
+        pos = pos + 1 + skip
+        left = left - 1 + inside
+      end
+    end
+    local b = string.byte(message, pos)
+    local skip = mp_header(message, pos)
+    local len = ({[0xd9] = 1, [0xda] = 2, [0xdb] = 4})[b] or 0
+    if not (b >= 0xa0 and b <= 0xbf) and len == 0 then
+      return nil
+    end
+    return string.sub(message, pos + 1 + len, pos + skip)
+  end)
+  if ok and key and key ~= '' then
+    return key
   end
   return nil
 end
