@@ -95,6 +95,9 @@ class TaskPlanner:
             options["key"] = (
                 f"tenant:{min(self.key_rng.randint(0, 11), self.key_rng.randint(0, 11))}"
             )
+            # Bytes in the payload (msgpack bin): a scheduled or retried keyed task keeps its key
+            # through the pending list whatever its message holds.
+            spec["k"] = options["key"].encode()
         return NewTask(type=task_type, payload=spec, queue=queue, **options)
 
 
