@@ -102,10 +102,12 @@ else
       intake = intake - 1
       local message = redis.call('HGET', msg, id)
       if message then
+        -- Its old place in its key's order if it had one (a retry, a run again); its key
+        -- from its message (the key's text may have been dropped while the key was idle).
         local member = redis.call('HGET', kstate, 't:' .. id)
-        local key = not member and keyed_key_of(message)
+        local key = keyed_key_of(message)
         if member or key then
-          keyed_add(kready, kring, kwait, kstate, marker, id, key or nil, member, now)
+          keyed_add(kready, kring, kwait, kstate, marker, id, key, member, now)
         else
           lease_one(id, message)
           turn = math.max(turn, v) + 1

@@ -15,6 +15,7 @@ import redis
 
 from rq_sched import FlowLimits, ops
 from rq_sched.flow import Hold, dequeue_hold, set_flow
+from rq_sched.keyed import read_keys
 from rq_sched.keys import QueueKeys
 from rq_sched.message import TaskMessage, decode
 from rq_sched.options import Prepared
@@ -281,3 +282,15 @@ def test_keyed_state_is_unchanged_by_an_unkeyed_queues_dequeue(store: Store) -> 
     put(store, ("u0", None))
     take(store)
     assert not store.r.exists(store.keys.keyed[3])
+
+
+def test_a_key_that_went_idle_while_its_task_waited_for_a_retry_is_shown_by_name(
+    store: Store,
+) -> None:
+    put(store, ("a0", "tenant:A"))
+    (a0,), _ = take(store)
+    fail(store, a0, due_ms=1)  # nothing of the key ready or running: its state is dropped
+    store.run(ops.forward(store.keys, NOW_MS))
+    assert ids(take(store)[0]) == ["a0"]  # back through the pending list, to its key
+    shown = read_keys(store.r, store.keys)
+    assert [(k.key, k.running) for k in shown.keys] == [("tenant:A", 1)]
