@@ -9,10 +9,12 @@ per key, and whether a key waits for a slot of its cap or for its next token.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from rq_sched.flow import JITTER_MS
 from rq_sched.keys import QueueKeys
 from rq_sched.scripts import SyncRedis
 
@@ -35,6 +37,8 @@ class KeyStatus:
     waits for a running task to end), "rate" (waits for its next token), or "idle"."""
     next_token_at: datetime | None = None
     """With state "rate": when its next task may start."""
+    tokens: int | None = None
+    """Tasks of this key its rate limit lets start right now (None without a per-key rate)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +52,17 @@ class FlowKeys:
     """The ones with the most ready tasks (then the most running), as many as asked for."""
 
 
-def read_keys(redis: SyncRedis, keys: QueueKeys, limit: int = 20) -> FlowKeys:
+def read_keys(
+    redis: SyncRedis,
+    keys: QueueKeys,
+    limit: int = 20,
+    *,
+    rate: tuple[float, int] | None = None,
+    now_ms: float = 0.0,
+) -> FlowKeys:
     """The keys of ``keys.queue`` with ready or running tasks, read from the per-key state (at
-    most MAX_FIELDS_READ fields)."""
+    most MAX_FIELDS_READ fields). With ``rate`` (the per-key interval in ms and burst) and
+    ``now_ms`` (Redis TIME), each key's tokens now are counted too."""
     _, kring, kwait, kstate = keys.keyed
     found: dict[str, dict[str, Any]] = {}
     for read, (raw_field, raw_value) in enumerate(redis.hscan_iter(kstate, count=1000)):
@@ -58,7 +70,7 @@ def read_keys(redis: SyncRedis, keys: QueueKeys, limit: int = 20) -> FlowKeys:
             break
         field = _text(raw_field)
         kind, _, digest = field.partition(":")
-        if kind in ("n", "a", "p", "k") and digest:
+        if kind in ("n", "a", "p", "k", "r") and digest:
             found.setdefault(digest, {})[kind] = _text(raw_value)
     busy = [(d, f) for d, f in found.items() if "n" in f or "a" in f]
     busy.sort(key=lambda item: (-int(item[1].get("n", 0)), -int(item[1].get("a", 0)), item[0]))
@@ -90,9 +102,17 @@ def read_keys(redis: SyncRedis, keys: QueueKeys, limit: int = 20) -> FlowKeys:
                 running=int(fields.get("a", 0)),
                 state=state,
                 next_token_at=next_at,
+                tokens=None if rate is None else _tokens(rate, float(fields.get("r", 0)), now_ms),
             )
         )
     return FlowKeys(keys.queue, len(busy), out)
+
+
+def _tokens(rate: tuple[float, int], tat: float, now_ms: float) -> int:
+    """The GCRA's tokens now, as ``lua/includes/keyed.lua`` counts them."""
+    interval, burst = rate
+    tau = (burst - 1) * interval + JITTER_MS
+    return max(0, math.floor((now_ms + tau - max(tat, now_ms)) / interval) + 1)
 
 
 def _text(raw: object) -> str:

@@ -13,7 +13,7 @@ from collections import Counter
 import pytest
 import redis
 
-from rq_sched import FlowLimits, ops
+from rq_sched import FlowLimits, Inspector, ops
 from rq_sched.flow import Hold, dequeue_hold, set_flow
 from rq_sched.keyed import read_keys
 from rq_sched.keys import QueueKeys
@@ -294,3 +294,16 @@ def test_a_key_that_went_idle_while_its_task_waited_for_a_retry_is_shown_by_name
     assert ids(take(store)[0]) == ["a0"]  # back through the pending list, to its key
     shown = read_keys(store.r, store.keys)
     assert [(k.key, k.running) for k in shown.keys] == [("tenant:A", 1)]
+
+
+def test_the_inspector_counts_each_keys_tokens_and_next_token(
+    store: Store, inspector: Inspector
+) -> None:
+    limit(store, key_rate="1/h", key_burst=2)
+    put(store, ("a0", "A"), ("a1", "A"), ("a2", "A"), ("b0", "B"))
+    take(store, 10)  # a0, a1 and b0 start; a2 waits for A's next token
+    shown = {k.key: k for k in inspector.flow_keys("q").keys}
+    assert (shown["A"].pending, shown["A"].running, shown["A"].state) == (1, 2, "rate")
+    assert shown["A"].tokens == 0
+    assert shown["A"].next_token_at is not None
+    assert (shown["B"].running, shown["B"].tokens) == (1, 1)

@@ -413,6 +413,7 @@
   function keysLine(keys) {
     if (!keys || keys.total === 0) return null;
     const shown = keys.keys.map((k) => `${k.key}: ${k.pending} pending, ${k.running} running`
+      + (k.tokens === null ? "" : `, ${k.tokens} token(s)`)
       + (k.state === "ready" ? "" : ` (${k.state})`));
     return h("div", { class: "muted", "data-keys": "" },
       `keys: ${keys.total} with tasks · ` + shown.join(" · "));

@@ -128,6 +128,7 @@ def describe_keys(keys: FlowKeys) -> str:
         state = k.state
         if k.next_token_at is not None:
             state += " until " + k.next_token_at.strftime("%H:%M:%S.%f")[:-3] + " UTC"
-        rows.append([k.key, str(k.pending), str(k.running), state])
-    table = render_table(["key", "pending", "running", "state"], rows)
+        tokens = "-" if k.tokens is None else str(k.tokens)
+        rows.append([k.key, str(k.pending), str(k.running), tokens, state])
+    table = render_table(["key", "pending", "running", "tokens", "state"], rows)
     return f"{keys.total} key(s) with tasks, the busiest:\n{table}"

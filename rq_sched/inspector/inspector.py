@@ -200,7 +200,8 @@ class Inspector:
     def flow_keys(self, queue: str, limit: int = 20) -> FlowKeys:
         """The fairness keys of ``queue`` (``enqueue(key=...)``) with ready or running tasks:
         how many, and the ``limit`` with the most ready tasks, each with its ready and running
-        counts and whether it waits for a slot of its cap or for its next token.
+        counts, its tokens now (with a per-key rate) and whether it waits for a slot of its cap
+        or for its next token.
 
         Raises:
             ValidationError: a bad queue name or ``limit`` outside 1..1000.
@@ -210,7 +211,12 @@ class Inspector:
         if not 1 <= limit <= MAX_KEYS_SHOWN:
             raise ValidationError(f"limit must be from 1 to {MAX_KEYS_SHOWN}, got {limit}")
         with translate_errors(self.redis):
-            return read_keys(self.redis, keys, limit)
+            status = flow_ops.read_status(self.redis, keys)
+            interval = status.key_interval_ms
+            rate = None if interval is None else (interval, status.key_burst)
+            seconds, micros = self.redis.time()
+            now_ms = seconds * 1000 + micros / 1000
+            return read_keys(self.redis, keys, limit, rate=rate, now_ms=now_ms)
 
     def set_flow(self, queue: str, limits: FlowLimits | None) -> FlowStatus:
         """Replace the flow limits of ``queue`` at run time (None removes them); every

@@ -96,6 +96,7 @@ def test_per_key_limits_and_keys_in_the_api_and_metrics(
         "running": 0,
         "state": "ready",
         "next_token_at": None,
+        "tokens": 1,  # burst 1 (plus the 20 ms allowance, less than a token at 2/s)
     }
     detail = http.get("/api/queue", params={"queue": "api"}).json()
     assert detail["keys"]["total"] == 1 and detail["stats"]["info"]["pending"] == 2
