@@ -21,10 +21,10 @@
 -- KEYS[16] outbox_at  zset: id -> when that outcome was recorded (ms)
 -- KEYS[17] flow       hash: the queue's flow limits (a freed slot wakes a held worker)
 -- KEYS[18] marker     zset waking blocked workers
--- KEYS[19] kready zset: keyed ready tasks (lua/includes/keyed.lua)
--- KEYS[20] kring zset: keys to serve, by virtual time
--- KEYS[21] kwait zset: keys waiting for a token
--- KEYS[22] kstate hash: per-key counts and state, keyed task -> member
+-- KEYS[19] kready     zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[20] kring      zset: keys to serve, by virtual time
+-- KEYS[21] kwait      zset: keys waiting for a token
+-- KEYS[22] kstate     hash: per-key counts and state, keyed task -> member
 -- ARGV[1] id
 -- ARGV[2] lease token
 -- ARGV[3] updated message (its last error recorded)

@@ -16,11 +16,11 @@
 -- KEYS[14] children  hash: id -> its dependants (docs/workflows.md)
 -- KEYS[15] outbox    hash: id -> its final outcome, recorded for its dependants
 -- KEYS[16] outbox_at zset: id -> when that outcome was recorded (ms)
--- KEYS[17] kready zset: keyed ready tasks (lua/includes/keyed.lua)
--- KEYS[18] kring zset: keys to serve, by virtual time
--- KEYS[19] kwait zset: keys waiting for a token
--- KEYS[20] kstate hash: per-key counts and state, keyed task -> member
--- KEYS[21] marker zset waking blocked workers (a freed key slot)
+-- KEYS[17] kready    zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[18] kring     zset: keys to serve, by virtual time
+-- KEYS[19] kwait     zset: keys waiting for a token
+-- KEYS[20] kstate    hash: per-key counts and state, keyed task -> member
+-- KEYS[21] marker    zset waking blocked workers (a freed key slot)
 -- ARGV[1] id
 -- ARGV[2] prefix of the per-task channels announcing a final state to waiters
 -- ARGV[3] its outcome for dependants: msgpack ["deleted", nil] (the sweep delivers it)

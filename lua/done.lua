@@ -18,10 +18,10 @@
 -- KEYS[14] outbox_at     zset: id -> when that outcome was recorded (ms)
 -- KEYS[15] flow          hash: the queue's flow limits (a freed slot wakes a held worker)
 -- KEYS[16] marker        zset waking blocked workers
--- KEYS[17] kready zset: keyed ready tasks (lua/includes/keyed.lua)
--- KEYS[18] kring zset: keys to serve, by virtual time
--- KEYS[19] kwait zset: keys waiting for a token
--- KEYS[20] kstate hash: per-key counts and state, keyed task -> member
+-- KEYS[17] kready        zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[18] kring         zset: keys to serve, by virtual time
+-- KEYS[19] kwait         zset: keys waiting for a token
+-- KEYS[20] kstate        hash: per-key counts and state, keyed task -> member
 -- KEYS[21..] unique      uniqueness locks named by the tasks below
 -- ARGV[1] expiry of the daily counter (epoch s)
 -- ARGV[2] prefix of the per-task channels announcing a final state to waiters

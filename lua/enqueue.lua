@@ -10,10 +10,10 @@
 -- KEYS[7] unique     uniqueness lock (untouched unless ARGV[4] > 0)
 -- KEYS[8] guard      monotonic tick guard (untouched unless ARGV[5] ~= "")
 -- KEYS[9] held       hash: id -> message of a task waiting for its parents (its id is taken)
--- KEYS[10] kready zset: keyed ready tasks (lua/includes/keyed.lua)
--- KEYS[11] kring zset: keys to serve, by virtual time
--- KEYS[12] kwait zset: keys waiting for a token
--- KEYS[13] kstate hash: per-key counts and state, keyed task -> member
+-- KEYS[10] kready    zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[11] kring     zset: keys to serve, by virtual time
+-- KEYS[12] kwait     zset: keys waiting for a token
+-- KEYS[13] kstate    hash: per-key counts and state, keyed task -> member
 -- ARGV[1] id
 -- ARGV[2] encoded message
 -- ARGV[3] due ms; 0 means ready now

@@ -8,10 +8,10 @@
 -- KEYS[5] archived   zset: id -> archived at ms
 -- KEYS[6] result     hash: id -> result
 -- KEYS[7] held       hash: id -> message of a task waiting for its parents (its id is taken)
--- KEYS[8] kready zset: keyed ready tasks (lua/includes/keyed.lua)
--- KEYS[9] kring zset: keys to serve, by virtual time
--- KEYS[10] kwait zset: keys waiting for a token
--- KEYS[11] kstate hash: per-key counts and state, keyed task -> member
+-- KEYS[8] kready     zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[9] kring      zset: keys to serve, by virtual time
+-- KEYS[10] kwait     zset: keys waiting for a token
+-- KEYS[11] kstate    hash: per-key counts and state, keyed task -> member
 -- ARGV[4i+1] id, ARGV[4i+2] encoded message, ARGV[4i+3] due ms (0: ready now), ARGV[4i+4] its
 --   fairness key or "" (as in enqueue.lua), for each task i
 -- Returns: one code per task, in order: 1 pending, 2 scheduled (also for a resend: the same id

@@ -13,10 +13,10 @@
 -- KEYS[6] cancel    hash: id -> cancel request (its uniqueness digest, or "")
 -- KEYS[7] seq       counter issuing fencing tokens
 -- KEYS[8] msg       hash: id -> message
--- KEYS[9] kready zset: keyed ready tasks (lua/includes/keyed.lua)
--- KEYS[10] kring zset: keys to serve, by virtual time
--- KEYS[11] kwait zset: keys waiting for a token
--- KEYS[12] kstate hash: per-key counts and state, keyed task -> member
+-- KEYS[9] kready    zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[10] kring    zset: keys to serve, by virtual time
+-- KEYS[11] kwait    zset: keys waiting for a token
+-- KEYS[12] kstate   hash: per-key counts and state, keyed task -> member
 -- ARGV[1] most tasks recovered in this call
 -- ARGV[2] lease duration ms of the caller's leases on cancelled tasks
 -- Returns: {requeued ids, {id, message, token, ...} of the cancelled tasks now leased to the

@@ -6,10 +6,10 @@
 -- KEYS[2] pending  list of ready ids
 -- KEYS[3] marker   zset waking blocked workers
 -- KEYS[4] tokens   hash: active id -> fencing token
--- KEYS[5] kready zset: keyed ready tasks (lua/includes/keyed.lua)
--- KEYS[6] kring zset: keys to serve, by virtual time
--- KEYS[7] kwait zset: keys waiting for a token
--- KEYS[8] kstate hash: per-key counts and state, keyed task -> member
+-- KEYS[5] kready   zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[6] kring    zset: keys to serve, by virtual time
+-- KEYS[7] kwait    zset: keys waiting for a token
+-- KEYS[8] kstate   hash: per-key counts and state, keyed task -> member
 -- ARGV[2i-1], ARGV[2i] id and the token of its lease, for each task i
 -- Returns: how many were handed back (ids whose lease is gone or not this token's are skipped)
 --@include marker

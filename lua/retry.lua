@@ -12,10 +12,10 @@
 -- KEYS[8] tokens      hash: active id -> fencing token
 -- KEYS[9] progress    hash: id -> progress reported by its running handler (cleared)
 -- KEYS[10] flow       hash: the queue's flow limits (a freed slot wakes a held worker)
--- KEYS[11] kready zset: keyed ready tasks (lua/includes/keyed.lua)
--- KEYS[12] kring zset: keys to serve, by virtual time
--- KEYS[13] kwait zset: keys waiting for a token
--- KEYS[14] kstate hash: per-key counts and state, keyed task -> member
+-- KEYS[11] kready     zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[12] kring      zset: keys to serve, by virtual time
+-- KEYS[13] kwait      zset: keys waiting for a token
+-- KEYS[14] kstate     hash: per-key counts and state, keyed task -> member
 -- ARGV[1] id
 -- ARGV[2] lease token
 -- ARGV[3] updated message (retry count and error recorded)

@@ -8,10 +8,10 @@
 -- KEYS[6] archived   zset: id -> archived at ms
 -- KEYS[7] completed  zset: id -> record expiry ms
 -- KEYS[8] marker     zset waking blocked workers
--- KEYS[9] kready zset: keyed ready tasks (lua/includes/keyed.lua)
--- KEYS[10] kring zset: keys to serve, by virtual time
--- KEYS[11] kwait zset: keys waiting for a token
--- KEYS[12] kstate hash: per-key counts and state, keyed task -> member
+-- KEYS[9] kready     zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[10] kring     zset: keys to serve, by virtual time
+-- KEYS[11] kwait     zset: keys waiting for a token
+-- KEYS[12] kstate    hash: per-key counts and state, keyed task -> member
 -- ARGV[1] id
 -- Returns: 1
 -- Errors: NOT_FOUND, TASK_ACTIVE, WRONG_STATE (already pending, or completed)
