@@ -109,7 +109,7 @@ local function keyed_key_of(message)
   return nil
 end
 
-local function keyed_count(kready, kring, kwait, kstate, field, by)
+local function keyed_count(kstate, field, by)
   local n = redis.call('HINCRBY', kstate, field, by)
   if n <= 0 then
     redis.call('HDEL', kstate, field)
@@ -158,12 +158,12 @@ local function keyed_add(kready, kring, kwait, kstate, marker, id, key, member, 
   end
   local d = string.sub(member, 1, 16)
   redis.call('ZADD', kready, 0, member)
-  keyed_count(kready, kring, kwait, kstate, 'n:' .. d, 1)
+  keyed_count(kstate, 'n:' .. d, 1)
   local freed = false
   if redis.call('HDEL', kstate, 'h:' .. id) == 1 then
     -- It kept its key's slot while it waited for the retry; it is ready now, so it gives the
     -- slot back (and takes it again when it starts, ahead of its key's later tasks).
-    keyed_count(kready, kring, kwait, kstate, 'a:' .. d, -1)
+    keyed_count(kstate, 'a:' .. d, -1)
     freed = true
   end
   if key and not redis.call('HGET', kstate, 'k:' .. d) then
@@ -182,9 +182,9 @@ local function keyed_back(kready, kring, kwait, kstate, marker, id, now)
     return false
   end
   local d = string.sub(member, 1, 16)
-  keyed_count(kready, kring, kwait, kstate, 'a:' .. d, -1)
+  keyed_count(kstate, 'a:' .. d, -1)
   redis.call('ZADD', kready, 0, member)
-  keyed_count(kready, kring, kwait, kstate, 'n:' .. d, 1)
+  keyed_count(kstate, 'n:' .. d, 1)
   keyed_wake(kready, kring, kwait, kstate, marker, d, true, now)
   return true
 end
@@ -204,7 +204,7 @@ local function keyed_end(kready, kring, kwait, kstate, marker, id, final, hold, 
     return
   end
   local d = string.sub(member, 1, 16)
-  keyed_count(kready, kring, kwait, kstate, 'a:' .. d, -1)
+  keyed_count(kstate, 'a:' .. d, -1)
   keyed_wake(kready, kring, kwait, kstate, marker, d, true, now)
 end
 
@@ -219,12 +219,12 @@ local function keyed_take(kready, kring, kwait, kstate, marker, id, keep, now)
   local d = string.sub(member, 1, 16)
   local was_ready = redis.call('ZREM', kready, member) == 1
   if was_ready then
-    keyed_count(kready, kring, kwait, kstate, 'n:' .. d, -1)
+    keyed_count(kstate, 'n:' .. d, -1)
   end
   if not keep then
     redis.call('HDEL', kstate, 't:' .. id)
     if redis.call('HDEL', kstate, 'h:' .. id) == 1 then
-      keyed_count(kready, kring, kwait, kstate, 'a:' .. d, -1)
+      keyed_count(kstate, 'a:' .. d, -1)
       keyed_wake(kready, kring, kwait, kstate, marker, d, true, now)
       return was_ready
     end
@@ -292,7 +292,7 @@ local function keyed_next(kready, kring, kwait, kstate, L, now, head)
       if tat then
         redis.call('HSET', kstate, 'r:' .. d, tostring(tat + L.interval))
       end
-      if keyed_count(kready, kring, kwait, kstate, 'n:' .. d, -1) > 0 then
+      if keyed_count(kstate, 'n:' .. d, -1) > 0 then
         redis.call('ZADD', kring, vt + 1, d)
       else
         redis.call('ZREM', kring, d)
