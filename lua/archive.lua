@@ -20,6 +20,11 @@
 -- KEYS[15] outbox     hash: id -> its final outcome, recorded for its dependants
 -- KEYS[16] outbox_at  zset: id -> when that outcome was recorded (ms)
 -- KEYS[17] progress   hash: id -> progress reported by a run whose lease was lost (cleared)
+-- KEYS[18] kready     zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[19] kring      zset: keys to serve, by virtual time
+-- KEYS[20] kwait      zset: keys waiting for a token
+-- KEYS[21] kstate     hash: per-key counts and state, keyed task -> member
+-- KEYS[22] marker     zset waking blocked workers (a freed key slot)
 -- ARGV[1] id
 -- ARGV[2] now ms
 -- ARGV[3] most archived tasks kept, if the queue stores no limits
@@ -51,11 +56,17 @@ local children = KEYS[14]
 local outbox = KEYS[15]
 local outbox_at = KEYS[16]
 local progress = KEYS[17]
+local kready = KEYS[18]
+local kring = KEYS[19]
+local kwait = KEYS[20]
+local kstate = KEYS[21]
+local marker = KEYS[22]
 local id = ARGV[1]
 local now = tonumber(ARGV[2])
 
 local state, code = take_task(msg, pending, lease, scheduled, retry, archived, completed, id,
-  {['pending'] = true, ['scheduled'] = true, ['retry'] = true})
+  {['pending'] = true, ['scheduled'] = true, ['retry'] = true},
+  kready, kring, kwait, kstate, marker, false)
 if not state then
   return code
 end

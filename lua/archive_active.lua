@@ -21,6 +21,10 @@
 -- KEYS[16] outbox_at  zset: id -> when that outcome was recorded (ms)
 -- KEYS[17] flow       hash: the queue's flow limits (a freed slot wakes a held worker)
 -- KEYS[18] marker     zset waking blocked workers
+-- KEYS[19] kready     zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[20] kring      zset: keys to serve, by virtual time
+-- KEYS[21] kwait      zset: keys waiting for a token
+-- KEYS[22] kstate     hash: per-key counts and state, keyed task -> member
 -- ARGV[1] id
 -- ARGV[2] lease token
 -- ARGV[3] updated message (its last error recorded)
@@ -42,6 +46,8 @@
 --@include final
 --@include outbox
 --@include flow
+--@include keyed
+--@include redis_time
 local msg = KEYS[1]
 local lease = KEYS[2]
 local tokens = KEYS[3]
@@ -60,6 +66,10 @@ local outbox = KEYS[15]
 local outbox_at = KEYS[16]
 local flow = KEYS[17]
 local marker = KEYS[18]
+local kready = KEYS[19]
+local kring = KEYS[20]
+local kwait = KEYS[21]
+local kstate = KEYS[22]
 local id = ARGV[1]
 local now = tonumber(ARGV[4])
 
@@ -68,6 +78,7 @@ if not holds_lease(tokens, id, ARGV[2]) then
 end
 end_lease(lease, tokens, id)
 flow_freed(flow, marker)
+keyed_end(kready, kring, kwait, kstate, marker, id, true, false, redis_now_ms())
 redis.call('HSET', msg, id, ARGV[3])
 redis.call('ZADD', archived, now, id)
 redis.call('HDEL', lost, id)

@@ -16,6 +16,11 @@
 -- KEYS[14] children  hash: id -> its dependants (docs/workflows.md)
 -- KEYS[15] outbox    hash: id -> its final outcome, recorded for its dependants
 -- KEYS[16] outbox_at zset: id -> when that outcome was recorded (ms)
+-- KEYS[17] kready    zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[18] kring     zset: keys to serve, by virtual time
+-- KEYS[19] kwait     zset: keys waiting for a token
+-- KEYS[20] kstate    hash: per-key counts and state, keyed task -> member
+-- KEYS[21] marker    zset waking blocked workers (a freed key slot)
 -- ARGV[1] id
 -- ARGV[2] prefix of the per-task channels announcing a final state to waiters
 -- ARGV[3] its outcome for dependants: msgpack ["deleted", nil] (the sweep delivers it)
@@ -41,11 +46,17 @@ local progress = KEYS[13]
 local children = KEYS[14]
 local outbox = KEYS[15]
 local outbox_at = KEYS[16]
+local kready = KEYS[17]
+local kring = KEYS[18]
+local kwait = KEYS[19]
+local kstate = KEYS[20]
+local marker = KEYS[21]
 local id = ARGV[1]
 
 local state, code = take_task(msg, pending, lease, scheduled, retry, archived, completed, id,
   {['pending'] = true, ['scheduled'] = true, ['retry'] = true, ['archived'] = true,
-   ['completed'] = true})
+   ['completed'] = true},
+  kready, kring, kwait, kstate, marker, false)
 if not state then
   return code
 end

@@ -12,17 +12,26 @@
 -- KEYS[8] seq        counter issuing fencing tokens
 -- KEYS[9] cancel     hash: id -> cancel request
 -- KEYS[10] flow      hash: the queue's rate limit and concurrency cap, and their state
+-- KEYS[11] kready    zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[12] kring     zset: keys to serve, by virtual time
+-- KEYS[13] kwait     zset: keys waiting for a token of their rate limit
+-- KEYS[14] kstate    hash: per-key counts, limits' state, task -> member
 -- ARGV[1] lease duration ms
 -- ARGV[2] how many tasks at most
+-- In a queue that has keyed tasks, the unkeyed tasks (the pending list) take turns with the keys
+-- as one more key, and a keyed id found in the pending list (made ready again by forward, retry,
+-- recover, requeue, run_now) is first moved to its key's lane.
 -- Returns: flat array id1, message1, lost1, token1, cancelled1 (1 when a cancel is recorded:
 --   the worker archives it as cancelled without running it), id2, ... (empty: nothing ready);
 --   when the queue's flow limits hold ready tasks back, one more element follows the tasks:
---   {reason ('rate' or 'cap'), ms the caller may sleep before asking again (-1: until woken)}
+--   {reason ('rate' or 'cap', for the queue's limits or, when
+--   only keyed tasks are left and no key may start, the keys' limits), ms the caller may sleep before asking again (-1: until woken)}
 -- Errors: PAUSED
 --@include codes
 --@include marker
 --@include redis_time
 --@include flow
+--@include keyed
 local pending = KEYS[1]
 local lease = KEYS[2]
 local msg = KEYS[3]
@@ -33,6 +42,10 @@ local tokens = KEYS[7]
 local seq = KEYS[8]
 local cancel = KEYS[9]
 local flow = KEYS[10]
+local kready = KEYS[11]
+local kring = KEYS[12]
+local kwait = KEYS[13]
+local kstate = KEYS[14]
 
 if redis.call('EXISTS', paused) == 1 then
   return PAUSED
@@ -44,37 +57,95 @@ local want = asked
 if limited then
   want = flow_allow(limited, asked)
 end
-local ids = want > 0 and redis.call('RPOP', pending, want)
-if not ids then
-  if limited and want < asked then
-    local hold = flow_commit(flow, marker, limited, 0, asked, redis.call('LLEN', pending))
-    if hold then
-      return {hold}
-    end
-  end
-  return {}
-end
 local until_ms = now + tonumber(ARGV[1])
 local out = {}
 local started = 0
-for _, id in ipairs(ids) do
-  local message = redis.call('HGET', msg, id)
-  -- An id without a message was deleted meanwhile; it is dropped, not leased.
-  if message then
-    started = started + 1
-    local token = redis.call('INCR', seq)
-    redis.call('ZADD', lease, until_ms, id)
-    redis.call('HSET', tokens, id, token)
-    out[#out + 1] = id
-    out[#out + 1] = message
-    out[#out + 1] = tonumber(redis.call('HGET', lost, id) or 0)
-    out[#out + 1] = token
-    out[#out + 1] = redis.call('HEXISTS', cancel, id)
-  end
+
+local function lease_one(id, message)
+  started = started + 1
+  local token = redis.call('INCR', seq)
+  redis.call('ZADD', lease, until_ms, id)
+  redis.call('HSET', tokens, id, token)
+  out[#out + 1] = id
+  out[#out + 1] = message
+  out[#out + 1] = tonumber(redis.call('HGET', lost, id) or 0)
+  out[#out + 1] = token
+  out[#out + 1] = redis.call('HEXISTS', cancel, id)
 end
-local left = redis.call('LLEN', pending)
+
+local keyed = redis.call('EXISTS', kstate) == 1
+local left
+if not keyed then
+  local ids = want > 0 and redis.call('RPOP', pending, want) or {}
+  for _, id in ipairs(ids) do
+    local message = redis.call('HGET', msg, id)
+    -- An id without a message was deleted meanwhile; it is dropped, not leased.
+    if message then
+      lease_one(id, message)
+    end
+  end
+  left = redis.call('LLEN', pending)
+else
+  local L = keyed_limits(flow)
+  keyed_due(kready, kring, kwait, kstate, marker, now)
+  local turn = tonumber(redis.call('HGET', kstate, 'u') or 0)
+  local plen = redis.call('LLEN', pending)
+  local intake = KEYED_INTAKE
+  local ring_dry = false
+  -- The virtual clock: the turn of the key served last (a key joining the ring joins there).
+  local v = tonumber(redis.call('HGET', kstate, 'v') or 0)
+  while started < want do
+    local head = not ring_dry and redis.call('ZRANGE', kring, 0, 0, 'WITHSCORES') or {}
+    if plen > 0 and intake > 0 and (not head[1] or math.max(turn, v) <= tonumber(head[2])) then
+      local id = redis.call('RPOP', pending)
+      plen = plen - 1
+      intake = intake - 1
+      local message = redis.call('HGET', msg, id)
+      if message then
+        -- Its old place in its key's order if it had one (a retry, a run again); its key
+        -- from its message (the key's text may have been dropped while the key was idle).
+        local member = redis.call('HGET', kstate, 't:' .. id)
+        local key = keyed_key_of(message)
+        if member or key then
+          keyed_add(kready, kring, kwait, kstate, marker, id, key, member, now)
+        else
+          lease_one(id, message)
+          turn = math.max(turn, v) + 1
+        end
+      end
+    elseif head[1] then
+      local id, vt = keyed_next(kready, kring, kwait, kstate, L, now, head)
+      if not id then
+        ring_dry = true
+      else
+        if vt ~= v then
+          v = vt
+          redis.call('HSET', kstate, 'v', tostring(v))
+        end
+        local message = redis.call('HGET', msg, id)
+        if message then
+          lease_one(id, message)
+        else
+          keyed_end(kready, kring, kwait, kstate, marker, id, true, false, now)
+        end
+      end
+    else
+      break
+    end
+  end
+  redis.call('HSET', kstate, 'u', tostring(turn))
+  left = plen + redis.call('ZCARD', kready)
+end
+
 if limited then
   local hold = flow_commit(flow, marker, limited, started, asked, left)
+  if hold then
+    out[#out + 1] = hold
+    return out
+  end
+end
+if keyed and started < asked then
+  local hold = keyed_hold(kready, kring, kwait, kstate, now)
   if hold then
     out[#out + 1] = hold
     return out

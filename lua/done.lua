@@ -18,7 +18,11 @@
 -- KEYS[14] outbox_at     zset: id -> when that outcome was recorded (ms)
 -- KEYS[15] flow          hash: the queue's flow limits (a freed slot wakes a held worker)
 -- KEYS[16] marker        zset waking blocked workers
--- KEYS[17..] unique      uniqueness locks named by the tasks below
+-- KEYS[17] kready        zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[18] kring         zset: keys to serve, by virtual time
+-- KEYS[19] kwait         zset: keys waiting for a token
+-- KEYS[20] kstate        hash: per-key counts and state, keyed task -> member
+-- KEYS[21..] unique      uniqueness locks named by the tasks below
 -- ARGV[1] expiry of the daily counter (epoch s)
 -- ARGV[2] prefix of the per-task channels announcing a final state to waiters
 -- ARGV[5i+3] id, ARGV[5i+4] lease token, ARGV[5i+5] keep-until ms (0: delete now),
@@ -33,6 +37,8 @@
 --@include outbox
 --@include mp
 --@include flow
+--@include keyed
+--@include redis_time
 local lease = KEYS[1]
 local msg = KEYS[2]
 local completed = KEYS[3]
@@ -49,7 +55,12 @@ local outbox = KEYS[13]
 local outbox_at = KEYS[14]
 local flow = KEYS[15]
 local marker = KEYS[16]
+local kready = KEYS[17]
+local kring = KEYS[18]
+local kwait = KEYS[19]
+local kstate = KEYS[20]
 
+local now = redis_now_ms()
 local done = 0
 local out = {0}
 local reported = {}
@@ -60,6 +71,7 @@ for i = 3, #ARGV, 5 do
   else
     done = done + 1
     end_lease(lease, tokens, id)
+    keyed_end(kready, kring, kwait, kstate, marker, id, true, false, now)
     redis.call('HDEL', lost, id)
     redis.call('HDEL', cancel, id)
     redis.call('HDEL', progress, id)

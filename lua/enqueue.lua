@@ -10,11 +10,17 @@
 -- KEYS[7] unique     uniqueness lock (untouched unless ARGV[4] > 0)
 -- KEYS[8] guard      monotonic tick guard (untouched unless ARGV[5] ~= "")
 -- KEYS[9] held       hash: id -> message of a task waiting for its parents (its id is taken)
+-- KEYS[10] kready    zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[11] kring     zset: keys to serve, by virtual time
+-- KEYS[12] kwait     zset: keys waiting for a token
+-- KEYS[13] kstate    hash: per-key counts and state, keyed task -> member
 -- ARGV[1] id
 -- ARGV[2] encoded message
 -- ARGV[3] due ms; 0 means ready now
 -- ARGV[4] uniqueness TTL ms; 0 means not unique
 -- ARGV[5] guard value (fire time ms) or ""
+-- ARGV[6] the task's fairness key (also in its message), or "": a ready keyed task joins its
+--   key's lane (lua/includes/keyed.lua); a scheduled one is moved there by the dequeue
 -- Returns: 1 when the task is pending, 2 when it is scheduled; the same for a resend (no guard,
 --   and the same id and message bytes already stored: nothing is written again)
 -- Errors: CONFLICT (id used by a live, held or retained completed task; an archived one is
@@ -23,6 +29,8 @@
 --@include codes
 --@include marker
 --@include id_status
+--@include keyed
+--@include redis_time
 local msg = KEYS[1]
 local pending = KEYS[2]
 local scheduled = KEYS[3]
@@ -32,6 +40,10 @@ local result = KEYS[6]
 local unique = KEYS[7]
 local guard = KEYS[8]
 local held = KEYS[9]
+local kready = KEYS[10]
+local kring = KEYS[11]
+local kwait = KEYS[12]
+local kstate = KEYS[13]
 local id = ARGV[1]
 local due = tonumber(ARGV[3])
 local unique_ttl = tonumber(ARGV[4])
@@ -69,11 +81,19 @@ if status == 'archived' then
   drop_archived(archived, result, id)
 end
 redis.call('HSET', msg, id, ARGV[2])
+if ARGV[6] ~= '' then
+  -- Marks the queue as keyed: its dequeue looks for keyed ids among the tasks made ready.
+  redis.call('HSETNX', kstate, 'seq', 0)
+end
 if due > 0 then
   redis.call('ZADD', scheduled, due, id)
   signal_due(marker, due)
   return 2
 end
-redis.call('LPUSH', pending, id)
+if ARGV[6] ~= '' then
+  keyed_add(kready, kring, kwait, kstate, marker, id, ARGV[6], nil, redis_now_ms())
+else
+  redis.call('LPUSH', pending, id)
+end
 signal_ready(marker)
 return 1

@@ -4,9 +4,25 @@
 -- KEYS[1] flow     hash: the queue's flow limits and their state
 -- KEYS[2] lease    zset: active id -> lease expiry ms
 -- KEYS[3] pending  list of ready ids
+-- KEYS[4] kready   zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[5] kring    zset: keys to serve, by virtual time
+-- KEYS[6] kwait    zset: keys waiting for a token
+-- KEYS[7] kstate   hash: per-key state (p:<digest> 'w' marks a key waiting for a token)
 -- ARGV: none
--- Returns: {{interval, burst, max_active, tat, held, rate} (false where absent), leased count,
---   pending count, Redis TIME in ms as a string}
+-- Returns: {{interval, burst, max_active, tat, held, rate, key_interval, key_burst,
+--   key_max_active, key_rate, key_hold} (false where absent), leased count, pending count
+--   (keyed ready tasks included), Redis TIME in ms as a string, {keyed ready tasks, keys in the
+--   round robin, keys waiting for a token of their rate (of the first 1,000 kwait entries)}}
 --@include redis_time
-local fields = redis.call('HMGET', KEYS[1], 'interval', 'burst', 'max_active', 'tat', 'held', 'rate')
-return {fields, redis.call('ZCARD', KEYS[2]), redis.call('LLEN', KEYS[3]), tostring(redis_now_ms())}
+local fields = redis.call('HMGET', KEYS[1], 'interval', 'burst', 'max_active', 'tat', 'held',
+  'rate', 'key_interval', 'key_burst', 'key_max_active', 'key_rate', 'key_hold')
+local keyed = redis.call('ZCARD', KEYS[4])
+-- kwait also schedules the cleanup of idle keys' rate state: count only keys with tasks.
+local waiting = 0
+for _, d in ipairs(redis.call('ZRANGE', KEYS[6], 0, 999)) do
+  if redis.call('HGET', KEYS[7], 'p:' .. d) == 'w' then
+    waiting = waiting + 1
+  end
+end
+return {fields, redis.call('ZCARD', KEYS[2]), redis.call('LLEN', KEYS[3]) + keyed,
+  tostring(redis_now_ms()), {keyed, redis.call('ZCARD', KEYS[5]), waiting}}

@@ -13,6 +13,10 @@
 -- KEYS[6] cancel    hash: id -> cancel request (its uniqueness digest, or "")
 -- KEYS[7] seq       counter issuing fencing tokens
 -- KEYS[8] msg       hash: id -> message
+-- KEYS[9] kready    zset: keyed ready tasks (lua/includes/keyed.lua)
+-- KEYS[10] kring    zset: keys to serve, by virtual time
+-- KEYS[11] kwait    zset: keys waiting for a token
+-- KEYS[12] kstate   hash: per-key counts and state, keyed task -> member
 -- ARGV[1] most tasks recovered in this call
 -- ARGV[2] lease duration ms of the caller's leases on cancelled tasks
 -- Returns: {requeued ids, {id, message, token, ...} of the cancelled tasks now leased to the
@@ -20,6 +24,7 @@
 --@include marker
 --@include lease
 --@include redis_time
+--@include keyed
 local lease = KEYS[1]
 local pending = KEYS[2]
 local marker = KEYS[3]
@@ -28,6 +33,10 @@ local tokens = KEYS[5]
 local cancel = KEYS[6]
 local seq = KEYS[7]
 local msg = KEYS[8]
+local kready = KEYS[9]
+local kring = KEYS[10]
+local kwait = KEYS[11]
+local kstate = KEYS[12]
 
 local now = redis_now_ms()
 local ids = redis.call('ZRANGE', lease, '-inf', now, 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[1]))
@@ -47,7 +56,9 @@ for i = #ids, 1, -1 do
     cancelled[#cancelled + 1] = token
   else
     redis.call('HINCRBY', lost, id, 1)
-    redis.call('RPUSH', pending, id)
+    if not keyed_back(kready, kring, kwait, kstate, marker, id, now) then
+      redis.call('RPUSH', pending, id)
+    end
     table.insert(requeued, 1, id)
   end
 end

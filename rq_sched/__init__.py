@@ -48,6 +48,7 @@ from rq_sched.inspector import (
     ServerStatus,
     TaskPage,
 )
+from rq_sched.keyed import FlowKeys, KeyStatus
 from rq_sched.models import NewTask, QueueInfo, TaskInfo, TaskState
 from rq_sched.ops import ArchiveLimits
 from rq_sched.router import Middleware, Router
@@ -87,8 +88,10 @@ __all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
     # inspecting and operating queues
     "BulkResult",
     "DailyStats",
+    "FlowKeys",
     "FlowStatus",
     "Inspector",
+    "KeyStatus",
     "QueueStats",
     "RedisNode",
     "SchedulerStatus",

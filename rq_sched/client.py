@@ -32,7 +32,13 @@ from rq_sched.errors import (
 from rq_sched.flow import FlowLimits, check_limits, set_flow
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.models import NewTask, TaskInfo
-from rq_sched.options import DEFAULT_MAX_PAYLOAD_BYTES, Prepared, check_stored_queue, prepare
+from rq_sched.options import (
+    DEFAULT_MAX_PAYLOAD_BYTES,
+    Prepared,
+    check_stored_queue,
+    prepare,
+    refuse_key_with,
+)
 from rq_sched.results import Decode
 from rq_sched.scripts import AnyAsyncRedis, Call, SyncRedis
 
@@ -214,6 +220,7 @@ class Client:
         task_id: str | None = None,
         retention: timedelta | float | None = None,
         headers: dict[str, str] | None = None,
+        key: str | None = None,
         depends_on: Sequence[workflows.ParentRef] | None = None,
         on_parent_failure: workflows.Policy = "cancel",
         group: str | None = None,
@@ -234,6 +241,10 @@ class Client:
             task_id: your own id; enqueueing the same id again while it is live is refused.
             retention: keep the task as completed this long after success.
             headers: str -> str metadata passed to the handler.
+            key: fairness key, e.g. ``"tenant:42"``: the queue serves its keys round robin,
+                so one key's backlog cannot starve another's, and applies the per-key limits
+                of its flow limits (``FlowLimits(key_concurrency=1)``: one at a time, in
+                order). Not with ``depends_on`` or ``group``. See docs/flow.md.
             depends_on: parents (ids in ``queue``, or ``(queue, id)`` pairs): the task is held
                 until every parent is final, then becomes pending with their outcomes in
                 ``task.parents`` (see docs/workflows.md).
@@ -265,9 +276,10 @@ class Client:
             NewTask(
                 type=type, payload=payload, queue=queue, process_in=process_in,
                 process_at=process_at, max_retry=max_retry, timeout=timeout, deadline=deadline,
-                unique=unique, task_id=task_id, retention=retention, headers=headers,
+                unique=unique, task_id=task_id, retention=retention, headers=headers, key=key,
             )
         )  # fmt: skip
+        refuse_key_with(key, depends_on, group)
         wait = self._wait.per_call(replicas, held=depends_on is not None)
         if group is not None:
             call = p.grouped(task, group, depends_on)
@@ -600,6 +612,7 @@ class AsyncClient:
         task_id: str | None = None,
         retention: timedelta | float | None = None,
         headers: dict[str, str] | None = None,
+        key: str | None = None,
         depends_on: Sequence[workflows.ParentRef] | None = None,
         on_parent_failure: workflows.Policy = "cancel",
         group: str | None = None,
@@ -611,9 +624,10 @@ class AsyncClient:
             NewTask(
                 type=type, payload=payload, queue=queue, process_in=process_in,
                 process_at=process_at, max_retry=max_retry, timeout=timeout, deadline=deadline,
-                unique=unique, task_id=task_id, retention=retention, headers=headers,
+                unique=unique, task_id=task_id, retention=retention, headers=headers, key=key,
             )
         )  # fmt: skip
+        refuse_key_with(key, depends_on, group)
         wait = self._wait.per_call(replicas, held=depends_on is not None)
         if group is not None:
             call = p.grouped(task, group, depends_on)

@@ -119,8 +119,9 @@ def throttle_call(keys: QueueKeys, task: Prepared, key: str, window_ms: int) -> 
             keys.throttle(key),
             keys.guard(""),
             keys.held,
+            *keys.keyed,
         ),
-        (task.id, task.encoded, task.due_ms, window_ms, ""),
+        (task.id, task.encoded, task.due_ms, window_ms, "", task.message.key or ""),
     )
 
 

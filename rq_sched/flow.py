@@ -110,11 +110,21 @@ class FlowLimits:
     ``rate``: task starts per period across all workers, e.g. ``"100/s"`` or ``"5000/min"``.
     ``burst``: how many may start at once after a pause (default 1: evenly spaced).
     ``concurrency``: most tasks leased at once across all workers.
+
+    Per key, for the queue's keyed tasks (``enqueue(key=...)``), each key on its own:
+    ``key_rate`` and ``key_burst`` as ``rate`` and ``burst``; ``key_concurrency``: most tasks
+    of one key running at once (1: one at a time, in the key's order);
+    ``key_hold_on_retry``: a task waiting for a retry keeps its key's slot, so the key's later
+    tasks wait for it (needs ``key_concurrency``).
     """
 
     rate: str | None = None
     burst: int = 1
     concurrency: int | None = None
+    key_rate: str | None = None
+    key_burst: int = 1
+    key_concurrency: int | None = None
+    key_hold_on_retry: bool = False
 
     def __post_init__(self) -> None:
         if self.rate is not None:
@@ -122,6 +132,20 @@ class FlowLimits:
         _check_count(self.burst, "burst")
         if self.concurrency is not None:
             _check_count(self.concurrency, "concurrency")
+        if self.key_rate is not None:
+            parse_rate(self.key_rate)
+        _check_count(self.key_burst, "key_burst")
+        if self.key_concurrency is not None:
+            _check_count(self.key_concurrency, "key_concurrency")
+        if not isinstance(self.key_hold_on_retry, bool):
+            raise ValidationError(
+                f"key_hold_on_retry must be True or False, got {self.key_hold_on_retry!r}"
+            )
+        if self.key_hold_on_retry and self.key_concurrency is None:
+            raise ValidationError(
+                "key_hold_on_retry holds a key's slot, so it needs key_concurrency (e.g. "
+                "FlowLimits(key_concurrency=1, key_hold_on_retry=True) for strict order)"
+            )
 
     @property
     def interval_ms(self) -> float | None:
@@ -132,15 +156,28 @@ class FlowLimits:
         return period_ms / count
 
     @property
+    def key_interval_ms(self) -> float | None:
+        """Milliseconds between task starts of one key, or None without a per-key rate."""
+        if self.key_rate is None:
+            return None
+        count, period_ms = parse_rate(self.key_rate)
+        return period_ms / count
+
+    @property
     def unlimited(self) -> bool:
-        return self.rate is None and self.concurrency is None
+        return (
+            self.rate is None
+            and self.concurrency is None
+            and self.key_rate is None
+            and self.key_concurrency is None
+        )
 
 
 def _check_count(value: object, name: str) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIMIT:
         raise ValidationError(
             f"{name} must be an int from 1 to {MAX_LIMIT}, got {value!r}"
-            + (" (for no cap, pass None)" if name == "concurrency" else "")
+            + (" (for no cap, pass None)" if name.endswith("concurrency") else "")
         )
 
 
@@ -162,6 +199,7 @@ def set_flow(keys: QueueKeys, limits: FlowLimits) -> Call:
     """Store ``limits`` as the queue's flow limits (replacing any); a fresh rate starts with a
     full burst. Wakes a worker, since looser limits may let tasks start."""
     interval = limits.interval_ms
+    key_interval = limits.key_interval_ms
     return (
         scripts.load("set_flow"),
         (keys.flow, keys.marker),
@@ -170,6 +208,11 @@ def set_flow(keys: QueueKeys, limits: FlowLimits) -> Call:
             limits.burst,
             "" if limits.concurrency is None else limits.concurrency,
             limits.rate or "",
+            "" if key_interval is None else repr(key_interval),
+            limits.key_burst,
+            "" if limits.key_concurrency is None else limits.key_concurrency,
+            limits.key_rate or "",
+            "1" if limits.key_hold_on_retry else "",
         ),
     )
 
@@ -179,7 +222,8 @@ class Hold:
     """Why a dequeue left ready tasks behind, and how long the caller may sleep."""
 
     reason: str
-    """"rate" (no token now) or "cap" (the concurrency cap is reached)."""
+    """"rate" (no token now) or "cap" (the concurrency cap is reached): the queue's limits,
+    or, when only keyed tasks are left and none of their keys may start one, the keys'."""
     wait_s: float | None
     """Seconds until the caller should ask again; None: until a marker wakes it."""
 
@@ -215,25 +259,48 @@ class FlowStatus:
     pending: int
     held: bool
     """Ready tasks wait for a slot of the concurrency cap."""
+    key_rate: str | None = None
+    key_interval_ms: float | None = None
+    key_burst: int = 1
+    key_concurrency: int | None = None
+    key_hold_on_retry: bool = False
+    keyed_pending: int = 0
+    """Keyed ready tasks (also counted in ``pending``)."""
+    keys_ready: int = 0
+    """Keys with ready tasks whose turn may come now (in the round robin)."""
+    keys_waiting: int = 0
+    """Keys held by their rate limit until their next token."""
 
     @property
     def limited(self) -> bool:
         return self.interval_ms is not None or self.concurrency is not None
 
+    @property
+    def key_limited(self) -> bool:
+        return self.key_interval_ms is not None or self.key_concurrency is not None
+
 
 def read_status(redis: SyncRedis, keys: QueueKeys) -> FlowStatus:
     """The flow status of one queue, read by one script (``lua/flow_status.lua``) at one instant
     of the Redis clock that judges the limits."""
-    call = (scripts.load("flow_status"), (keys.flow, keys.lease, keys.pending), ())
-    raw, active, pending, now_ms = scripts.run(redis, *call)
-    return status_from(keys.queue, raw, int(active), int(pending), float(now_ms))
+    call = (scripts.load("flow_status"), (keys.flow, keys.lease, keys.pending, *keys.keyed), ())
+    raw, active, pending, now_ms, keyed = scripts.run(redis, *call)
+    return status_from(keys.queue, raw, int(active), int(pending), float(now_ms), keyed=keyed)
 
 
 def status_from(
-    queue: str, raw: Sequence[Any], active: int, pending: int, now_ms: float
+    queue: str,
+    raw: Sequence[Any],
+    active: int,
+    pending: int,
+    now_ms: float,
+    *,
+    keyed: Sequence[Any] = (0, 0, 0),
 ) -> FlowStatus:
     """Build a :class:`FlowStatus` from the flow hash fields (interval, burst, max_active, tat,
-    held, rate) and the counts; ``now_ms`` is Redis TIME."""
+    held, rate, key_interval, key_burst, key_max_active, key_rate, key_hold) and the counts
+    (``keyed``: keyed ready tasks, keys in turn, keys waiting for a token; ``pending``
+    includes the first); ``now_ms`` is Redis TIME."""
     interval = _number(raw[0])
     burst = int(_number(raw[1]) or 1)
     cap = _number(raw[2])
@@ -246,6 +313,8 @@ def status_from(
         tokens = max(0, math.floor((now_ms + tau - theoretical) / interval) + 1)
         if tokens == 0:
             next_at = datetime.fromtimestamp((theoretical - tau) / 1000, UTC)
+    key_interval = _number(raw[6]) if len(raw) > 6 else None
+    key_cap = _number(raw[8]) if len(raw) > 8 else None
     rate_text = raw[5].decode() if isinstance(raw[5], bytes) else raw[5]
     if interval is not None and not rate_text:
         rate_text = f"1/{interval:g}ms"
@@ -260,7 +329,21 @@ def status_from(
         active=active,
         pending=pending,
         held=raw[4] not in (None, b"", ""),
+        key_rate=_text(raw[9]) if key_interval is not None else None,
+        key_interval_ms=key_interval,
+        key_burst=int(_number(raw[7]) or 1),
+        key_concurrency=None if key_cap is None else int(key_cap),
+        key_hold_on_retry=_text(raw[10]) == "1",
+        keyed_pending=int(keyed[0]),
+        keys_ready=int(keyed[1]),
+        keys_waiting=int(keyed[2]),
     )
+
+
+def _text(raw: object) -> str | None:
+    if raw is None:
+        return None
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def _number(raw: object) -> float | None:

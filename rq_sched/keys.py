@@ -46,6 +46,13 @@ Layout of one queue (``ns`` is the namespace, ``rqs`` by default)::
                                interval (ms per task start), burst, max_active; and their
                                state, written by dequeue: tat (GCRA), timer, held
                                (see ``lua/includes/flow.lua`` and docs/flow.md)
+    ns:{q}:kready       zset   keyed ready tasks (``enqueue(key=...)``), every score 0, members
+                               "<key digest><seq><id>" in each key's order (ZRANGEBYLEX)
+    ns:{q}:kring        zset   key digest -> virtual time of its next turn, for keys that may
+                               start a task now (round robin across keys)
+    ns:{q}:kwait        zset   key digest -> ms when a key held by its rate limit may go on
+    ns:{q}:kstate       hash   per-key counts and limit state, and keyed task id -> its
+                               kready member (see ``lua/includes/keyed.lua``, docs/flow.md)
     ns:{q}:limits       hash   the queue's archive limits in force: max_size, max_age_ms;
                                trimmed: archived tasks those limits have deleted, all time
     ns:{q}:unique:<d>   string id holding the uniqueness lock for digest <d> (with TTL)
@@ -200,6 +207,17 @@ class QueueKeys:
         return f"{self.prefix}:outbox_at"
 
     @cached_property
+    def keyed(self) -> tuple[str, str, str, str]:
+        """The four keys of the queue's keyed tasks, in script order: kready, kring, kwait,
+        kstate (``lua/includes/keyed.lua``)."""
+        return (
+            f"{self.prefix}:kready",
+            f"{self.prefix}:kring",
+            f"{self.prefix}:kwait",
+            f"{self.prefix}:kstate",
+        )
+
+    @cached_property
     def outbox_keys(self) -> tuple[str, str, str]:
         """children, outbox, outbox_at: the keys a settling script records an outcome with."""
         return (self.children, self.outbox, self.outbox_at)
@@ -327,6 +345,7 @@ class QueueKeys:
             self.cancel,
             self.limits,
             self.flow,
+            *self.keyed,
             self.marker,
             self.paused,
             self.processed,

@@ -69,6 +69,10 @@ class TaskMessage:
     parents: tuple[ParentOutcome, ...] | None = None
     """For a task released by its dependencies: its parents' outcomes, in the order of its
     ``depends_on``; written by the release script (``lua/dep_report.lua``)."""
+    key: str | None = None
+    """The fairness key (``enqueue(key=...)``): the queue serves keys round robin and applies
+    its per-key limits (docs/flow.md). The dequeue script reads it from the 16th field, so a
+    task made ready again by any path keeps its key."""
 
     def encode(self) -> bytes:
         """The msgpack bytes stored in Redis."""
@@ -85,6 +89,7 @@ class TaskMessage:
             self.last_failed_at,
             [list(e) for e in self.errors] if self.errors else None,
             [list(p) for p in self.parents] if self.parents is not None else None,
+            self.key,
         )
         if tail == _DEFAULT_TAIL:  # a fresh task with default options: the common case
             fields: list[Any] = [VERSION, self.type, self.payload, self.enqueued_at]
@@ -147,11 +152,11 @@ def _head(text: str, limit: int) -> str:
 
 
 # Stored order: version, type, payload, enqueued_at, max_retry, retried, timeout, deadline,
-# retention, unique, headers, last_error, last_failed_at, errors. Fields that a fresh task leaves at
-# their default come last, so a pending task stores only the first four.
+# retention, unique, headers, last_error, last_failed_at, errors, parents, key. Fields that a
+# fresh task leaves at their default come last, so a pending task stores only the first four.
 _REQUIRED = 3  # version, type, payload
 _DEFAULTS: tuple[Any, ...] = (
-    VERSION, "", None, 0, 25, 0, 0, 0, 0, None, None, None, 0, None, None
+    VERSION, "", None, 0, 25, 0, 0, 0, 0, None, None, None, 0, None, None, None
 )  # fmt: skip
 HELD_FIELDS = 15
 """Fields of a held message once released (``encode_held``: 0x9f is a 15-element array)."""
@@ -209,6 +214,7 @@ def decode(data: bytes, *, task_id: str = "?") -> TaskMessage:
         last_failed_at=fields[12],
         errors=tuple((e[0], e[1], e[2]) for e in fields[13] or ()),
         parents=None if fields[14] is None else tuple((p[0], p[1], p[2], p[3]) for p in fields[14]),
+        key=fields[15],
     )
 
 
@@ -371,4 +377,5 @@ _CHECKED_FIELDS: tuple[tuple[int, str, Callable[[object], bool], str], ...] = (
     (12, "last_failed_at", _count(MAX_MS), _MS),
     (13, "errors", _errors, f"nil or up to {MAX_EARLIER_ERRORS} [attempt, epoch ms, text] arrays"),
     (14, "parents", _parents, "nil or [outcome, data, queue, id] arrays"),
+    (15, "key", _optional_str, "a str or nil"),
 )

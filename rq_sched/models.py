@@ -101,6 +101,8 @@ class TaskInfo:
     parents: list[ParentInfo] = field(default_factory=list)
     """For a task released by its dependencies: its parents, in ``depends_on`` order (the
     workflow links the dashboard shows)."""
+    key: str | None = None
+    """Its fairness key (``enqueue(key=...)``), if any."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,6 +121,7 @@ class NewTask:
     task_id: str | None = None
     retention: timedelta | float | None = None
     headers: dict[str, str] | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,11 @@ def enqueue(keys: QueueKeys, task: Prepared, guard: tuple[str, int] | None = Non
     if guard is None and task.message.unique is None:
         # The common case, on the hot path: the same keys for every task of the queue.
         key_list = _PLAIN_ENQUEUE_KEYS.get(keys.prefix) or _plain_enqueue_keys(keys)
-        return scripts.load("enqueue"), key_list, (task.id, task.encoded, task.due_ms, 0, "")
+        return (
+            scripts.load("enqueue"),
+            key_list,
+            (task.id, task.encoded, task.due_ms, 0, "", task.message.key or ""),
+        )
     guard_key, guard_value = guard if guard else ("", "")
     return (
         scripts.load("enqueue"),
@@ -48,8 +52,16 @@ def enqueue(keys: QueueKeys, task: Prepared, guard: tuple[str, int] | None = Non
             keys.unique(task.message.unique),
             keys.guard(guard_key),
             keys.held,
+            *keys.keyed,
         ),
-        (task.id, task.encoded, task.due_ms, task.unique_ttl_ms, guard_value),
+        (
+            task.id,
+            task.encoded,
+            task.due_ms,
+            task.unique_ttl_ms,
+            guard_value,
+            task.message.key or "",
+        ),
     )
 
 
@@ -75,7 +87,13 @@ _PLAIN_ENQUEUE_KEYS: dict[str, tuple[str, ...]] = {}
 def _plain_enqueue_keys(keys: QueueKeys) -> tuple[str, ...]:
     if len(_PLAIN_ENQUEUE_KEYS) > 10_000:  # bounded: queue names are few, but be safe
         _PLAIN_ENQUEUE_KEYS.clear()
-    found = (*_enqueue_state_keys(keys), keys.unique(None), keys.guard(""), keys.held)
+    found = (
+        *_enqueue_state_keys(keys),
+        keys.unique(None),
+        keys.guard(""),
+        keys.held,
+        *keys.keyed,
+    )
     _PLAIN_ENQUEUE_KEYS[keys.prefix] = found
     return found
 
@@ -83,8 +101,12 @@ def _plain_enqueue_keys(keys: QueueKeys) -> tuple[str, ...]:
 def enqueue_batch(keys: QueueKeys, tasks: Sequence[Prepared]) -> Call:
     args: list[Arg] = []
     for task in tasks:
-        args += (task.id, task.encoded, task.due_ms)
-    return scripts.load("enqueue_batch"), (*_enqueue_state_keys(keys), keys.held), args
+        args += (task.id, task.encoded, task.due_ms, task.message.key or "")
+    return (
+        scripts.load("enqueue_batch"),
+        (*_enqueue_state_keys(keys), keys.held, *keys.keyed),
+        args,
+    )
 
 
 def dequeue(keys: QueueKeys, lease_ms: int, count: int) -> Call:
@@ -104,6 +126,7 @@ def dequeue(keys: QueueKeys, lease_ms: int, count: int) -> Call:
             keys.seq,
             keys.cancel,
             keys.flow,
+            *keys.keyed,
         ),
         (lease_ms, count),
     )
@@ -173,6 +196,7 @@ def done(keys: QueueKeys, acks: Sequence[Ack], now_s: float) -> Call:
         *keys.outbox_keys,
         keys.flow,
         keys.marker,
+        *keys.keyed,
     ]
     args: list[Arg] = [day_expire_at(now_s), keys.final_prefix]
     for ack in acks:
@@ -201,6 +225,7 @@ def retry(
             keys.token,
             keys.progress,
             keys.flow,
+            *keys.keyed,
         ),
         (task_id, token, encoded, due_ms, day_expire_at(now_s)),
     )
@@ -264,6 +289,7 @@ def archive_active(
             *keys.outbox_keys,
             keys.flow,
             keys.marker,
+            *keys.keyed,
         ),
         (
             task_id,
@@ -329,6 +355,8 @@ def archive(
             keys.waiters,
             *keys.outbox_keys,
             keys.progress,
+            *keys.keyed,
+            keys.marker,
         ),
         (
             task_id,
@@ -346,7 +374,11 @@ def requeue(keys: QueueKeys, leases: Sequence[tuple[str, int]]) -> Call:
     args: list[Arg] = []
     for task_id, token in leases:
         args += (task_id, token)
-    return scripts.load("requeue"), (keys.lease, keys.pending, keys.marker, keys.token), args
+    return (
+        scripts.load("requeue"),
+        (keys.lease, keys.pending, keys.marker, keys.token, *keys.keyed),
+        args,
+    )
 
 
 def forward(keys: QueueKeys, now_ms: int, limit: int = BATCH_LIMIT) -> Call:
@@ -382,6 +414,7 @@ def recover(keys: QueueKeys, limit: int = BATCH_LIMIT, *, lease_ms: int = 10_000
             keys.cancel,
             keys.seq,
             keys.msg,
+            *keys.keyed,
         ),
         (limit, lease_ms),
     )
@@ -408,6 +441,8 @@ def delete(keys: QueueKeys, task_id: str, unique: str | None) -> Call:
             keys.waiters,
             keys.progress,
             *keys.outbox_keys,
+            *keys.keyed,
+            keys.marker,
         ),
         (task_id, keys.final_prefix, outcome_entry("deleted", None)),
     )
@@ -416,7 +451,7 @@ def delete(keys: QueueKeys, task_id: str, unique: str | None) -> Call:
 def run_now(keys: QueueKeys, task_id: str) -> Call:
     return (
         scripts.load("run_now"),
-        (*keys.state_keys, keys.marker),
+        (*keys.state_keys, keys.marker, *keys.keyed),
         (task_id,),
     )
 

@@ -66,6 +66,7 @@ class Prepared:
             unique=message.unique is not None,
             headers=dict(message.headers) if message.headers else {},
             enqueued_at=_datetime(message.enqueued_at),
+            key=message.key,
         )
 
 
@@ -272,6 +273,44 @@ def check_headers(headers: object) -> dict[str, str] | None:
     return dict(headers) or None
 
 
+MAX_KEY_CHARS = 256
+"""The longest fairness key accepted (``enqueue(key=...)``)."""
+
+
+def check_key(key: object) -> str:
+    """Validate a fairness key (``enqueue(key="tenant:42")``).
+
+    Raises:
+        ValidationError: not a non-empty str of at most :data:`MAX_KEY_CHARS` chars, or it
+            holds a control character or a lone surrogate.
+    """
+    if not isinstance(key, str) or not key:
+        raise ValidationError(
+            f"key must be a non-empty str such as 'tenant:42' (or None for no key), got {key!r}"
+        )
+    if len(key) > MAX_KEY_CHARS:
+        raise ValidationError(
+            f"key is {len(key)} chars; the limit is {MAX_KEY_CHARS} (pass an id, not a document)"
+        )
+    problem = _text_problem(key, "key")
+    if problem:
+        raise ValidationError(problem)
+    return key
+
+
+def refuse_key_with(key: object, depends_on: object, group: object) -> None:
+    """A fairness key cannot go with ``depends_on`` or ``group``.
+
+    Raises:
+        ValidationError: ``key`` is given with one of them.
+    """
+    if key is not None and (depends_on is not None or group is not None):
+        raise ValidationError(
+            "key= cannot be combined with depends_on= or group= (a held or aggregated task "
+            "is not served by key); enqueue the keyed task without them"
+        )
+
+
 def check_task_id(task_id: object) -> str:
     """Validate a user-supplied task id."""
     if not isinstance(task_id, str) or not task_id or len(task_id) > MAX_TASK_ID_CHARS:
@@ -371,6 +410,7 @@ def prepare(task: NewTask, *, now_ms: int, max_payload_bytes: int) -> Prepared:
         unique_digest(task_type, payload) if unique_ttl else None,
         check_headers(task.headers) if task.headers is not None else None,
         now_ms,
+        key=check_key(task.key) if task.key is not None else None,
     )
     try:
         encoded = message.encode()

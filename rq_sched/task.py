@@ -38,6 +38,8 @@ class Task:
     parent's ``(outcome, data, queue, id)`` in ``depends_on`` order; outcome "completed" (data:
     its result bytes, or None), "archived" (data: its error text) or "deleted". See
     :meth:`parent_results`."""
+    key: str | None = None
+    """The fairness key it was enqueued with (``enqueue(key=...)``), if any."""
     # A plain flag, not a threading.Event: it is only ever set and polled, and an Event per task
     # cost ~12% of a busy worker's time. Reading a bool set by another thread is safe in CPython.
     _cancelled: bool = field(default=False, repr=False)

@@ -163,3 +163,22 @@ def ledger(task: Task) -> None:
     conn.rpush(payload["ledger"], f"s {task.id} {time.time():.6f} {os.getpid()}")
     time.sleep(float(payload.get("sleep", 0)))
     conn.rpush(payload["ledger"], f"e {task.id} {time.time():.6f} {os.getpid()}")
+
+
+@router.task("keyed:ledger", backoff=lambda retried, error, task: 0.2)
+def keyed_ledger(task: Task) -> None:
+    """Appends ``"s <id> <time> <pid> <key> <attempt>"`` to ``payload["ledger"]`` as it starts,
+    works ``payload["sleep"]`` seconds, appends the same line with "e"; fails its first attempt
+    when ``payload["fail_first"]`` (the keyed tests' ledger: Redis orders every worker's lines)."""
+    payload: dict[str, Any] = task.payload
+    url = payload["url"]
+    conn = _LEDGER_CONNECTIONS.get(url)
+    if conn is None:
+        conn = _LEDGER_CONNECTIONS[url] = redis.Redis.from_url(url)
+    tail = f"{task.id} {time.time():.6f} {os.getpid()} {task.key} {task.retry_count}"
+    conn.rpush(payload["ledger"], "s " + tail)
+    time.sleep(float(payload.get("sleep", 0)))
+    failing = payload.get("fail_first") and task.retry_count == 0
+    conn.rpush(payload["ledger"], ("f " if failing else "e ") + tail)
+    if failing:
+        raise RuntimeError("first attempt fails")

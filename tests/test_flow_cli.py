@@ -80,3 +80,49 @@ def test_client_sets_limits_and_registers_the_queue(client: Client, inspector: I
         client.set_flow("", FlowLimits(rate="10/s"))
     client.set_flow("api", None)
     assert not inspector.flow("api").limited
+
+
+def test_flow_sets_per_key_limits_and_lists_the_busiest_keys(
+    cli: Any, client: Client, inspector: Inspector
+) -> None:
+    code, out, _ = cli(
+        "flow", "api", "--key-concurrency", "1", "--key-hold-on-retry", "--key-rate", "10/s"
+    )
+    assert code == 0, out
+    words = " ".join(out.split())
+    assert "per-key concurrency 1, held through retries" in words
+    assert "per-key rate 10/s (burst 1)" in words
+    for n in range(3):
+        client.enqueue("t", n, queue="api", key="tenant:1")
+    client.enqueue("t", 9, queue="api", key="tenant:2")
+    code, out, _ = cli("flow", "api", "--json")
+    shown = json.loads(out)
+    assert (shown["key_concurrency"], shown["key_hold_on_retry"]) == (1, True)
+    assert shown["keyed_pending"] == 4 and shown["pending"] == 4
+    assert shown["keys"]["total"] == 2
+    assert [(k["key"], k["pending"], k["state"]) for k in shown["keys"]["keys"]] == [
+        ("tenant:1", 3, "ready"),
+        ("tenant:2", 1, "ready"),
+    ]
+    code, out, _ = cli("flow", "api", "--no-key-concurrency")
+    status = inspector.flow("api")
+    assert (status.key_concurrency, status.key_hold_on_retry, status.key_rate) == (
+        None,
+        False,
+        "10/s",
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"key_concurrency": 0}, "key_concurrency must be an int from 1"),
+        ({"key_rate": "0/s"}, "at least 1"),
+        ({"key_burst": True}, "key_burst must be an int"),
+        ({"key_hold_on_retry": True}, "needs key_concurrency"),
+        ({"key_concurrency": 1, "key_hold_on_retry": 1}, "True or False"),
+    ],
+)
+def test_bad_per_key_limits_are_refused(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        FlowLimits(**options)

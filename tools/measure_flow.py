@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Measure what each flow limit kind costs, on a private redis-server started for the run.
 
-For each kind (none, a rate limit, a concurrency cap, both; all set high enough never to hold
-anything back, so only their bookkeeping is measured):
+For each kind (none, a rate limit, a concurrency cap, both, keyed tasks over 10 or 10,000 keys
+with and without per-key limits; all set high enough never to hold anything back, so only their
+bookkeeping is measured):
 
 * the dequeue script alone: Redis CPU time per call (``INFO commandstats``) while one client
   drains N pending tasks in batches of 100 and acknowledges them;
@@ -33,12 +34,26 @@ from rq_sched import Client, FlowLimits, NewTask, Router, Server, ops, scripts
 from rq_sched.keys import QueueKeys
 from rq_sched.local_redis import RedisServer
 
-KINDS: dict[str, FlowLimits | None] = {
-    "none": None,
-    "rate": FlowLimits(rate="1000000/s", burst=1000),
-    "cap": FlowLimits(concurrency=100_000),
-    "rate+cap": FlowLimits(rate="1000000/s", burst=1000, concurrency=100_000),
+KINDS: dict[str, tuple[FlowLimits | None, int]] = {
+    "none": (None, 0),
+    "rate": (FlowLimits(rate="1000000/s", burst=1000), 0),
+    "cap": (FlowLimits(concurrency=100_000), 0),
+    "rate+cap": (FlowLimits(rate="1000000/s", burst=1000, concurrency=100_000), 0),
+    # Keyed tasks (enqueue(key=...)) spread over that many keys, served round robin.
+    "keyed-10": (None, 10),
+    "keyed-10k": (None, 10_000),
+    "keyed-10k+limits": (
+        FlowLimits(key_rate="1000000/s", key_burst=1000, key_concurrency=100_000),
+        10_000,
+    ),
 }
+"""Each kind: the flow limits set, and how many fairness keys the tasks use (0: unkeyed)."""
+
+
+def tasks(n: int, queue: str, keyed: int) -> list[NewTask]:
+    return [
+        NewTask(type="noop", queue=queue, key=f"k{i % keyed}" if keyed else None) for i in range(n)
+    ]
 
 
 def evalsha_usec(r: redis.Redis) -> tuple[int, int]:
@@ -50,11 +65,11 @@ def script_cost(r: redis.Redis, kind: str, n: int) -> float:
     """Redis µs per dequeue call of 100 tasks (acks excluded)."""
     keys = QueueKeys(f"m{kind.replace('+', '')}{time.monotonic_ns()}", "q")
     client = Client(r, namespace=keys.namespace)
-    limits = KINDS[kind]
+    limits, keyed = KINDS[kind]
     if limits is not None:
         client.set_flow("q", limits)
     for start in range(0, n, 1000):
-        client.enqueue_many(NewTask(type="noop", queue="q") for _ in range(min(1000, n - start)))
+        client.enqueue_many(tasks(min(1000, n - start), "q", keyed))
     usec = calls = 0
     while True:
         before = evalsha_usec(r)
@@ -74,11 +89,11 @@ def drain_rate(url: str, kind: str, n: int) -> float:
     namespace = f"d{kind.replace('+', '')}{time.monotonic_ns()}"
     r = redis.Redis.from_url(url)
     client = Client(r, namespace=namespace)
-    limits = KINDS[kind]
+    limits, keyed = KINDS[kind]
     if limits is not None:
         client.set_flow("default", limits)
     for start in range(0, n, 1000):
-        client.enqueue_many(NewTask(type="noop") for _ in range(min(1000, n - start)))
+        client.enqueue_many(tasks(min(1000, n - start), "default", keyed))
     router = Router()
 
     @router.task("noop")
@@ -108,12 +123,12 @@ def main(argv: list[str]) -> int:
         server = RedisServer(Path(tmp)).start()
         try:
             r = redis.Redis.from_url(server.url)
-            print(f"{'kind':<10} {'dequeue µs/call (100 tasks)':>28} {'drain tasks/s':>14}")
+            print(f"{'kind':<18} {'dequeue µs/call (100 tasks)':>28} {'drain tasks/s':>14}")
             for kind in KINDS:
                 costs = [script_cost(r, kind, args.n) for _ in range(args.rounds)]
                 rates = [drain_rate(server.url, kind, args.n) for _ in range(args.rounds)]
                 print(
-                    f"{kind:<10} {statistics.median(costs):>28.0f} "
+                    f"{kind:<18} {statistics.median(costs):>28.0f} "
                     f"{statistics.median(rates):>14,.0f}"
                 )
         finally:

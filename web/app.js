@@ -354,7 +354,7 @@
             `latency ${stats.latency ? ago(stats.latency) : "0s"} · memory ~${bytes(stats.memory_bytes)}`
             + ` · processed ${info.processed_today} today / ${info.processed} total`
             + ` · failed ${info.failed_today} today / ${info.failed} total`),
-          flowLine(detail.flow)),
+          flowLine(detail.flow), keysLine(detail.keys)),
         config.read_only ? null : h("div", { class: "actions" },
           pauseButton(info.queue, info.paused),
           h("button", { class: "danger", "data-action": "delete-queue", onclick: () => act(
@@ -388,7 +388,8 @@
 
   // The queue's flow limits (rate limit, concurrency cap) and where they stand; null if none.
   function flowLine(flow) {
-    if (!flow || (flow.rate === null && flow.concurrency === null)) return null;
+    const keyed = flow && (flow.key_rate !== null || flow.key_concurrency !== null);
+    if (!flow || (flow.rate === null && flow.concurrency === null && !keyed)) return null;
     const parts = [];
     if (flow.rate !== null) {
       parts.push(`rate ${flow.rate} (burst ${flow.burst}), ${flow.tokens} token(s) now`);
@@ -397,7 +398,25 @@
       parts.push(`cap ${flow.concurrency}, ${flow.active} running`
         + (flow.held ? ", tasks waiting for a slot" : ""));
     }
+    if (keyed) {
+      const each = [];
+      if (flow.key_rate !== null) each.push(`rate ${flow.key_rate} (burst ${flow.key_burst})`);
+      if (flow.key_concurrency !== null) {
+        each.push(`cap ${flow.key_concurrency}` + (flow.key_hold_on_retry ? " held through retries" : ""));
+      }
+      parts.push(`per key ${each.join(", ")}, ${flow.keys_waiting} key(s) waiting for a token`);
+    }
     return h("div", { class: "muted", "data-flow": "" }, "flow: " + parts.join(" · "));
+  }
+
+  // Per-key limits and the busiest fairness keys (enqueue(key=...)); null if the queue has none.
+  function keysLine(keys) {
+    if (!keys || keys.total === 0) return null;
+    const shown = keys.keys.map((k) => `${k.key}: ${k.pending} pending, ${k.running} running`
+      + (k.tokens === null ? "" : `, ${k.tokens} token(s)`)
+      + (k.state === "ready" ? "" : ` (${k.state})`));
+    return h("div", { class: "muted", "data-keys": "" },
+      `keys: ${keys.total} with tasks · ` + shown.join(" · "));
   }
 
   function listTools(r, page) {

@@ -3,7 +3,12 @@
 -- in, or nil and a failure code (NOT_FOUND, TASK_ACTIVE, WRONG_STATE) having changed nothing.
 --@include codes
 --@include task_state
-local function take_task(msg, pending, lease, scheduled, retry, archived, completed, id, allowed)
+--@include keyed
+--@include redis_time
+-- The keyed state (kready .. marker) is left as it was for a task about to be made ready
+-- (`keep`); for one leaving the queue it is dropped, and a key slot its retry held is freed.
+local function take_task(msg, pending, lease, scheduled, retry, archived, completed, id, allowed,
+                         kready, kring, kwait, kstate, marker, keep)
   local state = task_state(msg, lease, scheduled, retry, archived, completed, id)
   if not state then
     return nil, NOT_FOUND
@@ -13,6 +18,10 @@ local function take_task(msg, pending, lease, scheduled, retry, archived, comple
   end
   if not allowed[state] then
     return nil, WRONG_STATE
+  end
+  local keyed_ready = keyed_take(kready, kring, kwait, kstate, marker, id, keep, redis_now_ms())
+  if keyed_ready then
+    return state
   end
   if state == 'pending' then
     -- From the tail (count -1): the oldest tasks, which bulk actions take first, sit there, so

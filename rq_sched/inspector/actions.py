@@ -23,7 +23,7 @@ from rq_sched.errors import (
     TaskStateError,
     ValidationError,
 )
-from rq_sched.inspector.lists import parse_state, state_key
+from rq_sched.inspector.lists import count_state, parse_state, pending_window, state_key
 from rq_sched.inspector.models import BulkResult
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.message import unique_of
@@ -88,8 +88,7 @@ def bulk(
         RqSchedError: a script failed unexpectedly.
     """
     state, action = check_bulk(state, action)
-    key = state_key(keys, state)
-    total = redis.llen(key) if state is TaskState.PENDING else redis.zcard(key)
+    total = count_state(redis, keys, state)
     total = total if limit is None else min(total, limit)
     done = skipped = trimmed = 0
     while done + skipped < total:
@@ -109,11 +108,9 @@ def _window(
     redis: SyncRedis, keys: QueueKeys, state: TaskState, offset: int, count: int
 ) -> list[str]:
     """``count`` ids of ``state`` after the first ``offset`` (oldest end of pending)."""
-    raw: list[Any]
     if state is TaskState.PENDING:
-        raw = list(reversed(redis.lrange(keys.pending, -(offset + count), -(offset + 1))))
-    else:
-        raw = list(redis.zrange(state_key(keys, state), offset, offset + count - 1))
+        return pending_window(redis, keys, offset, count)
+    raw: list[Any] = list(redis.zrange(state_key(keys, state), offset, offset + count - 1))
     return [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
 
 

@@ -38,6 +38,7 @@ from rq_sched.inspector.models import (
     TaskPage,
     TypeBreakdown,
 )
+from rq_sched.keyed import FlowKeys, read_keys
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
 from rq_sched.message import decode, unique_of
 from rq_sched.models import (
@@ -53,6 +54,8 @@ from rq_sched.scripts import Call, SyncRedis
 
 log = logging.getLogger(__name__)
 
+MAX_KEYS_SHOWN = 1000
+"""Most fairness keys :meth:`Inspector.flow_keys` lists in one call."""
 MAX_SELECTION = 500
 """Most task ids one selection action takes (one page at the largest page size)."""
 _ZSET_STATES = (
@@ -165,6 +168,7 @@ class Inspector:
                 ParentInfo(queue, parent_id, outcome, data if isinstance(data, str) else None)
                 for outcome, data, queue, parent_id in message.parents or ()
             ],
+            key=message.key,
         )
 
     def waiting(self, queue: str, limit: int = 100) -> list[inspector_waiting.WaitingTask]:
@@ -192,6 +196,27 @@ class Inspector:
         keys = self.keys(queue)
         with translate_errors(self.redis):
             return flow_ops.read_status(self.redis, keys)
+
+    def flow_keys(self, queue: str, limit: int = 20) -> FlowKeys:
+        """The fairness keys of ``queue`` (``enqueue(key=...)``) with ready or running tasks:
+        how many, and the ``limit`` with the most ready tasks, each with its ready and running
+        counts, its tokens now (with a per-key rate) and whether it waits for a slot of its cap
+        or for its next token.
+
+        Raises:
+            ValidationError: a bad queue name or ``limit`` outside 1..1000.
+        """
+        keys = self.keys(queue)
+        check_count(limit, "limit")
+        if not 1 <= limit <= MAX_KEYS_SHOWN:
+            raise ValidationError(f"limit must be from 1 to {MAX_KEYS_SHOWN}, got {limit}")
+        with translate_errors(self.redis):
+            status = flow_ops.read_status(self.redis, keys)
+            interval = status.key_interval_ms
+            rate = None if interval is None else (interval, status.key_burst)
+            seconds, micros = self.redis.time()
+            now_ms = seconds * 1000 + micros / 1000
+            return read_keys(self.redis, keys, limit, rate=rate, now_ms=now_ms)
 
     def set_flow(self, queue: str, limits: FlowLimits | None) -> FlowStatus:
         """Replace the flow limits of ``queue`` at run time (None removes them); every
@@ -409,8 +434,7 @@ class Inspector:
             )
             if limit is None:
                 return result
-            key = inspector_lists.state_key(keys, parsed)
-            left = self.redis.llen(key) if parsed is TaskState.PENDING else self.redis.zcard(key)
+            left = inspector_lists.count_state(self.redis, keys, parsed)
         return dataclasses.replace(result, remaining=int(left))
 
     def act_on(self, queue: str, task_ids: Sequence[str], action: str) -> SelectionResult:

@@ -63,6 +63,37 @@ def state_key(keys: QueueKeys, state: TaskState) -> str:
     }[state]
 
 
+KEYED_MEMBER_PREFIX = 28
+"""Characters before the task id in a keyed ready task's member (key digest 16 + sequence 12,
+see ``lua/includes/keyed.lua``)."""
+
+
+def count_state(redis: SyncRedis, keys: QueueKeys, state: TaskState) -> int:
+    """How many tasks are in ``state``; pending counts the keyed ready tasks too."""
+    if state is TaskState.PENDING:
+        pipe = redis.pipeline(transaction=False)
+        pipe.llen(keys.pending)
+        pipe.zcard(keys.keyed[0])
+        plain, keyed = pipe.execute()
+        return int(plain) + int(keyed)
+    return int(redis.zcard(state_key(keys, state)))
+
+
+def pending_window(redis: SyncRedis, keys: QueueKeys, offset: int, count: int) -> list[str]:
+    """``count`` pending ids after the first ``offset``: the pending list from its oldest end,
+    then the keyed ready tasks by key and order (they are pending too, served round robin)."""
+    ids: list[str] = []
+    plain = int(redis.llen(keys.pending))
+    if offset < plain:
+        raw: list[Any] = redis.lrange(keys.pending, -(offset + count), -(offset + 1))
+        ids = [_text(i) for i in reversed(raw)]
+    if len(ids) < count:
+        start = max(0, offset - plain)
+        members: list[Any] = redis.zrange(keys.keyed[0], start, start + count - len(ids) - 1)
+        ids += [_text(m)[KEYED_MEMBER_PREFIX:] for m in members]
+    return ids
+
+
 def parse_state(state: object) -> TaskState:
     """A :class:`TaskState` from its name.
 
@@ -95,10 +126,11 @@ def read_stats(
             pipe.get(key)
         pipe.hget(keys.limits, "trimmed")
         pipe.lindex(keys.pending, -1)
+        pipe.zcard(keys.keyed[0])
     replies = pipe.execute()
     width = _STATS_REPLIES
     per_queue = [replies[i * width : (i + 1) * width] for i in range(len(queues))]
-    oldest = [_text(reply[-1]) if reply[-1] is not None else None for reply in per_queue]
+    oldest = [_text(reply[-2]) if reply[-2] is not None else None for reply in per_queue]
     enqueued = _enqueued_at(redis, queues, oldest)
     sizes = _memory(redis, queues) if memory else [None] * len(queues)
     out = []
@@ -110,12 +142,14 @@ def read_stats(
     return out
 
 
-_STATS_REPLIES = 13
-"""Replies per queue in read_stats: 6 counts, paused, 5 counters, the oldest pending id."""
+_STATS_REPLIES = 14
+"""Replies per queue in read_stats: 6 counts, paused, 5 counters, the oldest pending id, the
+keyed ready tasks (pending too)."""
 
 
 def _info(queue: str, reply: list[Any]) -> QueueInfo:
     pending, active, scheduled, retry, archived, completed, paused = reply[:7]
+    pending += reply[13]
     processed, failed, processed_today, failed_today, trimmed = (count(c) for c in reply[7:12])
     return QueueInfo(
         queue=queue,
@@ -211,10 +245,8 @@ def read_page(
     pipe = redis.pipeline(transaction=False)
     scores: list[float | None]
     if state is TaskState.PENDING:
-        pipe.llen(keys.pending)
-        pipe.lrange(keys.pending, -(start + size), -(start + 1))
-        total, raw = pipe.execute()
-        ids = [_text(i) for i in reversed(raw)]
+        total = count_state(redis, keys, state)
+        ids = pending_window(redis, keys, start, size)
         scores = [None] * len(ids)
     else:
         key = state_key(keys, state)
@@ -265,8 +297,7 @@ def _ids_window(
 ) -> list[tuple[str, float | None]]:
     """``count`` (id, score) pairs of ``state`` from ``offset``, in list order."""
     if state is TaskState.PENDING:
-        raw: list[Any] = redis.lrange(keys.pending, -(offset + count), -(offset + 1))
-        return [(_text(i), None) for i in reversed(raw)]
+        return [(i, None) for i in pending_window(redis, keys, offset, count)]
     pairs: list[Any] = redis.zrange(
         state_key(keys, state),
         offset,
@@ -301,6 +332,10 @@ def read_type_breakdown(
     for n, state in enumerate(TaskState):
         totals[state.value] = int(replies[2 * n])
         ids[state.value] = [_text(i) for i in replies[2 * n + 1]]
+        if state is TaskState.PENDING and len(ids[state.value]) < per_state:
+            keyed = pending_window(redis, keys, len(ids[state.value]), per_state)
+            ids[state.value] += keyed[: per_state - len(ids[state.value])]
+            totals[state.value] += int(redis.zcard(keys.keyed[0]))
         sampled[state.value] = len(ids[state.value])
     pipe = redis.pipeline(transaction=False)
     for state in TaskState:

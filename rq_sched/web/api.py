@@ -107,6 +107,7 @@ async def queue(request: Request) -> Response:
             "stats": inspector.queue_stats(name, memory=True),
             "history": inspector.history(name, days=days),
             "flow": inspector.flow(name),
+            "keys": inspector.flow_keys(name, 10),
         }
 
     return _ok(await _call(read))
@@ -142,24 +143,50 @@ async def pause(request: Request) -> Response:
 async def flow(request: Request) -> Response:
     """GET /api/queue/flow?queue=q: the queue's flow limits, tokens now, running count and
     whether ready tasks wait for a slot. POST with a JSON body ``{"rate": "100/s", "burst": 1,
-    "concurrency": 5}`` replaces them (a missing or null field: no such limit; ``{}`` removes
-    every limit)."""
+    "concurrency": 5, "key_rate": "10/s", "key_burst": 1, "key_concurrency": 1,
+    "key_hold_on_retry": true}`` replaces them (a missing or null field: no such limit; ``{}``
+    removes every limit)."""
     inspector = _inspector(request)
     name = _param(request, "queue")
     if request.method == "GET":
         return _ok(await _call(inspector.flow, name))
     body = await _json_body(request)
-    unknown = set(body) - {"rate", "burst", "concurrency"}
+    unknown = set(body) - _FLOW_FIELDS
     if unknown:
         raise ValidationError(
-            f"unknown flow fields {sorted(unknown)}; use rate, burst, concurrency"
+            f"unknown flow fields {sorted(unknown)}; use {', '.join(sorted(_FLOW_FIELDS))}"
         )
     limits = FlowLimits(
         rate=body.get("rate"),
         burst=body.get("burst", 1),
         concurrency=body.get("concurrency"),
+        key_rate=body.get("key_rate"),
+        key_burst=body.get("key_burst", 1),
+        key_concurrency=body.get("key_concurrency"),
+        key_hold_on_retry=body.get("key_hold_on_retry", False),
     )
     return _ok(await _call(inspector.set_flow, name, limits))
+
+
+_FLOW_FIELDS = frozenset(
+    {
+        "rate",
+        "burst",
+        "concurrency",
+        "key_rate",
+        "key_burst",
+        "key_concurrency",
+        "key_hold_on_retry",
+    }
+)
+
+
+async def flow_keys(request: Request) -> Response:
+    """GET /api/queue/keys?queue=q&limit=20: the queue's fairness keys with ready or running
+    tasks: how many, and the busiest with their ready and running counts and state."""
+    inspector = _inspector(request)
+    name = _param(request, "queue")
+    return _ok(await _call(inspector.flow_keys, name, _int(request, "limit", 20)))
 
 
 async def tasks(request: Request) -> Response:
@@ -364,6 +391,7 @@ def routes() -> list[Route]:
         Route("/api/queue/pause", pause, methods=["POST"]),
         Route("/api/queue/unpause", pause, methods=["POST"]),
         Route("/api/queue/flow", flow, methods=["GET", "POST"]),
+        Route("/api/queue/keys", flow_keys),
         Route("/api/queue/tasks", tasks),
         Route("/api/queue/bulk", bulk, methods=["POST"]),
         Route("/api/queue/selection", selection, methods=["POST"]),

@@ -95,6 +95,29 @@ def flow_metrics(inspector: Inspector, queues: list[str]) -> Iterator[Metric]:
     held = GaugeMetricFamily(
         "rq_sched_flow_held", "1 while ready tasks wait for a slot of the cap", labels=["queue"]
     )
+    key_rate = GaugeMetricFamily(
+        "rq_sched_flow_key_rate_per_second",
+        "Per-key rate limit: task starts per second of each key",
+        labels=["queue"],
+    )
+    key_cap = GaugeMetricFamily(
+        "rq_sched_flow_key_concurrency_cap",
+        "Per-key cap: most tasks of one key running at once",
+        labels=["queue"],
+    )
+    keyed = GaugeMetricFamily(
+        "rq_sched_flow_keyed_pending", "Keyed ready tasks (also in pending)", labels=["queue"]
+    )
+    keys_ready = GaugeMetricFamily(
+        "rq_sched_flow_keys_ready",
+        "Keys with ready tasks whose turn may come now",
+        labels=["queue"],
+    )
+    keys_waiting = GaugeMetricFamily(
+        "rq_sched_flow_keys_waiting_token",
+        "Keys with ready tasks held by their rate limit",
+        labels=["queue"],
+    )
     for queue in queues:
         try:
             status = inspector.flow(queue)
@@ -107,7 +130,15 @@ def flow_metrics(inspector: Inspector, queues: list[str]) -> Iterator[Metric]:
         if status.concurrency is not None:
             cap.add_metric([queue], status.concurrency)
             held.add_metric([queue], int(status.held))
-    yield from (rate, tokens, cap, held)
+        if status.key_interval_ms is not None:
+            key_rate.add_metric([queue], 1000 / status.key_interval_ms)
+        if status.key_concurrency is not None:
+            key_cap.add_metric([queue], status.key_concurrency)
+        if status.key_limited or status.keyed_pending:
+            keyed.add_metric([queue], status.keyed_pending)
+            keys_ready.add_metric([queue], status.keys_ready)
+            keys_waiting.add_metric([queue], status.keys_waiting)
+    yield from (rate, tokens, cap, held, key_rate, key_cap, keyed, keys_ready, keys_waiting)
 
 
 def registry_for(inspector: Inspector) -> CollectorRegistry:

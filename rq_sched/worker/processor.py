@@ -458,6 +458,7 @@ class Processor:
             else None,
             timeout=message.timeout or None,
             parents=message.parents or (),
+            key=message.key,
         )
         entry = Running(queue, task_id, leased.data, message, task, self.clock.now(), leased.token)
         entry.confirmed_at = sent

@@ -328,6 +328,7 @@ class _TaskState:
     timeout: float | None
     deadline: datetime | None
     parents: tuple[Any, ...] = ()
+    key: str | None = None
 
     @classmethod
     def of(cls, task: Task) -> _TaskState:
@@ -342,6 +343,7 @@ class _TaskState:
             task.timeout,
             task.deadline,
             task.parents,
+            task.key,
         )
 
 
@@ -454,6 +456,7 @@ def _child_main(conn: Connection, handler: Any, state: _TaskState) -> None:
         timeout=state.timeout,
         deadline=state.deadline,
         parents=state.parents,
+        key=state.key,
     )
     sending = threading.Lock()
 

@@ -605,3 +605,28 @@ def test_a_queue_page_shows_its_flow_limits(page: Page, dashboard: Dashboard) ->
     finally:
         inspector.set_flow("team/a", None)
     assert not dashboard.r.exists(keys.flow)
+
+
+def test_a_queue_page_shows_its_per_key_limits_and_busiest_keys(
+    page: Page, dashboard: Dashboard
+) -> None:
+    keys = QueueKeys(dashboard.namespace, "team-k")
+    inspector = Inspector(dashboard.r, namespace=dashboard.namespace)
+    client = Client(dashboard.r, namespace=dashboard.namespace)
+    inspector.set_flow("team-k", FlowLimits(key_concurrency=1, key_hold_on_retry=True))
+    infos = [client.enqueue("t", n, queue="team-k", key="tenant:1") for n in range(2)]
+    try:
+        sign_in(page, dashboard, "#/queues")
+        page.locator('tr[data-queue="team-k"] a').first.click()
+        expect(page.locator("main [data-flow]")).to_have_text(
+            "flow: per key cap 1 held through retries, 0 key(s) waiting for a token"
+        )
+        expect(page.locator("main [data-keys]")).to_have_text(
+            "keys: 1 with tasks · tenant:1: 2 pending, 0 running"
+        )
+    finally:
+        inspector.set_flow("team-k", None)
+        for info in infos:
+            inspector.delete_task("team-k", info.id)
+        inspector.delete_queue("team-k")  # the other tests' queue lists stay as seeded
+    assert not dashboard.r.exists(keys.flow)

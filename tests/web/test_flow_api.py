@@ -73,3 +73,42 @@ def test_metrics_carry_the_flow_limits(http: httpx.Client, client: Client) -> No
     assert 'rq_sched_flow_concurrency_cap{queue="api"} 3.0' in text
     assert 'rq_sched_flow_held{queue="api"} 0.0' in text
     assert 'rq_sched_flow_tokens{queue="api"}' in text
+
+
+def test_per_key_limits_and_keys_in_the_api_and_metrics(
+    http: httpx.Client, client: Client, inspector: Inspector
+) -> None:
+    resp = http.post(
+        "/api/queue/flow",
+        params={"queue": "api"},
+        json={"key_concurrency": 1, "key_hold_on_retry": True, "key_rate": "2/s"},
+        headers=MUTATE,
+    )
+    assert resp.status_code == 200
+    assert (resp.json()["key_concurrency"], resp.json()["key_rate"]) == (1, "2/s")
+    client.enqueue("t", 1, queue="api", key="tenant:7")
+    client.enqueue("t", 2, queue="api", key="tenant:7")
+    keys = http.get("/api/queue/keys", params={"queue": "api"}).json()
+    assert keys["total"] == 1
+    assert keys["keys"][0] == {
+        "key": "tenant:7",
+        "pending": 2,
+        "running": 0,
+        "state": "ready",
+        "next_token_at": None,
+        "tokens": 1,  # burst 1 (plus the 20 ms allowance, less than a token at 2/s)
+    }
+    detail = http.get("/api/queue", params={"queue": "api"}).json()
+    assert detail["keys"]["total"] == 1 and detail["stats"]["info"]["pending"] == 2
+    text = http.get("/metrics").text
+    assert 'rq_sched_flow_key_concurrency_cap{queue="api"} 1.0' in text
+    assert 'rq_sched_flow_key_rate_per_second{queue="api"} 2.0' in text
+    assert 'rq_sched_flow_keyed_pending{queue="api"} 2.0' in text
+    resp = http.post(
+        "/api/queue/flow",
+        params={"queue": "api"},
+        json={"key_hold_on_retry": True},
+        headers=MUTATE,
+    )
+    assert resp.status_code == 400 and "key_concurrency" in resp.text
+    assert inspector.flow("api").key_concurrency == 1

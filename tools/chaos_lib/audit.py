@@ -475,6 +475,12 @@ class Audit:
                     self.result.violate(
                         "leaked_lease", f"{queue}/{task_id}", "active after settling"
                     )
+                if data.get("keyed_state"):
+                    self.result.violate(
+                        "leaked_key_state",
+                        queue,
+                        f"per-key counts left with nothing running: {data['keyed_state']}",
+                    )
         if not self.snap.settled:
             self.result.violate(
                 "not_settled", "-", "queues did not empty within the settle timeout"

@@ -22,6 +22,9 @@ LEASE = 2.0
 
 # -- tasks --------------------------------------------------------------------------------------
 
+KEYED_SHARE = 0.35
+"""Share of the produced tasks enqueued with a fairness key (``key="tenant:N"``)."""
+
 _MODES = (
     ("now", 40),
     ("later", 15),
@@ -54,6 +57,8 @@ class TaskPlanner:
         self.rng = rng
         self.prefix = prefix
         self.count = 0
+        # Fairness keys roll on their own generator, so the other rolls stay the same per seed.
+        self.key_rng = random.Random(f"{prefix}:keys:{rng.random()}")
 
     def next(self, *, bulk: bool = True) -> tuple[str, list[NewTask]]:
         mode = _pick(self.rng, _MODES)
@@ -85,6 +90,14 @@ class TaskPlanner:
             options["unique"] = 3.0
         if mode == "explicit":
             options["task_id"] = f"x-{self.prefix}-{self.count}"
+        if self.key_rng.random() < KEYED_SHARE:
+            # A few busy keys and a tail of quiet ones (docs/flow.md, per-key fairness).
+            options["key"] = (
+                f"tenant:{min(self.key_rng.randint(0, 11), self.key_rng.randint(0, 11))}"
+            )
+            # Bytes in the payload (msgpack bin): a scheduled or retried keyed task keeps its key
+            # through the pending list whatever its message holds.
+            spec["k"] = options["key"].encode()
         return NewTask(type=task_type, payload=spec, queue=queue, **options)
 
 

@@ -275,6 +275,9 @@ FLOWS = (
     FlowLimits(concurrency=4),
     FlowLimits(rate="200/s", burst=20),
     FlowLimits(rate="300/s", burst=30, concurrency=6),
+    FlowLimits(key_concurrency=1, key_hold_on_retry=True),
+    FlowLimits(key_concurrency=2, key_rate="40/s", key_burst=4),
+    FlowLimits(rate="300/s", burst=30, key_concurrency=1),
     None,
 )
 """Flow limits the operator sets on the "chaos" queue (None removes them)."""
@@ -314,12 +317,14 @@ class Operator:
             if action in allowed:
                 self.single(action)
 
-    def flow_step(self) -> None:
+    def flow_step(self, *, first: bool = False) -> None:
         """Now and then change the flow limits of the "chaos" queue at run time (a cap, a
-        rate, both, none): whatever they are, no task may be lost or run twice for it."""
-        if "flow" not in self.args.ops or self.flow_rng.random() >= 0.05:
+        rate, both, per-key limits, none): whatever they are, no task may be lost or run twice
+        for it. The first step sets strict per-key order, so every soak runs keyed tasks under
+        per-key limits for a while."""
+        if "flow" not in self.args.ops or (not first and self.flow_rng.random() >= 0.05):
             return
-        limits = self.flow_rng.choice(FLOWS)
+        limits = FLOWS[3] if first else self.flow_rng.choice(FLOWS)
         try:
             self.inspector.set_flow("chaos", limits)
             res = "ok"
@@ -453,6 +458,7 @@ def run_operator(args: argparse.Namespace) -> int:
     operator = Operator(args)
     operator.book.write("proc_start", role="operator")
     try:
+        operator.flow_step(first=True)
         while time.time() < args.until:
             operator.step()
             operator.flow_step()

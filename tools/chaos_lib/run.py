@@ -392,11 +392,12 @@ class Soak:
             pipe.zcard(keys.lease)
             pipe.zcard(keys.retry)
             pipe.zcount(keys.scheduled, "-inf", soon)
+            pipe.zcard(keys.keyed[0])  # keyed ready tasks are pending too
         counts = pipe.execute()
         return {
-            q: counts[i * 4 : i * 4 + 4]
+            q: counts[i * 5 : i * 5 + 5]
             for i, q in enumerate(QUEUES)
-            if any(counts[i * 4 : i * 4 + 4])
+            if any(counts[i * 5 : i * 5 + 5])
         }
 
     def _snapshot(self, settled: bool, began: float, sched_stopped: float) -> Snapshot:
@@ -411,6 +412,8 @@ class Soak:
             pipe.get(keys.processed)
             pipe.get(keys.failed)
             pipe.hget(keys.limits, "trimmed")
+            pipe.zrange(keys.keyed[0], 0, -1)
+            pipe.hgetall(keys.keyed[3])
             (
                 msg,
                 pending,
@@ -422,6 +425,8 @@ class Soak:
                 processed,
                 failed,
                 trimmed,
+                keyed_ready,
+                keyed_state,
             ) = pipe.execute()
             locks: dict[str, str] = {}
             for key in self.direct.scan_iter(match=keys.unique("*"), count=1000):
@@ -429,7 +434,14 @@ class Soak:
                 locks[key.decode()] = holder.decode(errors="replace")
             snap.queues[queue] = {
                 "msg": msg,
-                "pending": [i.decode() for i in pending],
+                # A keyed ready task's member is "<key digest 16><seq 12><id>".
+                "pending": [i.decode() for i in pending] + [m.decode()[28:] for m in keyed_ready],
+                # Per-key counts and parking left once settled (lua/includes/keyed.lua).
+                "keyed_state": {
+                    k.decode(): v.decode()
+                    for k, v in keyed_state.items()
+                    if k.decode()[:2] in ("n:", "a:", "p:", "h:", "t:")
+                },
                 "lease": {i.decode(): s for i, s in lease},
                 "scheduled": {i.decode(): s for i, s in scheduled},
                 "retry": {i.decode(): s for i, s in retry},
