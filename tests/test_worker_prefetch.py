@@ -11,9 +11,11 @@ flushed script cache loses nothing.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
+import pytest
 import redis
 
 from rq_sched import Client, FlowLimits, Router, scripts
@@ -273,3 +275,33 @@ def test_a_kick_before_the_wait_is_known_is_not_lost(
 
     recording = asyncio.run(scenario())
     assert [reply for reply, _ in recording.answers] == [[]]
+
+
+def test_a_user_without_client_commands_waits_plainly_and_loses_nothing(
+    fresh_redis: RedisServer, namespace: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ACL that denies CLIENT (or TIME) cannot carry a dequeue behind the wait: the worker
+    says so once and waits plainly from then on; every task runs."""
+    with redis.Redis.from_url(fresh_redis.url) as admin:
+        admin.acl_setuser(
+            "narrow", enabled=True, passwords=["+pw"], keys=["~*"], channels=["&*"],
+            commands=["+@all", "-client"],
+        )  # fmt: skip
+    port = fresh_redis.url.rsplit(":", 1)[1]
+    url = f"redis://narrow:pw@127.0.0.1:{port}"
+    ran = Recorder()
+    router = Router()
+    router.add("w:t", lambda task: ran.add(task.payload))
+    with (
+        caplog.at_level(logging.WARNING, logger="rq_sched"),
+        redis.Redis.from_url(fresh_redis.url) as conn,
+        running_server(url, router, namespace=namespace, **QUIET),
+    ):
+        client = Client(conn, namespace=namespace)
+        for n in range(5):
+            client.enqueue("w:t", n)
+            ran.wait_for(n + 1)
+    assert ran.items == [0, 1, 2, 3, 4]
+    messages = [r.getMessage() for r in caplog.records]
+    assert not [m for m in messages if "wake-up wait failed" in m], messages
+    assert len([m for m in messages if "waits carry no dequeue" in m]) == 1, messages
