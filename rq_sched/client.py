@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from rq_sched import aggregation, dedup, ops, results, scripts, workflows
+from rq_sched import aggregation, dedup, ops, results, scripts, shards, workflows
 from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.coalesce import Coalescer
 from rq_sched.connection import aconnect, connect, refused, translate_errors
@@ -58,6 +58,7 @@ class _Producer:
         self.global_keys = GlobalKeys(namespace)
         self._keys: dict[str, QueueKeys] = {}
         self._registered: set[str] = set()
+        self.shard_map = shards.ShardMap()
 
     def keys(self, queue: str) -> QueueKeys:
         found = self._keys.get(queue)
@@ -65,17 +66,27 @@ class _Producer:
             found = self._keys[queue] = QueueKeys(self.namespace, queue)
         return found
 
-    def prepare(self, task: NewTask, now_ms: int | None = None) -> Prepared:
-        """Validate ``task`` and build its message (dated now unless ``now_ms`` is given)."""
+    def prepare(self, task: NewTask, now_ms: int | None = None, *, key: object = None) -> Prepared:
+        """Validate ``task`` and build its message (dated now unless ``now_ms`` is given),
+        placed in its shard when its queue is sharded: by ``key`` (a group name, a debounce or
+        throttle key) or its uniqueness digest when it has one, else by id or round-robin."""
         if now_ms is None:
             now_ms = to_ms(self.clock.now())
-        return prepare(task, now_ms=now_ms, max_payload_bytes=self.max_payload_bytes)
+        ready = prepare(task, now_ms=now_ms, max_payload_bytes=self.max_payload_bytes)
+        if not self.shard_map.counts:
+            return ready
+        route = key if isinstance(key, str) else ready.message.unique
+        return self.shard_map.place(ready, explicit_id=task.task_id is not None, key=route)
 
     def hold(
-        self, task: Prepared, depends_on: Sequence[workflows.ParentRef], policy: object
+        self, task: Prepared, depends_on: Sequence[workflows.ParentRef], policy: object, queue: str
     ) -> workflows.Steps:
-        """The steps enqueueing ``task`` held until its parents are final (checked first)."""
-        parents = workflows.parent_refs(depends_on, task.queue)
+        """The steps enqueueing ``task`` held until its parents are final (checked first);
+        bare parent ids are in ``queue``, and a sharded queue's parents are found in their
+        shards."""
+        parents = [
+            (self.shard_map.resolve(q, i), i) for q, i in workflows.parent_refs(depends_on, queue)
+        ]
         checked = workflows.check_policy(policy)
         workflows.check_holdable(task)
         return workflows.hold_steps(self.namespace, task, parents, checked)
@@ -261,35 +272,37 @@ class Client:
                 time: it may or may not survive a failover (``.results`` is the TaskInfo).
         """
         p = self._p
+        self._route()
         task = p.prepare(
             NewTask(
                 type=type, payload=payload, queue=queue, process_in=process_in,
                 process_at=process_at, max_retry=max_retry, timeout=timeout, deadline=deadline,
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
-            )
+            ),
+            key=group,
         )  # fmt: skip
         wait = self._wait.per_call(replicas, held=depends_on is not None)
         if group is not None:
             call = p.grouped(task, group, depends_on)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
-                self._register([queue])
+                self._register([task.queue])
                 _, confirmed = self._run_one(call, wait, scripts.run)
             info = task.info(task.message.enqueued_at)
             wait.check(confirmed, f"task {task.id!r} was", info)
             return info
         if depends_on is not None:
-            steps = p.hold(task, depends_on, on_parent_failure)
+            steps = p.hold(task, depends_on, on_parent_failure, queue)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
-                self._register([queue])
+                self._register([task.queue])
                 workflows.run_steps(self.redis, steps)
             return task.info(task.message.enqueued_at)
-        call = ops.enqueue(p.keys(queue), task)
+        call = ops.enqueue(p.keys(task.queue), task)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
-            if queue not in p._registered:
-                self._register([queue])
+            if task.queue not in p._registered:
+                self._register([task.queue])
             code, confirmed = self._run_one(call, wait, scripts.run_resendable)
         if code < 0:
-            raise error_for_code(code, queue=queue, task_id=task.id)
+            raise error_for_code(code, queue=task.queue, task_id=task.id)
         info = task.info(task.message.enqueued_at)
         wait.check(confirmed, f"task {task.id!r} was", info)
         return info
@@ -325,6 +338,7 @@ class Client:
         task_list = list(tasks)
         if not task_list:
             return []
+        self._route()
         prepared, calls, owners = self._p.plan_many(task_list)
         infos: list[TaskInfo] = []
         now_ms = to_ms(self._p.clock.now())
@@ -361,6 +375,7 @@ class Client:
             RedisUnavailableError: Redis cannot be reached.
         """
         p = self._p
+        self._route()
         links = [p.prepare(t) for t in _new_tasks(tasks)]
         with translate_errors(self.redis, writing=f"a chain of {len(links)} tasks"):
             self._register(t.queue for t in links)
@@ -397,6 +412,7 @@ class Client:
             RedisUnavailableError: Redis cannot be reached.
         """
         p = self._p
+        self._route()
         policy = workflows.check_policy(on_member_failure, "on_member_failure")
         prepared = [p.prepare(t) for t in _new_tasks(members)]
         final = p.prepare(_new_tasks([callback])[0])
@@ -443,7 +459,9 @@ class Client:
             ValidationError: bad ``task_id`` or ``timeout``.
             RedisUnavailableError: Redis cannot be reached.
         """
-        return results.wait_result(self.redis, self._p.keys(queue), task_id, timeout, decode)
+        self._route()
+        keys = self._p.keys(self._p.shard_map.resolve(queue, task_id))
+        return results.wait_result(self.redis, keys, task_id, timeout, decode)
 
     def debounce(
         self,
@@ -467,13 +485,15 @@ class Client:
         window_ms = dedup.check_window(window)
         dedup.check_key(key)
         p = self._p
+        self._route()
         task = p.prepare(
-            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options})
+            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options}),
+            key=key,
         )
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
-            if queue not in p._registered:
-                self._register([queue])
-            reply = scripts.run(self.redis, *dedup.debounce_call(p.keys(queue), task, key))
+            if task.queue not in p._registered:
+                self._register([task.queue])
+            reply = scripts.run(self.redis, *dedup.debounce_call(p.keys(task.queue), task, key))
         return dedup.debounced(reply, task)
 
     def throttle(
@@ -498,20 +518,22 @@ class Client:
         window_ms = dedup.check_window(window)
         dedup.check_key(key)
         p = self._p
+        self._route()
         task = p.prepare(
-            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options})
+            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options}),
+            key=key,
         )
-        keys = p.keys(queue)
+        keys = p.keys(task.queue)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
-            if queue not in p._registered:
-                self._register([queue])
+            if task.queue not in p._registered:
+                self._register([task.queue])
             code = scripts.run(self.redis, *dedup.throttle_call(keys, task, key, window_ms))
             if code == DUPLICATE:
                 kept = self.redis.get(keys.throttle(key))
                 kept_id = kept.decode() if isinstance(kept, bytes) else kept
                 return dedup.Throttled(kept_id, dropped=True)
         if code < 0:
-            raise error_for_code(code, queue=queue, task_id=task.id)
+            raise error_for_code(code, queue=task.queue, task_id=task.id)
         return dedup.Throttled(task.id, dropped=False)
 
     def set_flow(self, queue: str, limits: FlowLimits | None) -> None:
@@ -528,6 +550,13 @@ class Client:
         with translate_errors(self.redis, writing="flow limits"):
             self._register([keys.queue])
             scripts.run(self.redis, *set_flow(keys, checked))
+
+    def _route(self) -> None:
+        """Read the shard map again when this client's copy is older than ``REFRESH_S``."""
+        shard_map = self._p.shard_map
+        if shard_map.stale():
+            with translate_errors(self.redis):
+                shard_map.update(self.redis.hgetall(self._p.global_keys.shards))
 
     def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)
@@ -607,35 +636,37 @@ class AsyncClient:
     ) -> TaskInfo:
         """Enqueue one task; see :meth:`Client.enqueue` for arguments, result and errors."""
         p = self._p
+        await self._route()
         task = p.prepare(
             NewTask(
                 type=type, payload=payload, queue=queue, process_in=process_in,
                 process_at=process_at, max_retry=max_retry, timeout=timeout, deadline=deadline,
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
-            )
+            ),
+            key=group,
         )  # fmt: skip
         wait = self._wait.per_call(replicas, held=depends_on is not None)
         if group is not None:
             call = p.grouped(task, group, depends_on)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
-                await self._register([queue])
+                await self._register([task.queue])
                 _, confirmed = await self._run_one(call, wait, self._arun)
             info = task.info(task.message.enqueued_at)
             wait.check(confirmed, f"task {task.id!r} was", info)
             return info
         if depends_on is not None:
-            steps = p.hold(task, depends_on, on_parent_failure)
+            steps = p.hold(task, depends_on, on_parent_failure, queue)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
-                await self._register([queue])
+                await self._register([task.queue])
                 await workflows.arun_steps(self.redis, steps)
             return task.info(task.message.enqueued_at)
-        call = ops.enqueue(p.keys(queue), task)
+        call = ops.enqueue(p.keys(task.queue), task)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
-            if queue not in p._registered:
-                await self._register([queue])
+            if task.queue not in p._registered:
+                await self._register([task.queue])
             code, confirmed = await self._run_one(call, wait, self._calls.run)
         if code < 0:
-            raise error_for_code(code, queue=queue, task_id=task.id)
+            raise error_for_code(code, queue=task.queue, task_id=task.id)
         info = task.info(task.message.enqueued_at)
         wait.check(confirmed, f"task {task.id!r} was", info)
         return info
@@ -661,6 +692,7 @@ class AsyncClient:
         task_list = list(tasks)
         if not task_list:
             return []
+        await self._route()
         prepared, calls, owners = self._p.plan_many(task_list)
         wait = self._wait.per_call(replicas)
         with translate_errors(self.redis, writing=f"{len(prepared)} tasks"):
@@ -682,6 +714,7 @@ class AsyncClient:
     async def chain(self, tasks: Sequence[NewTask]) -> workflows.Chain:
         """Enqueue a chain; see :meth:`Client.chain`."""
         p = self._p
+        await self._route()
         links = [p.prepare(t) for t in _new_tasks(tasks)]
         with translate_errors(self.redis, writing=f"a chain of {len(links)} tasks"):
             await self._register(t.queue for t in links)
@@ -704,6 +737,7 @@ class AsyncClient:
     ) -> workflows.Group:
         """Enqueue a group and its callback; see :meth:`Client.group`."""
         p = self._p
+        await self._route()
         policy = workflows.check_policy(on_member_failure, "on_member_failure")
         prepared = [p.prepare(t) for t in _new_tasks(members)]
         final = p.prepare(_new_tasks([callback])[0])
@@ -726,7 +760,9 @@ class AsyncClient:
     ) -> Any:
         """Wait until the task reaches a final state and return its result; see
         :meth:`Client.wait_result` for arguments, result and errors."""
-        return await results.await_result(self.redis, self._p.keys(queue), task_id, timeout, decode)
+        await self._route()
+        keys = self._p.keys(self._p.shard_map.resolve(queue, task_id))
+        return await results.await_result(self.redis, keys, task_id, timeout, decode)
 
     async def debounce(
         self,
@@ -742,13 +778,17 @@ class AsyncClient:
         window_ms = dedup.check_window(window)
         dedup.check_key(key)
         p = self._p
+        await self._route()
         task = p.prepare(
-            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options})
+            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options}),
+            key=key,
         )
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
-            if queue not in p._registered:
-                await self._register([queue])
-            reply = await scripts.arun(self.redis, *dedup.debounce_call(p.keys(queue), task, key))
+            if task.queue not in p._registered:
+                await self._register([task.queue])
+            reply = await scripts.arun(
+                self.redis, *dedup.debounce_call(p.keys(task.queue), task, key)
+            )
         return dedup.debounced(reply, task)
 
     async def throttle(
@@ -765,20 +805,22 @@ class AsyncClient:
         window_ms = dedup.check_window(window)
         dedup.check_key(key)
         p = self._p
+        await self._route()
         task = p.prepare(
-            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options})
+            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options}),
+            key=key,
         )
-        keys = p.keys(queue)
+        keys = p.keys(task.queue)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
-            if queue not in p._registered:
-                await self._register([queue])
+            if task.queue not in p._registered:
+                await self._register([task.queue])
             code = await scripts.arun(self.redis, *dedup.throttle_call(keys, task, key, window_ms))
             if code == DUPLICATE:
                 kept = await self.redis.get(keys.throttle(key))
                 kept_id = kept.decode() if isinstance(kept, bytes) else kept
                 return dedup.Throttled(kept_id, dropped=True)
         if code < 0:
-            raise error_for_code(code, queue=queue, task_id=task.id)
+            raise error_for_code(code, queue=task.queue, task_id=task.id)
         return dedup.Throttled(task.id, dropped=False)
 
     async def set_flow(self, queue: str, limits: FlowLimits | None) -> None:
@@ -788,6 +830,13 @@ class AsyncClient:
         with translate_errors(self.redis, writing="flow limits"):
             await self._register([keys.queue])
             await scripts.arun(self.redis, *set_flow(keys, checked))
+
+    async def _route(self) -> None:
+        """See :meth:`Client._route`."""
+        shard_map = self._p.shard_map
+        if shard_map.stale():
+            with translate_errors(self.redis):
+                shard_map.update(await self.redis.hgetall(self._p.global_keys.shards))
 
     async def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)
