@@ -473,56 +473,41 @@ class Inspector:
         if limit is not None and check_count(limit, "limit") < 1:
             raise ValidationError(f"limit must be at least 1, got {limit}")
         names = self.physical_queues(queue)
-        if len(names) > 1:
-            return self._bulk_shards(queue, names, (parsed, name), limit)
+        if len(names) == 1:
+            return self._bulk_one(queue, parsed, name, limit)
+        parts: list[BulkResult] = []
+        budget = limit  # shared by the shards, taken in turn
+        for physical in names:
+            if budget is not None and budget < 1:
+                parts.append(self._bulk_one(physical, parsed, name, 0))
+                continue
+            parts.append(self._bulk_one(physical, parsed, name, budget))
+            if budget is not None:
+                budget -= parts[-1].done + parts[-1].skipped
+        return sharded.combine_bulk(queue, parts)
+
+    def _bulk_one(self, queue: str, state: TaskState, action: str, limit: int | None) -> BulkResult:
+        """:meth:`bulk` on one physical queue; ``limit=0`` only counts what remains."""
         keys = self.keys(queue)
         with translate_errors(self.redis):
-            result = inspector_actions.bulk(
-                self.redis,
-                keys,
-                parsed,
-                name,
-                now_s=self.clock.now(),
-                limits=self.archive_limits,
-                limit=limit,
+            result = (
+                BulkResult(queue, state, action, 0, 0)
+                if limit == 0
+                else inspector_actions.bulk(
+                    self.redis,
+                    keys,
+                    state,
+                    action,
+                    now_s=self.clock.now(),
+                    limits=self.archive_limits,
+                    limit=limit,
+                )
             )
             if limit is None:
                 return result
-            key = inspector_lists.state_key(keys, parsed)
-            left = self.redis.llen(key) if parsed is TaskState.PENDING else self.redis.zcard(key)
+            key = inspector_lists.state_key(keys, state)
+            left = self.redis.llen(key) if state is TaskState.PENDING else self.redis.zcard(key)
         return dataclasses.replace(result, remaining=int(left))
-
-    def _bulk_shards(
-        self, queue: str, names: list[str], what: tuple[TaskState, str], limit: int | None
-    ) -> BulkResult:
-        """:meth:`bulk` on every shard in turn (``limit`` shared between them), summed."""
-        state, action = what
-        parts: list[BulkResult] = []
-        budget = limit
-        for name in names:
-            if budget is not None and budget < 1:
-                break
-            parts.append(self.bulk(name, state, action, limit=budget))
-            if budget is not None:
-                budget -= parts[-1].done + parts[-1].skipped
-        remaining = None
-        if limit is not None:
-            untouched = [
-                inspector_lists.state_key(self.keys(n), state) for n in names[len(parts) :]
-            ]
-            size = self.redis.llen if state is TaskState.PENDING else self.redis.zcard
-            with translate_errors(self.redis):
-                rest = sum(int(size(key)) for key in untouched)
-            remaining = sum(p.remaining or 0 for p in parts) + rest
-        return BulkResult(
-            queue,
-            state,
-            action,
-            sum(p.done for p in parts),
-            sum(p.skipped for p in parts),
-            sum(p.trimmed for p in parts),
-            remaining,
-        )
 
     def act_on(self, queue: str, task_ids: Sequence[str], action: str) -> SelectionResult:
         """Apply ``action`` (run, archive, delete or cancel) to each of ``task_ids``: the

@@ -16,7 +16,7 @@ from itertools import zip_longest
 from rq_sched import shards
 from rq_sched.errors import ValidationError
 from rq_sched.inspector.lists import MAX_PAGE_SIZE, NEWEST_FIRST, check_paging, read_page
-from rq_sched.inspector.models import QueueStats, TaskPage, TaskSummary, TypeBreakdown
+from rq_sched.inspector.models import BulkResult, QueueStats, TaskPage, TaskSummary, TypeBreakdown
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.models import QueueInfo, TaskState
 from rq_sched.scripts import SyncRedis
@@ -149,3 +149,17 @@ def combine_types(queue: str, parts: Sequence[TypeBreakdown]) -> TypeBreakdown:
             for state, n in row.items():
                 into[state] = into.get(state, 0) + n
     return TypeBreakdown(queue, sampled, totals, types)
+
+
+def combine_bulk(queue: str, parts: Sequence[BulkResult]) -> BulkResult:
+    """One bulk action's outcome over a queue's shards (what remains summed when counted)."""
+    remaining = [p.remaining for p in parts]
+    return BulkResult(
+        queue,
+        parts[0].state,
+        parts[0].action,
+        sum(p.done for p in parts),
+        sum(p.skipped for p in parts),
+        sum(p.trimmed for p in parts),
+        None if None in remaining else sum(r for r in remaining if r is not None),
+    )
