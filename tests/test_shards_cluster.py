@@ -34,7 +34,8 @@ def conn(cluster: RedisCluster) -> Iterator[SyncRedisCluster]:
 
 
 def master_of(conn: SyncRedisCluster, queue: str, namespace: str) -> str:
-    return str(conn.get_node_from_key(QueueKeys(namespace, queue).msg).name)
+    node = conn.get_node_from_key(QueueKeys(namespace, queue).msg)  # type: ignore[no-untyped-call]
+    return str(node.name)
 
 
 def commands_per_master(cluster: RedisCluster) -> dict[int, int]:
