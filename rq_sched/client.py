@@ -105,6 +105,19 @@ class _Producer:
             aggregation.DEFAULT_LIMITS.as_ms(),
         )
 
+    def refuse_sharded_flow(self, queue: str) -> None:
+        """Raise for flow limits on a sharded queue.
+
+        Raises:
+            ValidationError: ``queue`` is sharded (a limit kept per shard would not be the
+                queue's limit).
+        """
+        if self.shard_map.n(queue) > 1:
+            raise ValidationError(
+                f"queue {queue!r} is sharded: flow limits cannot span its shards (each is its "
+                "own slot); limit an unsharded queue, or set the queue back to 1 shard"
+            )
+
     def unregistered(self, queues: Iterable[str]) -> list[str]:
         """Queues this client has not yet added to the registry of queue names."""
         return sorted({q for q in queues if q not in self._registered})
@@ -542,11 +555,14 @@ class Client:
         next dequeue.
 
         Raises:
-            ValidationError: a bad queue name or ``limits`` (nothing written).
+            ValidationError: a bad queue name or ``limits``, or a sharded queue (nothing
+                written).
             RedisUnavailableError: Redis cannot be reached.
         """
         keys = self._p.keys(check_stored_queue(queue))
         checked = FlowLimits() if limits is None else check_limits(limits)
+        self._route()
+        self._p.refuse_sharded_flow(queue)
         with translate_errors(self.redis, writing="flow limits"):
             self._register([keys.queue])
             scripts.run(self.redis, *set_flow(keys, checked))
@@ -827,6 +843,8 @@ class AsyncClient:
         """See :meth:`Client.set_flow`."""
         keys = self._p.keys(check_stored_queue(queue))
         checked = FlowLimits() if limits is None else check_limits(limits)
+        await self._route()
+        self._p.refuse_sharded_flow(queue)
         with translate_errors(self.redis, writing="flow limits"):
             await self._register([keys.queue])
             await scripts.arun(self.redis, *set_flow(keys, checked))

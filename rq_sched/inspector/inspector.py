@@ -244,8 +244,14 @@ class Inspector:
         queue stores its own again when it starts.
 
         Raises:
-            ValidationError: ``limits`` is not a :class:`~rq_sched.FlowLimits` (nothing written).
+            ValidationError: ``limits`` is not a :class:`~rq_sched.FlowLimits`, or the queue
+                is sharded (nothing written).
         """
+        if len(self.physical_queues(queue)) > 1:
+            raise ValidationError(
+                f"queue {queue!r} is sharded: flow limits cannot span its shards (each is its "
+                "own slot); limit an unsharded queue, or set the queue back to 1 shard"
+            )
         keys = self.keys(queue)
         checked = FlowLimits() if limits is None else flow_ops.check_limits(limits)
         self._run(flow_ops.set_flow(keys, checked), queue, "")
