@@ -72,6 +72,14 @@ class _Producer:
         throttle key) or its uniqueness digest when it has one, else by id or round-robin."""
         if now_ms is None:
             now_ms = to_ms(self.clock.now())
+        if task.shard_key is not None:
+            shards.check_shard_key(task.shard_key)
+            if key is not None or task.unique is not None or task.task_id is not None:
+                raise ValidationError(
+                    "shard_key cannot be combined with task_id, unique, group, or a debounce "
+                    "or throttle key: each of those picks the task's shard itself"
+                )
+            key = task.shard_key
         ready = prepare(task, now_ms=now_ms, max_payload_bytes=self.max_payload_bytes)
         if not self.shard_map.counts:
             return ready
@@ -238,6 +246,7 @@ class Client:
         task_id: str | None = None,
         retention: timedelta | float | None = None,
         headers: dict[str, str] | None = None,
+        shard_key: str | None = None,
         depends_on: Sequence[workflows.ParentRef] | None = None,
         on_parent_failure: workflows.Policy = "cancel",
         group: str | None = None,
@@ -258,6 +267,9 @@ class Client:
             task_id: your own id; enqueueing the same id again while it is live is refused.
             retention: keep the task as completed this long after success.
             headers: str -> str metadata passed to the handler.
+            shard_key: on a sharded queue, tasks with the same key go to the same shard (so
+                they keep their relative order there); ignored on a queue with one shard.
+                Not with ``task_id``, ``unique`` or ``group`` (each picks the shard itself).
             depends_on: parents (ids in ``queue``, or ``(queue, id)`` pairs): the task is held
                 until every parent is final, then becomes pending with their outcomes in
                 ``task.parents`` (see docs/workflows.md).
@@ -291,6 +303,7 @@ class Client:
                 type=type, payload=payload, queue=queue, process_in=process_in,
                 process_at=process_at, max_retry=max_retry, timeout=timeout, deadline=deadline,
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
+                shard_key=shard_key,
             ),
             key=group,
         )  # fmt: skip
@@ -645,6 +658,7 @@ class AsyncClient:
         task_id: str | None = None,
         retention: timedelta | float | None = None,
         headers: dict[str, str] | None = None,
+        shard_key: str | None = None,
         depends_on: Sequence[workflows.ParentRef] | None = None,
         on_parent_failure: workflows.Policy = "cancel",
         group: str | None = None,
@@ -658,6 +672,7 @@ class AsyncClient:
                 type=type, payload=payload, queue=queue, process_in=process_in,
                 process_at=process_at, max_retry=max_retry, timeout=timeout, deadline=deadline,
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
+                shard_key=shard_key,
             ),
             key=group,
         )  # fmt: skip

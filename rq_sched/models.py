@@ -119,6 +119,7 @@ class NewTask:
     task_id: str | None = None
     retention: timedelta | float | None = None
     headers: dict[str, str] | None = None
+    shard_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

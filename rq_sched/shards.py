@@ -67,6 +67,30 @@ def check_shards(n: object) -> int:
     return n
 
 
+MAX_SHARD_KEY_CHARS = 1000
+
+
+def check_shard_key(key: object) -> str:
+    """Return ``key`` if it is a usable ``shard_key``.
+
+    Raises:
+        ValidationError: not a non-empty str of at most MAX_SHARD_KEY_CHARS, or it holds a
+            lone surrogate (it could not be hashed the same way everywhere).
+    """
+    if not isinstance(key, str) or not key or len(key) > MAX_SHARD_KEY_CHARS:
+        raise ValidationError(
+            f"shard_key must be a non-empty str of at most {MAX_SHARD_KEY_CHARS} chars, "
+            f"such as a customer id; got {key!r:.80}"
+        )
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        raise ValidationError(
+            "shard_key holds a lone surrogate; pass valid text (e.g. decode bytes as UTF-8)"
+        ) from None
+    return key
+
+
 def sub_queue_of(name: str) -> tuple[str, int, int] | None:
     """``(queue, index, n)`` when ``name`` is a sub-queue name, else None."""
     found = SHARD_SUFFIX.search(name)

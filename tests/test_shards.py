@@ -3,13 +3,14 @@ shards, workers serving every shard, the inspector's one-queue view, and changin
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections import Counter
 
 import pytest
 import redis
 
-from rq_sched import Client, Inspector, NewTask, Router, Task
+from rq_sched import Client, FlowLimits, Inspector, NewTask, Router, Server, Task
 from rq_sched.errors import DuplicateTaskError, TaskIdConflictError, ValidationError
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.shards import SLOTS, layout, shard_of, slot
@@ -226,3 +227,64 @@ def test_a_strict_priority_worker_serves_all_shards_of_a_backlog(
         items = seen.wait_for(15)
     # Tied shards are shuffled: the first 15 tasks came from more than one shard.
     assert len(set(items[:15]) & set(names)) > 1
+
+
+def test_tasks_with_one_shard_key_share_a_shard_in_order(
+    client: Client, inspector: Inspector
+) -> None:
+    names = sharded(inspector, client, "orders", 6)
+    infos = [client.enqueue("t", i, queue="orders", shard_key="customer-9") for i in range(12)]
+    assert {i.queue for i in infos} == {names[shard_of("customer-9", 6)]}
+    page = inspector.list_tasks(infos[0].queue, "pending", size=20)
+    assert [t.id for t in page.tasks] == [i.id for i in infos]  # FIFO within the shard
+    spread = {client.enqueue("t", None, queue="orders", shard_key=f"c{i}").queue for i in range(60)}
+    assert spread == set(names)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"task_id": "a"},
+        {"unique": 60},
+        {"group": "g"},
+    ],
+)
+def test_a_shard_key_with_another_routing_choice_is_refused(
+    client: Client, inspector: Inspector, options: dict[str, object]
+) -> None:
+    sharded(inspector, client, "orders", 3)
+    with pytest.raises(ValidationError, match="shard_key cannot be combined"):
+        client.enqueue("t", None, queue="orders", shard_key="k", **options)  # type: ignore[arg-type]
+    assert inspector.queue_info("orders").size == 0
+
+
+@pytest.mark.parametrize("bad", ["", 7, b"k", "x" * 1001, "\ud800"])
+def test_a_bad_shard_key_is_refused(client: Client, bad: object) -> None:
+    with pytest.raises(ValidationError, match="shard_key"):
+        client.enqueue("t", None, queue="orders", shard_key=bad)  # type: ignore[arg-type]
+
+
+def test_flow_limits_are_refused_on_a_sharded_queue(client: Client, inspector: Inspector) -> None:
+    sharded(inspector, client, "orders", 3)
+    with pytest.raises(ValidationError, match="flow limits cannot span"):
+        client.set_flow("orders", FlowLimits(concurrency=5))
+    with pytest.raises(ValidationError, match="flow limits cannot span"):
+        inspector.set_flow("orders", FlowLimits(concurrency=5))
+
+
+def test_a_server_refuses_flow_limits_on_a_sharded_queue(
+    redis_url: str, client: Client, inspector: Inspector, namespace: str
+) -> None:
+    sharded(inspector, client, "orders", 3)
+    limits = {"orders": FlowLimits(concurrency=2)}
+    server = Server.from_url(redis_url, namespace=namespace, queues={"orders": 1}, flow=limits)
+
+    async def serve() -> None:
+        try:
+            await server.serve(Router())
+        finally:
+            await server.redis.aclose()
+
+    with pytest.raises(ValidationError, match="flow limits cannot span shards"):
+        asyncio.run(serve())
+    assert server.components == []  # refused before anything started
