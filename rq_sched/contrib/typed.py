@@ -59,6 +59,7 @@ class TaskOptions(TypedDict, total=False):
     task_id: str | None
     retention: timedelta | float | None
     headers: dict[str, str] | None
+    shard_key: str | None
 
 
 class EnqueueOptions(TaskOptions, total=False):
