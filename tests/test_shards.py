@@ -10,7 +10,7 @@ from collections import Counter
 import pytest
 import redis
 
-from rq_sched import Client, FlowLimits, Inspector, NewTask, Router, Server, Task
+from rq_sched import AsyncClient, Client, FlowLimits, Inspector, NewTask, Router, Server, Task
 from rq_sched.errors import DuplicateTaskError, TaskIdConflictError, ValidationError
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.shards import SLOTS, layout, shard_of, slot
@@ -288,3 +288,27 @@ def test_a_server_refuses_flow_limits_on_a_sharded_queue(
     with pytest.raises(ValidationError, match="flow limits cannot span shards"):
         asyncio.run(serve())
     assert server.components == []  # refused before anything started
+
+
+def test_the_async_client_routes_like_the_sync_one(
+    redis_url: str, client: Client, inspector: Inspector, r: redis.Redis, namespace: str
+) -> None:
+    names = sharded(inspector, client, "orders", 3)
+
+    async def scenario() -> list[str]:
+        async with AsyncClient.from_url(redis_url, namespace=namespace) as producer:
+            infos = [await producer.enqueue("t", i, queue="orders") for i in range(6)]
+            infos += await producer.enqueue_many(
+                [NewTask(type="t", payload=i, queue="orders") for i in range(3)]
+            )
+            explicit = await producer.enqueue("t", None, queue="orders", task_id="ship-9")
+            with pytest.raises(TaskIdConflictError):
+                await producer.enqueue("t", 1, queue="orders", task_id="ship-9")
+            return [i.queue for i in infos] + [explicit.queue]
+
+    queues = asyncio.run(scenario())
+    assert Counter(queues[:9]) == dict.fromkeys(names, 3)
+    assert queues[9] == names[shard_of("ship-9", 3)]
+    assert [pending(r, namespace, name) for name in names] == [
+        3 + (name == queues[9]) for name in names
+    ]
