@@ -81,7 +81,8 @@ def bulk(
     limit: int | None = None,
 ) -> BulkResult:
     """Apply ``action`` to every task in ``state`` (as many as there were when it started), or
-    to at most ``limit`` of them (callers loop to keep each request short).
+    to at most ``limit`` of them (callers loop to keep each request short; the result then
+    says how many remain).
 
     Raises:
         ValidationError: the action does not apply to the state.
@@ -102,7 +103,10 @@ def bulk(
         trimmed += dropped
         # Tasks the action skipped stay at the front of the window; step over them.
         skipped += len(ids) - applied
-    return BulkResult(keys.queue, state, action, done, skipped, trimmed)
+    remaining = None
+    if limit is not None:  # the caller loops: say what is left
+        remaining = int(redis.llen(key) if state is TaskState.PENDING else redis.zcard(key))
+    return BulkResult(keys.queue, state, action, done, skipped, trimmed, remaining)
 
 
 def _window(

@@ -8,7 +8,6 @@ queue-wide actions) and ``processes`` (servers, scheduler, Redis INFO).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any, Self
@@ -397,11 +396,7 @@ class Inspector:
         queue summed over its shards)."""
         with translate_errors(self.redis):
             counts = shards.read_counts(self.redis, self.namespace)
-        registry = self._registry()
-        groups = {
-            q: shards.members(q, counts.get(q, 1), registry) if q in counts else [q]
-            for q in sharded.logical_names(registry, counts)
-        }
+        groups = sharded.groups(self._registry(), counts)
         keys = [self.keys(p) for group in groups.values() for p in group]
         with translate_errors(self.redis):
             flat = iter(inspector_lists.read_stats(self.redis, keys, self.clock.now()))
@@ -478,42 +473,24 @@ class Inspector:
         parsed, name = inspector_actions.check_bulk(state, action)
         if limit is not None and check_count(limit, "limit") < 1:
             raise ValidationError(f"limit must be at least 1, got {limit}")
-        names = self.physical_queues(queue)
-        if len(names) == 1:
-            return self._bulk_one(queue, parsed, name, limit)
         parts: list[BulkResult] = []
-        budget = limit  # shared by the shards, taken in turn
-        for physical in names:
-            if budget is not None and budget < 1:
-                parts.append(self._bulk_one(physical, parsed, name, 0))
-                continue
-            parts.append(self._bulk_one(physical, parsed, name, budget))
-            if budget is not None:
-                budget -= parts[-1].done + parts[-1].skipped
-        return sharded.combine_bulk(queue, parts)
-
-    def _bulk_one(self, queue: str, state: TaskState, action: str, limit: int | None) -> BulkResult:
-        """:meth:`bulk` on one physical queue; ``limit=0`` only counts what remains."""
-        keys = self.keys(queue)
+        budget = limit  # a sharded queue's shards share it, taken in turn
         with translate_errors(self.redis):
-            result = (
-                BulkResult(queue, state, action, 0, 0)
-                if limit == 0
-                else inspector_actions.bulk(
-                    self.redis,
-                    keys,
-                    state,
-                    action,
-                    now_s=self.clock.now(),
-                    limits=self.archive_limits,
-                    limit=limit,
+            for physical in self.physical_queues(queue):
+                parts.append(
+                    inspector_actions.bulk(
+                        self.redis,
+                        self.keys(physical),
+                        parsed,
+                        name,
+                        now_s=self.clock.now(),
+                        limits=self.archive_limits,
+                        limit=None if budget is None else max(budget, 0),
+                    )
                 )
-            )
-            if limit is None:
-                return result
-            key = inspector_lists.state_key(keys, state)
-            left = self.redis.llen(key) if state is TaskState.PENDING else self.redis.zcard(key)
-        return dataclasses.replace(result, remaining=int(left))
+                if budget is not None:
+                    budget -= parts[-1].done + parts[-1].skipped
+        return parts[0] if len(parts) == 1 else sharded.combine_bulk(queue, parts)
 
     def act_on(self, queue: str, task_ids: Sequence[str], action: str) -> SelectionResult:
         """Apply ``action`` (run, archive, delete or cancel) to each of ``task_ids``: the

@@ -51,6 +51,14 @@ def logical_names(names: Iterable[str], counts: dict[str, int]) -> list[str]:
     return sorted(out)
 
 
+def groups(registry: list[str], counts: dict[str, int]) -> dict[str, list[str]]:
+    """Each logical queue (sorted) with its physical queues."""
+    return {
+        q: shards.members(q, counts[q], registry) if q in counts else _leftovers(q, registry)
+        for q in logical_names(registry, counts)
+    }
+
+
 def combine(queue: str, parts: Sequence[QueueStats]) -> QueueStats:
     """One queue's stats from its shards' (counts summed; paused if any shard is paused)."""
     infos = [p.info for p in parts]
