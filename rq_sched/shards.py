@@ -138,7 +138,8 @@ def id_in_shard(shard: int, n: int) -> str:
 
 def members(queue: str, n: int, registered: Iterable[str]) -> list[str]:
     """Every physical queue of logical ``queue``: its current sub-queues, the base queue, and
-    sub-queues of other layouts still registered (left by a producer with an old map)."""
+    sub-queues of other layouts still registered (an earlier N's, kept registered so a producer
+    with an old copy of the map never writes where no worker looks)."""
     out = list(layout(queue, n))
     if queue not in out:
         out.append(queue)
@@ -256,7 +257,7 @@ def expand_weights(
     """A worker's ``queues`` with each sharded queue replaced by its physical queues, which
     share its weight equally (every weight is scaled so the shares stay whole numbers)."""
     known = list(registered)
-    groups = {q: members(q, counts[q], known) if counts.get(q, 1) > 1 else [q] for q in weights}
+    groups = {q: members(q, counts.get(q, 1), known) for q in weights}
     scale = math.lcm(*(len(g) for g in groups.values()))
     out: dict[str, int] = {}
     for queue, group in groups.items():
@@ -318,9 +319,8 @@ def set_shards(
         pipe.hdel(global_keys.shards, queue)
     else:
         pipe.hset(global_keys.shards, queue, count)
-    stale = [m for m in old if m != queue and m in registered]
-    if stale:
-        pipe.srem(global_keys.queues, *stale)
+    # The old layout's shards stay registered although empty: a producer whose copy of the
+    # map is up to REFRESH_S old may still write there, and workers serve registered shards.
     pipe.sadd(global_keys.queues, *layout(queue, count))
     pipe.execute()
     return Change(queue, before, count, layout(queue, count))

@@ -312,3 +312,28 @@ def test_the_async_client_routes_like_the_sync_one(
     assert [pending(r, namespace, name) for name in names] == [
         3 + (name == queues[9]) for name in names
     ]
+
+
+def test_a_producer_with_the_old_n_still_reaches_the_workers_after_a_change(
+    redis_url: str, client: Client, inspector: Inspector, namespace: str
+) -> None:
+    old_names = sharded(inspector, client, "orders", 3)
+    stale = Client.from_url(redis_url, namespace=namespace)
+    warm = stale.enqueue("s:t", "warm", queue="orders")  # stale's map now says 3 shards
+    inspector.delete_task("orders", warm.id)
+    inspector.set_shards("orders", 6)
+    late = [stale.enqueue("s:t", i, queue="orders") for i in range(6)]  # within REFRESH_S
+    assert {i.queue for i in late} <= set(old_names)
+    seen = Recorder()
+    router = Router()
+
+    @router.task("s:t")
+    def note(task: Task) -> None:
+        seen.add(task.id)
+
+    with running_server(redis_url, router, namespace=namespace, queues={"orders": 1}) as srv:
+        assert set(layout("orders", 3)) <= set(srv.config.queues)
+        assert set(layout("orders", 6)) <= set(srv.config.queues)
+        items = seen.wait_for(6)
+    assert sorted(items) == sorted(i.id for i in late)
+    stale.close()

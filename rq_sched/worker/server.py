@@ -227,8 +227,7 @@ class Server:
         while True:
             try:
                 counts = shards.parse_counts(await self.redis.hgetall(global_keys.shards))
-                sharded = [q for q in self.config.queues if counts.get(q, 1) > 1]
-                raw = await self.redis.smembers(global_keys.queues) if sharded else set()
+                raw = await self.redis.smembers(global_keys.queues)
                 break
             except (RedisError, OSError) as exc:
                 # Redis may come up after its workers; nothing has started yet.
@@ -237,16 +236,17 @@ class Server:
                 await asyncio.sleep(retry_pause(failures))
                 if self._stop is not None and self._stop.is_set():
                     return
-        if not sharded:
-            return
+        registered = [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
+        queues = shards.expand_weights(self.config.queues, counts, registered)
+        if len(queues) == len(self.config.queues):
+            return  # nothing sharded, no shard of an earlier N left
+        sharded = [q for q in self.config.queues if counts.get(q, 1) > 1]
         limited = sorted(q for q in sharded if q in self.config.flow)
         if limited:
             raise ValidationError(
                 f"queue(s) {', '.join(limited)} are sharded: flow limits cannot span shards "
                 "(each shard is its own slot); drop them from flow= or un-shard the queue"
             )
-        registered = [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
-        queues = shards.expand_weights(self.config.queues, counts, registered)
         log.info("sharded queues %s: serving %s", sharded, sorted(queues))
         self.config = replace(self.config, queues=queues)
 
