@@ -14,15 +14,17 @@ otherwise the shards still sit in N distinct slots, spread as evenly as the rang
 Routing (exact, with no search on the hot path): task ``id`` of a sharded queue lives in shard
 ``crc32(id) % N``. A generated id is drawn until it hashes to the shard chosen for the task:
 round-robin for plain tasks; the shard of the uniqueness digest for ``unique=`` tasks; the shard
-of the group name for ``group=``; the shard of the debounce or throttle key for those. So the id
-conflict check, the uniqueness lock, an aggregation group and a debounce key each live in one
-shard and stay exact. An explicit ``task_id`` together with one of those keys is refused (the two
+of the group name for ``group=``; the shard of the debounce or throttle key for those; the shard
+of ``shard_key=`` when given (tasks of one key keep their order within it). So the id conflict
+check, the uniqueness lock, an aggregation group and a debounce key each live in one shard and
+stay exact. An explicit ``task_id`` together with one of those keys is refused (the two
 could name different shards). Anything that finds a task by id computes its shard.
 
-The base queue. Workers of a sharded queue also serve the queue's own name (and any other
-registered layout of it): paths that do not know the shard map (a cron entry of the scheduler,
-a producer whose cached map is up to :data:`REFRESH_S` old) write there, and their tasks are
-still run. Lookups by id search the computed shard first, then those.
+The base queue. Workers of a sharded queue also serve the queue's own name and the shards of any
+earlier N (they stay registered): paths that do not know the shard map (a cron entry of the
+scheduler) write to the base queue, a producer whose copy of the map is up to :data:`REFRESH_S`
+old writes to either, and their tasks still run. The inspector's lookups by id search the
+computed shard first, then those.
 
 Changing N is refused unless every sub-queue and the base queue are empty and no live worker
 server serves the queue (it would keep serving the old layout): stop producers, drain, stop the
