@@ -6,6 +6,7 @@ classes differ only in how they run those calls.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -626,6 +627,8 @@ class AsyncClient:
         self._p = _Producer(namespace=namespace, max_payload_bytes=max_payload_bytes, clock=clock)
         self._calls = Coalescer(redis)
         """Enqueues awaited concurrently go to Redis together, one pipeline per loop turn."""
+        self._map_lock: asyncio.Lock | None = None
+        """Made on first use, inside the event loop the client runs in."""
         self._wait = ReplicaWait.build(replicas, replica_timeout)
 
     @property
@@ -865,11 +868,16 @@ class AsyncClient:
             await scripts.arun(self.redis, *set_flow(keys, checked))
 
     async def _route(self) -> None:
-        """See :meth:`Client._route`."""
+        """See :meth:`Client._route`; concurrent enqueues wait for one read, not one each."""
         shard_map = self._p.shard_map
-        if shard_map.stale():
-            with translate_errors(self.redis):
-                shard_map.update(await self.redis.hgetall(self._p.global_keys.shards))
+        if not shard_map.stale():
+            return
+        if self._map_lock is None:
+            self._map_lock = asyncio.Lock()
+        async with self._map_lock:
+            if shard_map.stale():  # not read meanwhile by the enqueue that held the lock
+                with translate_errors(self.redis):
+                    shard_map.update(await self.redis.hgetall(self._p.global_keys.shards))
 
     async def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)

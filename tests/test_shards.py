@@ -337,3 +337,24 @@ def test_a_producer_with_the_old_n_still_reaches_the_workers_after_a_change(
         items = seen.wait_for(6)
     assert sorted(items) == sorted(i.id for i in late)
     stale.close()
+
+
+def test_a_burst_of_async_enqueues_reads_the_shard_map_once(
+    redis_url: str, client: Client, inspector: Inspector, r: redis.Redis, namespace: str
+) -> None:
+    names = sharded(inspector, client, "orders", 3)
+
+    def map_reads() -> int:
+        return int(r.info("commandstats").get("cmdstat_hgetall", {}).get("calls", 0))
+
+    async def burst() -> list[str]:
+        async with AsyncClient.from_url(redis_url, namespace=namespace) as producer:
+            infos = await asyncio.gather(
+                *(producer.enqueue("t", i, queue="orders") for i in range(90))
+            )
+            return [i.queue for i in infos]
+
+    before = map_reads()
+    queues = asyncio.run(burst())
+    assert map_reads() - before == 1
+    assert Counter(queues) == dict.fromkeys(names, 30)
