@@ -68,9 +68,10 @@ class _Producer:
         return found
 
     def prepare(self, task: NewTask, now_ms: int | None = None, *, key: object = None) -> Prepared:
-        """Validate ``task`` and build its message (dated now unless ``now_ms`` is given),
-        placed in its shard when its queue is sharded: by ``key`` (a group name, a debounce or
-        throttle key) or its uniqueness digest when it has one, else by id or round-robin."""
+        """Validate ``task`` and build its message (dated now unless ``now_ms`` is given);
+        ``key`` is the routing key the call adds (a group name, a debounce or throttle key),
+        checked against ``shard_key``. The task is not placed in a shard yet: see :meth:`place`.
+        """
         if now_ms is None:
             now_ms = to_ms(self.clock.now())
         if task.shard_key is not None:
@@ -80,10 +81,20 @@ class _Producer:
                     "shard_key cannot be combined with task_id, unique, group, or a debounce "
                     "or throttle key: each of those picks the task's shard itself"
                 )
-            key = task.shard_key
-        ready = prepare(task, now_ms=now_ms, max_payload_bytes=self.max_payload_bytes)
+        return prepare(task, now_ms=now_ms, max_payload_bytes=self.max_payload_bytes)
+
+    def place(self, task: NewTask, ready: Prepared, key: object = None) -> Prepared:
+        """``ready`` (``task`` validated by :meth:`prepare`) moved to its shard when its queue
+        is sharded: by ``key`` (a group name, a debounce or throttle key), ``shard_key`` or its
+        uniqueness digest when it has one, else by id or round-robin.
+
+        Raises:
+            ValidationError: an explicit ``task_id`` with a routing key, on a sharded queue.
+        """
         if not self.shard_map.counts:
             return ready
+        if task.shard_key is not None:
+            key = task.shard_key
         route = key if isinstance(key, str) else ready.message.unique
         return self.shard_map.place(ready, explicit_id=task.task_id is not None, key=route)
 
@@ -131,20 +142,25 @@ class _Producer:
         """Queues this client has not yet added to the registry of queue names."""
         return sorted({q for q in queues if q not in self._registered})
 
-    def plan_many(
-        self, tasks: Sequence[NewTask]
-    ) -> tuple[list[Prepared], list[Call], list[list[int]]]:
-        """Prepare every task and group them into calls.
-
-        Returns the prepared tasks, the calls, and for each call the indexes of its tasks
-        (plain tasks go in per-queue batches; unique ones each take a call of their own).
-        """
+    def prepare_many(self, tasks: Sequence[NewTask]) -> list[Prepared]:
+        """Validate every task of an ``enqueue_many`` (all dated alike), placed nowhere yet."""
         now_ms = to_ms(self.clock.now())  # one enqueue time for the whole batch
         prepared: list[Prepared] = []
         for task in tasks:
             if not isinstance(task, NewTask):
                 raise ValidationError(f"enqueue_many takes NewTask items, got {task!r}")
             prepared.append(self.prepare(task, now_ms))
+        return prepared
+
+    def plan_many(
+        self, tasks: Sequence[NewTask], checked: Sequence[Prepared]
+    ) -> tuple[list[Prepared], list[Call], list[list[int]]]:
+        """Place every prepared task in its shard and group them into calls.
+
+        Returns the placed tasks, the calls, and for each call the indexes of its tasks
+        (plain tasks go in per-queue batches; unique ones each take a call of their own).
+        """
+        prepared = [self.place(t, r) for t, r in zip(tasks, checked, strict=True)]
         plain: dict[str, list[int]] = defaultdict(list)
         calls: list[Call] = []
         owners: list[list[int]] = []
@@ -298,15 +314,14 @@ class Client:
                 time: it may or may not survive a failover (``.results`` is the TaskInfo).
         """
         p = self._p
-        self._route()
-        task = p.prepare(
+        task = self._placed(
             NewTask(
                 type=type, payload=payload, queue=queue, process_in=process_in,
                 process_at=process_at, max_retry=max_retry, timeout=timeout, deadline=deadline,
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
                 shard_key=shard_key,
             ),
-            key=group,
+            group,
         )  # fmt: skip
         wait = self._wait.per_call(replicas, held=depends_on is not None)
         if group is not None:
@@ -365,8 +380,9 @@ class Client:
         task_list = list(tasks)
         if not task_list:
             return []
-        self._route()
-        prepared, calls, owners = self._p.plan_many(task_list)
+        ready = self._p.prepare_many(task_list)
+        self._route()  # after the checks: bad input is refused without a round trip
+        prepared, calls, owners = self._p.plan_many(task_list, ready)
         infos: list[TaskInfo] = []
         now_ms = to_ms(self._p.clock.now())
         wait = self._wait.per_call(replicas)
@@ -402,8 +418,7 @@ class Client:
             RedisUnavailableError: Redis cannot be reached.
         """
         p = self._p
-        self._route()
-        links = [p.prepare(t) for t in _new_tasks(tasks)]
+        links = self._placed_all(_new_tasks(tasks))
         with translate_errors(self.redis, writing=f"a chain of {len(links)} tasks"):
             self._register(t.queue for t in links)
             workflows.run_steps(self.redis, workflows.chain_steps(p.namespace, links))
@@ -439,10 +454,8 @@ class Client:
             RedisUnavailableError: Redis cannot be reached.
         """
         p = self._p
-        self._route()
         policy = workflows.check_policy(on_member_failure, "on_member_failure")
-        prepared = [p.prepare(t) for t in _new_tasks(members)]
-        final = p.prepare(_new_tasks([callback])[0])
+        *prepared, final = self._placed_all([*_new_tasks(members), *_new_tasks([callback])[:1]])
         with translate_errors(self.redis, writing=f"a group of {len(prepared)} tasks"):
             self._register(t.queue for t in (*prepared, final))
             steps = workflows.group_steps(p.namespace, prepared, final, policy)
@@ -512,10 +525,8 @@ class Client:
         window_ms = dedup.check_window(window)
         dedup.check_key(key)
         p = self._p
-        self._route()
-        task = p.prepare(
-            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options}),
-            key=key,
+        task = self._placed(
+            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options}), key
         )
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if task.queue not in p._registered:
@@ -545,10 +556,8 @@ class Client:
         window_ms = dedup.check_window(window)
         dedup.check_key(key)
         p = self._p
-        self._route()
-        task = p.prepare(
-            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options}),
-            key=key,
+        task = self._placed(
+            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options}), key
         )
         keys = p.keys(task.queue)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
@@ -580,6 +589,19 @@ class Client:
         with translate_errors(self.redis, writing="flow limits"):
             self._register([keys.queue])
             scripts.run(self.redis, *set_flow(keys, checked))
+
+    def _placed(self, task: NewTask, key: object = None) -> Prepared:
+        """``task`` validated, then placed in its shard (the map is read after the checks, so
+        bad input is refused without a round trip)."""
+        ready = self._p.prepare(task, key=key)
+        self._route()
+        return self._p.place(task, ready, key)
+
+    def _placed_all(self, tasks: list[NewTask]) -> list[Prepared]:
+        """Every task of a workflow validated, then each placed in its shard."""
+        ready = [self._p.prepare(t) for t in tasks]
+        self._route()
+        return [self._p.place(t, r) for t, r in zip(tasks, ready, strict=True)]
 
     def _route(self) -> None:
         """Read the shard map again when this client's copy is older than ``REFRESH_S``."""
@@ -669,15 +691,14 @@ class AsyncClient:
     ) -> TaskInfo:
         """Enqueue one task; see :meth:`Client.enqueue` for arguments, result and errors."""
         p = self._p
-        await self._route()
-        task = p.prepare(
+        task = await self._placed(
             NewTask(
                 type=type, payload=payload, queue=queue, process_in=process_in,
                 process_at=process_at, max_retry=max_retry, timeout=timeout, deadline=deadline,
                 unique=unique, task_id=task_id, retention=retention, headers=headers,
                 shard_key=shard_key,
             ),
-            key=group,
+            group,
         )  # fmt: skip
         wait = self._wait.per_call(replicas, held=depends_on is not None)
         if group is not None:
@@ -726,8 +747,9 @@ class AsyncClient:
         task_list = list(tasks)
         if not task_list:
             return []
-        await self._route()
-        prepared, calls, owners = self._p.plan_many(task_list)
+        ready = self._p.prepare_many(task_list)
+        await self._route()  # after the checks: bad input is refused without a round trip
+        prepared, calls, owners = self._p.plan_many(task_list, ready)
         wait = self._wait.per_call(replicas)
         with translate_errors(self.redis, writing=f"{len(prepared)} tasks"):
             await self._register(t.queue for t in prepared)
@@ -748,8 +770,7 @@ class AsyncClient:
     async def chain(self, tasks: Sequence[NewTask]) -> workflows.Chain:
         """Enqueue a chain; see :meth:`Client.chain`."""
         p = self._p
-        await self._route()
-        links = [p.prepare(t) for t in _new_tasks(tasks)]
+        links = await self._placed_all(_new_tasks(tasks))
         with translate_errors(self.redis, writing=f"a chain of {len(links)} tasks"):
             await self._register(t.queue for t in links)
             await workflows.arun_steps(self.redis, workflows.chain_steps(p.namespace, links))
@@ -771,10 +792,10 @@ class AsyncClient:
     ) -> workflows.Group:
         """Enqueue a group and its callback; see :meth:`Client.group`."""
         p = self._p
-        await self._route()
         policy = workflows.check_policy(on_member_failure, "on_member_failure")
-        prepared = [p.prepare(t) for t in _new_tasks(members)]
-        final = p.prepare(_new_tasks([callback])[0])
+        *prepared, final = await self._placed_all(
+            [*_new_tasks(members), *_new_tasks([callback])[:1]]
+        )
         with translate_errors(self.redis, writing=f"a group of {len(prepared)} tasks"):
             await self._register(t.queue for t in (*prepared, final))
             steps = workflows.group_steps(p.namespace, prepared, final, policy)
@@ -812,10 +833,8 @@ class AsyncClient:
         window_ms = dedup.check_window(window)
         dedup.check_key(key)
         p = self._p
-        await self._route()
-        task = p.prepare(
-            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options}),
-            key=key,
+        task = await self._placed(
+            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options}), key
         )
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
             if task.queue not in p._registered:
@@ -839,10 +858,8 @@ class AsyncClient:
         window_ms = dedup.check_window(window)
         dedup.check_key(key)
         p = self._p
-        await self._route()
-        task = p.prepare(
-            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options}),
-            key=key,
+        task = await self._placed(
+            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options}), key
         )
         keys = p.keys(task.queue)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
@@ -866,6 +883,18 @@ class AsyncClient:
         with translate_errors(self.redis, writing="flow limits"):
             await self._register([keys.queue])
             await scripts.arun(self.redis, *set_flow(keys, checked))
+
+    async def _placed(self, task: NewTask, key: object = None) -> Prepared:
+        """See :meth:`Client._placed`."""
+        ready = self._p.prepare(task, key=key)
+        await self._route()
+        return self._p.place(task, ready, key)
+
+    async def _placed_all(self, tasks: list[NewTask]) -> list[Prepared]:
+        """See :meth:`Client._placed_all`."""
+        ready = [self._p.prepare(t) for t in tasks]
+        await self._route()
+        return [self._p.place(t, r) for t, r in zip(tasks, ready, strict=True)]
 
     async def _route(self) -> None:
         """See :meth:`Client._route`; concurrent enqueues wait for one read, not one each."""

@@ -13,6 +13,7 @@ import redis
 from rq_sched import AsyncClient, Client, FlowLimits, Inspector, NewTask, Router, Server, Task
 from rq_sched.errors import DuplicateTaskError, TaskIdConflictError, ValidationError
 from rq_sched.keys import GlobalKeys, QueueKeys
+from rq_sched.local_redis import free_port
 from rq_sched.shards import SLOTS, layout, shard_of, slot
 from tests.worker_support import Recorder, running_server, wait_until
 
@@ -358,3 +359,19 @@ def test_a_burst_of_async_enqueues_reads_the_shard_map_once(
     queues = asyncio.run(burst())
     assert map_reads() - before == 1
     assert Counter(queues) == dict.fromkeys(names, 30)
+
+
+@pytest.mark.parametrize("call", ["enqueue", "enqueue_many", "chain", "debounce"])
+def test_bad_input_is_refused_before_the_shard_map_is_read(call: str) -> None:
+    # Nothing listens on the port: a round trip before the checks would be a Redis error.
+    client = Client(redis.Redis(port=free_port(), socket_connect_timeout=1), namespace="n")
+    bad = NewTask(type="t", queue="orders", max_retry=-1)
+    with pytest.raises(ValidationError, match="max_retry"):
+        if call == "enqueue":
+            client.enqueue("t", None, queue="orders", max_retry=-1)
+        elif call == "enqueue_many":
+            client.enqueue_many([bad])
+        elif call == "chain":
+            client.chain([bad, bad])
+        else:
+            client.debounce("t", None, key="k", window=5, queue="orders", max_retry=-1)
