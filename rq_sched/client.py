@@ -6,13 +6,14 @@ classes differ only in how they run those calls.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from rq_sched import aggregation, dedup, ops, results, scripts, workflows
+from rq_sched import aggregation, dedup, ops, results, scripts, shards, workflows
 from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.coalesce import Coalescer
 from rq_sched.connection import aconnect, connect, refused, translate_errors
@@ -64,6 +65,7 @@ class _Producer:
         self.global_keys = GlobalKeys(namespace)
         self._keys: dict[str, QueueKeys] = {}
         self._registered: set[str] = set()
+        self.shard_map = shards.ShardMap()
 
     def keys(self, queue: str) -> QueueKeys:
         found = self._keys.get(queue)
@@ -71,17 +73,46 @@ class _Producer:
             found = self._keys[queue] = QueueKeys(self.namespace, queue)
         return found
 
-    def prepare(self, task: NewTask, now_ms: int | None = None) -> Prepared:
-        """Validate ``task`` and build its message (dated now unless ``now_ms`` is given)."""
+    def prepare(self, task: NewTask, now_ms: int | None = None, *, key: object = None) -> Prepared:
+        """Validate ``task`` and build its message (dated now unless ``now_ms`` is given);
+        ``key`` is the routing key the call adds (a group name, a debounce or throttle key),
+        checked against ``shard_key``. The task is not placed in a shard yet: see :meth:`place`.
+        """
         if now_ms is None:
             now_ms = to_ms(self.clock.now())
+        if task.shard_key is not None:
+            shards.check_shard_key(task.shard_key)
+            if key is not None or task.unique is not None or task.task_id is not None:
+                raise ValidationError(
+                    "shard_key cannot be combined with task_id, unique, group, or a debounce "
+                    "or throttle key: each of those picks the task's shard itself"
+                )
         return prepare(task, now_ms=now_ms, max_payload_bytes=self.max_payload_bytes)
 
+    def place(self, task: NewTask, ready: Prepared, key: object = None) -> Prepared:
+        """``ready`` (``task`` validated by :meth:`prepare`) moved to its shard when its queue
+        is sharded: by ``key`` (a group name, a debounce or throttle key), ``shard_key`` or its
+        uniqueness digest when it has one, else by id or round-robin.
+
+        Raises:
+            ValidationError: an explicit ``task_id`` with a routing key, on a sharded queue.
+        """
+        if not self.shard_map.counts:
+            return ready
+        if task.shard_key is not None:
+            key = task.shard_key
+        route = key if isinstance(key, str) else ready.message.unique
+        return self.shard_map.place(ready, explicit_id=task.task_id is not None, key=route)
+
     def hold(
-        self, task: Prepared, depends_on: Sequence[workflows.ParentRef], policy: object
+        self, task: Prepared, depends_on: Sequence[workflows.ParentRef], policy: object, queue: str
     ) -> workflows.Steps:
-        """The steps enqueueing ``task`` held until its parents are final (checked first)."""
-        parents = workflows.parent_refs(depends_on, task.queue)
+        """The steps enqueueing ``task`` held until its parents are final (checked first);
+        bare parent ids are in ``queue``, and a sharded queue's parents are found in their
+        shards."""
+        parents = [
+            (self.shard_map.resolve(q, i), i) for q, i in workflows.parent_refs(depends_on, queue)
+        ]
         checked = workflows.check_policy(policy)
         workflows.check_holdable(task)
         return workflows.hold_steps(self.namespace, task, parents, checked)
@@ -100,24 +131,42 @@ class _Producer:
             aggregation.DEFAULT_LIMITS.as_ms(),
         )
 
+    def refuse_sharded_flow(self, queue: str) -> None:
+        """Raise for flow limits on a sharded queue.
+
+        Raises:
+            ValidationError: ``queue`` is sharded (a limit kept per shard would not be the
+                queue's limit).
+        """
+        if self.shard_map.n(queue) > 1:
+            raise ValidationError(
+                f"queue {queue!r} is sharded: flow limits cannot span its shards (each is its "
+                "own slot); limit an unsharded queue, or set the queue back to 1 shard"
+            )
+
     def unregistered(self, queues: Iterable[str]) -> list[str]:
         """Queues this client has not yet added to the registry of queue names."""
         return sorted({q for q in queues if q not in self._registered})
 
-    def plan_many(
-        self, tasks: Sequence[NewTask]
-    ) -> tuple[list[Prepared], list[Call], list[list[int]]]:
-        """Prepare every task and group them into calls.
-
-        Returns the prepared tasks, the calls, and for each call the indexes of its tasks
-        (plain tasks go in per-queue batches; unique ones each take a call of their own).
-        """
+    def prepare_many(self, tasks: Sequence[NewTask]) -> list[Prepared]:
+        """Validate every task of an ``enqueue_many`` (all dated alike), placed nowhere yet."""
         now_ms = to_ms(self.clock.now())  # one enqueue time for the whole batch
         prepared: list[Prepared] = []
         for task in tasks:
             if not isinstance(task, NewTask):
                 raise ValidationError(f"enqueue_many takes NewTask items, got {task!r}")
             prepared.append(self.prepare(task, now_ms))
+        return prepared
+
+    def plan_many(
+        self, tasks: Sequence[NewTask], checked: Sequence[Prepared]
+    ) -> tuple[list[Prepared], list[Call], list[list[int]]]:
+        """Place every prepared task in its shard and group them into calls.
+
+        Returns the placed tasks, the calls, and for each call the indexes of its tasks
+        (plain tasks go in per-queue batches; unique ones each take a call of their own).
+        """
+        prepared = [self.place(t, r) for t, r in zip(tasks, checked, strict=True)]
         plain: dict[str, list[int]] = defaultdict(list)
         calls: list[Call] = []
         owners: list[list[int]] = []
@@ -221,6 +270,7 @@ class Client:
         retention: timedelta | float | None = None,
         headers: dict[str, str] | None = None,
         key: str | None = None,
+        shard_key: str | None = None,
         depends_on: Sequence[workflows.ParentRef] | None = None,
         on_parent_failure: workflows.Policy = "cancel",
         group: str | None = None,
@@ -245,6 +295,9 @@ class Client:
                 so one key's backlog cannot starve another's, and applies the per-key limits
                 of its flow limits (``FlowLimits(key_concurrency=1)``: one at a time, in
                 order). Not with ``depends_on`` or ``group``. See docs/flow.md.
+            shard_key: on a sharded queue, tasks with the same key go to the same shard (so
+                they keep their relative order there); ignored on a queue with one shard.
+                Not with ``task_id``, ``unique`` or ``group`` (each picks the shard itself).
             depends_on: parents (ids in ``queue``, or ``(queue, id)`` pairs): the task is held
                 until every parent is final, then becomes pending with their outcomes in
                 ``task.parents`` (see docs/workflows.md).
@@ -272,36 +325,38 @@ class Client:
                 time: it may or may not survive a failover (``.results`` is the TaskInfo).
         """
         p = self._p
-        task = p.prepare(
+        task = self._placed(
             NewTask(
                 type=type, payload=payload, queue=queue, process_in=process_in,
                 process_at=process_at, max_retry=max_retry, timeout=timeout, deadline=deadline,
                 unique=unique, task_id=task_id, retention=retention, headers=headers, key=key,
-            )
+                shard_key=shard_key,
+            ),
+            group,
         )  # fmt: skip
         refuse_key_with(key, depends_on, group)
         wait = self._wait.per_call(replicas, held=depends_on is not None)
         if group is not None:
             call = p.grouped(task, group, depends_on)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
-                self._register([queue])
+                self._register([task.queue])
                 _, confirmed = self._run_one(call, wait, scripts.run)
             info = task.info(task.message.enqueued_at)
             wait.check(confirmed, f"task {task.id!r} was", info)
             return info
         if depends_on is not None:
-            steps = p.hold(task, depends_on, on_parent_failure)
+            steps = p.hold(task, depends_on, on_parent_failure, queue)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
-                self._register([queue])
+                self._register([task.queue])
                 workflows.run_steps(self.redis, steps)
             return task.info(task.message.enqueued_at)
-        call = ops.enqueue(p.keys(queue), task)
+        call = ops.enqueue(p.keys(task.queue), task)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
-            if queue not in p._registered:
-                self._register([queue])
+            if task.queue not in p._registered:
+                self._register([task.queue])
             code, confirmed = self._run_one(call, wait, scripts.run_resendable)
         if code < 0:
-            raise error_for_code(code, queue=queue, task_id=task.id)
+            raise error_for_code(code, queue=task.queue, task_id=task.id)
         info = task.info(task.message.enqueued_at)
         wait.check(confirmed, f"task {task.id!r} was", info)
         return info
@@ -337,7 +392,9 @@ class Client:
         task_list = list(tasks)
         if not task_list:
             return []
-        prepared, calls, owners = self._p.plan_many(task_list)
+        ready = self._p.prepare_many(task_list)
+        self._route()  # after the checks: bad input is refused without a round trip
+        prepared, calls, owners = self._p.plan_many(task_list, ready)
         infos: list[TaskInfo] = []
         now_ms = to_ms(self._p.clock.now())
         wait = self._wait.per_call(replicas)
@@ -373,7 +430,7 @@ class Client:
             RedisUnavailableError: Redis cannot be reached.
         """
         p = self._p
-        links = [p.prepare(t) for t in _new_tasks(tasks)]
+        links = self._placed_all(_new_tasks(tasks))
         with translate_errors(self.redis, writing=f"a chain of {len(links)} tasks"):
             self._register(t.queue for t in links)
             workflows.run_steps(self.redis, workflows.chain_steps(p.namespace, links))
@@ -410,8 +467,7 @@ class Client:
         """
         p = self._p
         policy = workflows.check_policy(on_member_failure, "on_member_failure")
-        prepared = [p.prepare(t) for t in _new_tasks(members)]
-        final = p.prepare(_new_tasks([callback])[0])
+        *prepared, final = self._placed_all([*_new_tasks(members), *_new_tasks([callback])[:1]])
         with translate_errors(self.redis, writing=f"a group of {len(prepared)} tasks"):
             self._register(t.queue for t in (*prepared, final))
             steps = workflows.group_steps(p.namespace, prepared, final, policy)
@@ -455,7 +511,9 @@ class Client:
             ValidationError: bad ``task_id`` or ``timeout``.
             RedisUnavailableError: Redis cannot be reached.
         """
-        return results.wait_result(self.redis, self._p.keys(queue), task_id, timeout, decode)
+        self._route()
+        keys = self._p.keys(self._p.shard_map.resolve(queue, task_id))
+        return results.wait_result(self.redis, keys, task_id, timeout, decode)
 
     def debounce(
         self,
@@ -479,13 +537,13 @@ class Client:
         window_ms = dedup.check_window(window)
         dedup.check_key(key)
         p = self._p
-        task = p.prepare(
-            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options})
+        task = self._placed(
+            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options}), key
         )
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
-            if queue not in p._registered:
-                self._register([queue])
-            reply = scripts.run(self.redis, *dedup.debounce_call(p.keys(queue), task, key))
+            if task.queue not in p._registered:
+                self._register([task.queue])
+            reply = scripts.run(self.redis, *dedup.debounce_call(p.keys(task.queue), task, key))
         return dedup.debounced(reply, task)
 
     def throttle(
@@ -510,20 +568,20 @@ class Client:
         window_ms = dedup.check_window(window)
         dedup.check_key(key)
         p = self._p
-        task = p.prepare(
-            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options})
+        task = self._placed(
+            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options}), key
         )
-        keys = p.keys(queue)
+        keys = p.keys(task.queue)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
-            if queue not in p._registered:
-                self._register([queue])
+            if task.queue not in p._registered:
+                self._register([task.queue])
             code = scripts.run(self.redis, *dedup.throttle_call(keys, task, key, window_ms))
             if code == DUPLICATE:
                 kept = self.redis.get(keys.throttle(key))
                 kept_id = kept.decode() if isinstance(kept, bytes) else kept
                 return dedup.Throttled(kept_id, dropped=True)
         if code < 0:
-            raise error_for_code(code, queue=queue, task_id=task.id)
+            raise error_for_code(code, queue=task.queue, task_id=task.id)
         return dedup.Throttled(task.id, dropped=False)
 
     def set_flow(self, queue: str, limits: FlowLimits | None) -> None:
@@ -532,14 +590,37 @@ class Client:
         next dequeue.
 
         Raises:
-            ValidationError: a bad queue name or ``limits`` (nothing written).
+            ValidationError: a bad queue name or ``limits``, or a sharded queue (nothing
+                written).
             RedisUnavailableError: Redis cannot be reached.
         """
         keys = self._p.keys(check_stored_queue(queue))
         checked = FlowLimits() if limits is None else check_limits(limits)
+        self._route()
+        self._p.refuse_sharded_flow(queue)
         with translate_errors(self.redis, writing="flow limits"):
             self._register([keys.queue])
             scripts.run(self.redis, *set_flow(keys, checked))
+
+    def _placed(self, task: NewTask, key: object = None) -> Prepared:
+        """``task`` validated, then placed in its shard (the map is read after the checks, so
+        bad input is refused without a round trip)."""
+        ready = self._p.prepare(task, key=key)
+        self._route()
+        return self._p.place(task, ready, key)
+
+    def _placed_all(self, tasks: list[NewTask]) -> list[Prepared]:
+        """Every task of a workflow validated, then each placed in its shard."""
+        ready = [self._p.prepare(t) for t in tasks]
+        self._route()
+        return [self._p.place(t, r) for t, r in zip(tasks, ready, strict=True)]
+
+    def _route(self) -> None:
+        """Read the shard map again when this client's copy is older than ``REFRESH_S``."""
+        shard_map = self._p.shard_map
+        if shard_map.stale():
+            with translate_errors(self.redis):
+                shard_map.update(self.redis.hgetall(self._p.global_keys.shards))
 
     def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)
@@ -580,6 +661,8 @@ class AsyncClient:
         self._p = _Producer(namespace=namespace, max_payload_bytes=max_payload_bytes, clock=clock)
         self._calls = Coalescer(redis)
         """Enqueues awaited concurrently go to Redis together, one pipeline per loop turn."""
+        self._map_lock: asyncio.Lock | None = None
+        """Made on first use, inside the event loop the client runs in."""
         self._wait = ReplicaWait.build(replicas, replica_timeout)
 
     @property
@@ -613,6 +696,7 @@ class AsyncClient:
         retention: timedelta | float | None = None,
         headers: dict[str, str] | None = None,
         key: str | None = None,
+        shard_key: str | None = None,
         depends_on: Sequence[workflows.ParentRef] | None = None,
         on_parent_failure: workflows.Policy = "cancel",
         group: str | None = None,
@@ -620,36 +704,38 @@ class AsyncClient:
     ) -> TaskInfo:
         """Enqueue one task; see :meth:`Client.enqueue` for arguments, result and errors."""
         p = self._p
-        task = p.prepare(
+        task = await self._placed(
             NewTask(
                 type=type, payload=payload, queue=queue, process_in=process_in,
                 process_at=process_at, max_retry=max_retry, timeout=timeout, deadline=deadline,
                 unique=unique, task_id=task_id, retention=retention, headers=headers, key=key,
-            )
+                shard_key=shard_key,
+            ),
+            group,
         )  # fmt: skip
         refuse_key_with(key, depends_on, group)
         wait = self._wait.per_call(replicas, held=depends_on is not None)
         if group is not None:
             call = p.grouped(task, group, depends_on)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
-                await self._register([queue])
+                await self._register([task.queue])
                 _, confirmed = await self._run_one(call, wait, self._arun)
             info = task.info(task.message.enqueued_at)
             wait.check(confirmed, f"task {task.id!r} was", info)
             return info
         if depends_on is not None:
-            steps = p.hold(task, depends_on, on_parent_failure)
+            steps = p.hold(task, depends_on, on_parent_failure, queue)
             with translate_errors(self.redis, writing=f"task {task.id!r}"):
-                await self._register([queue])
+                await self._register([task.queue])
                 await workflows.arun_steps(self.redis, steps)
             return task.info(task.message.enqueued_at)
-        call = ops.enqueue(p.keys(queue), task)
+        call = ops.enqueue(p.keys(task.queue), task)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
-            if queue not in p._registered:
-                await self._register([queue])
+            if task.queue not in p._registered:
+                await self._register([task.queue])
             code, confirmed = await self._run_one(call, wait, self._calls.run)
         if code < 0:
-            raise error_for_code(code, queue=queue, task_id=task.id)
+            raise error_for_code(code, queue=task.queue, task_id=task.id)
         info = task.info(task.message.enqueued_at)
         wait.check(confirmed, f"task {task.id!r} was", info)
         return info
@@ -675,7 +761,9 @@ class AsyncClient:
         task_list = list(tasks)
         if not task_list:
             return []
-        prepared, calls, owners = self._p.plan_many(task_list)
+        ready = self._p.prepare_many(task_list)
+        await self._route()  # after the checks: bad input is refused without a round trip
+        prepared, calls, owners = self._p.plan_many(task_list, ready)
         wait = self._wait.per_call(replicas)
         with translate_errors(self.redis, writing=f"{len(prepared)} tasks"):
             await self._register(t.queue for t in prepared)
@@ -696,7 +784,7 @@ class AsyncClient:
     async def chain(self, tasks: Sequence[NewTask]) -> workflows.Chain:
         """Enqueue a chain; see :meth:`Client.chain`."""
         p = self._p
-        links = [p.prepare(t) for t in _new_tasks(tasks)]
+        links = await self._placed_all(_new_tasks(tasks))
         with translate_errors(self.redis, writing=f"a chain of {len(links)} tasks"):
             await self._register(t.queue for t in links)
             await workflows.arun_steps(self.redis, workflows.chain_steps(p.namespace, links))
@@ -719,8 +807,9 @@ class AsyncClient:
         """Enqueue a group and its callback; see :meth:`Client.group`."""
         p = self._p
         policy = workflows.check_policy(on_member_failure, "on_member_failure")
-        prepared = [p.prepare(t) for t in _new_tasks(members)]
-        final = p.prepare(_new_tasks([callback])[0])
+        *prepared, final = await self._placed_all(
+            [*_new_tasks(members), *_new_tasks([callback])[:1]]
+        )
         with translate_errors(self.redis, writing=f"a group of {len(prepared)} tasks"):
             await self._register(t.queue for t in (*prepared, final))
             steps = workflows.group_steps(p.namespace, prepared, final, policy)
@@ -740,7 +829,9 @@ class AsyncClient:
     ) -> Any:
         """Wait until the task reaches a final state and return its result; see
         :meth:`Client.wait_result` for arguments, result and errors."""
-        return await results.await_result(self.redis, self._p.keys(queue), task_id, timeout, decode)
+        await self._route()
+        keys = self._p.keys(self._p.shard_map.resolve(queue, task_id))
+        return await results.await_result(self.redis, keys, task_id, timeout, decode)
 
     async def debounce(
         self,
@@ -756,13 +847,15 @@ class AsyncClient:
         window_ms = dedup.check_window(window)
         dedup.check_key(key)
         p = self._p
-        task = p.prepare(
-            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options})
+        task = await self._placed(
+            dedup.new_task("debounce", type, payload, window_ms, {"queue": queue, **options}), key
         )
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
-            if queue not in p._registered:
-                await self._register([queue])
-            reply = await scripts.arun(self.redis, *dedup.debounce_call(p.keys(queue), task, key))
+            if task.queue not in p._registered:
+                await self._register([task.queue])
+            reply = await scripts.arun(
+                self.redis, *dedup.debounce_call(p.keys(task.queue), task, key)
+            )
         return dedup.debounced(reply, task)
 
     async def throttle(
@@ -779,29 +872,55 @@ class AsyncClient:
         window_ms = dedup.check_window(window)
         dedup.check_key(key)
         p = self._p
-        task = p.prepare(
-            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options})
+        task = await self._placed(
+            dedup.new_task("throttle", type, payload, window_ms, {"queue": queue, **options}), key
         )
-        keys = p.keys(queue)
+        keys = p.keys(task.queue)
         with translate_errors(self.redis, writing=f"task {task.id!r}"):
-            if queue not in p._registered:
-                await self._register([queue])
+            if task.queue not in p._registered:
+                await self._register([task.queue])
             code = await scripts.arun(self.redis, *dedup.throttle_call(keys, task, key, window_ms))
             if code == DUPLICATE:
                 kept = await self.redis.get(keys.throttle(key))
                 kept_id = kept.decode() if isinstance(kept, bytes) else kept
                 return dedup.Throttled(kept_id, dropped=True)
         if code < 0:
-            raise error_for_code(code, queue=queue, task_id=task.id)
+            raise error_for_code(code, queue=task.queue, task_id=task.id)
         return dedup.Throttled(task.id, dropped=False)
 
     async def set_flow(self, queue: str, limits: FlowLimits | None) -> None:
         """See :meth:`Client.set_flow`."""
         keys = self._p.keys(check_stored_queue(queue))
         checked = FlowLimits() if limits is None else check_limits(limits)
+        await self._route()
+        self._p.refuse_sharded_flow(queue)
         with translate_errors(self.redis, writing="flow limits"):
             await self._register([keys.queue])
             await scripts.arun(self.redis, *set_flow(keys, checked))
+
+    async def _placed(self, task: NewTask, key: object = None) -> Prepared:
+        """See :meth:`Client._placed`."""
+        ready = self._p.prepare(task, key=key)
+        await self._route()
+        return self._p.place(task, ready, key)
+
+    async def _placed_all(self, tasks: list[NewTask]) -> list[Prepared]:
+        """See :meth:`Client._placed_all`."""
+        ready = [self._p.prepare(t) for t in tasks]
+        await self._route()
+        return [self._p.place(t, r) for t, r in zip(tasks, ready, strict=True)]
+
+    async def _route(self) -> None:
+        """See :meth:`Client._route`; concurrent enqueues wait for one read, not one each."""
+        shard_map = self._p.shard_map
+        if not shard_map.stale():
+            return
+        if self._map_lock is None:
+            self._map_lock = asyncio.Lock()
+        async with self._map_lock:
+            if shard_map.stale():  # not read meanwhile by the enqueue that held the lock
+                with translate_errors(self.redis):
+                    shard_map.update(await self.redis.hgetall(self._p.global_keys.shards))
 
     async def _register(self, queues: Iterable[str]) -> None:
         new = self._p.unregistered(queues)

@@ -69,6 +69,14 @@ Channel ``ns:{q}:final:<id>`` (pub/sub, not a key) announces that task ``<id>`` 
 final state ("completed", "archived" or "deleted"); a script publishes on it only when
 ``waiters`` holds the id (see ``rq_sched.results``).
 
+Sharded queues. A queue declared with ``shards=N`` (the global hash ``ns:shards``: queue -> N,
+read by producers every 2 s and by worker servers when they start) is stored as N ordinary queues
+with the layout above, named ``<queue>~<i>of<N>-<salt>``: the salt is the smallest that puts
+sub-queue ``i``'s slot (CRC16 of its name) in the ``i``-th of N equal slot ranges, so the shards
+sit on different cluster masters where the masters' ranges allow. A task id lives in shard
+``crc32(id) % N``. New queue names may not end like that (``options.check_queue``), so a
+sub-queue never collides with a user's queue. See ``rq_sched.shards`` and docs/scaling.md.
+
 A lease is the pair (``lease`` entry, ``token`` entry): dequeue sets both, and every script that
 ends a lease removes both. Settling and extending scripts take (id, token) and act only when the
 token is the current one, so a worker that stalled past its lease can never settle a task that
@@ -367,6 +375,11 @@ class GlobalKeys:
     def queues(self) -> str:
         """Set of known queue names."""
         return f"{self.namespace}:queues"
+
+    @property
+    def shards(self) -> str:
+        """Hash: sharded queue name -> its number of shards, 2..64 (see ``rq_sched.shards``)."""
+        return f"{self.namespace}:shards"
 
     @property
     def servers(self) -> str:

@@ -122,6 +122,7 @@ class NewTask:
     retention: timedelta | float | None = None
     headers: dict[str, str] | None = None
     key: str | None = None
+    shard_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import math
 import os
+import re
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -32,6 +33,8 @@ MAX_RETRY = 2**31 - 1
 """The most retries a task may ask for (fits the 32-bit integers every reader handles)."""
 DOT_SEGMENTS = (".", "..")
 """Refused as queue names and task ids: URLs of the dashboard API would lose them."""
+SHARD_SUFFIX = re.compile(r"~(\d{1,2})of(\d{1,2})-(\d{1,5})\Z")
+"""How a sub-queue's name ends (``rq_sched.shards``); refused in the names of new queues."""
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
 
 
@@ -106,7 +109,9 @@ def check_queue(queue: object) -> str:
     """Validate the name of a queue tasks are written to (enqueue, schedule entries, dq).
 
     Stricter than :func:`check_stored_queue`: new names may not be ``.``/``..`` or contain
-    ``/``, so every name works as one URL path segment and inside dq ids.
+    ``/``, so every name works as one URL path segment and inside dq ids, nor end like a
+    shard of a sharded queue (``~2of3-17``, see :mod:`rq_sched.shards`), so no queue of a
+    user's can ever be one of those.
     """
     queue = check_stored_queue(queue)
     if queue in DOT_SEGMENTS:
@@ -117,6 +122,11 @@ def check_queue(queue: object) -> str:
         # The dashboard's URLs and the dq bridge's "redis/<queue>/<id>" ids split on '/'.
         raise ValidationError(
             f"queue name {queue!r} may not contain '/'; use : or - to build names, e.g. 'a:b'"
+        )
+    if SHARD_SUFFIX.search(queue):
+        raise ValidationError(
+            f"queue name {queue!r} ends like a shard of a sharded queue (~<i>of<n>-<salt>); "
+            "enqueue to the queue's own name, or pick a name without that ending"
         )
     return queue
 

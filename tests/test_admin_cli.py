@@ -413,3 +413,27 @@ def test_tasks_filter_by_type(cli: Any, r: redis.Redis, namespace: str, seeded: 
     assert code == 0
     assert [row.split()[0] for row in out.splitlines()[1:-1]] == ["img-1"]
     assert out.splitlines()[-1] == "page 1/1 of 1 pending task(s) of type resize"
+
+
+def test_queue_shards_sets_n_and_the_queue_shows_its_shards(
+    cli: Any, r: redis.Redis, namespace: str
+) -> None:
+    code, out, _ = cli("queue", "orders", "--shards", "3")
+    assert code == 0
+    assert out.startswith("queue 'orders': 1 -> 3 shard(s): orders~0of3-1, orders~1of3-3")
+    assert r.hget(GlobalKeys(namespace).shards, "orders") == b"3"
+    client = Client(r, namespace=namespace)
+    for i in range(6):
+        client.enqueue("t", i, queue="orders")
+    code, out, _ = cli("queues")
+    assert [line.split()[0] for line in out.splitlines()[1:]] == ["orders"]
+    code, out, _ = cli("queue", "orders")
+    assert code == 0
+    rows = [line.split() for line in out.splitlines() if line.startswith("orders")]
+    assert [row[:2] for row in rows] == [
+        ["orders~0of3-1", "2"], ["orders~1of3-3", "2"], ["orders~2of3-2", "2"], ["orders", "0"]
+    ]  # fmt: skip
+    code, _, err = cli("queue", "orders", "--shards", "6")
+    assert code != 0
+    assert "still holds tasks" in err
+    assert r.hget(GlobalKeys(namespace).shards, "orders") == b"3"

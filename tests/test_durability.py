@@ -147,8 +147,9 @@ def test_the_per_call_count_overrides_the_clients(
 def test_a_refused_enqueue_is_refused_as_before(master: redis.Redis, namespace: str) -> None:
     client = Client(master, namespace=namespace, replicas=1)
     client.enqueue("t", 1, task_id="same")
+    # Another payload: the same bytes within the same millisecond would be a resend (accepted).
     with pytest.raises(TaskIdConflictError):
-        client.enqueue("t", 1, task_id="same")
+        client.enqueue("t", 2, task_id="same")
 
 
 def test_a_confirmed_enqueue_loads_its_script_after_a_flush(
@@ -186,8 +187,11 @@ def test_enqueue_many_confirmed_reports_conflicts_as_before(
 ) -> None:
     client = Client(master, namespace=namespace, replicas=1)
     client.enqueue("t", task_id="a")
+    # Another payload: the same bytes within the same millisecond would be a resend (accepted).
     with pytest.raises(EnqueueManyError):
-        client.enqueue_many([NewTask(type="t", task_id="a"), NewTask(type="t", task_id="b")])
+        client.enqueue_many(
+            [NewTask(type="t", payload=2, task_id="a"), NewTask(type="t", task_id="b")]
+        )
 
 
 def test_async_confirmed_enqueue_and_enqueue_many(

@@ -379,11 +379,34 @@
       selectionBar(r, page),
       taskTable(r, page),
       pager(r, page)),
+      shardsCard(stats),
       typesCard(r, types),
       minuteCharts(minutes, info.queue),
       h("div", { class: "card" }, h("div", { class: "row spread" },
         h("h2", {}, "Processed and failed per day"),
         legend([["processed", "processed"], ["failed", "failed"]])), dayChart(detail.history)));
+  }
+
+  // A sharded queue's counts per shard (its sub-queues, then its base queue); null if unsharded.
+  function shardsCard(stats) {
+    if (!stats.shards || !stats.shards.length) return null;
+    const base = stats.info.queue;
+    const rows = stats.shards.map((part) => {
+      const i = part.info;
+      return h("tr", { "data-shard": i.queue },
+        cell("Shard", { class: "name" }, i.queue === base ? i.queue + " (base)"
+          : link("#/queues/" + seg(i.queue), i.queue), " ",
+          i.paused ? h("span", { class: "badge badge-warn" }, "paused") : null),
+        STATES.map((s) => cell(s, { class: "num" }, String(i[s]))),
+        cell("Processed", { class: "num" }, String(i.processed)));
+    });
+    return h("div", { class: "card", id: "shards" },
+      h("h2", {}, `Shards (${stats.shards.length - 1} and the base queue)`),
+      h("table", { class: "cards" }, h("thead", {}, h("tr", {},
+        h("th", {}, "Shard"),
+        STATES.map((s) => h("th", { class: "num" }, s)),
+        h("th", { class: "num" }, "Processed"))),
+      h("tbody", {}, rows)));
   }
 
   // The queue's flow limits (rate limit, concurrency cap) and where they stand; null if none.

@@ -46,6 +46,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     queue.add_argument("--delete", action="store_true", help="delete the queue and its tasks")
     queue.add_argument("--force", action="store_true", help="with --delete: even if tasks run")
     queue.add_argument("--yes", action="store_true", help="with --delete: do it, no question")
+    queue.add_argument(
+        "--shards",
+        type=int,
+        metavar="N",
+        help="store the queue as N sub-queues in different cluster slots (1: one queue); "
+        "refused unless the queue is empty and no worker server serves it",
+    )
     tasks = _command(sub, "tasks", "list a queue's tasks in one state", _tasks)
     tasks.add_argument("queue")
     tasks.add_argument("state", choices=STATES)
@@ -118,6 +125,7 @@ def _acts(args: argparse.Namespace) -> bool:
     return args.command in ("pause", "unpause") or bool(
         getattr(args, "delete", False)
         or getattr(args, "bulk", None)
+        or getattr(args, "shards", None) is not None
         or getattr(args, "action", None)
     )
 
@@ -181,6 +189,13 @@ def _queue(inspector: Inspector, args: argparse.Namespace) -> Any:
         _confirmed(args, f"delete queue {args.name!r} and every task in it")
         deleted = inspector.delete_queue(args.name, force=args.force)
         return {"deleted_keys": deleted} if args.json else f"deleted queue {args.name!r}"
+    if args.shards is not None:
+        change = inspector.set_shards(args.name, args.shards)
+        if args.json:
+            return change
+        return f"queue {args.name!r}: {change.before} -> {change.after} shard(s): " + ", ".join(
+            change.sub_queues
+        )
     if not inspector.has_queue(args.name):
         raise RqSchedError(f"no queue {args.name!r}; `rq-sched queues` lists them")
     stats = inspector.queue_stats(args.name, memory=True)
@@ -203,6 +218,9 @@ def _queue(inspector: Inspector, args: argparse.Namespace) -> Any:
             [[d.day, str(d.processed), str(d.failed)] for d in history],
         ),
     ]
+    if stats.shards:
+        rows = [[s.info.queue, *(str(getattr(s.info, n)) for n in STATES)] for s in stats.shards]
+        lines += ["", render_table(["SHARD", *STATES], rows)]
     return "\n".join(lines)
 
 

@@ -60,6 +60,7 @@ class TaskOptions(TypedDict, total=False):
     retention: timedelta | float | None
     headers: dict[str, str] | None
     key: str | None
+    shard_key: str | None
 
 
 class EnqueueOptions(TaskOptions, total=False):

@@ -81,7 +81,8 @@ def bulk(
     limit: int | None = None,
 ) -> BulkResult:
     """Apply ``action`` to every task in ``state`` (as many as there were when it started), or
-    to at most ``limit`` of them (callers loop to keep each request short).
+    to at most ``limit`` of them (callers loop to keep each request short; the result then
+    says how many remain).
 
     Raises:
         ValidationError: the action does not apply to the state.
@@ -101,7 +102,10 @@ def bulk(
         trimmed += dropped
         # Tasks the action skipped stay at the front of the window; step over them.
         skipped += len(ids) - applied
-    return BulkResult(keys.queue, state, action, done, skipped, trimmed)
+    remaining = None
+    if limit is not None:  # the caller loops: say what is left (keyed ready tasks included)
+        remaining = int(count_state(redis, keys, state))
+    return BulkResult(keys.queue, state, action, done, skipped, trimmed, remaining)
 
 
 def _window(
@@ -209,18 +213,28 @@ def cancel(
     return int(redis.publish(global_keys.cancel_channel, encode_cancel(keys.queue, task_id)))
 
 
+def check_idle(redis: SyncRedis, keys: QueueKeys) -> None:
+    """Refuse to delete a queue that has active tasks.
+
+    Raises:
+        TaskStateError: the queue has active tasks.
+    """
+    active = int(redis.zcard(keys.lease))
+    if active:
+        raise TaskStateError(
+            f"queue {keys.queue!r} has {active} active task(s); stop its workers first, "
+            "or force the deletion (their results will be dropped)"
+        )
+
+
 def delete_queue(redis: SyncRedis, global_keys: GlobalKeys, keys: QueueKeys, *, force: bool) -> int:
     """Delete every key of a queue and drop it from the registry; returns keys deleted.
 
     Raises:
         TaskStateError: the queue has active tasks and ``force`` is false.
     """
-    active = int(redis.zcard(keys.lease))
-    if active and not force:
-        raise TaskStateError(
-            f"queue {keys.queue!r} has {active} active task(s); stop its workers first, "
-            "or force the deletion (their results will be dropped)"
-        )
+    if not force:
+        check_idle(redis, keys)
     redis.srem(global_keys.queues, keys.queue)
     deleted = int(redis.delete(*keys.all_fixed()))
     found: list[Any] = []

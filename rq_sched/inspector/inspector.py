@@ -8,13 +8,12 @@ queue-wide actions) and ``processes`` (servers, scheduler, Redis INFO).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from typing import Any, Self
 
 from rq_sched import flow as flow_ops
-from rq_sched import ops, scripts
+from rq_sched import ops, scripts, shards
 from rq_sched.client import Client
 from rq_sched.clock import Clock, from_ms, to_ms, use_clock
 from rq_sched.connection import connect, translate_errors
@@ -25,6 +24,7 @@ from rq_sched.inspector import entries as inspector_entries
 from rq_sched.inspector import lists as inspector_lists
 from rq_sched.inspector import minutes as inspector_minutes
 from rq_sched.inspector import processes as inspector_processes
+from rq_sched.inspector import sharded
 from rq_sched.inspector import waiting as inspector_waiting
 from rq_sched.inspector.models import (
     BulkResult,
@@ -95,10 +95,46 @@ class Inspector:
         return QueueKeys(self.namespace, check_stored_queue(queue))
 
     def queues(self) -> list[str]:
-        """Names of every queue that has had a task enqueued, sorted."""
+        """Names of every queue that has had a task enqueued, sorted; a sharded queue is one
+        name (its shards are in :meth:`physical_queues`)."""
+        with translate_errors(self.redis):
+            counts = shards.read_counts(self.redis, self.namespace)
+        return sharded.logical_names(self._registry(), counts)
+
+    def _registry(self) -> list[str]:
+        """Every physical queue in the registry (a sharded queue's shards one by one)."""
         with translate_errors(self.redis):
             names = self.redis.smembers(self.global_keys.queues)
         return sorted(filter(None, map(_usable_queue, names)))
+
+    def physical_queues(self, queue: str) -> list[str]:
+        """The queues that store ``queue``: its shards (shard 0 first), then its base queue
+        and any other layout left; ``[queue]`` for a queue that is not sharded."""
+        with translate_errors(self.redis):
+            return sharded.physical(self.redis, self.namespace, check_stored_queue(queue))
+
+    def shard_count(self, queue: str) -> int:
+        """How many shards ``queue`` has (1: not sharded)."""
+        with translate_errors(self.redis):
+            return shards.read_counts(self.redis, self.namespace).get(check_stored_queue(queue), 1)
+
+    def set_shards(self, queue: str, n: int) -> shards.Change:
+        """Store ``queue`` as ``n`` sub-queues in different cluster slots (1: one queue).
+
+        Raises:
+            ValidationError: a bad name or ``n``; the queue holds tasks; or a live worker
+                server serves it (stop its workers, change the shards, restart them).
+        """
+        serving = [s.info.queues for s in self.servers()]
+        with translate_errors(self.redis, writing="the shard map"):
+            return shards.set_shards(self.redis, self.namespace, queue, n, serving)
+
+    def _where(self, queue: str, task_id: str) -> str:
+        """The physical queue holding ``task_id`` of ``queue`` (``queue`` itself unless it is
+        sharded)."""
+        check_stored_id(task_id)
+        with translate_errors(self.redis):
+            return shards.locate(self.redis, self.namespace, check_stored_queue(queue), task_id)
 
     def queue_info(self, queue: str) -> QueueInfo:
         """Counts per state, paused flag and processed/failed totals of one queue, read in one
@@ -112,8 +148,8 @@ class Inspector:
             TaskNotFoundError: no such task in that queue.
             CorruptTaskError: the stored message cannot be decoded.
         """
+        queue = self._where(queue, task_id)
         keys = self.keys(queue)
-        check_stored_id(task_id)
         with translate_errors(self.redis):
             pipe = self.redis.pipeline(transaction=True)
             pipe.hget(keys.msg, task_id)
@@ -183,12 +219,20 @@ class Inspector:
             return inspector_waiting.read_waiting(self.redis, self.keys(queue), limit)
 
     def pause(self, queue: str) -> bool:
-        """Stop workers taking tasks from ``queue``; returns False if it was already paused."""
-        return bool(self._run(ops.set_paused(self.keys(queue), True), queue, ""))
+        """Stop workers taking tasks from ``queue`` (every shard of a sharded queue); returns
+        False if it was already paused."""
+        return self._set_paused(queue, True)
 
     def unpause(self, queue: str) -> bool:
         """Let workers take tasks from ``queue`` again; returns False if it was not paused."""
-        return bool(self._run(ops.set_paused(self.keys(queue), False), queue, ""))
+        return self._set_paused(queue, False)
+
+    def _set_paused(self, queue: str, paused: bool) -> bool:
+        changed = [
+            self._run(ops.set_paused(self.keys(q), paused), q, "")
+            for q in self.physical_queues(queue)
+        ]
+        return any(changed)
 
     def flow(self, queue: str) -> FlowStatus:
         """The flow limits of ``queue`` (rate limit, concurrency cap) and where they stand:
@@ -224,8 +268,14 @@ class Inspector:
         queue stores its own again when it starts.
 
         Raises:
-            ValidationError: ``limits`` is not a :class:`~rq_sched.FlowLimits` (nothing written).
+            ValidationError: ``limits`` is not a :class:`~rq_sched.FlowLimits`, or the queue
+                is sharded (nothing written).
         """
+        if len(self.physical_queues(queue)) > 1:
+            raise ValidationError(
+                f"queue {queue!r} is sharded: flow limits cannot span its shards (each is its "
+                "own slot); limit an unsharded queue, or set the queue back to 1 shard"
+            )
         keys = self.keys(queue)
         checked = FlowLimits() if limits is None else flow_ops.check_limits(limits)
         self._run(flow_ops.set_flow(keys, checked), queue, "")
@@ -239,7 +289,7 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is active (cancel it instead).
         """
-        check_stored_id(task_id)
+        queue = self._where(queue, task_id)
         with translate_errors(self.redis):
             held = inspector_waiting.is_waiting(self.redis, self.keys(queue), task_id)
         if held:
@@ -255,7 +305,7 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is active, already pending, or completed.
         """
-        check_stored_id(task_id)
+        queue = self._where(queue, task_id)
         self._run(ops.run_now(self.keys(queue), task_id), queue, task_id)
 
     def archive_task(self, queue: str, task_id: str) -> int:
@@ -269,7 +319,8 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is active, archived or completed.
         """
-        unique = self._unique_of(queue, check_stored_id(task_id))
+        queue = self._where(queue, task_id)
+        unique = self._unique_of(queue, task_id)
         call = ops.archive(
             self.keys(queue),
             task_id,
@@ -295,7 +346,8 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is not active (delete or archive it instead).
         """
-        unique = self._unique_of(queue, check_stored_id(task_id))
+        queue = self._where(queue, task_id)
+        unique = self._unique_of(queue, task_id)
         with translate_errors(self.redis):
             return inspector_actions.cancel(
                 self.redis, self.global_keys, self.keys(queue), task_id, unique
@@ -303,8 +355,12 @@ class Inspector:
 
     def has_queue(self, queue: str) -> bool:
         """Whether ``queue`` is in the registry of queue names."""
+        name = check_stored_queue(queue)
         with translate_errors(self.redis):
-            return bool(self.redis.sismember(self.global_keys.queues, check_stored_queue(queue)))
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.sismember(self.global_keys.queues, name)
+            pipe.hexists(self.global_keys.shards, name)
+            return any(pipe.execute())
 
     def require_queue(self, queue: str, *, leftovers: bool = False) -> None:
         """Raise unless ``queue`` exists, so actions on a mistyped name fail instead of leaving a
@@ -335,7 +391,7 @@ class Inspector:
         if task_id == "":
             raise ValidationError("give a task id to look for")
         check_stored_id(task_id)
-        names = self.queues()
+        names = self._registry()
         with translate_errors(self.redis):
             pipe = self.redis.pipeline(transaction=False)
             for name in names:
@@ -353,17 +409,27 @@ class Inspector:
     def queue_stats(self, queue: str, *, memory: bool = False) -> QueueStats:
         """:meth:`queue_info` plus the latency of the oldest pending task and, with
         ``memory=True``, an estimate of the queue's memory use (MEMORY USAGE with sampling)."""
+        names = self.physical_queues(queue)
         with translate_errors(self.redis):
             stats = inspector_lists.read_stats(
-                self.redis, [self.keys(queue)], self.clock.now(), memory=memory
+                self.redis, [self.keys(q) for q in names], self.clock.now(), memory=memory
             )
-        return stats[0]
+        return stats[0] if len(names) == 1 else sharded.combine(queue, stats)
 
     def all_queue_stats(self) -> list[QueueStats]:
-        """:meth:`queue_stats` (without memory) of every queue, in two round trips."""
-        keys = [self.keys(q) for q in self.queues()]
+        """:meth:`queue_stats` (without memory) of every queue, in two round trips (a sharded
+        queue summed over its shards)."""
         with translate_errors(self.redis):
-            return inspector_lists.read_stats(self.redis, keys, self.clock.now())
+            counts = shards.read_counts(self.redis, self.namespace)
+        groups = sharded.groups(self._registry(), counts)
+        keys = [self.keys(p) for group in groups.values() for p in group]
+        with translate_errors(self.redis):
+            flat = iter(inspector_lists.read_stats(self.redis, keys, self.clock.now()))
+        out = []
+        for queue, group in groups.items():
+            parts = [next(flat) for _ in group]
+            out.append(parts[0] if len(group) == 1 else sharded.combine(queue, parts))
+        return out
 
     def history(self, queue: str | None = None, *, days: int = 7) -> list[DailyStats]:
         """Processed and failed per UTC day for the last ``days`` days (oldest first), of one
@@ -372,7 +438,7 @@ class Inspector:
         Raises:
             ValidationError: ``days`` outside 1..90 (daily counters are kept 90 days).
         """
-        names = [queue] if queue is not None else self.queues()
+        names = self.physical_queues(queue) if queue is not None else self._registry()
         keys = [self.keys(q) for q in names]
         with translate_errors(self.redis):
             return inspector_lists.read_history(self.redis, keys, self.clock.now(), days)
@@ -396,6 +462,17 @@ class Inspector:
                 queue.
         """
         parsed = inspector_lists.parse_state(state)
+        names = self.physical_queues(queue)
+        if len(names) > 1:
+            if task_type:
+                raise ValidationError(
+                    f"queue {queue!r} is sharded: filter by type one shard at a time "
+                    f"({', '.join(names)})"
+                )
+            with translate_errors(self.redis):
+                return sharded.merged_page(
+                    self.redis, queue, [self.keys(q) for q in names], parsed, page=page, size=size
+                )
         keys = self.keys(queue)
         with translate_errors(self.redis):
             if task_type:
@@ -421,21 +498,23 @@ class Inspector:
         parsed, name = inspector_actions.check_bulk(state, action)
         if limit is not None and check_count(limit, "limit") < 1:
             raise ValidationError(f"limit must be at least 1, got {limit}")
-        keys = self.keys(queue)
+        parts: list[BulkResult] = []
+        budget = limit  # a sharded queue's shards share it, taken in turn
         with translate_errors(self.redis):
-            result = inspector_actions.bulk(
-                self.redis,
-                keys,
-                parsed,
-                name,
-                now_s=self.clock.now(),
-                limits=self.archive_limits,
-                limit=limit,
-            )
-            if limit is None:
-                return result
-            left = inspector_lists.count_state(self.redis, keys, parsed)
-        return dataclasses.replace(result, remaining=int(left))
+            for physical in self.physical_queues(queue):
+                part = inspector_actions.bulk(
+                    self.redis,
+                    self.keys(physical),
+                    parsed,
+                    name,
+                    now_s=self.clock.now(),
+                    limits=self.archive_limits,
+                    limit=None if budget is None else max(budget, 0),
+                )
+                parts.append(part)
+                if budget is not None:
+                    budget -= part.done + part.skipped
+        return parts[0] if len(parts) == 1 else sharded.combine_bulk(queue, parts)
 
     def act_on(self, queue: str, task_ids: Sequence[str], action: str) -> SelectionResult:
         """Apply ``action`` (run, archive, delete or cancel) to each of ``task_ids``: the
@@ -470,13 +549,15 @@ class Inspector:
 
     def type_breakdown(self, queue: str) -> TypeBreakdown:
         """Tasks per type and state of ``queue``, over a bounded sample of each state."""
+        names = self.physical_queues(queue)
         with translate_errors(self.redis):
-            return inspector_lists.read_type_breakdown(self.redis, self.keys(queue))
+            parts = [inspector_lists.read_type_breakdown(self.redis, self.keys(q)) for q in names]
+        return parts[0] if len(names) == 1 else sharded.combine_types(queue, parts)
 
     def sample_minute(self) -> int:
         """Store this minute's sample of every queue for the per-minute charts (a no-op for
         queues already sampled this minute); returns how many samples were written."""
-        keys = [self.keys(q) for q in self.queues()]
+        keys = [self.keys(q) for q in self._registry()]
         with translate_errors(self.redis):
             return inspector_minutes.sample(self.redis, keys, self.clock.now())
 
@@ -488,7 +569,7 @@ class Inspector:
             ValidationError: ``window`` is not hour or day.
         """
         span = inspector_minutes.window_minutes(window)
-        names = [queue] if queue is not None else self.queues()
+        names = self.physical_queues(queue) if queue is not None else self._registry()
         keys = [self.keys(q) for q in names]
         with translate_errors(self.redis):
             return inspector_minutes.read(self.redis, keys, self.clock.now(), span)
@@ -502,9 +583,16 @@ class Inspector:
         Raises:
             TaskStateError: the queue has active tasks and ``force`` is false.
         """
+        names = self.physical_queues(queue)
         with translate_errors(self.redis):
-            return inspector_actions.delete_queue(
-                self.redis, self.global_keys, self.keys(queue), force=force
+            if len(names) > 1 and not force:
+                for name in names:  # refuse before deleting any shard
+                    inspector_actions.check_idle(self.redis, self.keys(name))
+            return sum(
+                inspector_actions.delete_queue(
+                    self.redis, self.global_keys, self.keys(name), force=force
+                )
+                for name in names
             )
 
     def servers(self) -> list[ServerStatus]:

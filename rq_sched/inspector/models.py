@@ -43,6 +43,9 @@ class QueueStats:
     oldest_pending_id: str | None
     memory_bytes: int | None = None
     """Estimate from MEMORY USAGE of the queue's fixed keys; None unless asked for."""
+    shards: tuple[QueueStats, ...] = ()
+    """A sharded queue's stats per physical queue (shard order, then its base queue and any
+    other layout left); empty for a queue that is not sharded."""
 
 
 @dataclass(frozen=True, slots=True)

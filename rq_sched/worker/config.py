@@ -22,7 +22,8 @@ class ServerConfig:
 
     ``queues`` maps queue names to weights: with ``strict_priority=False`` a queue of weight 6 is
     asked first about six times as often as one of weight 1; with ``strict_priority=True`` a
-    queue is asked only when every heavier queue is empty.
+    queue is asked only when every heavier queue is empty. A sharded queue (``rq_sched.shards``)
+    is named once: the server serves its shards and its base queue, which share its weight.
     """
 
     queues: Mapping[str, int] = field(default_factory=lambda: {"default": 1})

@@ -149,6 +149,9 @@ class Processor:
         self._chains = {t: self._chain(route) for t, route in router.routes.items()}
         self._weights = {q: float(w) for q, w in config.queues.items()}
         self._strict = sorted(config.queues, key=lambda q: -config.queues[q])
+        self._tied = len(set(config.queues.values())) < len(config.queues)
+        """Queues share a priority (the shards of a sharded queue do): strict order shuffles
+        them, or under a backlog the first would always be served and the others starve."""
         self._jobs: set[asyncio.Task[None]] = set()
         self._refused: dict[str, tuple[float, float]] = {}
         """Queues whose dequeue Redis refused: queue -> (try again at, monotonic; pause)."""
@@ -391,6 +394,9 @@ class Processor:
     def queue_order(self) -> list[str]:
         """Queues in the order to ask them: by priority, or a weighted random permutation."""
         if self.config.strict_priority or len(self._strict) == 1:
+            if self._tied and self.config.strict_priority:
+                queues = self.config.queues
+                return sorted(self._strict, key=lambda q: (-queues[q], random.random()))
             return self._strict
         weights = self._weights
         return sorted(weights, key=lambda q: random.random() ** (1.0 / weights[q]), reverse=True)

@@ -19,12 +19,14 @@ import logging
 import signal
 import socket
 import threading
+from dataclasses import replace
 from typing import Any, Self
 
 from redis.asyncio import Redis as AsyncRedis
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.exceptions import RedisError
 
+from rq_sched import shards
 from rq_sched.clock import Clock, use_clock
 from rq_sched.connection import aconnect
 from rq_sched.errors import ValidationError
@@ -42,7 +44,7 @@ from rq_sched.worker.janitor import Janitor
 from rq_sched.worker.processor import Processor
 from rq_sched.worker.recoverer import Recoverer
 from rq_sched.worker.runners import Runners
-from rq_sched.worker.supervisor import ServerUnhealthyError, Supervisor
+from rq_sched.worker.supervisor import ServerUnhealthyError, Supervisor, retry_pause
 from rq_sched.worker.wakeup import MarkerWatcher, socket_timeout
 
 log = logging.getLogger("rq_sched")
@@ -176,6 +178,7 @@ class Server:
             # (each first command would otherwise rebuild the node table under the others).
             with contextlib.suppress(RedisError, OSError):
                 await self.redis.initialize()
+        await self._expand_shards()
         keys = {q: QueueKeys(self.config.namespace, q) for q in self.config.queues}
         runners = Runners(threads=self.config.concurrency, processes=self.config.process_slots)
         processor = self.processor = Processor(
@@ -211,6 +214,42 @@ class Server:
                 f"(more than {self.config.loop_failures_allowed} times in "
                 f"{self.config.loop_failure_window:g}s; the tracebacks are in the log)"
             )
+
+    async def _expand_shards(self) -> None:
+        """Serve every physical queue of each sharded queue (see :mod:`rq_sched.shards`):
+        ``queues`` is rewritten once, before anything starts, so every component (fetch,
+        blocking waits, forwarder, recoverer, heartbeat) sees plain queues.
+
+        Raises:
+            ValidationError: ``flow`` limits a sharded queue (a limit cannot span shards).
+        """
+        global_keys = GlobalKeys(self.config.namespace)
+        failures = 0
+        while True:
+            try:
+                counts = shards.parse_counts(await self.redis.hgetall(global_keys.shards))
+                raw = await self.redis.smembers(global_keys.queues)
+                break
+            except (RedisError, OSError) as exc:
+                # Redis may come up after its workers; nothing has started yet.
+                failures += 1
+                log.warning("reading the shard map failed (%s); retrying", exc)
+                await asyncio.sleep(retry_pause(failures))
+                if self._stop is not None and self._stop.is_set():
+                    return
+        registered = [m.decode() if isinstance(m, bytes) else str(m) for m in raw]
+        queues = shards.expand_weights(self.config.queues, counts, registered)
+        if len(queues) == len(self.config.queues):
+            return  # nothing sharded, no shard of an earlier N left
+        sharded = [q for q in self.config.queues if counts.get(q, 1) > 1]
+        limited = sorted(q for q in sharded if q in self.config.flow)
+        if limited:
+            raise ValidationError(
+                f"queue(s) {', '.join(limited)} are sharded: flow limits cannot span shards "
+                "(each shard is its own slot); drop them from flow= or un-shard the queue"
+            )
+        log.info("sharded queues %s: serving %s", sharded, sorted(queues))
+        self.config = replace(self.config, queues=queues)
 
     def _effective_router(self, router: Router) -> Router:
         if not self.config.processes:

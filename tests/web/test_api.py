@@ -14,7 +14,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from rq_sched import Inspector, ManualClock, TaskState
+from rq_sched import Client, Inspector, ManualClock, TaskState
 from rq_sched.keys import GlobalKeys
 from rq_sched.local_redis import free_port, wait_for_port
 from rq_sched.web import create_app, make_server
@@ -281,3 +281,23 @@ def test_make_server_serves_until_told_to_stop(inspector: Inspector) -> None:
         server.should_exit = True
         thread.join(10)
     assert not thread.is_alive()
+
+
+def test_a_sharded_queue_is_one_queue_with_a_per_shard_breakdown(
+    http: httpx.Client, inspector: Inspector, r: redis.Redis, namespace: str, clock: ManualClock
+) -> None:
+    inspector.set_shards("orders", 3)
+    client = Client(r, namespace=namespace, clock=clock)
+    infos = [client.enqueue("t", i, queue="orders") for i in range(6)]
+    names = [q["info"]["queue"] for q in http.get("/api/queues").json()]
+    assert names == ["orders"]
+    stats = http.get("/api/queues/orders").json()["stats"]
+    assert stats["info"]["pending"] == 6
+    assert [s["info"]["pending"] for s in stats["shards"]] == [2, 2, 2, 0]
+    task = http.get(f"/api/queues/orders/tasks/{infos[4].id}").json()
+    assert task["payload"] == 4
+    resp = http.post("/api/queues/orders/pause", headers=MUTATE)
+    assert resp.status_code == 200
+    assert all(
+        s["info"]["paused"] for s in http.get("/api/queues/orders").json()["stats"]["shards"]
+    )

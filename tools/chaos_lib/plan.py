@@ -13,10 +13,32 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chaos_lib import handlers
-from rq_sched import NewTask
+from rq_sched import NewTask, shards
 
-QUEUES = {"chaos": 4, "chaos-doomed": 1, "cron": 2}
+QUEUES = {"chaos": 4, "chaos-doomed": 1, "cron": 2, "chaos-sharded": 2}
 """Queues every worker serves; operators bulk-delete only in ``chaos-doomed``."""
+SHARDED = {"chaos-sharded": 3}
+"""Queues stored as several shards (``rq_sched.shards``), declared before any process starts."""
+SHARDED_SHARE = 0.25
+"""Share of the plain, delayed, unique and explicit-id tasks that go to the sharded queue."""
+
+
+def physical(queue: str) -> list[str]:
+    """The queues that store ``queue`` (its shards, then its base queue)."""
+    n = SHARDED.get(queue, 1)
+    return [*shards.layout(queue, n), queue] if n > 1 else [queue]
+
+
+def physical_of(queue: str, task_id: str | None) -> str:
+    """Where ``task_id`` of ``queue`` lives (``queue`` when unknown or not sharded)."""
+    n = SHARDED.get(queue, 1)
+    if n == 1 or task_id is None:
+        return queue
+    return shards.layout(queue, n)[shards.shard_of(task_id, n)]
+
+
+ALL_PHYSICAL = [p for q in QUEUES for p in physical(q)]
+"""Every queue the audit reads."""
 LEASE = 2.0
 """Lease of the soak's workers: short, so recovery (lease + recover interval) is quick."""
 
@@ -83,6 +105,8 @@ class TaskPlanner:
         if rng.random() < 0.85:
             options["retention"] = 3600  # done tasks stay visible to the audit
         queue = "chaos-doomed" if mode == "doomed" else "chaos"
+        if mode != "doomed" and rng.random() < SHARDED_SHARE:
+            queue = "chaos-sharded"
         if mode == "later" or (mode == "doomed" and rng.random() < 0.5):
             options["process_in"] = round(rng.uniform(0.2, 5.0), 2)
         if mode == "unique":

@@ -22,7 +22,7 @@ from typing import Any
 
 from chaos_lib import handlers
 from chaos_lib.ledger import Ledger
-from chaos_lib.plan import QUEUES, TaskPlanner
+from chaos_lib.plan import QUEUES, TaskPlanner, physical_of
 from rq_sched import (
     AsyncClient,
     Client,
@@ -106,7 +106,7 @@ class _Producing:
             self.book.write(
                 "enq",
                 id=outcome.id,
-                q=task.queue,
+                q=outcome.queue,
                 mode=mode,
                 res="ok",
                 due=due,
@@ -122,7 +122,7 @@ class _Producing:
         self.book.write(
             "enq",
             id=task.task_id,
-            q=task.queue,
+            q=physical_of(task.queue, task.task_id),
             mode=mode,
             res="refused" if refused else "unknown",
             err=type(outcome).__name__,
@@ -333,7 +333,7 @@ class Operator:
         self.book.write("flow", q="chaos", limits=repr(limits), res=res)
 
     def single(self, action: str) -> None:
-        queue = self.rng.choice(["chaos", "chaos", "chaos-doomed"])
+        queue = self.rng.choice(["chaos", "chaos", "chaos-doomed", "chaos-sharded"])
         state = self.rng.choice(SINGLE[action])
         try:
             page = self.inspector.list_tasks(queue, state, size=50)
@@ -342,7 +342,10 @@ class Operator:
             return
         if not page.tasks:
             return
-        task_id = self.rng.choice(page.tasks).id
+        row = self.rng.choice(page.tasks)
+        # The action names the queue (a sharded one finds the shard); the record names where
+        # the task lives, as its enqueue record does.
+        task_id, where = row.id, row.queue
         via_cli = self.rng.random() < 0.2
         started = time.time()
         if via_cli:
@@ -351,7 +354,7 @@ class Operator:
                 "op",
                 action=action,
                 id=task_id,
-                q=queue,
+                q=where,
                 state=state,
                 via="cli",
                 res="ok" if code == 0 else "error",
@@ -371,7 +374,7 @@ class Operator:
                 "op",
                 action=action,
                 id=task_id,
-                q=queue,
+                q=where,
                 state=state,
                 res="error",
                 err=type(exc).__name__,
@@ -382,7 +385,7 @@ class Operator:
             "op",
             action=action,
             id=task_id,
-            q=queue,
+            q=where,
             state=state,
             res="ok",
             heard=reply if isinstance(reply, int) else None,
@@ -429,7 +432,7 @@ class Operator:
         )
 
     def pause(self) -> None:
-        queue = self.rng.choice(["chaos", "chaos-doomed", "cron"])
+        queue = self.rng.choice(["chaos", "chaos-doomed", "cron", "chaos-sharded"])
         for action, wait in (("pause", self.rng.uniform(0.3, 2.0)), ("unpause", 0.0)):
             for _ in range(20):  # an unpause must not be lost to a Redis outage
                 try:

@@ -24,7 +24,7 @@ import redis
 from chaos_lib.faults import Injector
 from chaos_lib.ledger import Ledger
 from chaos_lib.ledger import read as read_ledger
-from chaos_lib.plan import LEASE, QUEUES, Fault, fault_schedule
+from chaos_lib.plan import ALL_PHYSICAL, LEASE, QUEUES, SHARDED, Fault, fault_schedule
 from chaos_lib.procs import Proc, wait_all
 from chaos_lib.proxy import Proxy
 from chaos_lib.roles import BIG_ARCHIVE, OPS
@@ -109,6 +109,8 @@ class Soak:
         self.inspector = Inspector(
             self.direct, namespace=self.namespace, archive_limits=BIG_ARCHIVE
         )
+        for queue, n in SHARDED.items():  # before any worker starts: it reads them then
+            self.inspector.set_shards(queue, n)
         self.ledger.write(
             "run",
             seed=self.settings.seed,
@@ -325,7 +327,8 @@ class Soak:
             proc.kill_groups()
         for queue in QUEUES:
             self._retry(lambda q=queue: self.inspector.unpause(q))  # type: ignore[misc]
-            self._retry(lambda q=queue: self.inspector.set_flow(q, None))  # type: ignore[misc]
+            if queue not in SHARDED:  # a sharded queue takes no flow limits
+                self._retry(lambda q=queue: self.inspector.set_flow(q, None))  # type: ignore[misc]
         # A scheduler cut off at the end of the chaos (a blackholed connection takes its socket
         # timeout, 10 s, to notice) catches up on missed ticks within its tolerance once it
         # reaches Redis again: let it, before it is stopped, rather than count them as missed.
@@ -386,7 +389,7 @@ class Soak:
         """What still keeps each queue busy (pending, active, retry, due scheduled)."""
         soon = int((time.time() + 1.0) * 1000)
         pipe = self.direct.pipeline(transaction=False)
-        for queue in QUEUES:
+        for queue in ALL_PHYSICAL:
             keys = QueueKeys(self.namespace, queue)
             pipe.llen(keys.pending)
             pipe.zcard(keys.lease)
@@ -396,13 +399,13 @@ class Soak:
         counts = pipe.execute()
         return {
             q: counts[i * 5 : i * 5 + 5]
-            for i, q in enumerate(QUEUES)
+            for i, q in enumerate(ALL_PHYSICAL)
             if any(counts[i * 5 : i * 5 + 5])
         }
 
     def _snapshot(self, settled: bool, began: float, sched_stopped: float) -> Snapshot:
         snap = Snapshot(settled, began, sched_stopped, time.time())
-        for queue in QUEUES:
+        for queue in ALL_PHYSICAL:
             keys = QueueKeys(self.namespace, queue)
             pipe = self.direct.pipeline(transaction=False)
             pipe.hgetall(keys.msg)
