@@ -38,7 +38,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "prints rq_sched's advantage over each peer (see docs/bench.md).",
     )
     p.add_argument(
-        "--quick", action="store_true", help="small sizes, rq_sched + a few peers (~1 min)"
+        "--quick", action="store_true", help="small sizes, rq_sched + a few peers (~3 min)"
     )
     p.add_argument("--only", help=f"comma-separated systems (of: {', '.join(SYSTEMS)})")
     p.add_argument(
