@@ -11,6 +11,10 @@ bookkeeping is measured):
 
 This machine may be shared and busy: run several rounds and read the medians, not the best.
 
+The drain half is also a scenario of the bench (``tools/bench --only rq_sched --scenarios flow``,
+a worker process of its own, with worker and Redis CPU per task); this script stays for the
+dequeue script's own cost per call, which a drain cannot separate from the acks and the rest.
+
 Usage: ``python tools/measure_flow.py [--n N] [--rounds K]``
 """
 

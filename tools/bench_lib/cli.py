@@ -15,11 +15,14 @@ from typing import Any
 
 import redis
 
-from bench_lib import envs, report
+from bench_lib import envs, report, rq_sched_only
 from bench_lib.runner import BenchError, Runner
-from bench_lib.scenarios import FULL, QUICK, SCENARIOS, Context, Metrics, Sizes
+from bench_lib.scenarios import FULL, QUICK, Context, Metrics, Sizes
+from bench_lib.scenarios import SCENARIOS as EVERY_SYSTEM
 from bench_lib.systems import QUICK_PEERS, SYSTEMS, System
 from rq_sched.local_redis import RedisServer
+
+SCENARIOS = {**EVERY_SYSTEM, **rq_sched_only.SCENARIOS}
 
 PEER_PACKAGES = {
     "py": ["rq", "saq", "celery", "kombu", "gevent", "dramatiq", "huey", "redis"],
@@ -35,10 +38,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "prints rq_sched's advantage over each peer (see docs/bench.md).",
     )
     p.add_argument(
-        "--quick", action="store_true", help="small sizes, rq_sched + a few peers (~1 min)"
+        "--quick", action="store_true", help="small sizes, rq_sched + a few peers (~3 min)"
     )
     p.add_argument("--only", help=f"comma-separated systems (of: {', '.join(SYSTEMS)})")
-    p.add_argument("--scenarios", help=f"comma-separated scenarios (of: {', '.join(SCENARIOS)})")
+    p.add_argument(
+        "--scenarios",
+        help=f"comma-separated scenarios (of: {', '.join(SCENARIOS)}; "
+        f"{', '.join(rq_sched_only.SCENARIOS)} run for rq_sched only)",
+    )
     p.add_argument(
         "--redis-url",
         help="use this Redis (its database is FLUSHED before every scenario); "
@@ -77,6 +84,8 @@ def run_system(
         return {"error": str(exc)}
     ctx = Context(runner, sizes, caps, results)
     for name in scenarios:
+        if name in rq_sched_only.SCENARIOS and system.name != report.OURS:
+            continue
         reuse = system.same_client_as
         if reuse and name in ("enqueue", "memory") and name in done.get(reuse, {}):
             results[name] = {**done[reuse][name], "note": f"same client as {reuse}"}

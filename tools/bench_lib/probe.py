@@ -9,20 +9,30 @@ the environment the bench gives the worker:
   memory is lost) every hit is written at once.
 - ``BENCH_PROBE=stamp``: the task's argument is the time it was sent (or due); each hit pushes
   "sent start" to a list at once, which the producer waits on with BLPOP.
+
+``BENCH_HANDLER=call`` turns every handler into the one-Redis-call handler: before the probe's
+hit it runs :data:`CALL` (``INCR`` of :data:`CALLS`) through a redis-py client of the handler's
+kind, asyncio for ``async def`` handlers, sync for thread and gevent ones. The counter's final
+value proves the handlers really ran; the bare-loop ceiling (bench_lib.ceiling) runs the same
+body.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import threading
 import time
 from typing import Any
 
 import redis
+import redis.asyncio
 
 DONE = "bench:done"
 SPAN = "bench:span"
 STAMPS = "bench:stamps"
+CALLS = "bench:calls"
+"""The counter the one-call handler increments."""
 FLUSH_EVERY = 0.005
 
 
@@ -94,3 +104,41 @@ class Probe:
 
 PROBE = Probe()
 """The process's probe; handlers call ``PROBE.hit(arg)``."""
+
+
+class Call:
+    """The one-Redis-call handler body, ``INCR bench:calls``, on a client made once per process
+    (a user's handler module would hold one the same way).
+
+    The asyncio client keeps redis-py's default pool, so concurrent handlers each get a
+    connection of their own, as they would in an application.
+    """
+
+    def __init__(self) -> None:
+        self.enabled = os.environ.get("BENCH_HANDLER") == "call"
+        self.url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+        self._sync: tuple[int, redis.Redis] | None = None
+        self._async: tuple[int, object, redis.asyncio.Redis] | None = None
+        self._lock = threading.Lock()
+
+    def sync(self) -> None:
+        """The body for a sync handler (threads, gevent, forked children)."""
+        held = self._sync
+        if held is None or held[0] != os.getpid():
+            with self._lock:
+                if self._sync is None or self._sync[0] != os.getpid():
+                    self._sync = (os.getpid(), redis.Redis.from_url(self.url))
+                held = self._sync
+        held[1].incr(CALLS)
+
+    async def run(self) -> None:
+        """The body for an ``async def`` handler."""
+        held = self._async
+        loop = asyncio.get_running_loop()
+        if held is None or held[0] != os.getpid() or held[1] is not loop:
+            held = self._async = (os.getpid(), loop, redis.asyncio.Redis.from_url(self.url))
+        await held[2].incr(CALLS)
+
+
+CALL = Call()
+"""The process's one-call body; handlers run it when ``CALL.enabled``."""

@@ -129,9 +129,8 @@ async def lateness(p: Producer, r: redis.Redis, params: dict[str, Any]) -> dict[
 
 
 async def memory(p: Producer, r: redis.Redis, params: dict[str, Any]) -> dict[str, Any]:
-    """used_memory growth per pending task with a ``size``-byte payload."""
-    n, size = int(params["n"]), int(params.get("size", 100))
-    payload = "x" * size
+    """used_memory growth per pending task, every task with ``payload`` as its argument."""
+    n, payload = int(params["n"]), params["payload"]
     for _ in range(100):  # queue keys, scripts and connections exist before the baseline
         await p.enqueue(payload)
     before = int(r.info("memory")["used_memory"])

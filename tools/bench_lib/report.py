@@ -24,6 +24,8 @@ class Metric:
     """Target: advantage over the best peer at least this."""
     absolute: float | None = None
     """Target: rq_sched's own value at least (rates) or at most (the rest) this."""
+    compare: bool = True
+    """False for a reference figure (e.g. the ceiling): no advantage, no best peer."""
 
 
 def metrics(backlogs: tuple[int, ...] = ()) -> dict[str, list[Metric]]:
@@ -41,6 +43,14 @@ def metrics(backlogs: tuple[int, ...] = ()) -> dict[str, list[Metric]]:
             Metric("drain.worker_cpu_us", "worker", False, "below every peer", 1.0),
             Metric("drain.redis_cpu_us", "redis-server", False, "below every peer", 1.0),
         ],
+        "2c. drain with a one-Redis-call handler (INCR; tasks/s, us/task, one worker process)": [
+            Metric("drain_call.per_s", "one-call tasks/s", True),
+            Metric("drain_call.worker_cpu_us", "worker us", False),
+            Metric("drain_call.redis_cpu_us", "redis us", False),
+            Metric("drain_call.ceiling_per_s", "ceiling/s", True, compare=False),
+            Metric("drain_call.ceiling_cpu_us", "ceiling us", False, compare=False),
+            Metric("drain_call.pct_of_ceiling", "% of ceiling", True, ">= 95 %", None, 95),
+        ],
         "3. idle pickup latency (ms, enqueue -> handler start)": [
             Metric("pickup.p50", "p50", False, "<= 1 ms", None, 1.0),
             Metric("pickup.p99", "p99", False, "<= 3 ms", None, 3.0),
@@ -50,7 +60,7 @@ def metrics(backlogs: tuple[int, ...] = ()) -> dict[str, list[Metric]]:
             Metric("delayed.p99", "p99", False, "<= 5 ms", None, 5.0),
             Metric("delayed.max", "max", False),
         ],
-        "5. memory per pending task (bytes, 100-byte payload)": [
+        "5. memory per pending task (bytes, 100-byte two-field dict payload)": [
             Metric(
                 "memory.bytes_per_task", "bytes/task", False, "below every peer, <= 240 B", 1.0, 240
             ),
@@ -158,21 +168,20 @@ def render(results: dict[str, dict[str, Any]], backlogs: tuple[int, ...]) -> str
             row = f"{name:<12}"
             for m in group:
                 value = lookup(results[name], m.path)
-                adv = (
-                    None
-                    if name == OURS
-                    else advantage(m, lookup(results.get(OURS, {}), m.path), value)
-                )
-                row += f"{fmt(value):>16}{fmt_adv(adv) if name != OURS else '':>9}"
+                shown = name != OURS and m.compare
+                adv = advantage(m, lookup(results.get(OURS, {}), m.path), value) if shown else None
+                row += f"{fmt(value):>16}{fmt_adv(adv) if shown else '':>9}"
             lines.append(row)
         for m in group:
-            best = best_peer(m, results)
+            best = best_peer(m, results) if m.compare else None
             if best:
                 adv = advantage(m, lookup(results.get(OURS, {}), m.path), best[1])
                 peer = f"{best[0]} {fmt(best[1])}"
                 lines.append(f"  best peer for {m.label}: {peer} -> rq_sched {fmt_adv(adv)}")
         notes = _notes(results, group)
         lines += [f"  note: {n}" for n in notes]
+    lines += render_fleet(results.get(OURS, {}).get("fleet"))
+    lines += render_flow(results.get(OURS, {}).get("flow"))
     checks = [c for m in all_metrics(backlogs) if (c := target_check(m, results))]
     if checks:
         lines += ["", "== targets (rq_sched vs. the best peer in this run) =="]
@@ -184,6 +193,47 @@ def render(results: dict[str, dict[str, Any]], backlogs: tuple[int, ...]) -> str
                 f"rq_sched {fmt(c['rq_sched'])}  best peer {peer}  adv {fmt_adv(c['advantage'])}"
             )
     return "\n".join(lines)
+
+
+def render_fleet(fleet: Any) -> list[str]:
+    """rq_sched's ``rq-sched worker --workers N`` drains: rate, speed-up, CPU per task."""
+    if not isinstance(fleet, dict) or "error" in fleet:
+        return []
+    lines = [
+        "",
+        "== 8. rq-sched worker --workers N (rq_sched only; drain, CPU per task in us) ==",
+        f"{'handler':<10}{'N':>3}{'tasks/s':>12}{'speed-up':>10}{'worker us':>11}{'redis us':>10}",
+    ]
+    for handler, runs in fleet.items():
+        for count, run in runs.items():
+            lines.append(
+                f"{handler:<10}{count:>3}{fmt(lookup(run, 'per_s')):>12}"
+                f"{fmt_adv(lookup(run, 'speedup')):>10}{fmt(lookup(run, 'worker_cpu_us')):>11}"
+                f"{fmt(lookup(run, 'redis_cpu_us')):>10}"
+            )
+            lines += [f"  note: {handler} N={count}: {n}" for n in _collect_notes(run)]
+    return lines
+
+
+def render_flow(flow: Any) -> list[str]:
+    """rq_sched's drain under each flow-limit kind, as ratios to no limits."""
+    if not isinstance(flow, dict) or "error" in flow:
+        return []
+    lines = [
+        "",
+        "== 9. flow-limit overhead on drain (rq_sched only; limits that never hold back) ==",
+        f"{'limits':<10}{'tasks/s':>10}{'ratio':>8}{'worker us':>11}{'ratio':>8}"
+        f"{'redis us':>10}{'ratio':>8}",
+    ]
+    for kind, run in flow.items():
+        lines.append(
+            f"{kind:<10}{fmt(lookup(run, 'per_s')):>10}{fmt_adv(lookup(run, 'per_s_ratio')):>8}"
+            f"{fmt(lookup(run, 'worker_cpu_us')):>11}"
+            f"{fmt_adv(lookup(run, 'worker_cpu_us_ratio')):>8}"
+            f"{fmt(lookup(run, 'redis_cpu_us')):>10}{fmt_adv(lookup(run, 'redis_cpu_us_ratio')):>8}"
+        )
+        lines += [f"  note: {kind}: {n}" for n in _collect_notes(run)]
+    return lines
 
 
 def all_metrics(backlogs: tuple[int, ...]) -> list[Metric]:

@@ -44,11 +44,12 @@ class Runner:
         self.r.flushall()
         self.r.script_flush()
 
-    def env(self, system: System, probe: str) -> dict[str, str]:
+    def env(self, system: System, probe: str, handler: str = "noop") -> dict[str, str]:
         return envs.child_env(
             {
                 "BENCH_REDIS_URL": self.url,
                 "BENCH_PROBE": probe,
+                "BENCH_HANDLER": handler,
                 "BENCH_CONCURRENCY": str(CONCURRENCY),
                 **system.worker_env,
             }
@@ -83,17 +84,26 @@ class Runner:
         return result
 
     @contextmanager
-    def workers(self, system: System, count: int = 1, probe: str = "count") -> Iterator[None]:
-        """``count`` worker processes of ``system`` while the block runs."""
+    def workers(
+        self,
+        system: System,
+        count: int = 1,
+        probe: str = "count",
+        handler: str = "noop",
+        argv: list[str] | None = None,
+    ) -> Iterator[None]:
+        """``count`` worker processes of ``system`` (started with ``argv`` instead of the
+        system's worker command if given) while the block runs; ``handler``: "noop" or
+        "call" (the one-Redis-call handler, see bench_lib.probe)."""
         procs: list[subprocess.Popen[bytes]] = []
         try:
             for i in range(count):
                 log = (self.logs / f"{system.name}-worker{i}.log").open("ab")
                 procs.append(
                     subprocess.Popen(
-                        system.worker_argv(self.url),
+                        argv or system.worker_argv(self.url),
                         cwd=envs.ROOT,
-                        env=self.env(system, probe),
+                        env=self.env(system, probe, handler),
                         stdout=log,
                         stderr=subprocess.STDOUT,
                         start_new_session=True,
@@ -162,6 +172,32 @@ class Runner:
         for _ in range(n):
             self.r.ping()
         return n / (time.perf_counter() - start)
+
+    def ceiling(self, n: int, concurrency: int = CONCURRENCY) -> dict[str, float]:
+        """The one-call handler body in a bare loop (bench_lib.ceiling) in the project's
+        interpreter, with Redis CPU µs per call added.
+
+        Raises:
+            BenchError: the loop failed or took over a minute.
+        """
+        redis_before = self.cpu_seconds()[1]
+        try:
+            proc = subprocess.run(
+                [envs.python_for("project"), "-m", "bench_lib.ceiling", str(n), str(concurrency)],
+                cwd=envs.ROOT,
+                env=envs.child_env({"BENCH_REDIS_URL": self.url}),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError("the ceiling loop gave no answer within 60 s") from exc
+        if proc.returncode != 0:
+            raise BenchError(f"the ceiling loop failed: {proc.stderr.strip()[-300:]}")
+        result: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+        result["redis_cpu_us"] = (self.cpu_seconds()[1] - redis_before) / n * 1e6
+        return result
 
     def command_calls(self) -> dict[str, int]:
         """Calls per command so far (INFO commandstats), without INFO itself."""

@@ -1,4 +1,4 @@
-"""The seven scenarios, each on a fresh database and bounded in time, for one system.
+"""The scenarios every system runs, each on a fresh database and bounded in time.
 
 Each function returns plain metrics (or ``{"skipped": why}``) for the JSON file and the
 tables. Producer-side timing happens in the system's own interpreter (bench_lib.producer);
@@ -12,10 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench_lib.probe import CALLS
 from bench_lib.runner import Runner
 from bench_lib.systems import System
 
 Metrics = dict[str, Any]
+
+PAYLOAD: dict[str, Any] = {"id": 1234567, "data": "x" * 76}
+"""The task argument of the one-call drain and the memory scenario: a two-field dict of
+100 bytes as compact JSON (each system then encodes it its own way)."""
 
 
 @dataclass(frozen=True)
@@ -37,17 +42,26 @@ class Sizes:
     backlog_tasks: int
     backlog_budget: float
     """Longest time allowed for building one backlog; bigger builds are skipped with a note."""
+    ceiling_rounds: int
+    """Runs of the bare-loop ceiling per one-call drain; the median is reported."""
+    fleet: tuple[int, ...]
+    """Worker process counts of ``rq-sched worker --workers N``."""
+    fleet_n: int
+    flow_rounds: int
+    """Rounds over the flow-limit kinds (interleaved); the median per kind is reported."""
 
 
 QUICK = Sizes(
     enqueue=2000, bulk=10_000, drain=5000, drain_budget=8, scale=(1, 2), pickup=30,
     pickup_budget=8, delayed=30, delay_range=(0.5, 1.5), memory=5000, idle_seconds=3,
-    backlogs=(2000, 20_000), backlog_tasks=1000, backlog_budget=8,
+    backlogs=(2000, 20_000), backlog_tasks=1000, backlog_budget=8, ceiling_rounds=3,
+    fleet=(1, 2, 4), fleet_n=10_000, flow_rounds=1,
 )  # fmt: skip
 FULL = Sizes(
     enqueue=10_000, bulk=100_000, drain=20_000, drain_budget=20, scale=(1, 2, 4), pickup=200,
     pickup_budget=30, delayed=200, delay_range=(0.5, 3.0), memory=20_000, idle_seconds=10,
-    backlogs=(10_000, 1_000_000), backlog_tasks=10_000, backlog_budget=60,
+    backlogs=(10_000, 1_000_000), backlog_tasks=10_000, backlog_budget=60, ceiling_rounds=3,
+    fleet=(1, 2, 4), fleet_n=60_000, flow_rounds=3,
 )  # fmt: skip
 
 
@@ -102,34 +116,86 @@ def enqueue(ctx: Context, system: System) -> Metrics:
     return out
 
 
-def drain_run(ctx: Context, system: System, workers: int, n: int) -> Metrics:
-    """``n`` pre-enqueued no-op tasks through ``workers`` worker processes."""
+def drain_run(
+    ctx: Context,
+    system: System,
+    workers: int,
+    n: int,
+    *,
+    handler: str = "noop",
+    payload: Any = 0,
+    setup: Callable[[], None] | None = None,
+) -> Metrics:
+    """``n`` pre-enqueued tasks through ``workers`` worker processes; ``setup`` runs after the
+    tasks are enqueued, before the workers start."""
     r = ctx.runner
     r.fresh()
-    r.produce(system, "fill", timeout=300, n=n, bulk=True)
+    r.produce(system, "fill", timeout=300, n=n, bulk=True, payload=payload)
+    if setup is not None:
+        setup()
     marks: dict[str, Any] = {}
 
     def first_start() -> None:  # CPU counted from here: worker start-up is not a task's cost
         marks["cpu"], marks["done"] = r.cpu_seconds(), r.done()
 
-    with r.workers(system, workers):
+    with r.workers(system, workers, handler=handler):
         done = r.wait_done(n, ctx.sizes.drain_budget, on_first=first_start)
-        worker_cpu, redis_cpu = r.cpu_seconds()
+        cpu = r.cpu_seconds()
+    return drained(r, n, done, marks.get("done", done), marks.get("cpu", cpu), cpu)
+
+
+def drained(
+    r: Runner,
+    n: int,
+    done: int,
+    done_before: int,
+    cpu_before: tuple[float, float],
+    cpu_after: tuple[float, float],
+) -> Metrics:
+    """A drain's figures: rate from first to last handler start, and worker and Redis CPU
+    per task over the tasks started between the two CPU readings."""
     first, last = r.span()
     rate = (done - 1) / (last - first) if done > 1 and last > first else 0.0
     out: Metrics = {"per_s": rate, "done": done, "n": n, "seconds": last - first}
-    counted = done - marks.get("done", done)
+    counted = done - done_before
     if counted > 0:
-        out["worker_cpu_us"] = (worker_cpu - marks["cpu"][0]) / counted * 1e6
-        out["redis_cpu_us"] = (redis_cpu - marks["cpu"][1]) / counted * 1e6
+        out["worker_cpu_us"] = (cpu_after[0] - cpu_before[0]) / counted * 1e6
+        out["redis_cpu_us"] = (cpu_after[1] - cpu_before[1]) / counted * 1e6
     if done < n:
         out["note"] = f"stopped after the time budget: {done} of {n} done"
+    elif done > n:
+        out["note"] = f"{done} handler runs for {n} tasks (some ran more than once)"
     return out
 
 
 def drain(ctx: Context, system: System) -> Metrics:
     """Throughput of one worker process (and, for rq_sched, 20k tasks in full mode)."""
     return drain_run(ctx, system, 1, ctx.sizes.drain)
+
+
+def drain_call(ctx: Context, system: System) -> Metrics:
+    """One worker process draining tasks whose handler makes one Redis call (``INCR``), next
+    to the ceiling: the same body in a bare loop, same concurrency, one process."""
+    r, n = ctx.runner, ctx.sizes.drain
+    r.fresh()
+    ceilings = sorted((r.ceiling(n) for _ in range(ctx.sizes.ceiling_rounds)),
+                      key=lambda c: c["per_s"])  # fmt: skip
+    ceiling = ceilings[len(ceilings) // 2]
+    out = drain_run(ctx, system, 1, n, handler="call", payload=PAYLOAD)
+    calls = int(ctx.runner.r.get(CALLS) or 0)
+    out.update(
+        calls=calls,
+        ceiling_per_s=ceiling["per_s"],
+        ceiling_cpu_us=ceiling["cpu_us"],
+        ceiling_redis_cpu_us=ceiling["redis_cpu_us"],
+        ceiling_runs=[c["per_s"] for c in ceilings],
+        pct_of_ceiling=100 * out["per_s"] / ceiling["per_s"],
+    )
+    if calls < out["done"]:
+        out["error"] = f"{out['done']} handler runs counted but only {calls} calls made"
+    elif calls > n and "note" not in out:
+        out["note"] = f"the handler ran {calls} times for {n} tasks (some ran more than once)"
+    return out
 
 
 def pickup(ctx: Context, system: System) -> Metrics:
@@ -164,9 +230,9 @@ def delayed(ctx: Context, system: System) -> Metrics:
 
 
 def memory(ctx: Context, system: System) -> Metrics:
-    """used_memory growth per pending task with a 100-byte payload."""
+    """used_memory growth per pending task, each with :data:`PAYLOAD` as its argument."""
     ctx.runner.fresh()
-    res = ctx.runner.produce(system, "memory", timeout=300, n=ctx.sizes.memory, size=100)
+    res = ctx.runner.produce(system, "memory", timeout=300, n=ctx.sizes.memory, payload=PAYLOAD)
     return {"bytes_per_task": res["bytes_per_task"], "n": ctx.sizes.memory}
 
 
@@ -243,6 +309,7 @@ def _build_estimate(ctx: Context, size: int) -> float:
 SCENARIOS: dict[str, Callable[[Context, System], Metrics]] = {
     "enqueue": enqueue,
     "drain": drain,
+    "drain_call": drain_call,
     "pickup": pickup,
     "delayed": delayed,
     "memory": memory,

@@ -49,8 +49,13 @@ function makeProbe() {
 async function worker() {
   const hit = makeProbe();
   const concurrency = Number(process.env.BENCH_CONCURRENCY || 100);
-  const w = new Worker(QUEUE, async (job) => { await hit(job.data.arg); },
-    { connection: connection(), concurrency });
+  // BENCH_HANDLER=call: the one-Redis-call handler of probe.py, INCR on one ioredis client
+  // (ioredis pipelines concurrent commands over its one connection, as Node apps use it).
+  const calls = process.env.BENCH_HANDLER === 'call' ? new IORedis(connection()) : null;
+  const handler = calls
+    ? async (job) => { await calls.incr('bench:calls'); await hit(job.data.arg); }
+    : async (job) => { await hit(job.data.arg); };
+  const w = new Worker(QUEUE, handler, { connection: connection(), concurrency });
   const stop = async () => { await w.close(); process.exit(0); };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
@@ -132,7 +137,7 @@ const actions = {
     return { late_ms: out, missing: p.n - out.length };
   },
   async memory(queue, redis, p) {
-    const payload = 'x'.repeat(p.size || 100);
+    const payload = p.payload;
     for (let i = 0; i < 100; i++) await queue.add('noop', { arg: payload }, JOB_OPTS);
     const used = async () => Number(/used_memory:(\d+)/.exec(await redis.info('memory'))[1]);
     const before = await used();

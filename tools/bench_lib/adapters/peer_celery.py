@@ -12,7 +12,7 @@ from typing import Any
 
 from celery import Celery  # type: ignore[import-not-found, unused-ignore]
 
-from bench_lib.probe import PROBE
+from bench_lib.probe import CALL, PROBE
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -25,6 +25,8 @@ app.conf.update(
 
 
 def _noop(arg: Any) -> None:
+    if CALL.enabled:
+        CALL.sync()
     PROBE.hit(arg)
 
 

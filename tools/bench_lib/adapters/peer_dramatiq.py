@@ -9,7 +9,7 @@ from typing import Any
 import dramatiq  # type: ignore[import-not-found, unused-ignore]
 from dramatiq.brokers.redis import RedisBroker  # type: ignore[import-not-found, unused-ignore]
 
-from bench_lib.probe import PROBE
+from bench_lib.probe import CALL, PROBE
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -18,6 +18,8 @@ dramatiq.set_broker(broker)
 
 
 def _noop(arg: Any) -> None:
+    if CALL.enabled:
+        CALL.sync()
     PROBE.hit(arg)
 
 

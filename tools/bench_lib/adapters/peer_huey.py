@@ -11,7 +11,7 @@ from typing import Any
 
 from huey import RedisHuey  # type: ignore[import-not-found, unused-ignore]
 
-from bench_lib.probe import PROBE
+from bench_lib.probe import CALL, PROBE
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -19,6 +19,8 @@ huey = RedisHuey("bench", url=URL, results=False)
 
 
 def _noop(arg: Any) -> None:
+    if CALL.enabled:
+        CALL.sync()
     PROBE.hit(arg)
 
 

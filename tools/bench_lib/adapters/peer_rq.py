@@ -12,12 +12,14 @@ from typing import Any
 from redis import Redis
 from rq import Queue  # type: ignore[import-not-found, unused-ignore]
 
-from bench_lib.probe import PROBE
+from bench_lib.probe import CALL, PROBE
 
 FUNC = "bench_lib.adapters.peer_rq.noop"
 
 
 def noop(arg: Any) -> None:
+    if CALL.enabled:
+        CALL.sync()
     PROBE.hit(arg)
 
 

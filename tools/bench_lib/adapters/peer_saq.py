@@ -7,12 +7,14 @@ from typing import Any
 
 from saq import Queue  # type: ignore[import-not-found, unused-ignore]
 
-from bench_lib.probe import PROBE
+from bench_lib.probe import CALL, PROBE
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 async def noop(ctx: dict[str, Any], *, arg: Any) -> None:
+    if CALL.enabled:
+        await CALL.run()
     PROBE.hit(arg)
 
 

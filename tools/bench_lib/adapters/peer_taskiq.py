@@ -10,7 +10,7 @@ from typing import Any
 
 from taskiq_redis import ListQueueBroker  # type: ignore[import-not-found, unused-ignore]
 
-from bench_lib.probe import PROBE
+from bench_lib.probe import CALL, PROBE
 
 URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -18,6 +18,8 @@ broker = ListQueueBroker(URL, queue_name="bench")
 
 
 async def _noop(arg: Any) -> None:
+    if CALL.enabled:
+        await CALL.run()
     PROBE.hit(arg)
 
 

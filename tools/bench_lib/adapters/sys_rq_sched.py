@@ -7,7 +7,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from bench_lib.probe import PROBE
+from bench_lib.probe import CALL, PROBE
 from rq_sched import AsyncClient, Client, NewTask, Router, Server, Task
 
 router = Router()
@@ -15,6 +15,8 @@ router = Router()
 
 @router.task("bench:noop")
 async def noop(task: Task) -> None:
+    if CALL.enabled:
+        await CALL.run()
     PROBE.hit(task.payload)
 
 
