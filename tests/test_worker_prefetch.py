@@ -273,3 +273,65 @@ def test_a_kick_before_the_wait_is_known_is_not_lost(
 
     recording = asyncio.run(scenario())
     assert [reply for reply, _ in recording.answers] == [[]]
+
+
+def _acl_url(server: RedisServer, conn: redis.Redis, user: str, *rules: str) -> str:
+    """A URL for a new ACL user with every permission but ``rules``' exceptions."""
+    conn.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"])
+    conn.execute_command("ACL", "SETUSER", user, "+@all", *rules)
+    host_port = server.url.split("://", 1)[1]
+    return f"redis://{user}:pw@{host_port}"
+
+
+def test_a_user_denied_client_id_loses_no_task_and_waits_plainly(
+    fresh_redis: RedisServer, namespace: str
+) -> None:
+    """An ACL user may lack CLIENT. Redis runs the rest of the batch after refusing CLIENT ID:
+    with a marker present the dequeue leases at once. Its answer must reach the processor (not
+    be dropped with the connection, leasing the task to nobody), and later waits must carry no
+    dequeue, since such a wait could not be ended early."""
+    keys = QueueKeys(namespace, "default")
+    sync = redis.Redis.from_url(fresh_redis.url)
+    url = _acl_url(fresh_redis, sync, "noclient", "-client")
+
+    async def scenario() -> tuple[_Recording, PrefetchingWait]:
+        recording = _Recording()
+        conn = redis.asyncio.Redis.from_url(url)
+        await scripts.arun(conn, *_plan(namespace).call)
+        Client(sync, namespace=namespace).enqueue("w:t", 1)  # the task and its "r" marker
+        wait = PrefetchingWait(conn, [keys.marker], recording)
+        try:
+            await asyncio.wait_for(wait.wait(_plan(namespace), 30.0, 5.0), 10)
+        except redis.RedisError:
+            pass
+        await conn.aclose()
+        return recording, wait
+
+    recording, wait = asyncio.run(scenario())
+    assert [len(reply) for reply, _ in recording.answers] == [5], recording.failures
+    assert wait.usable is False
+    assert queue_state(sync, namespace)["lease"] == 1  # leased to the processor, told so
+    sync.close()
+
+
+def test_a_user_denied_client_unblock_waits_without_a_dequeue(
+    fresh_redis: RedisServer, namespace: str
+) -> None:
+    """A wait this user could not end early (no CLIENT UNBLOCK) would hold its reserved slots
+    through every kick until it timed out: the worker waits plainly and still runs tasks."""
+    ran = Recorder()
+    router = Router()
+    router.add("w:t", lambda task: ran.add(task.payload))
+    with redis.Redis.from_url(fresh_redis.url) as conn:
+        url = _acl_url(fresh_redis, conn, "nounblock", "-client|unblock")
+        with running_server(url, router, namespace=namespace, **QUIET):
+            client = Client(conn, namespace=namespace)
+            for n in range(3):
+                client.enqueue("w:t", n)
+                ran.wait_for(n + 1)
+                wait_until(
+                    lambda: any(c.get("cmd") == "bzpopmin" for c in conn.client_list()),
+                    what="the next wait",
+                )
+                assert _waiting_with_dequeue(conn) is None
+    assert ran.items == [0, 1, 2]

@@ -80,7 +80,7 @@ class MarkerWatcher:
         trips, the ones that follow it one."""
         while True:
             plan = None
-            if self.prefetching is not None and active:
+            if self.prefetching is not None and active and await self.prefetching.check():
                 await self.prefetching.prefetcher.settle()
                 plan = self.prefetching.prefetcher.plan_prefetch()
             # A wait with a dequeue behind is bounded like a plain one: a connection that died
