@@ -277,8 +277,14 @@ def test_a_kick_before_the_wait_is_known_is_not_lost(
 
 def _acl_url(server: RedisServer, conn: redis.Redis, user: str, *rules: str) -> str:
     """A URL for a new ACL user with every permission but ``rules``' exceptions."""
-    conn.acl_setuser(user, enabled=True, passwords=["+pw"], keys=["*"], channels=["*"])
-    conn.execute_command("ACL", "SETUSER", user, "+@all", *rules)
+    conn.acl_setuser(
+        user,
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", *rules],
+    )
     host_port = server.url.split("://", 1)[1]
     return f"redis://{user}:pw@{host_port}"
 
@@ -300,10 +306,8 @@ def test_a_user_denied_client_id_loses_no_task_and_waits_plainly(
         await scripts.arun(conn, *_plan(namespace).call)
         Client(sync, namespace=namespace).enqueue("w:t", 1)  # the task and its "r" marker
         wait = PrefetchingWait(conn, [keys.marker], recording)
-        try:
-            await asyncio.wait_for(wait.wait(_plan(namespace), 30.0, 5.0), 10)
-        except redis.RedisError:
-            pass
+        woken = await asyncio.wait_for(wait.wait(_plan(namespace), 30.0, 5.0), 10)
+        assert woken is not None and woken[1] in (b"r", "r")
         await conn.aclose()
         return recording, wait
 
@@ -335,3 +339,33 @@ def test_a_user_denied_client_unblock_waits_without_a_dequeue(
                 )
                 assert _waiting_with_dequeue(conn) is None
     assert ran.items == [0, 1, 2]
+
+
+def test_a_wait_on_a_wrong_typed_marker_hands_over_what_its_dequeue_leased(
+    fresh_redis: RedisServer, namespace: str
+) -> None:
+    """Redis refuses the BZPOPMIN (the marker key holds a string) and runs the dequeue behind
+    it at once: the wait raises the refusal, but only after handing the leased task over."""
+    keys = QueueKeys(namespace, "default")
+    sync = redis.Redis.from_url(fresh_redis.url)
+
+    async def scenario() -> tuple[_Recording, BaseException | None]:
+        recording = _Recording()
+        conn = redis.asyncio.Redis.from_url(fresh_redis.url)
+        await scripts.arun(conn, *_plan(namespace).call)
+        Client(sync, namespace=namespace).enqueue("w:t", 1)
+        sync.set(keys.marker, "not a sorted set")
+        wait = PrefetchingWait(conn, [keys.marker], recording)
+        raised: BaseException | None = None
+        try:
+            await asyncio.wait_for(wait.wait(_plan(namespace), 30.0, 5.0), 10)
+        except redis.ResponseError as exc:
+            raised = exc
+        await conn.aclose()
+        return recording, raised
+
+    recording, raised = asyncio.run(scenario())
+    assert raised is not None and "WRONGTYPE" in str(raised)
+    assert [len(reply) for reply, _ in recording.answers] == [5], recording.failures
+    assert queue_state(sync, namespace)["lease"] == 1
+    sync.close()
