@@ -305,3 +305,99 @@ def test_a_user_without_client_commands_waits_plainly_and_loses_nothing(
     messages = [r.getMessage() for r in caplog.records]
     assert not [m for m in messages if "wake-up wait failed" in m], messages
     assert len([m for m in messages if "waits carry no dequeue" in m]) == 1, messages
+
+
+def _acl_url(server: RedisServer, conn: redis.Redis, user: str, *rules: str) -> str:
+    """A URL for a new ACL user with every permission but ``rules``' exceptions."""
+    conn.acl_setuser(
+        user,
+        enabled=True,
+        passwords=["+pw"],
+        keys=["*"],
+        channels=["*"],
+        commands=["+@all", *rules],
+    )
+    host_port = server.url.split("://", 1)[1]
+    return f"redis://{user}:pw@{host_port}"
+
+
+def test_a_user_denied_client_id_loses_no_task_and_waits_plainly(
+    fresh_redis: RedisServer, namespace: str
+) -> None:
+    """An ACL user may lack CLIENT. Redis runs the rest of the batch after refusing CLIENT ID:
+    with a marker present the dequeue leases at once. Its answer must reach the processor (not
+    be dropped with the connection, leasing the task to nobody), and later waits must carry no
+    dequeue, since such a wait could not be ended early."""
+    keys = QueueKeys(namespace, "default")
+    sync = redis.Redis.from_url(fresh_redis.url)
+    url = _acl_url(fresh_redis, sync, "noclient", "-client")
+
+    async def scenario() -> tuple[_Recording, PrefetchingWait]:
+        recording = _Recording()
+        conn = redis.asyncio.Redis.from_url(url)
+        await scripts.arun(conn, *_plan(namespace).call)
+        Client(sync, namespace=namespace).enqueue("w:t", 1)  # the task and its "r" marker
+        wait = PrefetchingWait(conn, [keys.marker], recording)
+        woken = await asyncio.wait_for(wait.wait(_plan(namespace), 30.0, 5.0), 10)
+        assert woken is not None and woken[1] in (b"r", "r")
+        await conn.aclose()
+        return recording, wait
+
+    recording, wait = asyncio.run(scenario())
+    assert [len(reply) for reply, _ in recording.answers] == [5], recording.failures
+    assert wait.usable is False
+    assert queue_state(sync, namespace)["lease"] == 1  # leased to the processor, told so
+    sync.close()
+
+
+def test_a_user_denied_client_unblock_waits_without_a_dequeue(
+    fresh_redis: RedisServer, namespace: str
+) -> None:
+    """A wait this user could not end early (no CLIENT UNBLOCK) would hold its reserved slots
+    through every kick until it timed out: the worker waits plainly and still runs tasks."""
+    ran = Recorder()
+    router = Router()
+    router.add("w:t", lambda task: ran.add(task.payload))
+    with redis.Redis.from_url(fresh_redis.url) as conn:
+        url = _acl_url(fresh_redis, conn, "nounblock", "-client|unblock")
+        with running_server(url, router, namespace=namespace, **QUIET):
+            client = Client(conn, namespace=namespace)
+            for n in range(3):
+                client.enqueue("w:t", n)
+                ran.wait_for(n + 1)
+                wait_until(
+                    lambda: any(c.get("cmd") == "bzpopmin" for c in conn.client_list()),
+                    what="the next wait",
+                )
+                assert _waiting_with_dequeue(conn) is None
+    assert ran.items == [0, 1, 2]
+
+
+def test_a_wait_on_a_wrong_typed_marker_hands_over_what_its_dequeue_leased(
+    fresh_redis: RedisServer, namespace: str
+) -> None:
+    """Redis refuses the BZPOPMIN (the marker key holds a string) and runs the dequeue behind
+    it at once: the wait raises the refusal, but only after handing the leased task over."""
+    keys = QueueKeys(namespace, "default")
+    sync = redis.Redis.from_url(fresh_redis.url)
+
+    async def scenario() -> tuple[_Recording, BaseException | None]:
+        recording = _Recording()
+        conn = redis.asyncio.Redis.from_url(fresh_redis.url)
+        await scripts.arun(conn, *_plan(namespace).call)
+        Client(sync, namespace=namespace).enqueue("w:t", 1)
+        sync.set(keys.marker, "not a sorted set")
+        wait = PrefetchingWait(conn, [keys.marker], recording)
+        raised: BaseException | None = None
+        try:
+            await asyncio.wait_for(wait.wait(_plan(namespace), 30.0, 5.0), 10)
+        except redis.ResponseError as exc:
+            raised = exc
+        await conn.aclose()
+        return recording, raised
+
+    recording, raised = asyncio.run(scenario())
+    assert raised is not None and "WRONGTYPE" in str(raised)
+    assert [len(reply) for reply, _ in recording.answers] == [5], recording.failures
+    assert queue_state(sync, namespace)["lease"] == 1
+    sync.close()

@@ -93,6 +93,41 @@ class PrefetchingWait:
         self.kicked = False
         """The last wait was kicked (ended early, or asked to be)."""
         self._kicks: set[asyncio.Task[None]] = set()
+        self.usable: bool | None = None
+        """Whether this client may end a wait early (``CLIENT ID`` and ``CLIENT UNBLOCK``; an
+        ACL user may lack them): None until checked. A wait that cannot be ended early must
+        not carry a dequeue, since its reserved slots would wait for its timeout."""
+
+    async def check(self) -> bool:
+        """Whether waits may carry a dequeue (checked once: ``CLIENT UNBLOCK`` of this
+        connection's own id, which is not blocked, answers 0 when allowed)."""
+        if self.usable is None:
+            pool = cast(Any, self.redis).connection_pool
+            try:
+                conn = await pool.get_connection()
+                try:
+                    await conn.send_command("CLIENT", "ID")
+                    own_id = int(await conn.read_response())
+                    await conn.send_command("CLIENT", "UNBLOCK", own_id)
+                    await conn.read_response()
+                finally:
+                    await pool.release(conn)
+            except ResponseError as exc:
+                self._refused(exc)
+            except (RedisError, OSError):
+                return False  # the plain wait meets the outage; checked again after it
+            else:
+                self.usable = True
+        return self.usable is True
+
+    def _refused(self, exc: BaseException) -> None:
+        if self.usable is not False:
+            log.warning(
+                "waits carry no dequeue (a wake-up costs two round trips): Redis refused "
+                "CLIENT ID or CLIENT UNBLOCK (%s); allow them to this user to save one",
+                exc,
+            )
+        self.usable = False
 
     def kick(self) -> None:
         """End the current wait now, so its dequeue runs (no-op when nothing waits)."""
@@ -110,6 +145,8 @@ class PrefetchingWait:
     async def _unblock(self, client_id: int) -> None:
         try:
             await self.redis.execute_command("CLIENT", "UNBLOCK", client_id)
+        except ResponseError as exc:  # not allowed: later waits carry no dequeue
+            self._refused(exc)
         except (RedisError, OSError) as exc:  # the wait ends on its own at its timeout
             log.debug("could not end a marker wait early: %s", exc)
 
@@ -134,6 +171,8 @@ class PrefetchingWait:
             self.prefetcher.prefetch_failed(plan, answer)
         else:
             self.prefetcher.prefetched(plan, answer, confirmed_at)
+        if isinstance(woken, ResponseError):  # the dequeue ran all the same: handed over above
+            raise woken
         return woken
 
     async def _round_trip(self, plan: Prefetch, block: float, grace: float) -> tuple[Any, ...]:
@@ -156,24 +195,39 @@ class PrefetchingWait:
                 )
             )
             async with asyncio.timeout(block + grace):
-                self._client_id = int(await conn.read_response())
-                before = await conn.read_response()
-                self._phase = "blocked"
-                if self._kick_wanted:
-                    self.kick()
-                woken = await conn.read_response(timeout=block + grace)
+                # Redis runs every command of the batch whatever an earlier one answered (an
+                # ACL may refuse CLIENT ID, a marker key may hold the wrong type): each error
+                # reply is read like any other, so the dequeue's answer is never left unread.
+                client_id = await _reply(conn)
+                before = await _reply(conn)
+                if isinstance(client_id, ResponseError):
+                    self._refused(client_id)  # this wait cannot be ended early
+                else:
+                    self._client_id = int(client_id)
+                    self._phase = "blocked"
+                    if self._kick_wanted:
+                        self.kick()
+                woken = await _reply(conn, timeout=block + grace)
                 self._phase = "answered"
-                answer: Any
-                try:
-                    answer = await conn.read_response()
-                except ResponseError as exc:  # the dequeue's own error (NOSCRIPT, WRONGTYPE)
-                    answer = exc
-                after = await conn.read_response()
+                answer = await _reply(conn)  # its own error: NOSCRIPT, WRONGTYPE
+                after = await _reply(conn)
             seen = time.monotonic() - sent
         except BaseException:
             await conn.disconnect()  # replies may be left unread: never reuse it
             raise
         finally:
             await pool.release(conn)
+        if isinstance(before, ResponseError) or isinstance(after, ResponseError):
+            return woken, answer, sent  # undated: the send time is never later than the read
         waited = max(0.0, redis_seconds(after) - redis_seconds(before))
         return woken, answer, sent + min(waited, seen)
+
+
+async def _reply(conn: Any, timeout: float | None = None) -> Any:
+    """The next reply on ``conn``; an error reply is returned, not raised."""
+    try:
+        if timeout is None:
+            return await conn.read_response()
+        return await conn.read_response(timeout=timeout)
+    except ResponseError as exc:
+        return exc

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import NoPermissionError, RedisError
+from redis.exceptions import RedisError
 
 from rq_sched.scripts import AnyAsyncRedis
 from rq_sched.worker.prefetch import Prefetch, Prefetcher, PrefetchingWait
@@ -80,7 +80,7 @@ class MarkerWatcher:
         trips, the ones that follow it one."""
         while True:
             plan = None
-            if self.prefetching is not None and active:
+            if self.prefetching is not None and active and await self.prefetching.check():
                 await self.prefetching.prefetcher.settle()
                 plan = self.prefetching.prefetcher.plan_prefetch()
             # A wait with a dequeue behind is bounded like a plain one: a connection that died
@@ -119,14 +119,7 @@ class MarkerWatcher:
         """One wait: with ``plan``'s dequeue behind it, or a plain BZPOPMIN of at most
         :attr:`block` seconds."""
         if plan is not None and self.prefetching is not None:
-            try:
-                reply = await self.prefetching.wait(plan, block, REPLY_GRACE)
-            except NoPermissionError as exc:
-                # An ACL without CLIENT or TIME: wait plainly from now on (two round trips).
-                log.warning("waits carry no dequeue from now on (%s); grant +client +time", exc)
-                self.prefetching = None
-                self.on_ready()
-                return None
+            reply = await self.prefetching.wait(plan, block, REPLY_GRACE)
             if self.prefetching.kicked_late:  # its dequeue ran before the kick's reason
                 self.on_ready()
             return reply
