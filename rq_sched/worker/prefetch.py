@@ -154,12 +154,8 @@ class PrefetchingWait:
         """Block up to ``block`` seconds on the markers with ``plan``'s dequeue behind; hand
         the dequeue's answer (or failure) to the prefetcher and return the ``BZPOPMIN``
         reply. Raises what the connection raised, after telling the prefetcher."""
-        self._phase, self._kick_wanted, self.kicked_late, self.kicked = (
-            "writing",
-            False,
-            False,
-            False,
-        )
+        self._phase = "writing"
+        self._kick_wanted = self.kicked_late = self.kicked = False
         try:
             woken, answer, confirmed_at = await self._round_trip(plan, block, reply_grace)
         except BaseException as exc:
