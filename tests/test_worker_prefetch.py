@@ -401,3 +401,33 @@ def test_a_wait_on_a_wrong_typed_marker_hands_over_what_its_dequeue_leased(
     assert [len(reply) for reply, _ in recording.answers] == [5], recording.failures
     assert queue_state(sync, namespace)["lease"] == 1
     sync.close()
+
+
+def test_a_kick_that_reaches_redis_before_the_wait_blocks_is_sent_again(
+    fresh_redis: RedisServer, namespace: str
+) -> None:
+    """A proxy may deliver the batch in pieces: the connection's id is answered, the kick's
+    ``CLIENT UNBLOCK`` arrives, and only then the ``BZPOPMIN``. The first unblock answers 0;
+    the kick tries again while its wait is the one blocked, and ends it once it blocks."""
+    keys = QueueKeys(namespace, "default")
+
+    async def scenario() -> float:
+        conn = redis.asyncio.Redis.from_url(fresh_redis.url)
+        wait = PrefetchingWait(conn, [keys.marker], _Recording())
+        raw = await conn.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await raw.send_command("CLIENT", "ID")
+            # The state of a wait whose id was read but whose BZPOPMIN has not arrived yet.
+            wait._waits, wait._phase, wait._client_id = 1, "blocked", int(await raw.read_response())
+            wait.kick()
+            await asyncio.sleep(0.05)  # the first unblock has found nothing blocked
+            started = time.monotonic()
+            await raw.send_command("BZPOPMIN", keys.marker, 30)
+            assert await raw.read_response(timeout=5) is None  # ended by the kick, not at 30 s
+            return time.monotonic() - started
+        finally:
+            wait._phase = "idle"
+            await conn.connection_pool.release(raw)
+            await conn.aclose()
+
+    assert asyncio.run(scenario()) < 5

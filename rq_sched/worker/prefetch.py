@@ -40,6 +40,11 @@ from rq_sched.scripts import AnyAsyncRedis, Call
 log = logging.getLogger("rq_sched")
 
 
+UNBLOCK_TRIES = 200
+UNBLOCK_PAUSE = 0.005
+"""A kick tries ``CLIENT UNBLOCK`` for up to 1 s while its wait is not blocked yet in Redis."""
+
+
 @dataclass(frozen=True, slots=True)
 class Prefetch:
     """A dequeue sent ahead of a wake-up, with the slots reserved for what it leases."""
@@ -93,6 +98,8 @@ class PrefetchingWait:
         self.kicked = False
         """The last wait was kicked (ended early, or asked to be)."""
         self._kicks: set[asyncio.Task[None]] = set()
+        self._waits = 0
+        """Waits begun so far: a kick's retries stop when the wait it was for has ended."""
         self.usable: bool | None = None
         """Whether this client may end a wait early (``CLIENT ID`` and ``CLIENT UNBLOCK``; an
         ACL user may lack them): None until checked. A wait that cannot be ended early must
@@ -136,25 +143,38 @@ class PrefetchingWait:
         if self._phase == "writing":
             self._kick_wanted = True
         elif self._phase == "blocked":
-            task = asyncio.get_running_loop().create_task(self._unblock(self._client_id))
+            unblock = self._unblock(self._client_id, self._waits)
+            task = asyncio.get_running_loop().create_task(unblock)
             self._kicks.add(task)
             task.add_done_callback(self._kicks.discard)
         elif self._phase == "answered":
             self.kicked_late = True
 
-    async def _unblock(self, client_id: int) -> None:
-        try:
-            await self.redis.execute_command("CLIENT", "UNBLOCK", client_id)
-        except ResponseError as exc:  # not allowed: later waits carry no dequeue
-            self._refused(exc)
-        except (RedisError, OSError) as exc:  # the wait ends on its own at its timeout
-            log.debug("could not end a marker wait early: %s", exc)
+    async def _unblock(self, client_id: int, wait: int) -> None:
+        """``CLIENT UNBLOCK`` the wait numbered ``wait``. It answers 0 when Redis has not
+        blocked the client yet (a proxy may deliver the batch in pieces, so the id and the
+        first TIME can be answered before the BZPOPMIN arrives): then it is sent again, while
+        that wait is still the one blocked, for at most :data:`UNBLOCK_TRIES` tries."""
+        for _ in range(UNBLOCK_TRIES):
+            try:
+                if await self.redis.execute_command("CLIENT", "UNBLOCK", client_id):
+                    return
+            except ResponseError as exc:  # not allowed: later waits carry no dequeue
+                self._refused(exc)
+                return
+            except (RedisError, OSError) as exc:  # the wait ends on its own at its timeout
+                log.debug("could not end a marker wait early: %s", exc)
+                return
+            await asyncio.sleep(UNBLOCK_PAUSE)
+            if self._waits != wait or self._phase != "blocked":
+                return  # it ended meanwhile (its reply was on the way)
 
     async def wait(self, plan: Prefetch, block: float, reply_grace: float) -> Any:
         """Block up to ``block`` seconds on the markers with ``plan``'s dequeue behind; hand
         the dequeue's answer (or failure) to the prefetcher and return the ``BZPOPMIN``
         reply. Raises what the connection raised, after telling the prefetcher."""
         self._phase = "writing"
+        self._waits += 1
         self._kick_wanted = self.kicked_late = self.kicked = False
         try:
             woken, answer, confirmed_at = await self._round_trip(plan, block, reply_grace)
