@@ -12,43 +12,29 @@ import asyncio
 import itertools
 import os
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import redis
 
-from rq_sched import Client, FlowLimits, NewTask, Router, Task, scripts
+from rq_sched import Client, FlowLimits, NewTask, Router, Task
 from rq_sched.keys import GlobalKeys, QueueKeys
 from tests.worker_support import (
     Recorder,
     cli_worker,
+    monitored,
     running_server,
     stop_process,
     texts,
     wait_until,
+    worker_processes,
 )
 
 RATE = 100
 TASKS = 100
 """Tasks of 0.5 s in the concurrency test: 10 s of work at the cap."""
 SECONDS = int(os.environ.get("RQ_SCHED_FLOW_SECONDS", "10"))
-
-
-@contextmanager
-def workers(
-    url: str, namespace: str, count: int, *args: str
-) -> Iterator[list[subprocess.Popen[str]]]:
-    procs = [cli_worker(url, namespace, *args) for _ in range(count)]
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            code, err = stop_process(proc)
-            assert code in (0, -signal.SIGKILL), f"worker exited {code}: {err}"
 
 
 def ledger_tasks(client: Client, url: str, ledger: str, count: int, sleep: float = 0) -> None:
@@ -75,7 +61,7 @@ def test_rate_limit_over_four_worker_processes_holds_in_every_second(
     client.set_flow("default", FlowLimits(rate=f"{RATE}/s"))
     ledger_tasks(client, redis_url, ledger, RATE * (SECONDS + 4))
     need = RATE * (SECONDS + 2)
-    with workers(redis_url, namespace, 4, "--concurrency", "4"):
+    with worker_processes(redis_url, namespace, 4, "--concurrency", "4"):
         wait_until(
             lambda: r.llen(ledger) >= 2 * need,
             timeout=SECONDS + 60,
@@ -135,7 +121,7 @@ def test_concurrency_cap_never_exceeded_even_across_kill_9_of_a_worker_holding_s
     killed_at = 0
     try:
         wait_until(lambda: r.zcard(keys.lease) >= cap, timeout=30, what="the cap reached")
-        with workers(redis_url, namespace, 3, "--concurrency", "8", "--lease", "1"):
+        with worker_processes(redis_url, namespace, 3, "--concurrency", "8", "--lease", "1"):
             # Kill the victim once another worker runs tasks too, while it holds slots.
             wait_until(
                 lambda: (
@@ -195,38 +181,11 @@ def _running_of(r: redis.Redis, ledger: str, pid: int) -> set[str]:
 
 
 def command_counts(url: str, seconds: float) -> Counter[tuple[str, str]]:
-    """Every command clients sent Redis in the next ``seconds``, by (client address, command),
-    read with MONITOR; a script call is named by its script (``EVALSHA dequeue``), and what a
-    script runs inside Redis is not counted."""
-    names = {s.sha: s.name for s in scripts.all_scripts()}
-    counts: Counter[tuple[str, str]] = Counter()
-    conn = redis.Redis.from_url(url)
-    done = threading.Event()
-    monitor = conn.monitor()  # type: ignore[no-untyped-call]
-    monitor.__enter__()
-
-    def read() -> None:
-        while not done.is_set():
-            reply = monitor.next_command()
-            parts = reply["command"].split()
-            name = parts[0].upper() if parts else "?"
-            if name == "EVALSHA" and len(parts) > 1:
-                name = f"EVALSHA {names.get(parts[1].strip(chr(34)), '?')}"
-            # Commands a script runs inside Redis show as client "lua": not sent by a worker.
-            if not done.is_set() and reply.get("client_type") != "lua":
-                counts[(f"{reply['client_address']}:{reply['client_port']}", name)] += 1
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    time.sleep(seconds)  # the measurement window itself
-    done.set()
-    with redis.Redis.from_url(url) as other:
-        other.ping()  # a command for the reader to see, so it ends
-    reader.join(10)
-    monitor.__exit__(None, None, None)
-    conn.close()
-    counts.pop(("?", "PING"), None)
-    return counts
+    """Every command clients sent Redis in the next ``seconds``, by (client address, command):
+    see :func:`tests.worker_support.monitored`."""
+    with monitored(url) as seen:
+        time.sleep(seconds)  # the measurement window itself
+    return Counter(seen)
 
 
 def test_idle_commands_per_worker_while_rate_limited(
@@ -240,7 +199,7 @@ def test_idle_commands_per_worker_while_rate_limited(
     client.set_flow("default", FlowLimits(rate=f"{RATE}/s"))
     window = 5.0
     servers = GlobalKeys(namespace).servers
-    with workers(redis_url, namespace, 4, "--concurrency", "4"):
+    with worker_processes(redis_url, namespace, 4, "--concurrency", "4"):
         wait_until(lambda: r.zcard(servers) >= 4, timeout=60, what="4 servers up")
         time.sleep(1.0)  # past their start-up
         baseline = command_counts(redis_url, window * 2)

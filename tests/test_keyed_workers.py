@@ -14,11 +14,8 @@ import asyncio
 import itertools
 import os
 import signal
-import subprocess
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import redis
 
@@ -31,24 +28,12 @@ from tests.worker_support import (
     stop_process,
     texts,
     wait_until,
+    worker_processes,
 )
 
 Entry = tuple[str, str, float, int, str, int]
 SMALL_BACKLOG = int(os.environ.get("RQ_SCHED_KEYED_BACKLOG", "12"))
 """Tasks of each small key in the fairness test; the big key has 100 times as many."""
-
-
-@contextmanager
-def workers(
-    url: str, namespace: str, count: int, *args: str
-) -> Iterator[list[subprocess.Popen[str]]]:
-    procs = [cli_worker(url, namespace, *args) for _ in range(count)]
-    try:
-        yield procs
-    finally:
-        for proc in procs:
-            code, err = stop_process(proc)
-            assert code in (0, -signal.SIGKILL), f"worker exited {code}: {err}"
 
 
 def entries(r: redis.Redis, ledger: str) -> list[Entry]:
@@ -92,7 +77,7 @@ def test_fifty_keys_with_skewed_backlogs_are_served_evenly_over_three_workers(
     tasks = [(f"k0-{i}", "k0") for i in range(big)]
     tasks += [(f"k{k}-{i}", f"k{k}") for i in range(small) for k in range(1, 50)]
     enqueue(client, tasks, {"url": redis_url, "ledger": ledger})
-    with workers(redis_url, namespace, 3, "--concurrency", "4"):
+    with worker_processes(redis_url, namespace, 3, "--concurrency", "4"):
         wait_until(lambda: r.llen(ledger) >= 2 * len(tasks), timeout=120, what="every task run")
     starts = [(e[2], e[4]) for e in entries(r, ledger) if e[0] == "s"]
     starts.sort()
@@ -123,7 +108,7 @@ def test_key_concurrency_one_runs_each_keys_tasks_one_at_a_time_in_order_across_
     # Only each key's first task fails once: the others run right after it, in order.
     enqueue(client, [t for t in tasks if t[0].endswith("-0")], payload)
     enqueue(client, [t for t in tasks if not t[0].endswith("-0")], {**payload, "fail_first": 0})
-    with workers(redis_url, namespace, 3, "--concurrency", "4"):
+    with worker_processes(redis_url, namespace, 3, "--concurrency", "4"):
         wait_until(
             lambda: sum(1 for e in entries(r, ledger) if e[0] == "e") >= len(tasks),
             timeout=60,
@@ -153,7 +138,7 @@ def test_key_concurrency_never_exceeded_even_across_kill_9_of_a_worker(
     enqueue(client, tasks, {"url": redis_url, "ledger": ledger, "sleep": 0.3})
     victim = cli_worker(redis_url, namespace, "--concurrency", "8", "--lease", "1")
     try:
-        with workers(redis_url, namespace, 2, "--concurrency", "8", "--lease", "1"):
+        with worker_processes(redis_url, namespace, 2, "--concurrency", "8", "--lease", "1"):
             wait_until(
                 lambda: (
                     len({e[3] for e in entries(r, ledger)}) >= 2

@@ -217,3 +217,18 @@ def monitored(url: str) -> Iterator[list[tuple[str, str]]]:
         reader.join(10)
         monitor.__exit__(None, None, None)
         conn.close()
+
+
+@contextmanager
+def worker_processes(
+    url: str, namespace: str, count: int, *args: str
+) -> Iterator[list[subprocess.Popen[str]]]:
+    """``count`` CLI worker processes (``args`` passed on), stopped at the end; each must exit
+    cleanly or have been killed by the test."""
+    procs = [cli_worker(url, namespace, *args) for _ in range(count)]
+    try:
+        yield procs
+    finally:
+        for proc in procs:
+            code, err = stop_process(proc)
+            assert code in (0, -signal.SIGKILL), f"worker exited {code}: {err}"
