@@ -73,8 +73,10 @@ local function lease_one(id, message)
   out[#out + 1] = redis.call('HEXISTS', cancel, id)
 end
 
-local keyed = redis.call('EXISTS', kstate) == 1
+local keyed = redis.call('EXISTS', kstate) == 1 or redis.call('HEXISTS', flow, 'types') == 1
 local left
+-- Tasks still in the pending list when a keyed dequeue ends (its intake bound was reached).
+local unsorted = 0
 if not keyed then
   local ids = want > 0 and redis.call('RPOP', pending, want) or {}
   for _, id in ipairs(ids) do
@@ -87,6 +89,13 @@ if not keyed then
   left = redis.call('LLEN', pending)
 else
   local L = keyed_limits(flow)
+  if L.types then
+    -- The lane a task of a limited type is served in (nil: its own key's, or none).
+    L.flow, L.marker = flow, marker
+    L.lane_of = function(id)
+      return keyed_type_lane(flow, keyed_type_of(redis.call('HGET', msg, id)))
+    end
+  end
   keyed_due(kready, kring, kwait, kstate, marker, now)
   local turn = tonumber(redis.call('HGET', kstate, 'u') or 0)
   local plen = redis.call('LLEN', pending)
@@ -106,7 +115,22 @@ else
         -- from its message (the key's text may have been dropped while the key was idle).
         local member = redis.call('HGET', kstate, 't:' .. id)
         local key = keyed_key_of(message)
-        if member or key then
+        local moved = false
+        if L.types then
+          -- A task of a limited type goes to its type's lane, whatever its key.
+          local lane, lane_d = keyed_type_lane(flow, keyed_type_of(message))
+          if lane and not (member and string.sub(member, 1, 16) == lane_d) then
+            if member then
+              keyed_rehome(kready, kring, kwait, kstate, marker, id, member, lane, now)
+              moved = true
+            else
+              key = lane
+            end
+          end
+        end
+        if moved then
+          -- In its type's lane now; served in its turn.
+        elseif member or key then
           keyed_add(kready, kring, kwait, kstate, marker, id, key, member, now)
         else
           lease_one(id, message)
@@ -135,6 +159,7 @@ else
   end
   redis.call('HSET', kstate, 'u', tostring(turn))
   left = plen + redis.call('ZCARD', kready)
+  unsorted = plen
 end
 
 if limited then
@@ -144,7 +169,9 @@ if limited then
     return out
   end
 end
-if keyed and started < asked then
+-- No keys' hold while the pending list still has tasks the intake did not reach (they may be
+-- of other keys or types): the wake-up is handed on and the next dequeue sorts on.
+if keyed and started < asked and unsorted == 0 then
   local hold = keyed_hold(kready, kring, kwait, kstate, now)
   if hold then
     out[#out + 1] = hold

@@ -12,8 +12,11 @@
 -- Returns: {{interval, burst, max_active, tat, held, rate, key_interval, key_burst,
 --   key_max_active, key_rate, key_hold} (false where absent), leased count, pending count
 --   (keyed ready tasks included), Redis TIME in ms as a string, {keyed ready tasks, keys in the
---   round robin, keys waiting for a token of their rate (of the first 1,000 kwait entries)}}
+--   round robin, keys waiting for a token of their rate (of the first 1,000 kwait entries)},
+--   {per limited task type: {type, "interval|burst|cap|rate", ready tasks in its lane, running
+--   from its lane, its lane's tat or false, 'c'/'w' when its lane waits for a slot/a token}}}
 --@include redis_time
+--@include keyed
 local fields = redis.call('HMGET', KEYS[1], 'interval', 'burst', 'max_active', 'tat', 'held',
   'rate', 'key_interval', 'key_burst', 'key_max_active', 'key_rate', 'key_hold')
 local keyed = redis.call('ZCARD', KEYS[4])
@@ -24,5 +27,15 @@ for _, d in ipairs(redis.call('ZRANGE', KEYS[6], 0, 999)) do
     waiting = waiting + 1
   end
 end
+local types = {}
+local flow = redis.call('HGETALL', KEYS[1])
+for i = 1, #flow, 2 do
+  local t = string.match(flow[i], '^T:(.*)$')
+  if t then
+    local _, d = keyed_type_lane(KEYS[1], t)
+    local lane = redis.call('HMGET', KEYS[7], 'n:' .. d, 'a:' .. d, 'r:' .. d, 'p:' .. d)
+    types[#types + 1] = {t, flow[i + 1], lane[1] or '0', lane[2] or '0', lane[3], lane[4]}
+  end
+end
 return {fields, redis.call('ZCARD', KEYS[2]), redis.call('LLEN', KEYS[3]) + keyed,
-  tostring(redis_now_ms()), {keyed, redis.call('ZCARD', KEYS[5]), waiting}}
+  tostring(redis_now_ms()), {keyed, redis.call('ZCARD', KEYS[5]), waiting}, types}

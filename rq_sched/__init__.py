@@ -35,7 +35,7 @@ from rq_sched.errors import (
     WriteRefusedError,
     WrongKeyTypeError,
 )
-from rq_sched.flow import FlowLimits, FlowStatus
+from rq_sched.flow import FlowLimits, FlowStatus, TypeLimits, TypeStatus
 
 # Inspecting and operating queues
 from rq_sched.inspector import (
@@ -90,6 +90,8 @@ __all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
     "DailyStats",
     "FlowKeys",
     "FlowStatus",
+    "TypeLimits",
+    "TypeStatus",
     "Inspector",
     "KeyStatus",
     "QueueStats",

@@ -19,9 +19,10 @@ ending script wakes one worker through the marker). See docs/flow.md.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from rq_sched import scripts
 from rq_sched.durations import parse_duration_ms
 from rq_sched.errors import ValidationError
 from rq_sched.keys import QueueKeys
+from rq_sched.options import check_type
 from rq_sched.scripts import Call, SyncRedis
 
 MAX_RATE_PER_S = 1_000_000
@@ -103,6 +105,65 @@ def parse_rate(text: object) -> tuple[int, int]:
     return count, period_ms
 
 
+MAX_TYPE_LIMITS = 256
+"""The most task types one queue may limit."""
+TYPE_LANE_PREFIX = "\x00type\x00"
+"""Prefix of the implicit fairness key a limited type's tasks are served under
+(``KEYED_TYPE_PREFIX`` in ``lua/includes/keyed.lua``); user keys refuse control characters, so
+none can be one."""
+
+
+@dataclass(frozen=True, slots=True)
+class TypeLimits:
+    """The limits of one task type within a queue (``FlowLimits(types={...})``).
+
+    ``rate``/``burst`` as a queue's, counted over that type's task starts only; ``concurrency``:
+    most tasks of that type running at once, across all workers. At least one is set.
+    """
+
+    rate: str | None = None
+    burst: int = 1
+    concurrency: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate is not None:
+            parse_rate(self.rate)
+        _check_count(self.burst, "burst")
+        if self.concurrency is not None:
+            _check_count(self.concurrency, "concurrency")
+        if self.rate is None and self.concurrency is None:
+            raise ValidationError(
+                "TypeLimits needs a rate or a concurrency (e.g. TypeLimits(rate='10/s') or "
+                "TypeLimits(concurrency=2)); to lift a type's limits, leave it out of types"
+            )
+
+    @property
+    def interval_ms(self) -> float | None:
+        """Milliseconds between task starts of the type, or None without a rate limit."""
+        if self.rate is None:
+            return None
+        count, period_ms = parse_rate(self.rate)
+        return period_ms / count
+
+    def spec(self) -> str:
+        """The limits as stored: ``"interval|burst|cap|rate"`` (empty parts for none)."""
+        interval = self.interval_ms
+        return "|".join(
+            (
+                "" if interval is None else repr(interval),
+                str(self.burst) if interval is not None else "",
+                "" if self.concurrency is None else str(self.concurrency),
+                self.rate or "",
+            )
+        )
+
+
+def type_lane_digest(task_type: str) -> str:
+    """The digest of the lane a limited type's tasks are served in (``keyed_type_lane``)."""
+    lane = (TYPE_LANE_PREFIX + task_type).encode("utf-8")
+    return hashlib.sha1(lane, usedforsecurity=False).hexdigest()[:16]
+
+
 @dataclass(frozen=True, slots=True)
 class FlowLimits:
     """The flow limits of one queue; ``None`` means no such limit.
@@ -116,6 +177,12 @@ class FlowLimits:
     of one key running at once (1: one at a time, in the key's order);
     ``key_hold_on_retry``: a task waiting for a retry keeps its key's slot, so the key's later
     tasks wait for it (needs ``key_concurrency``).
+
+    Per task type: ``types={"sync:crm": TypeLimits(rate="10/s", concurrency=2)}`` limits the
+    queue's tasks of that type (their own rate and cap, on top of the queue's). A limited
+    type's tasks are served in a lane of their own, in order, taking turns with the queue's
+    other tasks and keys; so per-type limits cannot be combined with per-key limits (a keyed
+    task of a limited type is served in its type's lane, outside its key's).
     """
 
     rate: str | None = None
@@ -125,8 +192,18 @@ class FlowLimits:
     key_burst: int = 1
     key_concurrency: int | None = None
     key_hold_on_retry: bool = False
+    types: Mapping[str, TypeLimits] | None = None
 
     def __post_init__(self) -> None:
+        if self.types is not None:
+            object.__setattr__(self, "types", _check_types(self.types) or None)
+        if self.types and (self.key_rate is not None or self.key_concurrency is not None):
+            raise ValidationError(
+                "per-type limits (types=) and per-key limits (key_rate, key_concurrency) "
+                "cannot both be set on one queue: a keyed task of a limited type is served in "
+                "its type's lane, outside its key's; put the limited type in a queue of its "
+                "own (enqueue(..., queue=...)) and limit it there"
+            )
         if self.rate is not None:
             parse_rate(self.rate)
         _check_count(self.burst, "burst")
@@ -170,7 +247,31 @@ class FlowLimits:
             and self.concurrency is None
             and self.key_rate is None
             and self.key_concurrency is None
+            and not self.types
         )
+
+
+def _check_types(types: object) -> dict[str, TypeLimits]:
+    if not isinstance(types, Mapping):
+        raise ValidationError(
+            "types must map task types to rq_sched.TypeLimits, e.g. "
+            f"types={{'sync:crm': TypeLimits(rate='10/s')}}, got {types!r}"
+        )
+    if len(types) > MAX_TYPE_LIMITS:
+        raise ValidationError(
+            f"types limits {len(types)} task types; a queue may limit at most "
+            f"{MAX_TYPE_LIMITS} (give the busiest types queues of their own)"
+        )
+    checked: dict[str, TypeLimits] = {}
+    for task_type, limits in types.items():
+        name = check_type(task_type)
+        if not isinstance(limits, TypeLimits):
+            raise ValidationError(
+                f"types[{task_type!r}] must be rq_sched.TypeLimits(rate=..., burst=..., "
+                f"concurrency=...), got {limits!r}"
+            )
+        checked[name] = limits
+    return dict(sorted(checked.items()))
 
 
 def _check_count(value: object, name: str) -> None:
@@ -202,7 +303,7 @@ def set_flow(keys: QueueKeys, limits: FlowLimits) -> Call:
     key_interval = limits.key_interval_ms
     return (
         scripts.load("set_flow"),
-        (keys.flow, keys.marker),
+        (keys.flow, keys.marker, *keys.keyed),
         (
             "" if interval is None else repr(interval),
             limits.burst,
@@ -213,6 +314,11 @@ def set_flow(keys: QueueKeys, limits: FlowLimits) -> Call:
             "" if limits.key_concurrency is None else limits.key_concurrency,
             limits.key_rate or "",
             "1" if limits.key_hold_on_retry else "",
+            *(
+                part
+                for task_type, type_limits in (limits.types or {}).items()
+                for part in (task_type, type_limits.spec(), type_lane_digest(task_type))
+            ),
         ),
     )
 
@@ -238,6 +344,28 @@ def dequeue_hold(reply: object) -> Hold | None:
     reason = last[0].decode() if isinstance(last[0], bytes) else str(last[0])
     wait_ms = int(last[1])
     return Hold(reason, None if wait_ms < 0 else wait_ms / 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class TypeStatus:
+    """One limited task type of a queue: its limits and its lane now."""
+
+    type: str
+    rate: str | None
+    interval_ms: float | None
+    burst: int
+    concurrency: int | None
+    pending: int
+    """Its ready tasks in its lane (tasks of the type still in the pending list, not yet
+    reached by a dequeue, are counted in the queue's pending only)."""
+    running: int
+    """Its tasks running now that were started under its limits."""
+    state: str
+    """"ready" (its turn comes), "capped" (waits for a running task of the type to end),
+    "rate" (waits for its next token), or "idle" (no ready task in its lane)."""
+    tokens: int | None = None
+    """Tasks of the type its rate lets start right now (None without a rate)."""
+    next_token_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +398,8 @@ class FlowStatus:
     """Keys with ready tasks whose turn may come now (in the round robin)."""
     keys_waiting: int = 0
     """Keys held by their rate limit until their next token."""
+    types: tuple[TypeStatus, ...] = ()
+    """The limited task types (``FlowLimits.types``), by name."""
 
     @property
     def limited(self) -> bool:
@@ -284,8 +414,10 @@ def read_status(redis: SyncRedis, keys: QueueKeys) -> FlowStatus:
     """The flow status of one queue, read by one script (``lua/flow_status.lua``) at one instant
     of the Redis clock that judges the limits."""
     call = (scripts.load("flow_status"), (keys.flow, keys.lease, keys.pending, *keys.keyed), ())
-    raw, active, pending, now_ms, keyed = scripts.run(redis, *call)
-    return status_from(keys.queue, raw, int(active), int(pending), float(now_ms), keyed=keyed)
+    raw, active, pending, now_ms, keyed, types = scripts.run(redis, *call)
+    return status_from(
+        keys.queue, raw, int(active), int(pending), float(now_ms), keyed=keyed, types=types
+    )
 
 
 def status_from(
@@ -296,6 +428,7 @@ def status_from(
     now_ms: float,
     *,
     keyed: Sequence[Any] = (0, 0, 0),
+    types: Sequence[Any] = (),
 ) -> FlowStatus:
     """Build a :class:`FlowStatus` from the flow hash fields (interval, burst, max_active, tat,
     held, rate, key_interval, key_burst, key_max_active, key_rate, key_hold) and the counts
@@ -304,15 +437,7 @@ def status_from(
     interval = _number(raw[0])
     burst = int(_number(raw[1]) or 1)
     cap = _number(raw[2])
-    tat = _number(raw[3]) or 0.0
-    tokens = None
-    next_at = None
-    if interval is not None and interval > 0:
-        tau = (burst - 1) * interval + JITTER_MS
-        theoretical = max(tat, now_ms)
-        tokens = max(0, math.floor((now_ms + tau - theoretical) / interval) + 1)
-        if tokens == 0:
-            next_at = datetime.fromtimestamp((theoretical - tau) / 1000, UTC)
+    tokens, next_at = _tokens(interval, burst, _number(raw[3]) or 0.0, now_ms)
     key_interval = _number(raw[6]) if len(raw) > 6 else None
     key_cap = _number(raw[8]) if len(raw) > 8 else None
     rate_text = raw[5].decode() if isinstance(raw[5], bytes) else raw[5]
@@ -337,6 +462,58 @@ def status_from(
         keyed_pending=int(keyed[0]),
         keys_ready=int(keyed[1]),
         keys_waiting=int(keyed[2]),
+        types=tuple(sorted((_type_status(row, now_ms) for row in types), key=lambda t: t.type)),
+    )
+
+
+def _tokens(
+    interval: float | None, burst: int, tat: float, now_ms: float
+) -> tuple[int | None, datetime | None]:
+    """Tokens a GCRA (``interval`` ms, ``burst``, state ``tat``) holds at ``now_ms``, and when
+    the next is due if it holds none."""
+    if interval is None or interval <= 0:
+        return None, None
+    tau = (burst - 1) * interval + JITTER_MS
+    theoretical = max(tat, now_ms)
+    tokens = max(0, math.floor((now_ms + tau - theoretical) / interval) + 1)
+    if tokens:
+        return tokens, None
+    return 0, datetime.fromtimestamp((theoretical - tau) / 1000, UTC)
+
+
+def _type_status(row: Sequence[Any], now_ms: float) -> TypeStatus:
+    """One row of ``flow_status.lua``'s types: type, spec, ready, running, tat, parked."""
+    task_type = _text(row[0]) or ""
+    interval_text, burst_text, cap_text, rate_text = ((_text(row[1]) or "").split("|") + [""] * 4)[
+        :4
+    ]
+    interval = _number(interval_text) if interval_text else None
+    burst = int(_number(burst_text) or 1) if burst_text else 1
+    cap = int(cap_text) if cap_text.isdigit() else None
+    pending = int(_number(row[2]) or 0)
+    parked = _text(row[5]) if len(row) > 5 else None
+    tokens, next_at = _tokens(
+        interval, burst, (_number(row[4]) or 0.0) if len(row) > 4 else 0.0, now_ms
+    )
+    if pending == 0:
+        state = "idle"
+    elif parked == "c":
+        state = "capped"
+    elif parked == "w":
+        state = "rate"
+    else:
+        state = "ready"
+    return TypeStatus(
+        type=task_type,
+        rate=(rate_text or f"1/{interval:g}ms") if interval is not None else None,
+        interval_ms=interval,
+        burst=burst,
+        concurrency=cap,
+        pending=pending,
+        running=int(_number(row[3]) or 0),
+        state=state,
+        tokens=tokens,
+        next_token_at=next_at,
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rq_sched.flow import JITTER_MS
+from rq_sched.flow import JITTER_MS, TYPE_LANE_PREFIX
 from rq_sched.keys import QueueKeys
 from rq_sched.scripts import SyncRedis
 
@@ -72,7 +72,12 @@ def read_keys(
         kind, _, digest = field.partition(":")
         if kind in ("n", "a", "p", "k", "r") and digest:
             found.setdefault(digest, {})[kind] = _text(raw_value)
-    busy = [(d, f) for d, f in found.items() if "n" in f or "a" in f]
+    # A limited type's lane (``FlowStatus.types`` shows it) is no key of the user's.
+    busy = [
+        (d, f)
+        for d, f in found.items()
+        if ("n" in f or "a" in f) and not f.get("k", "").startswith(TYPE_LANE_PREFIX)
+    ]
     busy.sort(key=lambda item: (-int(item[1].get("n", 0)), -int(item[1].get("a", 0)), item[0]))
     shown = busy[:limit]
     if not shown:

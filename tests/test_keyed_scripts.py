@@ -257,6 +257,15 @@ def test_key_rate_spaces_a_keys_starts_and_parks_it_meanwhile(store: Store) -> N
     assert store.r.zcard(kwait) == 1
 
 
+def test_a_looser_key_rate_applies_at_once_to_keys_waiting_for_a_token(store: Store) -> None:
+    limit(store, key_rate="1/h")
+    put(store, ("a0", "A"), ("a1", "A"), ("a2", "A"), ("b0", "B"), ("b1", "B"))
+    assert sorted(ids(take(store, 5)[0])) == ["a0", "b0"]
+    limit(store, key_rate="1000/s", key_burst=5)  # both keys wait an hour under the old rate
+    leased, _ = take(store, 5)
+    assert sorted(ids(leased)) == ["a1", "a2", "b1"]
+
+
 def test_a_second_worker_held_by_a_keys_rate_sleeps_past_the_first_ones_timer(
     store: Store,
 ) -> None:

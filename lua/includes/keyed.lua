@@ -109,6 +109,67 @@ local function keyed_key_of(message)
   return nil
 end
 
+-- A task's type (the message's 2nd field), or nil for a message that is not one.
+local function keyed_type_of(message)
+  if not message then
+    return nil
+  end
+  local ok, t = pcall(function()
+    local b = string.byte(message, 1)
+    local pos
+    if b >= 0x92 and b <= 0x9f then
+      pos = 2
+    elseif b == 0xdc then
+      pos = 4
+    else
+      return nil
+    end
+    local skip = mp_header(message, pos)
+    pos = pos + 1 + skip
+    b = string.byte(message, pos)
+    local len = ({[0xd9] = 1, [0xda] = 2, [0xdb] = 4})[b] or 0
+    if not (b >= 0xa0 and b <= 0xbf) and len == 0 then
+      return nil
+    end
+    skip = mp_header(message, pos)
+    return string.sub(message, pos + 1 + len, pos + skip)
+  end)
+  if ok then
+    return t
+  end
+  return nil
+end
+
+-- Per-task-type limits (docs/flow.md, "Per-task-type limits"): a limited type is served in a
+-- lane of its own, the lane of an implicit key that no user key can be (user keys refuse
+-- control characters), with the type's limits instead of the per-key defaults.
+local KEYED_TYPE_PREFIX = '\0type\0'
+
+-- The lane a task of `task_type` must be served in (the implicit key's text and digest), when
+-- the queue's flow hash limits that type; else nil.
+local function keyed_type_lane(flow, task_type)
+  if not task_type or not redis.call('HGET', flow, 'T:' .. task_type) then
+    return nil
+  end
+  local key = KEYED_TYPE_PREFIX .. task_type
+  return key, string.sub(redis.sha1hex(key), 1, 16)
+end
+
+-- The limits of lane `d` when it is a limited type's ("interval|burst|cap" in the flow hash's
+-- D:<d>), else the per-key defaults `L`.
+local function keyed_lane_limits(flow, d, L)
+  local spec = redis.call('HGET', flow, 'D:' .. d)
+  if not spec then
+    return L
+  end
+  local interval, burst, cap = string.match(spec, '^([^|]*)|([^|]*)|([^|]*)')
+  local T = {cap = tonumber(cap), interval = tonumber(interval), hold = false}
+  if T.interval then
+    T.tau = ((tonumber(burst) or 1) - 1) * T.interval + FLOW_JITTER_MS
+  end
+  return T
+end
+
 local function keyed_count(kstate, field, by)
   local n = redis.call('HINCRBY', kstate, field, by)
   if n <= 0 then
@@ -237,8 +298,10 @@ end
 
 -- The per-key limits stored with the queue's flow limits, or nil for none.
 local function keyed_limits(flow)
-  local f = redis.call('HMGET', flow, 'key_max_active', 'key_interval', 'key_burst', 'key_hold')
-  local L = {cap = tonumber(f[1]), interval = tonumber(f[2]), hold = f[4] == '1'}
+  local f = redis.call('HMGET', flow, 'key_max_active', 'key_interval', 'key_burst', 'key_hold',
+                       'types')
+  local L = {cap = tonumber(f[1]), interval = tonumber(f[2]), hold = f[4] == '1',
+             types = tonumber(f[5] or 0) > 0}
   if L.interval then
     L.tau = ((tonumber(f[3]) or 1) - 1) * L.interval + FLOW_JITTER_MS
   end
@@ -258,9 +321,26 @@ local function keyed_due(kready, kring, kwait, kstate, marker, now)
   end
 end
 
--- The next keyed task to start by the ring's order and the per-key limits, taken out of
+-- Task `id` (ready, at `member`) leaves its lane for the lane of its limited type (`lane`,
+-- from keyed_type_lane): at the end of that lane, with any retry hold of its old key given back.
+local function keyed_rehome(kready, kring, kwait, kstate, marker, id, member, lane, now)
+  local d = string.sub(member, 1, 16)
+  if redis.call('ZREM', kready, member) == 1 then
+    keyed_count(kstate, 'n:' .. d, -1)
+  end
+  local freed = redis.call('HDEL', kstate, 'h:' .. id) == 1
+  if freed then
+    keyed_count(kstate, 'a:' .. d, -1)
+  end
+  keyed_wake(kready, kring, kwait, kstate, marker, d, freed, now)
+  keyed_add(kready, kring, kwait, kstate, marker, id, lane, nil, now)
+end
+
+-- The next keyed task to start by the ring's order and the lane's limits, taken out of
 -- kready and counted as running, with the virtual time of its key's turn; nil when no key can
 -- be served now. `head` is the ring's head as the caller read it (ZRANGE .. WITHSCORES).
+-- With per-task-type limits (L.types), a lane's limits may be its type's, and a task whose
+-- type is limited is moved to its type's lane (`L.lane_of(id)` names it) instead of started.
 local function keyed_next(kready, kring, kwait, kstate, L, now, head)
   for _ = 1, KEYED_VISITS do
     head = head or redis.call('ZRANGE', kring, 0, 0, 'WITHSCORES')
@@ -270,27 +350,35 @@ local function keyed_next(kready, kring, kwait, kstate, L, now, head)
     local d, vt = head[1], tonumber(head[2])
     head = nil
     local member = redis.call('ZRANGEBYLEX', kready, '[' .. d, '[' .. d .. '\255', 'LIMIT', 0, 1)[1]
+    local M = L
+    local lane, lane_d = nil, nil
+    if L.types and member then
+      M = keyed_lane_limits(L.flow, d, L)
+      lane, lane_d = L.lane_of(string.sub(member, 29))
+    end
     local counts = redis.call('HMGET', kstate, 'a:' .. d, 'r:' .. d)
     local running = tonumber(counts[1] or 0)
     local tat = nil
-    if L.interval then
+    if M.interval then
       tat = math.max(tonumber(counts[2] or 0), now)
     end
     if not member then
       redis.call('ZREM', kring, d)
       redis.call('HDEL', kstate, 'n:' .. d)
-    elseif L.cap and running >= L.cap then
+    elseif lane and lane_d ~= d then
+      keyed_rehome(kready, kring, kwait, kstate, L.marker, string.sub(member, 29), member, lane, now)
+    elseif M.cap and running >= M.cap then
       redis.call('ZREM', kring, d)
       redis.call('HSET', kstate, 'p:' .. d, 'c')
-    elseif tat and tat - L.tau > now then
+    elseif tat and tat - M.tau > now then
       redis.call('ZREM', kring, d)
       redis.call('HSET', kstate, 'p:' .. d, 'w')
-      redis.call('ZADD', kwait, tat - L.tau, d)
+      redis.call('ZADD', kwait, tat - M.tau, d)
     else
       redis.call('ZREM', kready, member)
       redis.call('HINCRBY', kstate, 'a:' .. d, 1)
       if tat then
-        redis.call('HSET', kstate, 'r:' .. d, tostring(tat + L.interval))
+        redis.call('HSET', kstate, 'r:' .. d, tostring(tat + M.interval))
       end
       if keyed_count(kstate, 'n:' .. d, -1) > 0 then
         redis.call('ZADD', kring, vt + 1, d)
