@@ -165,6 +165,12 @@ def ledger(task: Task) -> None:
     conn.rpush(payload["ledger"], f"e {task.id} {time.time():.6f} {os.getpid()}")
 
 
+@router.task("flow:ledger:free")
+def ledger_free(task: Task) -> None:
+    """The same ledger as ``flow:ledger``, as another task type (the per-type limit tests)."""
+    ledger(task)
+
+
 @router.task("keyed:ledger", backoff=lambda retried, error, task: 0.2)
 def keyed_ledger(task: Task) -> None:
     """Appends ``"s <id> <time> <pid> <key> <attempt>"`` to ``payload["ledger"]`` as it starts,
