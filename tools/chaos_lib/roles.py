@@ -34,6 +34,7 @@ from rq_sched import (
     Scheduler,
     Server,
     TaskInfo,
+    TypeLimits,
 )
 from rq_sched.ops import ArchiveLimits
 
@@ -278,9 +279,19 @@ FLOWS = (
     FlowLimits(key_concurrency=1, key_hold_on_retry=True),
     FlowLimits(key_concurrency=2, key_rate="40/s", key_burst=4),
     FlowLimits(rate="300/s", burst=30, key_concurrency=1),
+    FlowLimits(types={handlers.THREAD: TypeLimits(concurrency=2)}),
+    FlowLimits(
+        rate="300/s",
+        burst=30,
+        types={
+            handlers.ASYNC: TypeLimits(rate="60/s", burst=6, concurrency=4),
+            handlers.PROCESS: TypeLimits(rate="20/s"),
+        },
+    ),
     None,
 )
-"""Flow limits the operator sets on the "chaos" queue (None removes them)."""
+"""Flow limits the operator sets on the "chaos" queue (None removes them): the queue's, per key,
+and per task type (a limited type's tasks, keyed or not, move to their type's lane)."""
 BULK = (
     ("chaos", "archived", "run"),
     ("chaos", "retry", "archive"),
