@@ -51,7 +51,7 @@ def test_quick_bench_of_rq_sched_writes_every_scenario(tmp_path: Path) -> None:
         assert all(run["done"] == sizes["fleet_n"] for run in runs.values())
         assert runs["1"]["speedup"] == 1.0 and all(run["redis_cpu_us"] > 0 for run in runs.values())
     assert all(run["calls"] == sizes["fleet_n"] for run in ours["fleet"]["call"].values())
-    assert set(ours["flow"]) == {"none", "rate", "cap", "rate+cap"}
+    assert set(ours["flow"]) == {"none", "rate", "cap", "rate+cap", "type rate+cap"}
     assert all(kind["done"] == sizes["drain"] for kind in ours["flow"].values())
     assert ours["flow"]["none"]["per_s_ratio"] == 1.0
     assert "rq-sched worker --workers N" in proc.stdout and "flow-limit overhead" in proc.stdout

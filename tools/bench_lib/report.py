@@ -222,12 +222,12 @@ def render_flow(flow: Any) -> list[str]:
     lines = [
         "",
         "== 9. flow-limit overhead on drain (rq_sched only; limits that never hold back) ==",
-        f"{'limits':<10}{'tasks/s':>10}{'ratio':>8}{'worker us':>11}{'ratio':>8}"
+        f"{'limits':<14}{'tasks/s':>10}{'ratio':>8}{'worker us':>11}{'ratio':>8}"
         f"{'redis us':>10}{'ratio':>8}",
     ]
     for kind, run in flow.items():
         lines.append(
-            f"{kind:<10}{fmt(lookup(run, 'per_s')):>10}{fmt_adv(lookup(run, 'per_s_ratio')):>8}"
+            f"{kind:<14}{fmt(lookup(run, 'per_s')):>10}{fmt_adv(lookup(run, 'per_s_ratio')):>8}"
             f"{fmt(lookup(run, 'worker_cpu_us')):>11}"
             f"{fmt_adv(lookup(run, 'worker_cpu_us_ratio')):>8}"
             f"{fmt(lookup(run, 'redis_cpu_us')):>10}{fmt_adv(lookup(run, 'redis_cpu_us_ratio')):>8}"

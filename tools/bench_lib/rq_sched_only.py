@@ -5,8 +5,9 @@
   while the tasks are enqueued and until all N worker servers have registered, so the drain
   starts with every process ready and the figures are of N processes draining together.
 - ``flow``: one worker draining no-op tasks with no flow limits, a per-queue rate limit, a
-  concurrency cap and both, each set so high it never holds a task back, so only their
-  bookkeeping is measured; the kinds are interleaved over the rounds and compared to "none".
+  concurrency cap, both, and both on the task type, each set so high it never holds a task
+  back, so only their bookkeeping is measured; the kinds are interleaved over the rounds and
+  compared to "none".
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bench_lib.probe import CALLS
 from bench_lib.runner import BenchError
 from bench_lib.scenarios import PAYLOAD, Context, Metrics, drain_run, drained
 from bench_lib.systems import CONCURRENCY, System
-from rq_sched import Client, FlowLimits, Inspector
+from rq_sched import Client, FlowLimits, Inspector, TypeLimits
 
 QUEUE = "default"
 APP = "bench_lib.adapters.sys_rq_sched:router"
@@ -30,9 +31,13 @@ FLOW_KINDS: dict[str, FlowLimits | None] = {
     "rate": FlowLimits(rate="1000000/s", burst=1000),
     "cap": FlowLimits(concurrency=10 * CONCURRENCY),
     "rate+cap": FlowLimits(rate="1000000/s", burst=1000, concurrency=10 * CONCURRENCY),
+    "type rate+cap": FlowLimits(
+        types={"bench:noop": TypeLimits(rate="1000000/s", burst=1000, concurrency=10 * CONCURRENCY)}
+    ),
 }
 """A rate of a million starts a second (bursts of 1000, ten times a dequeue batch) and a cap of
-ten times the worker's concurrency: limits in force that never hold a task back."""
+ten times the worker's concurrency: limits in force that never hold a task back. "type
+rate+cap" puts them on the drained task type (its tasks then go through the type's lane)."""
 
 
 def fleet_argv(url: str, count: int) -> list[str]:
@@ -111,7 +116,16 @@ def _limit(ctx: Context, limits: FlowLimits | None) -> Callable[[], None]:
             status = inspector.flow(QUEUE)
         finally:
             inspector.close()
-        stored = FlowLimits(rate=status.rate, burst=status.burst, concurrency=status.concurrency)
+        types = {
+            t.type: TypeLimits(rate=t.rate, burst=t.burst, concurrency=t.concurrency)
+            for t in status.types
+        }
+        stored = FlowLimits(
+            rate=status.rate,
+            burst=status.burst,
+            concurrency=status.concurrency,
+            types=types or None,
+        )
         if stored != limits:  # the drain must run with exactly these limits in force
             raise BenchError(f"flow limits read back as {stored}, set {limits}")
 
