@@ -1,37 +1,33 @@
-"""The worker's hot path: run the tasks the fetcher leased, record their outcomes.
+"""The worker's hot path: run the tasks the fetcher leases, and settle every run.
 
-Tasks are taken in batches by :mod:`~rq_sched.worker.fetcher` and successes are acknowledged
-in batches by a separate loop (:mod:`~rq_sched.worker.acks`), so a busy worker spends few
-round trips per task. Failures are written one by one, at once.
+:mod:`~rq_sched.worker.fetcher` leases tasks in batches and hands each to the processor, which
+runs its handler through the middleware chain and :mod:`~rq_sched.worker.runners`, or settles
+it at once when it must not run (no handler, past its deadline, cancelled, unreadable).
+Successes are acknowledged in batches by a separate loop (:mod:`~rq_sched.worker.acks`), so a
+busy worker spends few round trips per task; failures are written one by one, at once
+(:mod:`~rq_sched.worker.failures`).
 
 Settling cannot fail open: whatever a handler returns or raises, :meth:`Processor._settle`
-records an outcome and frees the slot in a ``finally``. An outcome that cannot be written as
-given (an error text that does not encode, a backoff that returns nonsense) is written as a
-plain failure record, and a message that does not decode is archived as corrupt with its raw
-bytes (:meth:`Processor._corrupt_call`), so no message can stop the fetch loop.
+records an outcome and frees the slot in a ``finally``, and a message that does not decode is
+settled as corrupt (archived with its raw bytes), so no message can stop the fetch loop. While
+a task runs here the processor also answers for its lease: a handler starts only soon after
+Redis confirmed it (:data:`START_WINDOW`), a cancel or a lost lease stops it, and a shutdown
+hands unfinished tasks back (:meth:`Processor.drain`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
-import traceback
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from rq_sched import ops, scripts
-from rq_sched.backoff import default_backoff
 from rq_sched.clock import Clock, to_ms
 from rq_sched.errors import (
     CorruptTaskError,
-    Retry,
-    RqSchedError,
     SkipRetry,
     TaskCancelledError,
     ValidationError,
@@ -39,13 +35,15 @@ from rq_sched.errors import (
 from rq_sched.keys import QueueKeys
 from rq_sched.message import TaskMessage, decode, encode_result
 from rq_sched.router import Next, Route, Router
-from rq_sched.scripts import AnyAsyncRedis, Call
+from rq_sched.scripts import AnyAsyncRedis
 from rq_sched.task import Task
 from rq_sched.worker.acks import OUTAGE, AckWriter
 from rq_sched.worker.config import ServerConfig
+from rq_sched.worker.failures import FailureWriter, describe
 from rq_sched.worker.fetcher import Fetcher
 from rq_sched.worker.progress import ProgressWriter
 from rq_sched.worker.runners import Runners
+from rq_sched.worker.running import Running
 from rq_sched.worker.supervisor import retry_pause
 
 log = logging.getLogger("rq_sched")
@@ -59,37 +57,6 @@ START_WINDOW = 1.0
 """Seconds after a read of Redis found a task's lease current and the task not cancelled in
 which its handler may start without reading again: a cancel that returned earlier than this
 before a start is always seen (docs/core.md, "Guarantees")."""
-WRITE_ATTEMPTS = 60
-"""Attempts to write one outcome through a Redis outage (about two minutes) before giving up;
-the task then runs again once its lease expires."""
-
-
-@dataclass(slots=True, eq=False)
-class Running:
-    """One lease this worker holds: everything that running and settling the task needs."""
-
-    queue: str
-    id: str
-    data: bytes
-    """The stored message as leased, so an outcome that cannot be encoded still archives it."""
-    message: TaskMessage
-    task: Task
-    started_at: float
-    token: int = 0
-    """The lease's fencing token: every settle and extend presents it, and the store refuses
-    a stale one (the task was recovered and leased again meanwhile)."""
-    job: asyncio.Task[None] | None = None
-    stop_reason: str | None = None
-    """None while running normally; "cancel" (operator) or "shutdown"."""
-    settling: bool = False
-    """The outcome is being written; a cancel now is noted, never thrown into the write."""
-    confirmed_at: float = field(default_factory=time.monotonic)
-    """When the last read of Redis that found this lease current and the task not cancelled
-    (the dequeue, or an extend) was sent, by this process's monotonic clock. Taken before the
-    request, so a reply that arrives late (a slow link, a starved loop) cannot look fresh."""
-    lease_lost: bool = False
-    """The lease keeper found this lease gone (expired and recovered, or leased elsewhere):
-    the handler must not start, and the outcome is dropped (the store would refuse it)."""
 
 
 class Processor:
@@ -130,8 +97,10 @@ class Processor:
             keys,
             clock=clock,
             on_written=self._acknowledged,
-            # late-bound: the server connects on_reported after building the processor
-            on_reported=lambda queue, task_id: self.on_reported(queue, task_id),  # noqa: PLW0108
+            on_reported=self._reported,
+        )
+        self.failures = FailureWriter(
+            redis, keys, config=config, router=router, clock=clock, on_reported=self._reported
         )
         self._chains = {t: self._chain(route) for t, route in router.routes.items()}
         self._jobs: set[asyncio.Task[None]] = set()
@@ -295,10 +264,7 @@ class Processor:
                 error = self._acknowledge(entry)
             if error is not None:
                 self.failed += 1
-                call, retried = self._failure_call(entry, error)
-                await self._write(call, entry)
-                if retried and entry.stop_reason == "cancel":
-                    await self._archive_cancelled_retry(entry)
+                await self.failures.record(entry, error)
         except Exception:
             log.exception(
                 "task %s/%s: its outcome could not be recorded; it runs again once its lease "
@@ -337,130 +303,6 @@ class Processor:
         self.processed += 1
         return None
 
-    def _failure_call(self, entry: Running, error: BaseException) -> tuple[Call, bool]:
-        """The script call recording ``error`` and whether it schedules a retry. Falls back to
-        a plain failure record, then to archiving the raw message, when the outcome as given
-        cannot be written."""
-        if isinstance(error, CorruptTaskError) and entry.message.type == CORRUPT_TYPE:
-            return self._corrupt_call(entry, describe(error)), False
-        try:
-            return self._outcome_call(entry, error, describe(error), self._delay(entry, error))
-        except Exception as exc:
-            log.exception("task %s/%s: writing a plain failure record", entry.queue, entry.id)
-            plain = f"{type(error).__name__} (its details could not be recorded: {exc!r})"
-        try:
-            delay = default_backoff(entry.message.retried + 1, error, entry.task)
-            return self._outcome_call(entry, error, _printable(plain), delay)
-        except Exception as exc:
-            log.exception("task %s/%s: archiving its raw message", entry.queue, entry.id)
-            return self._corrupt_call(entry, f"outcome could not be recorded: {exc!r}"), False
-
-    def _outcome_call(
-        self, entry: Running, error: BaseException, text: str, delay: float
-    ) -> tuple[Call, bool]:
-        now = self.clock.now()
-        message = entry.message
-        updated = message.failed(text, to_ms(now))
-        keys = self.keys[entry.queue]
-        cancelled = isinstance(error, TaskCancelledError) or entry.stop_reason == "cancel"
-        due = 0
-        archive = cancelled or isinstance(error, SkipRetry) or updated.retried > message.max_retry
-        if not archive:
-            due = to_ms(now + delay) if delay > 0 else 0
-            archive = bool(message.deadline) and max(due, to_ms(now)) >= message.deadline
-        if archive:
-            call = ops.archive_active(
-                keys,
-                entry.id,
-                entry.token,
-                encoded=updated.encode(),
-                unique=message.unique,
-                now_s=now,
-                limits=self.config.archive_limits,
-                count_failure=not cancelled,
-                error=text,
-            )
-            return call, False
-        retry = ops.retry(
-            keys, entry.id, entry.token, encoded=updated.encode(), due_ms=due, now_s=now
-        )
-        return retry, True
-
-    def _corrupt_call(self, entry: Running, reason: str) -> Call:
-        """The one place a task whose message cannot be used is archived as corrupt: its raw
-        bytes are kept as the payload of a :data:`CORRUPT_TYPE` message, and its uniqueness
-        lock is released when the raw bytes still name one."""
-        return ops.archive_corrupt(
-            self.keys[entry.queue],
-            entry.id,
-            entry.token,
-            raw=entry.data,
-            error=_printable(reason),
-            now_s=self.clock.now(),
-            limits=self.config.archive_limits,
-        )
-
-    def _delay(self, entry: Running, error: BaseException) -> float:
-        """Seconds until the retry: the handler's ``Retry(delay)``, else the backoff's answer,
-        which must be a finite number of seconds >= 0."""
-        if isinstance(error, Retry):
-            return error.delay
-        route = self.router.routes.get(entry.message.type)
-        backoff = route.backoff if route is not None and route.backoff else self.config.backoff
-        delay = backoff(entry.message.retried + 1, error, entry.task)
-        if not isinstance(delay, int | float) or not 0 <= delay < math.inf:
-            raise ValidationError(
-                f"the backoff for {entry.message.type!r} returned {delay!r}; it must return a "
-                "finite number of seconds >= 0"
-            )
-        return float(delay)
-
-    async def _write(self, call: Call, entry: Running) -> None:
-        """Run an outcome script, retrying through Redis outages (the lease keeps the task)."""
-        script, keys, args = call
-        failures = 0
-        while True:
-            try:
-                reply = await scripts.arun(self.redis, script, keys, args)
-                break
-            except OUTAGE as exc:
-                failures += 1
-                if failures >= WRITE_ATTEMPTS:
-                    log.error("giving up writing the outcome of %s: %s", entry.id, exc)
-                    return
-                await asyncio.sleep(retry_pause(failures))
-        if reply == 2:  # archived, its outcome recorded for its dependants
-            self.on_reported(entry.queue, entry.id)
-        if isinstance(reply, int) and reply < 0:
-            log.warning(
-                "task %s/%s: outcome not recorded, this worker's lease was lost or is stale "
-                "(code %s); the task was not moved and runs again elsewhere",
-                entry.queue,
-                entry.id,
-                reply,
-            )
-
-    async def _archive_cancelled_retry(self, entry: Running) -> None:
-        """A cancel arrived while a retry was being written: archive the retry at once, so
-        the cancelled task does not run again."""
-        call = ops.archive(
-            self.keys[entry.queue],
-            entry.id,
-            unique=entry.message.unique,
-            now_s=self.clock.now(),
-            limits=self.config.archive_limits,
-        )
-        script, keys, args = call
-        try:
-            await scripts.arun(self.redis, script, keys, args)
-        except (RedisError, RqSchedError) as exc:
-            log.warning(
-                "task %s/%s was cancelled as its retry was written, and could not be archived: %s",
-                entry.queue,
-                entry.id,
-                exc,
-            )
-
     # -- acknowledging in batches -----------------------------------------------------------
 
     async def ack_loop(self) -> None:
@@ -474,6 +316,10 @@ class Processor:
 
     def _acknowledged(self, queue: str, task_id: str) -> None:
         self.unacked.pop((queue, task_id), None)
+
+    def _reported(self, queue: str, task_id: str) -> None:
+        # late-bound: the server connects on_reported after building the processor
+        self.on_reported(queue, task_id)
 
     # -- cancelling and stopping ------------------------------------------------------------
 
@@ -601,22 +447,3 @@ def _wrap(middleware: Callable[[Task, Next], object], inner: Next) -> Next:
         await middleware(task, inner)  # type: ignore[misc]
 
     return call
-
-
-def describe(error: BaseException) -> str:
-    """The error text kept on a task: type, message and (for unexpected errors) traceback,
-    always storable (a lone surrogate, as in a file name from ``os.listdir``, is escaped)."""
-    try:
-        text = f"{type(error).__name__}: {error}"
-    except Exception as exc:  # noqa: BLE001 - a user's __str__ may raise anything
-        text = f"{type(error).__name__}: <str() of the error raised {type(exc).__name__}>"
-    if not (
-        isinstance(error, SkipRetry | Retry | TaskCancelledError) or error.__traceback__ is None
-    ):
-        text += "\n" + "".join(traceback.format_tb(error.__traceback__))
-    return _printable(text)
-
-
-def _printable(text: str) -> str:
-    """``text`` with anything UTF-8 cannot encode (lone surrogates) escaped."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
