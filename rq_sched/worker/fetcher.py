@@ -268,6 +268,8 @@ class Fetcher:
             self._look_after = False
             self._wake_fetch()
 
+    # -- which queue: order, refused queues, flow holds -------------------------------------
+
     def _refuse(self, queue: str, exc: ResponseError) -> None:
         """Redis refused to dequeue from ``queue``: skip it for a while, serve the others."""
         _, pause = self._refused.get(queue, (0.0, REFUSED_PAUSE / 2))
