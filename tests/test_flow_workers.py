@@ -272,7 +272,7 @@ def test_a_worker_held_by_the_rate_sleeps_until_the_next_token(
     with running_server(redis_url, router, namespace=namespace, concurrency=10) as server:
         client.enqueue_many(NewTask(type="rate:one") for _ in range(6))
         seen = sorted(starts.wait_for(6, timeout=10))
-        holds = server.processor.flow_holds if server.processor else -1
+        holds = server.processor.fetcher.flow_holds if server.processor else -1
     gaps = [b - a for a, b in itertools.pairwise(seen)]
     print(f"\n5/s: gaps {[round(g * 1000) for g in gaps]} ms, {holds} held dequeues for 6 tasks")
     assert all(g >= 0.15 for g in gaps), gaps  # 200 ms apart (less the 20 ms allowance)

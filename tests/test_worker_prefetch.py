@@ -116,7 +116,7 @@ def test_a_refused_queue_is_tried_again_though_a_dequeue_waits(
             strict_priority=True,
             **QUIET,
         ) as server:
-            wait_until(lambda: server.processor and "bad" in server.processor._refused)
+            wait_until(lambda: server.processor and "bad" in server.processor.fetcher._refused)
             wait_until(lambda: _waiting_with_dequeue(conn), what="a wait with dequeue")
             conn.delete(bad.flow)
             assert ran.wait_for(1, timeout=15) == ["from bad"]

@@ -1,9 +1,11 @@
 """The worker server: dequeues tasks from weighted queues and runs their handlers.
 
 One component per module: :mod:`~rq_sched.worker.server` wires them together;
-:mod:`~rq_sched.worker.processor` fetches, runs and settles tasks through
-:mod:`~rq_sched.worker.runners` and acknowledges them in batches through
-:mod:`~rq_sched.worker.acks`; :mod:`~rq_sched.worker.supervisor` runs every long-running loop,
+:mod:`~rq_sched.worker.fetcher` takes tasks from the queues while there are free slots;
+:mod:`~rq_sched.worker.processor` runs and settles them through
+:mod:`~rq_sched.worker.runners`, acknowledging successes in batches through
+:mod:`~rq_sched.worker.acks` and writing failures through :mod:`~rq_sched.worker.failures`;
+:mod:`~rq_sched.worker.supervisor` runs every long-running loop,
 restarting a failed one and turning the server unhealthy when one keeps failing; the
 background components (:mod:`~rq_sched.worker.forwarder`,
 :mod:`~rq_sched.worker.recoverer`, :mod:`~rq_sched.worker.janitor`,

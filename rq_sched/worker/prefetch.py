@@ -8,8 +8,8 @@ back together.
 
 Two things make this safe:
 
-- **Slots are reserved** for the dequeue while it waits (:class:`Prefetch`), so the processor
-  never leases more tasks than it has slots. When the processor needs the dequeue to run now
+- **Slots are reserved** for the dequeue while it waits (:class:`Prefetch`), so the fetcher
+  never leases more tasks than the worker has slots. When the fetcher needs the dequeue to run now
   (a flow limit's timer fired, a refused queue may be served again, a shutdown began), the
   watcher's wait is ended with ``CLIENT UNBLOCK`` from another connection (:meth:`kick`); the
   dequeue then runs at once.
@@ -22,7 +22,7 @@ Two things make this safe:
   forward step of the Redis host's wall clock during the wait, which docs/core.md names.
 
 Only plain (non-cluster) clients prefetch, with one watcher per server; in a cluster each queue
-has its own watcher and the processor asks after the wake-up, as before.
+has its own watcher and the fetcher asks after the wake-up, as before.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ class Prefetch:
 
 
 class Prefetcher(Protocol):
-    """What the watcher needs from the processor."""
+    """What the watcher needs from the fetcher (:class:`~rq_sched.worker.fetcher.Fetcher`)."""
 
     async def settle(self) -> None:
-        """Return once the processor is not asking for tasks itself (bounded)."""
+        """Return once the fetcher is not asking for tasks itself (bounded)."""
 
     def plan_prefetch(self) -> Prefetch | None:
         """A dequeue to send with the next wait (its slots reserved), or None."""

@@ -1,39 +1,33 @@
-"""The worker's hot path: take tasks from the queues, run their handlers, record the outcomes.
+"""The worker's hot path: run the tasks the fetcher leases, and settle every run.
 
-Tasks are taken in batches (one script call leases up to ``batch_size`` tasks) and successes
-are acknowledged in batches by a separate loop (:mod:`~rq_sched.worker.acks`), so a busy worker
-spends few round trips per task. Failures are written one by one, at once.
+:mod:`~rq_sched.worker.fetcher` leases tasks in batches and hands each to the processor, which
+runs its handler through the middleware chain and :mod:`~rq_sched.worker.runners`, or settles
+it at once when it must not run (no handler, past its deadline, cancelled, unreadable).
+Successes are acknowledged in batches by a separate loop (:mod:`~rq_sched.worker.acks`), so a
+busy worker spends few round trips per task; failures are written one by one, at once
+(:mod:`~rq_sched.worker.failures`).
 
 Settling cannot fail open: whatever a handler returns or raises, :meth:`Processor._settle`
-records an outcome and frees the slot in a ``finally``. An outcome that cannot be written as
-given (an error text that does not encode, a backoff that returns nonsense) is written as a
-plain failure record, and a message that does not decode is archived as corrupt with its raw
-bytes (:meth:`Processor._corrupt_call`), so no message can stop the fetch loop.
+records an outcome and frees the slot in a ``finally``, and a message that does not decode is
+settled as corrupt (archived with its raw bytes), so no message can stop the fetch loop. While
+a task runs here the processor also answers for its lease: a handler starts only soon after
+Redis confirmed it (:data:`START_WINDOW`), a cancel or a lost lease stops it, and a shutdown
+hands unfinished tasks back (:meth:`Processor.drain`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import math
-import random
 import time
-import traceback
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.exceptions import NoScriptError, RedisError, ResponseError
-
-from rq_sched import flow, ops, scripts
-from rq_sched.backoff import default_backoff
+from rq_sched import ops, scripts
 from rq_sched.clock import Clock, to_ms
 from rq_sched.errors import (
     CorruptTaskError,
-    Retry,
-    RqSchedError,
     SkipRetry,
     TaskCancelledError,
     ValidationError,
@@ -41,13 +35,15 @@ from rq_sched.errors import (
 from rq_sched.keys import QueueKeys
 from rq_sched.message import TaskMessage, decode, encode_result
 from rq_sched.router import Next, Route, Router
-from rq_sched.scripts import AnyAsyncRedis, Call
+from rq_sched.scripts import AnyAsyncRedis
 from rq_sched.task import Task
 from rq_sched.worker.acks import OUTAGE, AckWriter
 from rq_sched.worker.config import ServerConfig
-from rq_sched.worker.prefetch import Prefetch
+from rq_sched.worker.failures import FailureWriter, describe
+from rq_sched.worker.fetcher import Fetcher
 from rq_sched.worker.progress import ProgressWriter
 from rq_sched.worker.runners import Runners
+from rq_sched.worker.running import Running
 from rq_sched.worker.supervisor import retry_pause
 
 log = logging.getLogger("rq_sched")
@@ -61,47 +57,10 @@ START_WINDOW = 1.0
 """Seconds after a read of Redis found a task's lease current and the task not cancelled in
 which its handler may start without reading again: a cancel that returned earlier than this
 before a start is always seen (docs/core.md, "Guarantees")."""
-REFUSED_PAUSE = 1.0
-"""Seconds before a queue whose dequeue Redis refused (WRONGTYPE: someone else's data under its
-keys) is tried again; doubled for each refusal in a row, up to REFUSED_PAUSE_MAX."""
-REFUSED_PAUSE_MAX = 60.0
-SETTLE_WAIT = 1.0
-"""Seconds the marker watcher waits for a busy fetch loop before it waits without a dequeue."""
-WRITE_ATTEMPTS = 60
-"""Attempts to write one outcome through a Redis outage (about two minutes) before giving up;
-the task then runs again once its lease expires."""
-
-
-@dataclass(slots=True, eq=False)
-class Running:
-    """One lease this worker holds: everything that running and settling the task needs."""
-
-    queue: str
-    id: str
-    data: bytes
-    """The stored message as leased, so an outcome that cannot be encoded still archives it."""
-    message: TaskMessage
-    task: Task
-    started_at: float
-    token: int = 0
-    """The lease's fencing token: every settle and extend presents it, and the store refuses
-    a stale one (the task was recovered and leased again meanwhile)."""
-    job: asyncio.Task[None] | None = None
-    stop_reason: str | None = None
-    """None while running normally; "cancel" (operator) or "shutdown"."""
-    settling: bool = False
-    """The outcome is being written; a cancel now is noted, never thrown into the write."""
-    confirmed_at: float = field(default_factory=time.monotonic)
-    """When the last read of Redis that found this lease current and the task not cancelled
-    (the dequeue, or an extend) was sent, by this process's monotonic clock. Taken before the
-    request, so a reply that arrives late (a slow link, a starved loop) cannot look fresh."""
-    lease_lost: bool = False
-    """The lease keeper found this lease gone (expired and recovered, or leased elsewhere):
-    the handler must not start, and the outcome is dropped (the store would refuse it)."""
 
 
 class Processor:
-    """Fetches, dispatches and settles tasks for one worker server."""
+    """Runs and settles the tasks leased for one worker server."""
 
     def __init__(
         self,
@@ -138,268 +97,19 @@ class Processor:
             keys,
             clock=clock,
             on_written=self._acknowledged,
-            # late-bound: the server connects on_reported after building the processor
-            on_reported=lambda queue, task_id: self.on_reported(queue, task_id),  # noqa: PLW0108
+            on_reported=self._reported,
         )
-        self._work = asyncio.Event()
-        self._slot = asyncio.Event()
-        self._fetch_idle = asyncio.Event()
-        self._fetch_idle.set()
-        self._stopping = False
+        self.failures = FailureWriter(
+            redis, keys, config=config, router=router, clock=clock, on_reported=self._reported
+        )
         self._chains = {t: self._chain(route) for t, route in router.routes.items()}
-        self._weights = {q: float(w) for q, w in config.queues.items()}
-        self._strict = sorted(config.queues, key=lambda q: -config.queues[q])
-        self._tied = len(set(config.queues.values())) < len(config.queues)
-        """Queues share a priority (the shards of a sharded queue do): strict order shuffles
-        them, or under a backlog the first would always be served and the others starve."""
         self._jobs: set[asyncio.Task[None]] = set()
-        self._refused: dict[str, tuple[float, float]] = {}
-        """Queues whose dequeue Redis refused: queue -> (try again at, monotonic; pause)."""
-        self._timer: asyncio.TimerHandle | None = None
-        """Wakes the fetch loop when a flow limit lets the next task start (see :mod:`flow`)."""
-        self._timer_at = math.inf
-        self._held_only = False
-        self.flow_holds = 0
-        """Dequeues that a flow limit held back (rate or concurrency cap)."""
-        self._reserved = 0
-        """Slots set aside for a dequeue the marker watcher sent ahead (see :mod:`prefetch`)."""
-        self._prefetching = False
-        self._prefetch_idle = asyncio.Event()
-        self._prefetch_idle.set()
-        self._look_after = False
-        """The fetch loop looks once the dequeue sent ahead answers (a look came meanwhile)."""
-        self._quiet = asyncio.Event()
-        """Set while the fetch loop sleeps with nothing to ask (cleared whenever it is woken)."""
-        self.kick: Callable[[], None] = lambda: None
-        """Makes a dequeue sent ahead run now (the server connects it to its marker watcher)."""
-
-    # -- taking tasks -----------------------------------------------------------------------
-
-    def notify_work(self) -> None:
-        """Tasks may be ready: the fetch loop looks again. While a dequeue sent ahead waits on
-        the markers, the marker that made them ready runs it (or wakes another worker)."""
-        if not self._prefetching:
-            self._wake_fetch()
-
-    def _wake_fetch(self) -> None:
-        self._quiet.clear()
-        self._work.set()
-
-    def _look_now(self) -> None:
-        """Look at every queue now: wake the fetch loop, first ending the wait of a dequeue
-        sent ahead (its slots are reserved, and nothing else might end it for long)."""
-        if self._prefetching:
-            self._look_after = True  # once the slots it holds are back
-            self.kick()
-        else:
-            self._wake_fetch()
+        self.fetcher = Fetcher(redis, config=config, keys=keys, busy=self.busy, start=self._start)
+        """Takes the tasks this processor runs."""
 
     def busy(self) -> int:
         """Slots in use: held leases plus superseded runs still going."""
         return len(self.running) + len(self.superseded)
-
-    async def fetch_loop(self) -> None:
-        """Take tasks while there are free slots; sleep until woken when the queues are empty."""
-        await self._apply_flow()
-        failures = 0
-        while not self._stopping:
-            free = self.config.concurrency - self.busy() - self._reserved
-            if free <= 0:
-                self._slot.clear()
-                await self._slot.wait()
-                continue
-            self._work.clear()
-            try:
-                taken = await self.fetch(free)
-                failures = 0
-            except (RedisError, OSError, RqSchedError) as exc:
-                failures += 1
-                pause = retry_pause(failures)
-                log.warning("fetching tasks failed: %s (retrying in %.2fs)", exc, pause)
-                await asyncio.sleep(pause)
-                continue
-            if (not taken or self._held_only) and not self._stopping:
-                if not self._work.is_set():
-                    self._quiet.set()
-                await self._work.wait()
-
-    async def fetch(self, free: int) -> int:
-        """Lease up to ``free`` tasks from the first queue (in weighted order) that has some.
-
-        A fetch in flight when a shutdown begins runs to its end (:meth:`drain` waits for it),
-        and what it leased is handed back rather than started: cancelling it could leave Redis
-        having leased tasks to nobody."""
-        lease_ms = int(self.config.lease_duration * 1000)
-        self._fetch_idle.clear()
-        self._held_only = False
-        taken = 0
-        try:
-            for queue in self.queue_order():
-                count = min(free - taken, self.config.batch_size)
-                if count <= 0:
-                    break
-                refused = self._refused.get(queue)
-                if refused is not None and refused[0] > time.monotonic():
-                    continue
-                script, keys, args = ops.dequeue(self.keys[queue], lease_ms, count)
-                sent = time.monotonic()
-                try:
-                    reply = await scripts.arun(self.redis, script, keys, args)
-                except ResponseError as exc:  # this queue's own keys: the others are fine
-                    self._refuse(queue, exc)
-                    continue
-                if refused is not None:
-                    del self._refused[queue]
-                    log.warning("queue %r is served again", queue)
-                leased, hold = self._take(queue, reply, sent)
-                taken += leased
-                if leased and hold is None:
-                    return taken
-            # Only flow-held queues gave tasks (or none did): asking again at once would only
-            # be held again; the timer the script asked for, or the marker, wakes the loop.
-            self._held_only = taken > 0
-            return taken
-        finally:
-            self._fetch_idle.set()
-
-    def _take(self, queue: str, reply: Any, sent: float) -> tuple[int, flow.Hold | None]:
-        """Start what a dequeue of ``queue`` sent at ``sent`` leased; returns how many, and the
-        flow hold that came with them (its timer set)."""
-        leased = ops.parse_dequeue(reply)
-        hold = flow.dequeue_hold(reply)
-        if hold is not None:
-            self.flow_holds += 1
-            if hold.wait_s is not None:
-                self._wake_in(hold.wait_s)
-        for task in leased:
-            self._start(queue, task, sent)
-        return len(leased), hold
-
-    # -- a dequeue sent ahead with the marker wait (see :mod:`rq_sched.worker.prefetch`) ----
-
-    async def settle(self) -> None:
-        """Return once the fetch loop is neither asking nor about to ask (waiting at most
-        :data:`SETTLE_WAIT`), so that a dequeue sent ahead can be planned."""
-        if self._stopping:
-            return
-        free = self.config.concurrency - self.busy() - self._reserved
-        if not self._fetch_idle.is_set() or (self._work.is_set() and free > 0):
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._quiet.wait(), SETTLE_WAIT)
-
-    def plan_prefetch(self) -> Prefetch | None:
-        """A dequeue for the marker watcher to send behind its wait, its slots reserved; None
-        while stopping, while the fetch loop is asking or about to ask (it must never find its
-        slots reserved for a wait that nothing will end), with no free slot, or while a rate
-        limit's timer runs (the fetch loop asks when it fires: ending a wait for each token
-        would cost a new wait per token)."""
-        if (
-            self._stopping
-            or self._prefetching
-            or self._timer is not None
-            or self._work.is_set()
-            or not self._fetch_idle.is_set()
-        ):
-            return None
-        count = min(self.config.concurrency - self.busy() - self._reserved, self.config.batch_size)
-        if count <= 0:
-            return None
-        now = time.monotonic()
-        for queue in self.queue_order():
-            refused = self._refused.get(queue)
-            if refused is None or refused[0] <= now:
-                break
-        else:
-            return None
-        lease_ms = int(self.config.lease_duration * 1000)
-        self._prefetching = True
-        self._prefetch_idle.clear()
-        self._reserved += count
-        return Prefetch(queue, count, ops.dequeue(self.keys[queue], lease_ms, count))
-
-    def prefetched(self, plan: Prefetch, reply: Any, confirmed_at: float) -> None:
-        """The dequeue sent ahead answered: start what it leased (confirmed at
-        ``confirmed_at``); look again at once only if it may have left tasks behind."""
-        self._end_prefetch(plan)
-        if plan.queue in self._refused:
-            del self._refused[plan.queue]
-            log.warning("queue %r is served again", plan.queue)
-        leased, hold = self._take(plan.queue, reply, confirmed_at)
-        if hold is None and leased >= plan.count:
-            self._wake_fetch()
-
-    def prefetch_failed(self, plan: Prefetch, error: BaseException) -> None:
-        """The dequeue sent ahead gave no tasks: Redis refused the queue, or the wait failed
-        (then the fetch loop asks in the usual way, reloading a flushed script)."""
-        self._end_prefetch(plan)
-        if isinstance(error, ResponseError) and not isinstance(error, NoScriptError):
-            self._refuse(plan.queue, error)
-        else:
-            self._wake_fetch()
-
-    def _end_prefetch(self, plan: Prefetch) -> None:
-        self._reserved -= plan.count
-        self._prefetching = False
-        self._prefetch_idle.set()
-        self._slot.set()  # a fetch loop short of slots counts again
-        if self._look_after:
-            self._look_after = False
-            self._wake_fetch()
-
-    def _refuse(self, queue: str, exc: ResponseError) -> None:
-        """Redis refused to dequeue from ``queue``: skip it for a while, serve the others."""
-        _, pause = self._refused.get(queue, (0.0, REFUSED_PAUSE / 2))
-        pause = min(pause * 2, REFUSED_PAUSE_MAX)
-        self._refused[queue] = (time.monotonic() + pause, pause)
-        log.error(
-            "queue %r cannot be served: Redis refused to take tasks from it (%s). Its keys "
-            "(%s:*) probably hold data rq_sched did not write; inspect and remove it. The other "
-            "queues are served meanwhile; this one is tried again in %.0fs",
-            queue, str(exc).split(" script:")[0], self.keys[queue].prefix, pause,
-        )  # fmt: skip
-        asyncio.get_running_loop().call_later(pause, self._look_now)
-
-    def _wake_in(self, seconds: float) -> None:
-        """Look at the queues again in ``seconds`` (a flow limit said when), unless a timer
-        already set fires sooner: one timer per worker, whatever the number of holds."""
-        at = time.monotonic() + seconds
-        if self._timer is not None and self._timer_at <= at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = at
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._timer_fired)
-
-    def _timer_fired(self) -> None:
-        self._timer = None
-        self._timer_at = math.inf
-        self._look_now()
-
-    async def _apply_flow(self) -> None:
-        """Store the flow limits of this server's config before taking any task (retrying
-        through Redis outages), so they are in force from the first dequeue."""
-        failures = 0
-        for queue, limits in self.config.flow.items():
-            call = flow.set_flow(self.keys[queue], limits)
-            while not self._stopping:
-                try:
-                    await scripts.arun(self.redis, *call)
-                    break
-                except (RedisError, OSError) as exc:
-                    failures += 1
-                    pause = retry_pause(failures)
-                    log.warning("storing the flow limits of %s failed: %s", queue, exc)
-                    await asyncio.sleep(pause)
-
-    def queue_order(self) -> list[str]:
-        """Queues in the order to ask them: by priority, or a weighted random permutation."""
-        if self.config.strict_priority or len(self._strict) == 1:
-            if self._tied and self.config.strict_priority:
-                queues = self.config.queues
-                return sorted(self._strict, key=lambda q: (-queues[q], random.random()))
-            return self._strict
-        weights = self._weights
-        return sorted(weights, key=lambda q: random.random() ** (1.0 / weights[q]), reverse=True)
 
     # -- running tasks ----------------------------------------------------------------------
 
@@ -417,7 +127,7 @@ class Processor:
             error = CorruptTaskError(f"task {task_id!r}: message cannot be run ({exc!r})")
             self._settle_now(self._corrupt_entry(queue, leased, sent), error)
             return
-        if self._stopping:
+        if self.fetcher.stopping:
             return  # leased by a fetch that was in flight: drain() hands it back
         if leased.cancelled:
             # The cancel was recorded with the task in Redis (its worker may have died): the
@@ -554,10 +264,7 @@ class Processor:
                 error = self._acknowledge(entry)
             if error is not None:
                 self.failed += 1
-                call, retried = self._failure_call(entry, error)
-                await self._write(call, entry)
-                if retried and entry.stop_reason == "cancel":
-                    await self._archive_cancelled_retry(entry)
+                await self.failures.record(entry, error)
         except Exception:
             log.exception(
                 "task %s/%s: its outcome could not be recorded; it runs again once its lease "
@@ -573,7 +280,7 @@ class Processor:
         if self.running.get(key) is entry:
             del self.running[key]
         self.superseded.discard(entry)
-        self._slot.set()
+        self.fetcher.slot_freed()
 
     def _acknowledge(self, entry: Running) -> ValidationError | None:
         """Buffer the success of ``entry``; an error instead when its result cannot be stored
@@ -596,130 +303,6 @@ class Processor:
         self.processed += 1
         return None
 
-    def _failure_call(self, entry: Running, error: BaseException) -> tuple[Call, bool]:
-        """The script call recording ``error`` and whether it schedules a retry. Falls back to
-        a plain failure record, then to archiving the raw message, when the outcome as given
-        cannot be written."""
-        if isinstance(error, CorruptTaskError) and entry.message.type == CORRUPT_TYPE:
-            return self._corrupt_call(entry, describe(error)), False
-        try:
-            return self._outcome_call(entry, error, describe(error), self._delay(entry, error))
-        except Exception as exc:
-            log.exception("task %s/%s: writing a plain failure record", entry.queue, entry.id)
-            plain = f"{type(error).__name__} (its details could not be recorded: {exc!r})"
-        try:
-            delay = default_backoff(entry.message.retried + 1, error, entry.task)
-            return self._outcome_call(entry, error, _printable(plain), delay)
-        except Exception as exc:
-            log.exception("task %s/%s: archiving its raw message", entry.queue, entry.id)
-            return self._corrupt_call(entry, f"outcome could not be recorded: {exc!r}"), False
-
-    def _outcome_call(
-        self, entry: Running, error: BaseException, text: str, delay: float
-    ) -> tuple[Call, bool]:
-        now = self.clock.now()
-        message = entry.message
-        updated = message.failed(text, to_ms(now))
-        keys = self.keys[entry.queue]
-        cancelled = isinstance(error, TaskCancelledError) or entry.stop_reason == "cancel"
-        due = 0
-        archive = cancelled or isinstance(error, SkipRetry) or updated.retried > message.max_retry
-        if not archive:
-            due = to_ms(now + delay) if delay > 0 else 0
-            archive = bool(message.deadline) and max(due, to_ms(now)) >= message.deadline
-        if archive:
-            call = ops.archive_active(
-                keys,
-                entry.id,
-                entry.token,
-                encoded=updated.encode(),
-                unique=message.unique,
-                now_s=now,
-                limits=self.config.archive_limits,
-                count_failure=not cancelled,
-                error=text,
-            )
-            return call, False
-        retry = ops.retry(
-            keys, entry.id, entry.token, encoded=updated.encode(), due_ms=due, now_s=now
-        )
-        return retry, True
-
-    def _corrupt_call(self, entry: Running, reason: str) -> Call:
-        """The one place a task whose message cannot be used is archived as corrupt: its raw
-        bytes are kept as the payload of a :data:`CORRUPT_TYPE` message, and its uniqueness
-        lock is released when the raw bytes still name one."""
-        return ops.archive_corrupt(
-            self.keys[entry.queue],
-            entry.id,
-            entry.token,
-            raw=entry.data,
-            error=_printable(reason),
-            now_s=self.clock.now(),
-            limits=self.config.archive_limits,
-        )
-
-    def _delay(self, entry: Running, error: BaseException) -> float:
-        """Seconds until the retry: the handler's ``Retry(delay)``, else the backoff's answer,
-        which must be a finite number of seconds >= 0."""
-        if isinstance(error, Retry):
-            return error.delay
-        route = self.router.routes.get(entry.message.type)
-        backoff = route.backoff if route is not None and route.backoff else self.config.backoff
-        delay = backoff(entry.message.retried + 1, error, entry.task)
-        if not isinstance(delay, int | float) or not 0 <= delay < math.inf:
-            raise ValidationError(
-                f"the backoff for {entry.message.type!r} returned {delay!r}; it must return a "
-                "finite number of seconds >= 0"
-            )
-        return float(delay)
-
-    async def _write(self, call: Call, entry: Running) -> None:
-        """Run an outcome script, retrying through Redis outages (the lease keeps the task)."""
-        script, keys, args = call
-        failures = 0
-        while True:
-            try:
-                reply = await scripts.arun(self.redis, script, keys, args)
-                break
-            except OUTAGE as exc:
-                failures += 1
-                if failures >= WRITE_ATTEMPTS:
-                    log.error("giving up writing the outcome of %s: %s", entry.id, exc)
-                    return
-                await asyncio.sleep(retry_pause(failures))
-        if reply == 2:  # archived, its outcome recorded for its dependants
-            self.on_reported(entry.queue, entry.id)
-        if isinstance(reply, int) and reply < 0:
-            log.warning(
-                "task %s/%s: outcome not recorded, this worker's lease was lost or is stale "
-                "(code %s); the task was not moved and runs again elsewhere",
-                entry.queue,
-                entry.id,
-                reply,
-            )
-
-    async def _archive_cancelled_retry(self, entry: Running) -> None:
-        """A cancel arrived while a retry was being written: archive the retry at once, so
-        the cancelled task does not run again."""
-        call = ops.archive(
-            self.keys[entry.queue],
-            entry.id,
-            unique=entry.message.unique,
-            now_s=self.clock.now(),
-            limits=self.config.archive_limits,
-        )
-        script, keys, args = call
-        try:
-            await scripts.arun(self.redis, script, keys, args)
-        except (RedisError, RqSchedError) as exc:
-            log.warning(
-                "task %s/%s was cancelled as its retry was written, and could not be archived: %s",
-                entry.queue,
-                entry.id,
-                exc,
-            )
-
     # -- acknowledging in batches -----------------------------------------------------------
 
     async def ack_loop(self) -> None:
@@ -733,6 +316,10 @@ class Processor:
 
     def _acknowledged(self, queue: str, task_id: str) -> None:
         self.unacked.pop((queue, task_id), None)
+
+    def _reported(self, queue: str, task_id: str) -> None:
+        # late-bound: the server connects on_reported after building the processor
+        self.on_reported(queue, task_id)
 
     # -- cancelling and stopping ------------------------------------------------------------
 
@@ -808,15 +395,10 @@ class Processor:
 
     async def drain(self, timeout: float) -> None:
         """Stop taking tasks, wait up to ``timeout`` for handlers, hand the rest back at once."""
-        self._stopping = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.fetcher.stop()
         started = time.monotonic()
         self.acks.deadline = started + timeout + ACK_GRACE
-        self._wake_fetch()
-        self._slot.set()
-        await self._fetches_done(max(timeout, 1.0))
+        await self.fetcher.fetches_done(max(timeout, 1.0))
         jobs = [e.job for e in self._entries() if e.job is not None]
         remaining = max(0.0, timeout - (time.monotonic() - started))
         if jobs:
@@ -846,17 +428,6 @@ class Processor:
         if pending:
             await asyncio.wait(pending, timeout=5)
 
-    async def _fetches_done(self, timeout: float) -> None:
-        """Wait for the dequeues in flight (a fetch, a dequeue sent ahead, made to run now):
-        what they lease is registered, never started, and handed back by :meth:`drain`."""
-        if self._prefetching:
-            self.kick()
-        for idle in (self._fetch_idle, self._prefetch_idle):
-            try:
-                await asyncio.wait_for(idle.wait(), timeout)
-            except TimeoutError:
-                log.warning("a fetch was still in flight at shutdown; its tasks run again later")
-
     def _entries(self) -> list[Running]:
         return [*self.running.values(), *self.superseded]
 
@@ -876,22 +447,3 @@ def _wrap(middleware: Callable[[Task, Next], object], inner: Next) -> Next:
         await middleware(task, inner)  # type: ignore[misc]
 
     return call
-
-
-def describe(error: BaseException) -> str:
-    """The error text kept on a task: type, message and (for unexpected errors) traceback,
-    always storable (a lone surrogate, as in a file name from ``os.listdir``, is escaped)."""
-    try:
-        text = f"{type(error).__name__}: {error}"
-    except Exception as exc:  # noqa: BLE001 - a user's __str__ may raise anything
-        text = f"{type(error).__name__}: <str() of the error raised {type(exc).__name__}>"
-    if not (
-        isinstance(error, SkipRetry | Retry | TaskCancelledError) or error.__traceback__ is None
-    ):
-        text += "\n" + "".join(traceback.format_tb(error.__traceback__))
-    return _printable(text)
-
-
-def _printable(text: str) -> str:
-    """``text`` with anything UTF-8 cannot encode (lone surrogates) escaped."""
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -270,7 +270,7 @@ class Server:
             keys,
             clock=self.clock,
             sweep_interval=cfg.forward_sweep_interval,
-            on_forwarded=processor.notify_work,
+            on_forwarded=processor.fetcher.notify_work,
         )
         deliverer = Deliverer(
             self.redis,
@@ -303,7 +303,7 @@ class Server:
                 interval=cfg.recover_interval,
                 lease_duration=cfg.lease_duration,
                 limits=cfg.archive_limits,
-                on_recovered=processor.notify_work,
+                on_recovered=processor.fetcher.notify_work,
             ),
             Janitor(
                 self.redis,
@@ -343,15 +343,16 @@ class Server:
             if isinstance(self.redis, AsyncRedisCluster)
             else [markers]
         )
-        # One watcher on a plain client sends the processor's dequeue behind its wait (one
+        # One watcher on a plain client sends the fetcher's dequeue behind its wait (one
         # round trip per wake-up: rq_sched.worker.prefetch); a cluster's per-slot watchers
-        # wake the processor, which then asks.
-        prefetcher = processor if len(groups) == 1 and isinstance(self.redis, AsyncRedis) else None
+        # wake the fetcher, which then asks.
+        fetcher = processor.fetcher
+        prefetcher = fetcher if len(groups) == 1 and isinstance(self.redis, AsyncRedis) else None
         watchers = [
             MarkerWatcher(
                 self.redis,
                 group,
-                on_ready=processor.notify_work,
+                on_ready=fetcher.notify_work,
                 on_due=self._due_at,
                 timeout=self.config.idle_timeout,
                 prefetcher=prefetcher,
@@ -359,7 +360,7 @@ class Server:
             for group in groups
         ]
         if prefetcher is not None:
-            processor.kick = watchers[0].kick
+            fetcher.kick = watchers[0].kick
         # In a cluster, redis-py's cluster pub/sub picks a node: PUBLISH reaches every node.
         listener = CancelListener(
             self.redis,
@@ -368,7 +369,7 @@ class Server:
         )
         self.cancel_listener = listener
         loops = [
-            ("fetch-loop", processor.fetch_loop),
+            ("fetch-loop", fetcher.run),
             ("ack-loop", processor.ack_loop),
             ("cancel-listener", listener.run),
             *((f"marker-watcher-{i}", w.run) for i, w in enumerate(watchers)),

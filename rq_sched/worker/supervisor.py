@@ -1,6 +1,6 @@
 """Supervision of a worker server's long-running loops: nothing in the background dies silently.
 
-Every loop (the processor's fetch and ack loops, the marker watchers, the cancel listener and
+Every loop (the fetch loop, the processor's ack loop, the marker watchers, the cancel listener and
 every :class:`~rq_sched.worker.component.Component`) runs under one :class:`Supervisor`. A loop
 handles the failures it expects (Redis unreachable) itself, pausing with :func:`retry_pause`. An
 exception it does not expect is a bug or a broken environment: the supervisor logs its

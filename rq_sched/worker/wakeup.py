@@ -10,8 +10,8 @@ reconnect. Short blocks are simply repeated until ``timeout`` has passed in tota
 also bounded on the client side (block + :data:`REPLY_GRACE`), so a connection dropped without
 a FIN or RST cannot hold the watcher even when the client has no socket timeout.
 
-With a :class:`~rq_sched.worker.prefetch.Prefetcher` (the processor, on a plain client), the
-wait carries the processor's dequeue behind it (:mod:`rq_sched.worker.prefetch`): a wake-up
+With a :class:`~rq_sched.worker.prefetch.Prefetcher` (the fetcher, on a plain client), the
+wait carries the fetcher's dequeue behind it (:mod:`rq_sched.worker.prefetch`): a wake-up
 then costs one round trip.
 """
 
