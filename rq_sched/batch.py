@@ -72,9 +72,9 @@ class Dedup:
     window_ms: int
 
 
-def check_item(index: int, task: object) -> Dedup | None:
-    """The dedup ``task`` (item ``index`` of a batch) asks for, checked as the single calls
-    check it; None for a plain item.
+def check_item(index: int, task: object) -> tuple[NewTask, Dedup | None]:
+    """``task`` (item ``index`` of a batch) and the dedup it asks for, checked as the single
+    calls check it (None for a plain item).
 
     Raises:
         ValidationError: not a NewTask, or a bad debounce / throttle / window combination
@@ -89,7 +89,7 @@ def check_item(index: int, task: object) -> Dedup | None:
                 "window= goes with debounce= or throttle=, e.g. NewTask(type=..., "
                 "debounce='user:42', window=5); leave it out otherwise",
             )
-        return None
+        return task, None
     if task.debounce is not None and task.throttle is not None:
         raise _item_error(index, "give debounce= or throttle=, not both")
     kind: Literal["debounce", "throttle"] = "debounce" if task.debounce is not None else "throttle"
@@ -109,7 +109,7 @@ def check_item(index: int, task: object) -> Dedup | None:
             )
     except ValidationError as exc:
         raise _item_error(index, str(exc)) from exc
-    return Dedup(kind, key, window_ms)
+    return task, Dedup(kind, key, window_ms)
 
 
 def as_task(task: NewTask, asked: Dedup | None) -> NewTask:

@@ -154,9 +154,8 @@ class _Producer:
         now_ms = to_ms(self.clock.now())  # one enqueue time for the whole batch
         prepared: list[Prepared] = []
         asked: list[batch.Dedup | None] = []
-        for index, task in enumerate(tasks):
-            spec = batch.check_item(index, task)
-            assert isinstance(task, NewTask)  # checked by check_item
+        for index, item in enumerate(tasks):
+            task, spec = batch.check_item(index, item)
             try:
                 key = spec.key if spec else None
                 prepared.append(self.prepare(batch.as_task(task, spec), now_ms, key=key))

@@ -125,6 +125,21 @@ def test_a_dropped_item_names_the_task_an_earlier_call_kept(client: Client) -> N
     assert infos.outcomes == [Throttled(earlier.id, dropped=True)]
 
 
+def test_batch_order_holds_when_redis_has_just_lost_its_scripts(
+    client: Client, r: redis.Redis, namespace: str
+) -> None:
+    # Calls answered NOSCRIPT are sent again after loading; items sharing a key use one
+    # script, so they are all sent again, in their order.
+    r.script_flush()
+    infos = client.enqueue_many(
+        [NewTask(type="d", payload=n, debounce="k", window=5) for n in range(3)]
+        + [NewTask(type="t", payload=n, throttle="k", window=5) for n in range(2)]
+    )
+    assert [getattr(o, "replaced", None) for o in infos.outcomes[:3]] == [False, True, True]
+    assert infos.outcomes[3:] == [Throttled(infos[3].id, False), Throttled(infos[3].id, True)]
+    assert payload_of(r, keys_of(namespace), infos[0].id) == 2
+
+
 def test_a_batch_without_debounce_or_throttle_is_the_plain_list_it_was(
     client: Client, r: redis.Redis, namespace: str
 ) -> None:
