@@ -135,7 +135,6 @@ class Plan:
     """The calls of one batch and which items each call carries."""
 
     prepared: list[Prepared]
-    asked: list[Dedup | None]
     calls: list[Call]
     owners: list[list[int]]
     """Per call: the indexes of its items (one, except for ``enqueue_batch`` calls)."""
@@ -158,7 +157,7 @@ def plan(
     prepared: list[Prepared], asked: list[Dedup | None], keys: Callable[[str], QueueKeys]
 ) -> Plan:
     """The calls enqueueing ``prepared`` (placed in their shards), in batch order per key."""
-    result = Plan(prepared, asked, [], [], [], {})
+    result = Plan(prepared, [], [], [], {})
     plain: dict[str, list[int]] = defaultdict(list)
     for index, ready in enumerate(prepared):
         spec = asked[index]
