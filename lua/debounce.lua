@@ -13,7 +13,8 @@
 -- ARGV[2] encoded message
 -- ARGV[3] due ms of a new task (the end of the window)
 -- ARGV[4] ms the debounce key is kept (past the due time)
--- Returns: {1, id} a new task waits; {2, id} the waiting task `id` now has this message
+-- Returns: {1, id, due ms} a new task waits; {2, id, due ms} the waiting task `id` (due then)
+--   now has this message
 -- Errors: CONFLICT (ARGV[1] is used by a live, held or retained task)
 --@include codes
 --@include marker
@@ -29,9 +30,10 @@ local id = ARGV[1]
 local due = tonumber(ARGV[3])
 
 local waiting = redis.call('GET', debounce)
-if waiting and redis.call('ZSCORE', scheduled, waiting) then
+local waiting_due = waiting and redis.call('ZSCORE', scheduled, waiting)
+if waiting_due then
   redis.call('HSET', msg, waiting, ARGV[2])
-  return {2, waiting}
+  return {2, waiting, tonumber(waiting_due)}
 end
 if redis.call('HEXISTS', held, id) == 1 or not claim_id(msg, archived, result, id, ARGV[2]) then
   return CONFLICT
@@ -39,4 +41,4 @@ end
 redis.call('ZADD', scheduled, due, id)
 redis.call('SET', debounce, id, 'PX', tonumber(ARGV[4]))
 signal_due(marker, due)
-return {1, id}
+return {1, id, due}

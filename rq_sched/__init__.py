@@ -7,6 +7,7 @@ the worker, the scheduler and the inspector each have a subpackage of their own.
 # Producing tasks
 # Running handlers
 from rq_sched.backoff import Backoff, exponential
+from rq_sched.batch import Enqueued
 from rq_sched.client import AsyncClient, Client, EnqueueManyError
 from rq_sched.clock import Clock, ManualClock, SystemClock
 from rq_sched.dedup import Debounced, Throttled
@@ -65,6 +66,7 @@ __all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
     "Clock",
     "Debounced",
     "EnqueueManyError",
+    "Enqueued",
     "ManualClock",
     "NewTask",
     "SystemClock",

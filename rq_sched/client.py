@@ -7,16 +7,15 @@ classes differ only in how they run those calls.
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Self
 
-from rq_sched import aggregation, dedup, ops, results, scripts, shards, workflows
+from rq_sched import aggregation, batch, dedup, ops, results, scripts, shards, workflows
 from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.coalesce import Coalescer
-from rq_sched.connection import aconnect, connect, refused, translate_errors
+from rq_sched.connection import aconnect, connect, translate_errors
 from rq_sched.durability import (
     DEFAULT_REPLICA_TIMEOUT,
     ReplicaWait,
@@ -26,7 +25,6 @@ from rq_sched.durability import (
 from rq_sched.errors import (
     DUPLICATE,
     EnqueueManyError,
-    RqSchedError,
     ValidationError,
     error_for_code,
 )
@@ -148,68 +146,33 @@ class _Producer:
         """Queues this client has not yet added to the registry of queue names."""
         return sorted({q for q in queues if q not in self._registered})
 
-    def prepare_many(self, tasks: Sequence[NewTask]) -> list[Prepared]:
-        """Validate every task of an ``enqueue_many`` (all dated alike), placed nowhere yet."""
+    def prepare_many(
+        self, tasks: Sequence[object]
+    ) -> tuple[list[Prepared], list[batch.Dedup | None]]:
+        """Validate every item of an ``enqueue_many`` (all dated alike), placed nowhere yet,
+        and the debounce or throttle each asks for; an error names the item."""
         now_ms = to_ms(self.clock.now())  # one enqueue time for the whole batch
         prepared: list[Prepared] = []
-        for task in tasks:
-            if not isinstance(task, NewTask):
-                raise ValidationError(f"enqueue_many takes NewTask items, got {task!r}")
-            prepared.append(self.prepare(task, now_ms))
-        return prepared
+        asked: list[batch.Dedup | None] = []
+        for index, item in enumerate(tasks):
+            task, spec = batch.check_item(index, item)
+            try:
+                key = spec.key if spec else None
+                prepared.append(self.prepare(batch.as_task(task, spec), now_ms, key=key))
+            except ValidationError as exc:
+                raise batch.item_error(index, exc) from exc
+            asked.append(spec)
+        return prepared, asked
 
     def plan_many(
-        self, tasks: Sequence[NewTask], checked: Sequence[Prepared]
-    ) -> tuple[list[Prepared], list[Call], list[list[int]]]:
-        """Place every prepared task in its shard and group them into calls.
-
-        Returns the placed tasks, the calls, and for each call the indexes of its tasks
-        (plain tasks go in per-queue batches; unique ones each take a call of their own).
-        """
-        prepared = [self.place(t, r) for t, r in zip(tasks, checked, strict=True)]
-        plain: dict[str, list[int]] = defaultdict(list)
-        calls: list[Call] = []
-        owners: list[list[int]] = []
-        for index, ready in enumerate(prepared):
-            if ready.unique_ttl_ms:
-                calls.append(ops.enqueue(self.keys(ready.queue), ready))
-                owners.append([index])
-            else:
-                plain[ready.queue].append(index)
-        size = ops.ENQUEUE_BATCH_LIMIT
-        for queue, indexes in plain.items():
-            for start in range(0, len(indexes), size):
-                chunk = indexes[start : start + size]
-                calls.append(ops.enqueue_batch(self.keys(queue), [prepared[i] for i in chunk]))
-                owners.append(chunk)
-        return prepared, calls, owners
-
-    def results_many(
-        self,
-        prepared: list[Prepared],
-        owners: list[list[int]],
-        raw: list[Any],
-        infos: list[TaskInfo],
-    ) -> list[TaskInfo]:
-        """``infos`` (one per task) if every task was enqueued, else :class:`EnqueueManyError`."""
-        results: list[TaskInfo | RqSchedError] = list(infos)
-        failed = False
-        for chunk, reply in zip(owners, raw, strict=True):
-            if isinstance(reply, BaseException):
-                # The whole call failed (e.g. Redis refused it): none of its tasks was written.
-                for index in chunk:
-                    results[index] = refused(reply, f"task {prepared[index].id!r}")
-                failed = True
-                continue
-            codes = reply if isinstance(reply, list) else [reply]
-            for index, code in zip(chunk, codes, strict=True):
-                if code < 0:
-                    task = prepared[index]
-                    results[index] = error_for_code(code, queue=task.queue, task_id=task.id)
-                    failed = True
-        if failed:
-            raise EnqueueManyError(results)
-        return infos
+        self, tasks: Sequence[NewTask], checked: Sequence[Prepared], asked: list[batch.Dedup | None]
+    ) -> batch.Plan:
+        """Place every prepared task in its shard and group them into calls."""
+        prepared = [
+            self.place(t, r, a.key if a else None)
+            for t, r, a in zip(tasks, checked, asked, strict=True)
+        ]
+        return batch.plan(prepared, asked, self.keys)
 
 
 class Client:
@@ -373,15 +336,23 @@ class Client:
 
     def enqueue_many(
         self, tasks: Iterable[NewTask], *, replicas: int | None = None
-    ) -> list[TaskInfo]:
+    ) -> batch.Enqueued:
         """Enqueue many tasks in one round trip (batched per queue); ``replicas`` as for
         :meth:`enqueue` (one ``WAIT`` per connection, after the whole batch).
 
+        An item with ``debounce=`` or ``throttle=`` (and ``window=``) behaves as
+        :meth:`debounce` / :meth:`throttle` would, and items sharing a key act in batch order
+        (a later debounce item replaces an earlier one's message; a later throttle item is
+        dropped). See :mod:`rq_sched.batch`.
+
         Returns:
-            One :class:`TaskInfo` per task, in order.
+            An :class:`~rq_sched.batch.Enqueued`: a list with one :class:`TaskInfo` per task,
+            in order, whose ``outcomes`` hold each item's :class:`~rq_sched.dedup.Debounced`
+            or :class:`~rq_sched.dedup.Throttled` (None for plain items).
 
         Raises:
-            ValidationError: a task's arguments are bad (nothing was enqueued).
+            ValidationError: a task's arguments are bad (nothing was enqueued); the message
+                names the item (``enqueue_many item 3: ...``).
             EnqueueManyError: some tasks were refused (conflict, duplicate, or Redis refused
                 their batch); the rest were enqueued, and ``.results`` says which is which.
             RedisUnavailableError: Redis cannot be reached.
@@ -391,29 +362,31 @@ class Client:
         """
         task_list = list(tasks)
         if not task_list:
-            return []
-        ready = self._p.prepare_many(task_list)
+            return batch.Enqueued()
+        ready, asked = self._p.prepare_many(task_list)
         self._route()  # after the checks: bad input is refused without a round trip
-        prepared, calls, owners = self._p.plan_many(task_list, ready)
+        plan = self._p.plan_many(task_list, ready, asked)
         infos: list[TaskInfo] = []
         now_ms = to_ms(self._p.clock.now())
         wait = self._wait.per_call(replicas)
         # An error reply here is the queue registry write refused (batches report per call).
-        with translate_errors(self.redis, writing=f"{len(prepared)} tasks"):
-            self._register(t.queue for t in prepared)
+        with translate_errors(self.redis, writing=f"{len(ready)} tasks"):
+            self._register(t.queue for t in plan.prepared)
             if wait.replicas:
-                raw, confirmed = run_confirmed(self.redis, calls, wait)
-                infos.extend(t.info(now_ms) for t in prepared)
+                raw, confirmed = run_confirmed(self.redis, plan.calls, wait)
+                infos.extend(t.info(now_ms) for t in plan.prepared)
+                kept = batch.kept_ids(self.redis, plan.dropped(raw))
                 return wait.settle(
                     confirmed,
-                    f"{len(prepared)} tasks were",
-                    lambda: self._p.results_many(prepared, owners, raw, infos),
+                    f"{len(ready)} tasks were",
+                    lambda: batch.results(plan, raw, infos, kept),
                 )
             # The TaskInfo objects are built while Redis runs the batch.
             raw = scripts.run_pipeline(
-                self.redis, calls, lambda: infos.extend(t.info(now_ms) for t in prepared)
+                self.redis, plan.calls, lambda: infos.extend(t.info(now_ms) for t in plan.prepared)
             )
-        return self._p.results_many(prepared, owners, raw, infos)
+            kept = batch.kept_ids(self.redis, plan.dropped(raw))
+        return batch.results(plan, raw, infos, kept)
 
     def chain(self, tasks: Sequence[NewTask]) -> workflows.Chain:
         """Enqueue tasks that run one after another, in one call.
@@ -756,30 +729,31 @@ class AsyncClient:
 
     async def enqueue_many(
         self, tasks: Iterable[NewTask], *, replicas: int | None = None
-    ) -> list[TaskInfo]:
+    ) -> batch.Enqueued:
         """Enqueue many tasks; see :meth:`Client.enqueue_many`."""
         task_list = list(tasks)
         if not task_list:
-            return []
-        ready = self._p.prepare_many(task_list)
+            return batch.Enqueued()
+        ready, asked = self._p.prepare_many(task_list)
         await self._route()  # after the checks: bad input is refused without a round trip
-        prepared, calls, owners = self._p.plan_many(task_list, ready)
+        plan = self._p.plan_many(task_list, ready, asked)
         wait = self._wait.per_call(replicas)
-        with translate_errors(self.redis, writing=f"{len(prepared)} tasks"):
-            await self._register(t.queue for t in prepared)
+        with translate_errors(self.redis, writing=f"{len(ready)} tasks"):
+            await self._register(t.queue for t in plan.prepared)
             if wait.replicas:
-                raw, confirmed = await arun_confirmed(self.redis, calls, wait)
+                raw, confirmed = await arun_confirmed(self.redis, plan.calls, wait)
             else:
-                raw = await scripts.arun_pipeline(self.redis, calls)
+                raw = await scripts.arun_pipeline(self.redis, plan.calls)
+            kept = await batch.akept_ids(self.redis, plan.dropped(raw))
         now_ms = to_ms(self._p.clock.now())
-        infos = [t.info(now_ms) for t in prepared]
+        infos = [t.info(now_ms) for t in plan.prepared]
         if wait.replicas:
             return wait.settle(
                 confirmed,
-                f"{len(prepared)} tasks were",
-                lambda: self._p.results_many(prepared, owners, raw, infos),
+                f"{len(ready)} tasks were",
+                lambda: batch.results(plan, raw, infos, kept),
             )
-        return self._p.results_many(prepared, owners, raw, infos)
+        return batch.results(plan, raw, infos, kept)
 
     async def chain(self, tasks: Sequence[NewTask]) -> workflows.Chain:
         """Enqueue a chain; see :meth:`Client.chain`."""

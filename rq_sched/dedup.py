@@ -72,10 +72,12 @@ def check_window(window: object) -> int:
     return max(1, round(seconds * 1000))
 
 
-def new_task(
-    kind: str, task_type: str, payload: Any, window_ms: int, options: dict[str, Any]
-) -> NewTask:
-    """The task of a debounce or throttle call, its options checked for what does not apply."""
+def refuse_options(kind: str, options: dict[str, Any]) -> None:
+    """Raise for an option that a debounce or throttle task does not take.
+
+    Raises:
+        ValidationError: ``unique`` (either kind), ``process_in`` / ``process_at`` (debounce).
+    """
     refused = {"unique"} | ({"process_in", "process_at"} if kind == "debounce" else set())
     given = sorted(name for name in refused if options.get(name) is not None)
     if given:
@@ -83,6 +85,13 @@ def new_task(
             f"{kind} does not take {', '.join(given)}"
             + (": the window is the delay" if kind == "debounce" else "")
         )
+
+
+def new_task(
+    kind: str, task_type: str, payload: Any, window_ms: int, options: dict[str, Any]
+) -> NewTask:
+    """The task of a debounce or throttle call, its options checked for what does not apply."""
+    refuse_options(kind, options)
     if kind == "debounce":
         options = {**options, "process_in": timedelta(milliseconds=window_ms)}
     return NewTask(type=task_type, payload=payload, **options)
@@ -129,5 +138,5 @@ def debounced(reply: Any, task: Prepared) -> Debounced:
     """The outcome of a :func:`debounce_call`; raises on a failure code."""
     if isinstance(reply, int):
         raise error_for_code(reply, queue=task.queue, task_id=task.id)
-    code, task_id = reply
+    code, task_id = reply[0], reply[1]
     return Debounced(task_id.decode() if isinstance(task_id, bytes) else str(task_id), code == 2)

@@ -36,6 +36,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from rq_sched.dedup import Debounced, Throttled
     from rq_sched.models import TaskInfo
 
 
@@ -68,15 +69,24 @@ class EnqueueManyError(RqSchedError):
 
     Attributes:
         results: one entry per task, in order: its :class:`TaskInfo`, or the error it got.
+        outcomes: one entry per task, in order, as ``enqueue_many``'s result's ``outcomes``:
+            what a debounce or throttle item did (None for the others and the failed ones).
     """
 
-    def __init__(self, results: list[TaskInfo | RqSchedError]) -> None:
+    def __init__(
+        self,
+        results: list[TaskInfo | RqSchedError],
+        outcomes: list[Debounced | Throttled | None] | None = None,
+    ) -> None:
         failed = [r for r in results if isinstance(r, RqSchedError)]
         super().__init__(
             f"{len(failed)} of {len(results)} tasks were not enqueued (first: {failed[0]}); "
             "see .results for each task's outcome"
         )
         self.results = results
+        self.outcomes: list[Debounced | Throttled | None] = (
+            [None] * len(results) if outcomes is None else outcomes
+        )
 
 
 class ReplicationError(RqSchedError):

@@ -107,7 +107,13 @@ class TaskInfo:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NewTask:
-    """One task for :meth:`Client.enqueue_many`; the fields mirror ``enqueue``'s arguments."""
+    """One task for :meth:`Client.enqueue_many`; the fields mirror ``enqueue``'s arguments.
+
+    ``debounce`` / ``throttle`` with ``window`` make the item behave as
+    :meth:`Client.debounce` / :meth:`Client.throttle` with ``key=`` and ``window=`` would (the
+    field holds the dedup key); ``enqueue_many`` reports what each such item did in its
+    result's ``outcomes``. See docs/flow.md.
+    """
 
     type: str
     payload: Any = None
@@ -123,6 +129,12 @@ class NewTask:
     headers: dict[str, str] | None = None
     key: str | None = None
     shard_key: str | None = None
+    debounce: str | None = None
+    """A debounce key: the item joins the task waiting under it, or opens a ``window``."""
+    throttle: str | None = None
+    """A throttle key: the item is dropped if a task was kept under it within ``window``."""
+    window: timedelta | float | None = None
+    """The debounce or throttle window (timedelta or seconds); only with one of them."""
 
 
 @dataclass(frozen=True, slots=True)

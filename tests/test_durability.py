@@ -17,12 +17,14 @@ from redis.cluster import RedisCluster as ClusterClient
 from rq_sched import (
     AsyncClient,
     Client,
+    Debounced,
     EnqueueManyError,
     NewTask,
     RedisUnavailableError,
     ReplicationError,
     TaskIdConflictError,
     TaskInfo,
+    Throttled,
     ValidationError,
 )
 from rq_sched.keys import QueueKeys
@@ -180,6 +182,27 @@ def test_enqueue_many_confirmed_and_short(
     results = caught.value.results
     assert isinstance(results, list)
     assert isinstance(results[0], TaskIdConflictError) and isinstance(results[1], TaskInfo)
+
+
+def test_enqueue_many_confirmed_reports_debounce_and_throttle_outcomes(
+    master: redis.Redis, replica: redis.Redis, namespace: str
+) -> None:
+    client = Client(master, namespace=namespace, replicas=1)
+    infos = client.enqueue_many(
+        [
+            NewTask(type="d", payload=1, debounce="k", window=60),
+            NewTask(type="d", payload=2, debounce="k", window=60),
+            NewTask(type="t", payload=1, throttle="k", window=60),
+            NewTask(type="t", payload=2, throttle="k", window=60),
+        ]
+    )
+    assert infos.outcomes == [
+        Debounced(infos[0].id, False),
+        Debounced(infos[0].id, True),
+        Throttled(infos[2].id, False),
+        Throttled(infos[2].id, True),
+    ]
+    assert on(replica, namespace, infos[0].id) and on(replica, namespace, infos[2].id)
 
 
 def test_enqueue_many_confirmed_reports_conflicts_as_before(

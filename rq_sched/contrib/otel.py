@@ -27,6 +27,7 @@ from dataclasses import dataclass, field, replace
 from types import TracebackType
 from typing import Any, Self, Unpack
 
+from rq_sched.batch import Enqueued
 from rq_sched.client import AsyncClient, Client
 from rq_sched.contrib._optional import missing
 from rq_sched.contrib.typed import EnqueueOptions
@@ -111,9 +112,7 @@ class TracingClient:
             span.set_attribute("messaging.message.id", info.id)
             return info
 
-    def enqueue_many(
-        self, tasks: Iterable[NewTask], *, replicas: int | None = None
-    ) -> list[TaskInfo]:
+    def enqueue_many(self, tasks: Iterable[NewTask], *, replicas: int | None = None) -> Enqueued:
         """:meth:`rq_sched.Client.enqueue_many` inside one span for the batch."""
         task_list = list(tasks)
         with _send_span(self.tracer, *_batch_name(task_list), count=len(task_list)):
@@ -154,7 +153,7 @@ class AsyncTracingClient:
 
     async def enqueue_many(
         self, tasks: Iterable[NewTask], *, replicas: int | None = None
-    ) -> list[TaskInfo]:
+    ) -> Enqueued:
         """:meth:`rq_sched.AsyncClient.enqueue_many` inside one span for the batch."""
         task_list = list(tasks)
         with _send_span(self.tracer, *_batch_name(task_list), count=len(task_list)):

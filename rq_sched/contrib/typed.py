@@ -46,8 +46,8 @@ P = TypeVar("P")
 R = TypeVar("R")
 
 
-class TaskOptions(TypedDict, total=False):
-    """The options a :class:`~rq_sched.NewTask` takes (``enqueue``'s, but the workflow ones)."""
+class _TaskFields(TypedDict, total=False):
+    """The options of a task that ``enqueue`` and :class:`~rq_sched.NewTask` share."""
 
     queue: str
     process_in: timedelta | float | None
@@ -63,7 +63,16 @@ class TaskOptions(TypedDict, total=False):
     shard_key: str | None
 
 
-class EnqueueOptions(TaskOptions, total=False):
+class TaskOptions(_TaskFields, total=False):
+    """The options a :class:`~rq_sched.NewTask` takes (``enqueue``'s, but the workflow ones,
+    and the debounce or throttle of an ``enqueue_many`` item)."""
+
+    debounce: str | None
+    throttle: str | None
+    window: timedelta | float | None
+
+
+class EnqueueOptions(_TaskFields, total=False):
     """The keyword options of :meth:`rq_sched.Client.enqueue`, for typed signatures."""
 
     depends_on: Sequence[ParentRef] | None

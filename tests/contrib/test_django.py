@@ -143,6 +143,15 @@ def test_bad_arguments_fail_at_the_call_not_at_the_commit(
     assert r.keys(f"{namespace}:*") == []
 
 
+def test_debounce_or_throttle_on_commit_is_refused_at_the_call(
+    client: Client, r: redis.Redis, namespace: str
+) -> None:
+    # on_commit enqueues with client.enqueue: a debounce it would drop silently is refused.
+    with transaction.atomic(), pytest.raises(ValidationError, match="takes no debounce="):
+        enqueue_on_commit("order:ship", None, debounce="k", window=5, client=client)
+    assert r.keys(f"{namespace}:*") == []
+
+
 def test_redis_down_at_commit_raises_after_the_database_committed(django_project: None) -> None:
     down = Client.from_url(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     with pytest.raises(RedisUnavailableError), transaction.atomic():

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Literal, NotRequired, TypedDict
 
@@ -25,13 +25,14 @@ from rq_sched import (
     AsyncClient,
     Client,
     Inspector,
+    NewTask,
     Router,
     Task,
     TaskInfo,
     TaskState,
     ValidationError,
 )
-from rq_sched.contrib.typed import EnqueueOptions, TaskHandle
+from rq_sched.contrib.typed import EnqueueOptions, TaskHandle, TaskOptions
 from tests.worker_support import Recorder, queue_state, running_server, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -191,6 +192,14 @@ def test_the_typed_options_are_exactly_the_clients_enqueue_options() -> None:
         params = inspect.signature(method).parameters.values()
         keyword_only = {p.name for p in params if p.kind is p.KEYWORD_ONLY} - {"replicas"}
         assert keyword_only == set(EnqueueOptions.__annotations__), method
+
+
+def test_the_typed_task_options_are_exactly_the_fields_of_new_task() -> None:
+    # debounce= / throttle= / window= included: a typed handle makes enqueue_many items too.
+    assert set(TaskOptions.__annotations__) == {f.name for f in fields(NewTask)} - {
+        "type",
+        "payload",
+    }
 
 
 MYPY_SNIPPET = """

@@ -29,6 +29,7 @@ from rq_sched.client import Client
 from rq_sched.clock import SystemClock, to_ms
 from rq_sched.contrib.django.conf import settings
 from rq_sched.contrib.typed import Producer, TaskOptions
+from rq_sched.errors import ValidationError
 from rq_sched.models import NewTask, TaskInfo
 from rq_sched.options import new_task_id, prepare
 
@@ -94,7 +95,17 @@ def on_commit(
     client: Producer | None = None,
 ) -> str:
     """:func:`enqueue_on_commit` for a ready :class:`~rq_sched.NewTask`
-    (``on_commit(handle.new_task(payload))`` for a typed task)."""
+    (``on_commit(handle.new_task(payload))`` for a typed task).
+
+    Raises:
+        ValidationError: an argument is bad, or the task asks for debounce or throttle
+            (raised now, not at commit).
+    """
+    if task.debounce is not None or task.throttle is not None or task.window is not None:
+        raise ValidationError(
+            "on_commit enqueues with client.enqueue, which takes no debounce=, throttle= or "
+            "window=; call client.debounce() / client.throttle() from transaction.on_commit"
+        )
     task_id = task.task_id or new_task_id()
     task = dataclasses.replace(task, task_id=task_id)
     # Checked now, so a bad argument fails the view that made it, not the commit.
