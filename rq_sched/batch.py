@@ -48,10 +48,11 @@ class Enqueued(list[TaskInfo]):
     """The result of ``enqueue_many``: a list with one :class:`TaskInfo` per item, in order,
     and :attr:`outcomes` beside it.
 
-    The entry of a debounce item that replaced a waiting task's message describes that task
-    (its id and due time, now with this item's message); the entry of a dropped throttle item
-    describes the task that was *not* enqueued (its id names no task): read ``outcomes`` for
-    the id of the task kept instead.
+    Every entry's id names a task that exists, the one that carries the item out: the entry of
+    a debounce item that replaced a waiting task's message describes that task (its id and due
+    time, now with this item's message); the entry of a dropped throttle item carries the id of
+    the task its window kept (the rest of the entry is the dropped item's own: its payload never
+    runs). Read ``outcomes`` for which items replaced or were dropped.
     """
 
     __slots__ = ("outcomes",)
@@ -231,7 +232,10 @@ def results(
         elif kind == "debounce" and isinstance(reply, list):
             _debounced(done, chunk[0], batch.prepared[chunk[0]], reply)
         elif kind == "throttle" and reply == DUPLICATE:
-            done.outcomes[chunk[0]] = dedup.Throttled(kept.get(chunk[0]), dropped=True)
+            kept_id = kept.get(chunk[0])
+            done.outcomes[chunk[0]] = dedup.Throttled(kept_id, dropped=True)
+            if kept_id is not None:  # the entry names the task that stands for the item
+                done[chunk[0]] = dataclasses.replace(done[chunk[0]], id=kept_id)
         else:
             for index, code in zip(
                 chunk, reply if isinstance(reply, list) else [reply], strict=True
