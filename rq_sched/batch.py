@@ -232,10 +232,7 @@ def results(
         elif kind == "debounce" and isinstance(reply, list):
             _debounced(done, chunk[0], batch.prepared[chunk[0]], reply)
         elif kind == "throttle" and reply == DUPLICATE:
-            kept_id = kept.get(chunk[0])
-            done.outcomes[chunk[0]] = dedup.Throttled(kept_id, dropped=True)
-            if kept_id is not None:  # the entry names the task that stands for the item
-                done[chunk[0]] = dataclasses.replace(done[chunk[0]], id=kept_id)
+            _dropped(done, chunk[0], kept.get(chunk[0]))
         else:
             for index, code in zip(
                 chunk, reply if isinstance(reply, list) else [reply], strict=True
@@ -251,6 +248,13 @@ def results(
         ]
         raise EnqueueManyError(entries, done.outcomes)
     return done
+
+
+def _dropped(done: Enqueued, index: int, kept_id: str | None) -> None:
+    """Record a dropped throttle item; its entry carries the id of the task its window kept."""
+    done.outcomes[index] = dedup.Throttled(kept_id, dropped=True)
+    if kept_id is not None:
+        done[index] = dataclasses.replace(done[index], id=kept_id)
 
 
 def _debounced(done: Enqueued, index: int, task: Prepared, reply: list[Any]) -> None:

@@ -23,7 +23,7 @@ from django.db import connection, transaction
 from django.test import Client as DjangoClient
 from django.test.utils import override_settings
 
-from rq_sched import Client, RedisUnavailableError, ValidationError
+from rq_sched import Client, Inspector, RedisUnavailableError, ValidationError
 from rq_sched.contrib.django import enqueue_on_commit, get_client, on_commit
 from rq_sched.contrib.django.conf import settings as rq_settings
 from rq_sched.contrib.typed import TaskHandle
@@ -112,6 +112,20 @@ def test_a_rolled_back_savepoint_drops_its_task_and_the_outer_commit_sends_the_r
             enqueue_on_commit("order:ship", {"n": 2}, client=client)
             raise RollbackError
     assert r.lrange(QueueKeys(namespace, "default").pending, 0, -1) == [kept.encode()]
+
+
+def test_a_fairness_key_given_on_commit_reaches_redis(
+    client: Client, r: redis.Redis, namespace: str
+) -> None:
+    with transaction.atomic():
+        task_id = enqueue_on_commit("order:ship", {"n": 1}, key="tenant:7", client=client)
+    info = Inspector(r, namespace=namespace).get_task("default", task_id)
+    assert info.key == "tenant:7"
+
+
+def test_a_shard_key_on_commit_is_refused_at_the_call(client: Client) -> None:
+    with pytest.raises(ValidationError, match="shard_key"):
+        enqueue_on_commit("order:ship", None, shard_key="cust-1", client=client)
 
 
 def test_outside_a_transaction_the_task_is_sent_at_once(

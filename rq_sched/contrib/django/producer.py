@@ -98,13 +98,19 @@ def on_commit(
     (``on_commit(handle.new_task(payload))`` for a typed task).
 
     Raises:
-        ValidationError: an argument is bad, or the task asks for debounce or throttle
-            (raised now, not at commit).
+        ValidationError: an argument is bad, or the task asks for debounce, throttle or a
+            shard_key (raised now, not at commit).
     """
     if task.debounce is not None or task.throttle is not None or task.window is not None:
         raise ValidationError(
             "on_commit enqueues with client.enqueue, which takes no debounce=, throttle= or "
             "window=; call client.debounce() / client.throttle() from transaction.on_commit"
+        )
+    if task.shard_key is not None:
+        raise ValidationError(
+            "on_commit returns the task id at the call, and on a sharded queue an id names its "
+            "shard, so shard_key= cannot choose one; drop shard_key (ids spread over the "
+            "shards), or call client.enqueue(..., shard_key=...) from transaction.on_commit"
         )
     task_id = task.task_id or new_task_id()
     task = dataclasses.replace(task, task_id=task_id)
@@ -136,4 +142,5 @@ def _enqueue(client: Producer, task: NewTask) -> TaskInfo:
         task_id=task.task_id,
         retention=task.retention,
         headers=task.headers,
+        key=task.key,
     )
