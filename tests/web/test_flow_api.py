@@ -8,7 +8,7 @@ import httpx
 import pytest
 import redis
 
-from rq_sched import Client, FlowLimits, Inspector
+from rq_sched import Client, FlowLimits, Inspector, TypeLimits
 from rq_sched.keys import QueueKeys
 from rq_sched.web import create_app
 from tests.web.serve import serving
@@ -112,3 +112,19 @@ def test_per_key_limits_and_keys_in_the_api_and_metrics(
     )
     assert resp.status_code == 400 and "key_concurrency" in resp.text
     assert inspector.flow("api").key_concurrency == 1
+
+
+def test_changing_the_queue_limits_through_the_api_keeps_the_type_limits(
+    http: httpx.Client, inspector: Inspector
+) -> None:
+    crm = TypeLimits(rate="10/s", burst=2, concurrency=3)
+    inspector.set_flow("api", FlowLimits(rate="100/s", types={"sync:crm": crm}))
+    resp = http.post(
+        "/api/queue/flow", params={"queue": "api"}, json={"rate": "5/s"}, headers=MUTATE
+    )
+    assert resp.status_code == 200, resp.text
+    status = inspector.flow("api")
+    assert status.rate == "5/s"
+    assert [(t.type, t.rate, t.burst, t.concurrency) for t in status.types] == [
+        ("sync:crm", "10/s", 2, 3)
+    ]
