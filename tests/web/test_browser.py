@@ -648,7 +648,10 @@ def test_a_queue_page_shows_its_limited_task_types(
         row = page.locator('#flow-types tr[data-flow-type="sync:crm"] td')
         expect(row).to_have_text(["sync:crm", "1/h (burst 2)", "3", "0", "0", "2", "idle", ""])
         no_overflow(page)
-        shot(page, tmp_path, "flow-types")
+        page.set_viewport_size({"width": 390, "height": 844})  # the table becomes cards
+        expect(row.nth(1)).to_have_text("1/h (burst 2)")
+        no_overflow(page)
+        shot(page, tmp_path, "flow-types-narrow")
     finally:
         inspector.set_flow("team-t", None)
         inspector.delete_task("team-t", info.id)
