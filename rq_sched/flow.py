@@ -409,6 +409,14 @@ class FlowStatus:
     def key_limited(self) -> bool:
         return self.key_interval_ms is not None or self.key_concurrency is not None
 
+    def type_limits(self) -> dict[str, TypeLimits]:
+        """The per-type limits as set (``FlowLimits.types``), to carry them over unchanged when
+        other limits of the queue are changed."""
+        return {
+            t.type: TypeLimits(rate=t.rate, burst=t.burst, concurrency=t.concurrency)
+            for t in self.types
+        }
+
 
 def read_status(redis: SyncRedis, keys: QueueKeys) -> FlowStatus:
     """The flow status of one queue, read by one script (``lua/flow_status.lua``) at one instant

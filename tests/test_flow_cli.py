@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from rq_sched import Client, FlowLimits, Inspector, ValidationError
+from rq_sched import Client, FlowLimits, Inspector, TypeLimits, ValidationError
 from rq_sched.cli import main
 from rq_sched.keys import QueueKeys
 
@@ -126,3 +126,95 @@ def test_flow_sets_per_key_limits_and_lists_the_busiest_keys(
 def test_bad_per_key_limits_are_refused(options: dict[str, Any], message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         FlowLimits(**options)
+
+
+CRM = TypeLimits(rate="10/s", burst=2, concurrency=3)
+
+
+def type_limits(inspector: Inspector, queue: str = "api") -> list[tuple[Any, ...]]:
+    return [(t.type, t.rate, t.burst, t.concurrency) for t in inspector.flow(queue).types]
+
+
+def test_changing_the_queue_limits_keeps_the_type_limits(cli: Any, inspector: Inspector) -> None:
+    inspector.set_flow("api", FlowLimits(rate="100/s", types={"sync:crm": CRM}))
+    code, _, err = cli("flow", "api", "--rate", "5/s", "--concurrency", "4")
+    assert code == 0, err
+    status = inspector.flow("api")
+    assert (status.rate, status.concurrency) == ("5/s", 4)
+    assert type_limits(inspector) == [("sync:crm", "10/s", 2, 3)]
+    code, _, err = cli("flow", "api", "--no-rate", "--no-concurrency")
+    assert code == 0, err
+    assert not inspector.flow("api").limited
+    assert type_limits(inspector) == [("sync:crm", "10/s", 2, 3)]
+
+
+def test_flow_sets_changes_and_removes_a_types_limits_option_by_option(
+    cli: Any, inspector: Inspector
+) -> None:
+    code, out, err = cli(
+        "flow", "api", "--type", "sync:crm", "--type-rate", "10/s", "--type-concurrency", "2"
+    )
+    assert code == 0, err
+    assert type_limits(inspector) == [("sync:crm", "10/s", 1, 2)]
+    words = " ".join(out.split())
+    assert "1 limited task type(s):" in words
+    assert "type rate burst cap in lane running tokens state next token" in words
+    assert "sync:crm 10/s 1 2 0 0 1 idle -" in words
+    code, out, err = cli("flow", "api", "--type", "sync:crm", "--type-burst", "5")
+    assert code == 0, err
+    assert type_limits(inspector) == [("sync:crm", "10/s", 5, 2)]  # only the burst changed
+    code, out, err = cli("flow", "api", "--type", "mail", "--type-concurrency", "1", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert [(t["type"], t["rate"], t["concurrency"], t["state"]) for t in shown["types"]] == [
+        ("mail", None, 1, "idle"),
+        ("sync:crm", "10/s", 2, "idle"),
+    ]
+    code, out, err = cli("flow", "api", "--type", "sync:crm", "--no-type-rate")
+    assert code == 0, err
+    assert type_limits(inspector) == [("mail", None, 1, 1), ("sync:crm", None, 1, 2)]
+    code, out, err = cli("flow", "api", "--type", "sync:crm", "--no-type-concurrency")
+    assert code == 0, err  # neither limit is left: the type is no longer limited
+    assert type_limits(inspector) == [("mail", None, 1, 1)]
+    code, out, err = cli("flow", "api", "--no-type", "mail")
+    assert code == 0, err
+    assert inspector.flow("api").types == ()
+    assert "limited task type" not in out
+
+
+def test_flow_json_shows_a_types_limits_and_tokens(
+    cli: Any, client: Client, inspector: Inspector
+) -> None:
+    inspector.set_flow("api", FlowLimits(types={"sync:crm": TypeLimits(rate="1/h", burst=2)}))
+    for n in range(3):
+        client.enqueue("sync:crm", n, queue="api")
+    code, out, err = cli("flow", "api", "--json")
+    assert code == 0, err
+    (crm,) = json.loads(out)["types"]
+    assert (crm["type"], crm["rate"], crm["burst"], crm["tokens"]) == ("sync:crm", "1/h", 2, 2)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--type-rate", "10/s"), "--type-rate limit(s) one task type: name it with --type"),
+        (("--no-type-concurrency",), "name it with --type TYPE"),
+        (("--type", "sync:crm"), "give one of them"),
+        (("--type", "mail", "--type-concurrency", "1", "--type-burst", "3"), "a rate too"),
+        (("--type", "sync:crm", "--type-rate", "0/s"), "--type sync:crm: rate '0/s'"),
+        (("--type", "sync:crm", "--type-concurrency", "0"), "concurrency must be an int"),
+        (("--type", "mail", "--no-type-rate"), "'mail' has no limits to remove"),
+        (("--no-type", "mail"), "'mail' has no limits on queue 'api'"),
+        (("--type", "sync:crm", "--type-rate", "1/s", "--no-type", "sync:crm"), "both changed"),
+        (("--type", "sync:crm", "--type-rate", "1/s", "--key-rate", "1/s"), "cannot both be set"),
+    ],
+)
+def test_flow_refuses_bad_type_options_and_writes_nothing(
+    cli: Any, argv: tuple[str, ...], message: str, inspector: Inspector
+) -> None:
+    inspector.set_flow("api", FlowLimits(types={"sync:crm": CRM}))
+    code, _, err = cli("flow", "api", *argv)
+    assert code == 2, err
+    assert message in err
+    assert type_limits(inspector) == [("sync:crm", "10/s", 2, 3)]
+    assert inspector.flow("api").key_rate is None

@@ -379,6 +379,7 @@
       selectionBar(r, page),
       taskTable(r, page),
       pager(r, page)),
+      flowTypesCard(r, detail.flow),
       shardsCard(stats),
       typesCard(r, types),
       minuteCharts(minutes, info.queue),
@@ -412,7 +413,8 @@
   // The queue's flow limits (rate limit, concurrency cap) and where they stand; null if none.
   function flowLine(flow) {
     const keyed = flow && (flow.key_rate !== null || flow.key_concurrency !== null);
-    if (!flow || (flow.rate === null && flow.concurrency === null && !keyed)) return null;
+    const typed = flow && flow.types.length > 0;
+    if (!flow || (flow.rate === null && flow.concurrency === null && !keyed && !typed)) return null;
     const parts = [];
     if (flow.rate !== null) {
       parts.push(`rate ${flow.rate} (burst ${flow.burst}), ${flow.tokens} token(s) now`);
@@ -429,7 +431,33 @@
       }
       parts.push(`per key ${each.join(", ")}, ${flow.keys_waiting} key(s) waiting for a token`);
     }
+    if (typed) parts.push(`${flow.types.length} task type(s) limited`);
     return h("div", { class: "muted", "data-flow": "" }, "flow: " + parts.join(" · "));
+  }
+
+  // The queue's limited task types (FlowLimits.types): each one's limits and its lane now;
+  // null if it limits none.
+  function flowTypesCard(r, flow) {
+    if (!flow || !flow.types.length) return null;
+    const heads = ["Type", "Rate", "Cap", "In lane", "Running", "Tokens", "State", "Next token"];
+    const rows = flow.types.map((t) => h("tr", { "data-key": "ft:" + t.type, "data-flow-type": t.type },
+      cell("Type", { class: "type" }, link(queueHash(r, { type: t.type, page: 1 }), t.type)),
+      cell("Rate", {}, t.rate === null ? "none" : `${t.rate} (burst ${t.burst})`),
+      cell("Cap", { class: "num" }, t.concurrency === null ? "none" : String(t.concurrency)),
+      cell("In lane", { class: "num" }, String(t.pending)),
+      cell("Running", { class: "num" }, String(t.running)),
+      cell("Tokens", { class: "num" }, t.tokens === null ? "" : String(t.tokens)),
+      cell("State", {}, h("span", { class: t.state === "capped" || t.state === "rate"
+        ? "badge badge-warn" : "badge" }, t.state)),
+      cell("Next token", {}, when(t.next_token_at))));
+    return h("div", { class: "card", id: "flow-types" },
+      h("h2", {}, "Task type limits"),
+      h("table", { class: "cards" }, h("thead", {}, h("tr", {}, heads.map((name) => h("th", {
+        class: ["Cap", "In lane", "Running", "Tokens"].includes(name) ? "num" : null }, name)))),
+      h("tbody", {}, rows)),
+      h("p", { class: "muted small" }, "A limited type's ready tasks wait in a lane of their "
+        + "own (in lane), taking turns with the queue's other tasks. Change the limits with "
+        + "rq-sched flow QUEUE --type TYPE --type-rate ... or POST /api/queue/flow."));
   }
 
   // Per-key limits and the busiest fairness keys (enqueue(key=...)); null if the queue has none.

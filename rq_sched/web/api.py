@@ -27,7 +27,7 @@ from rq_sched.errors import (
     TaskStateError,
     ValidationError,
 )
-from rq_sched.flow import FlowLimits
+from rq_sched.flow import FlowLimits, FlowStatus, TypeLimits
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.inspector.models import jsonable, task_json
 from rq_sched.models import TaskState
@@ -141,11 +141,13 @@ async def pause(request: Request) -> Response:
 
 
 async def flow(request: Request) -> Response:
-    """GET /api/queue/flow?queue=q: the queue's flow limits, tokens now, running count and
-    whether ready tasks wait for a slot. POST with a JSON body ``{"rate": "100/s", "burst": 1,
-    "concurrency": 5, "key_rate": "10/s", "key_burst": 1, "key_concurrency": 1,
-    "key_hold_on_retry": true}`` replaces them (a missing or null field: no such limit; ``{}``
-    removes every limit)."""
+    """GET /api/queue/flow?queue=q: the queue's flow limits, tokens now, running count,
+    whether ready tasks wait for a slot, and its limited task types (``types``). POST with a
+    JSON body ``{"rate": "100/s", "burst": 1, "concurrency": 5, "key_rate": "10/s",
+    "key_burst": 1, "key_concurrency": 1, "key_hold_on_retry": true, "types": {"sync:crm":
+    {"rate": "10/s", "burst": 1, "concurrency": 2}}}`` replaces them (a missing or null field:
+    no such limit; ``{}`` removes every limit but the types'). ``types``, when given, replaces
+    the per-type limits (``{}`` or null removes them); when absent they stay as they are."""
     inspector = _inspector(request)
     name = _param(request, "queue")
     if request.method == "GET":
@@ -156,16 +158,24 @@ async def flow(request: Request) -> Response:
         raise ValidationError(
             f"unknown flow fields {sorted(unknown)}; use {', '.join(sorted(_FLOW_FIELDS))}"
         )
-    limits = FlowLimits(
-        rate=body.get("rate"),
-        burst=body.get("burst", 1),
-        concurrency=body.get("concurrency"),
-        key_rate=body.get("key_rate"),
-        key_burst=body.get("key_burst", 1),
-        key_concurrency=body.get("key_concurrency"),
-        key_hold_on_retry=body.get("key_hold_on_retry", False),
-    )
-    return _ok(await _call(inspector.set_flow, name, limits))
+    given_types = _type_limits(body["types"]) if "types" in body else None
+
+    def replace() -> FlowStatus:
+        # Read before writing, so a change of the other limits keeps the types' limits.
+        types = inspector.flow(name).type_limits() if given_types is None else given_types
+        limits = FlowLimits(
+            rate=body.get("rate"),
+            burst=body.get("burst", 1),
+            concurrency=body.get("concurrency"),
+            key_rate=body.get("key_rate"),
+            key_burst=body.get("key_burst", 1),
+            key_concurrency=body.get("key_concurrency"),
+            key_hold_on_retry=body.get("key_hold_on_retry", False),
+            types=types,
+        )
+        return inspector.set_flow(name, limits)
+
+    return _ok(await _call(replace))
 
 
 _FLOW_FIELDS = frozenset(
@@ -177,8 +187,48 @@ _FLOW_FIELDS = frozenset(
         "key_burst",
         "key_concurrency",
         "key_hold_on_retry",
+        "types",
     }
 )
+_TYPE_FIELDS = frozenset({"rate", "burst", "concurrency"})
+_TYPES_EXAMPLE = '{"sync:crm": {"rate": "10/s", "burst": 1, "concurrency": 2}}'
+
+
+def _type_limits(raw: object) -> dict[str, TypeLimits]:
+    """The ``types`` field of a flow POST as :class:`TypeLimits` by task type (null: none).
+
+    Raises:
+        ValidationError: not an object of objects with only rate, burst and concurrency, or
+            limits that :class:`TypeLimits` refuses.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValidationError(
+            f"types must map task types to their limits, e.g. {_TYPES_EXAMPLE}, got {raw!r}"
+        )
+    limits: dict[str, TypeLimits] = {}
+    for task_type, fields in raw.items():
+        if not isinstance(fields, dict):
+            raise ValidationError(
+                f"types[{task_type!r}] must be an object such as "
+                f'{{"rate": "10/s", "burst": 1, "concurrency": 2}}, got {fields!r}'
+            )
+        unknown = set(fields) - _TYPE_FIELDS
+        if unknown:
+            raise ValidationError(
+                f"types[{task_type!r}]: unknown fields {sorted(unknown)}; use burst, "
+                "concurrency, rate"
+            )
+        try:
+            limits[task_type] = TypeLimits(
+                rate=fields.get("rate"),
+                burst=fields.get("burst", 1),
+                concurrency=fields.get("concurrency"),
+            )
+        except ValidationError as exc:
+            raise ValidationError(f"types[{task_type!r}]: {exc}") from None
+    return limits
 
 
 async def flow_keys(request: Request) -> Response:

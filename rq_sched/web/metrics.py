@@ -19,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rq_sched.errors import RqSchedError
+from rq_sched.flow import FlowStatus
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.models import TaskState
 
@@ -82,7 +83,8 @@ class QueueCollector(Collector):
 
 
 def flow_metrics(inspector: Inspector, queues: list[str]) -> Iterator[Metric]:
-    """Flow limits of the queues that have any: rate, tokens now, cap, tasks held."""
+    """Flow limits of the queues that have any: rate, tokens now, cap, tasks held; per key;
+    and per limited task type."""
     rate = GaugeMetricFamily(
         "rq_sched_flow_rate_per_second", "Rate limit: task starts per second", labels=["queue"]
     )
@@ -118,12 +120,14 @@ def flow_metrics(inspector: Inspector, queues: list[str]) -> Iterator[Metric]:
         "Keys with ready tasks held by their rate limit",
         labels=["queue"],
     )
+    by_type = TypeGauges()
     for queue in queues:
         try:
             status = inspector.flow(queue)
         except RqSchedError as exc:
             log.warning("metrics scrape could not read the flow limits of %s: %s", queue, exc)
             continue
+        by_type.add(status)
         if status.interval_ms is not None:
             rate.add_metric([queue], 1000 / status.interval_ms)
             tokens.add_metric([queue], status.tokens or 0)
@@ -139,6 +143,54 @@ def flow_metrics(inspector: Inspector, queues: list[str]) -> Iterator[Metric]:
             keys_ready.add_metric([queue], status.keys_ready)
             keys_waiting.add_metric([queue], status.keys_waiting)
     yield from (rate, tokens, cap, held, key_rate, key_cap, keyed, keys_ready, keys_waiting)
+    yield from by_type.families()
+
+
+class TypeGauges:
+    """The per-task-type flow gauges (``FlowLimits.types``), labelled by queue and type."""
+
+    def __init__(self) -> None:
+        labels = ["queue", "type"]
+        self.rate = GaugeMetricFamily(
+            "rq_sched_flow_type_rate_per_second",
+            "Per-type rate limit: task starts per second of the type",
+            labels=labels,
+        )
+        self.tokens = GaugeMetricFamily(
+            "rq_sched_flow_type_tokens",
+            "Tasks of the type its rate lets start right now",
+            labels=labels,
+        )
+        self.cap = GaugeMetricFamily(
+            "rq_sched_flow_type_concurrency_cap",
+            "Per-type cap: most tasks of the type running at once",
+            labels=labels,
+        )
+        self.running = GaugeMetricFamily(
+            "rq_sched_flow_type_running",
+            "Tasks of a limited type running under its limits",
+            labels=labels,
+        )
+        self.pending = GaugeMetricFamily(
+            "rq_sched_flow_type_pending",
+            "Ready tasks of a limited type in its lane (also in pending)",
+            labels=labels,
+        )
+
+    def add(self, status: FlowStatus) -> None:
+        """Add the limited types of one queue."""
+        for t in status.types:
+            labels = [status.queue, t.type]
+            if t.interval_ms is not None:
+                self.rate.add_metric(labels, 1000 / t.interval_ms)
+                self.tokens.add_metric(labels, t.tokens or 0)
+            if t.concurrency is not None:
+                self.cap.add_metric(labels, t.concurrency)
+            self.running.add_metric(labels, t.running)
+            self.pending.add_metric(labels, t.pending)
+
+    def families(self) -> tuple[Metric, ...]:
+        return (self.rate, self.tokens, self.cap, self.running, self.pending)
 
 
 def registry_for(inspector: Inspector) -> CollectorRegistry:

@@ -25,7 +25,7 @@ import pytest
 import redis
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 
-from rq_sched import Client, FlowLimits, Inspector, ManualClock, TaskState
+from rq_sched import Client, FlowLimits, Inspector, ManualClock, TaskState, TypeLimits
 from rq_sched.clock import from_ms, to_ms
 from rq_sched.keys import GlobalKeys, QueueKeys
 from rq_sched.local_redis import free_port, require_binary, wait_for_port
@@ -629,4 +629,31 @@ def test_a_queue_page_shows_its_per_key_limits_and_busiest_keys(
         for info in infos:
             inspector.delete_task("team-k", info.id)
         inspector.delete_queue("team-k")  # the other tests' queue lists stay as seeded
+    assert not dashboard.r.exists(keys.flow)
+
+
+def test_a_queue_page_shows_its_limited_task_types(
+    page: Page, dashboard: Dashboard, tmp_path: Path
+) -> None:
+    keys = QueueKeys(dashboard.namespace, "team-t")
+    inspector = Inspector(dashboard.r, namespace=dashboard.namespace)
+    client = Client(dashboard.r, namespace=dashboard.namespace)
+    crm = TypeLimits(rate="1/h", burst=2, concurrency=3)
+    client.set_flow("team-t", FlowLimits(types={"sync:crm": crm}))
+    info = client.enqueue("sync:crm", 1, queue="team-t")
+    try:
+        sign_in(page, dashboard, "#/queues")
+        page.locator('tr[data-queue="team-t"] a').first.click()
+        expect(page.locator("main [data-flow]")).to_have_text("flow: 1 task type(s) limited")
+        row = page.locator('#flow-types tr[data-flow-type="sync:crm"] td')
+        expect(row).to_have_text(["sync:crm", "1/h (burst 2)", "3", "0", "0", "2", "idle", ""])
+        no_overflow(page)
+        page.set_viewport_size({"width": 390, "height": 844})  # the table becomes cards
+        expect(row.nth(1)).to_have_text("1/h (burst 2)")
+        no_overflow(page)
+        shot(page, tmp_path, "flow-types-narrow")
+    finally:
+        inspector.set_flow("team-t", None)
+        inspector.delete_task("team-t", info.id)
+        inspector.delete_queue("team-t")  # the other tests' queue lists stay as seeded
     assert not dashboard.r.exists(keys.flow)

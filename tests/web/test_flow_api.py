@@ -8,7 +8,7 @@ import httpx
 import pytest
 import redis
 
-from rq_sched import Client, FlowLimits, Inspector
+from rq_sched import Client, FlowLimits, Inspector, TypeLimits
 from rq_sched.keys import QueueKeys
 from rq_sched.web import create_app
 from tests.web.serve import serving
@@ -112,3 +112,112 @@ def test_per_key_limits_and_keys_in_the_api_and_metrics(
     )
     assert resp.status_code == 400 and "key_concurrency" in resp.text
     assert inspector.flow("api").key_concurrency == 1
+
+
+def test_changing_the_queue_limits_through_the_api_keeps_the_type_limits(
+    http: httpx.Client, inspector: Inspector
+) -> None:
+    crm = TypeLimits(rate="10/s", burst=2, concurrency=3)
+    inspector.set_flow("api", FlowLimits(rate="100/s", types={"sync:crm": crm}))
+    resp = http.post(
+        "/api/queue/flow", params={"queue": "api"}, json={"rate": "5/s"}, headers=MUTATE
+    )
+    assert resp.status_code == 200, resp.text
+    status = inspector.flow("api")
+    assert status.rate == "5/s"
+    assert [(t.type, t.rate, t.burst, t.concurrency) for t in status.types] == [
+        ("sync:crm", "10/s", 2, 3)
+    ]
+
+
+def test_type_limits_are_set_shown_and_removed_through_the_api(
+    http: httpx.Client, client: Client, inspector: Inspector
+) -> None:
+    types = {"sync:crm": {"rate": "10/s", "burst": 2, "concurrency": 3}, "mail": {"concurrency": 1}}
+    resp = http.post(
+        "/api/queue/flow",
+        params={"queue": "api"},
+        json={"rate": "100/s", "types": types},
+        headers=MUTATE,
+    )
+    assert resp.status_code == 200, resp.text
+    assert [t["type"] for t in resp.json()["types"]] == ["mail", "sync:crm"]
+    client.enqueue("sync:crm", 1, queue="api")
+    flow = http.get("/api/queue/flow", params={"queue": "api"}).json()
+    crm = flow["types"][1]
+    assert {k: crm[k] for k in ("type", "rate", "burst", "concurrency", "running", "state")} == {
+        "type": "sync:crm",
+        "rate": "10/s",
+        "burst": 2,
+        "concurrency": 3,
+        "running": 0,
+        "state": "idle",
+    }
+    assert crm["tokens"] == 2 and crm["next_token_at"] is None and crm["interval_ms"] == 100.0
+    shown = http.get("/api/queue", params={"queue": "api"}).json()["flow"]["types"]
+    assert [t["type"] for t in shown] == ["mail", "sync:crm"]
+    resp = http.post(
+        "/api/queue/flow",
+        params={"queue": "api"},
+        json={"types": {"mail": {"rate": "1/s"}}},
+        headers=MUTATE,
+    )
+    assert resp.status_code == 200, resp.text
+    assert [(t.type, t.rate, t.concurrency) for t in inspector.flow("api").types] == [
+        ("mail", "1/s", None)  # given types replace the type limits
+    ]
+    resp = http.post(
+        "/api/queue/flow", params={"queue": "api"}, json={"types": None}, headers=MUTATE
+    )
+    assert resp.status_code == 200 and resp.json()["types"] == []
+    assert inspector.flow("api").types == ()
+
+
+@pytest.mark.parametrize(
+    ("types", "message"),
+    [
+        (["sync:crm"], "types must map task types to their limits"),
+        ({"sync:crm": "10/s"}, "must be an object"),
+        ({"sync:crm": {"speed": 3}}, "unknown fields ['speed']"),
+        ({"sync:crm": {}}, "needs a rate or a concurrency"),
+        ({"sync:crm": {"rate": "0/s"}}, "at least 1"),
+        ({"sync:crm": {"rate": "1/s", "burst": 0}}, "burst must be an int"),
+        ({"": {"concurrency": 1}}, "task type"),
+    ],
+)
+def test_bad_type_limits_get_a_400_and_write_nothing(
+    http: httpx.Client, inspector: Inspector, types: object, message: str
+) -> None:
+    inspector.set_flow("api", FlowLimits(types={"mail": TypeLimits(concurrency=1)}))
+    resp = http.post(
+        "/api/queue/flow", params={"queue": "api"}, json={"types": types}, headers=MUTATE
+    )
+    assert resp.status_code == 400
+    assert message in resp.json()["error"]
+    assert [(t.type, t.concurrency) for t in inspector.flow("api").types] == [("mail", 1)]
+
+
+def test_type_limits_and_per_key_limits_on_one_queue_get_a_400(
+    http: httpx.Client, inspector: Inspector
+) -> None:
+    inspector.set_flow("api", FlowLimits(types={"mail": TypeLimits(concurrency=1)}))
+    resp = http.post(
+        "/api/queue/flow", params={"queue": "api"}, json={"key_rate": "1/s"}, headers=MUTATE
+    )
+    assert resp.status_code == 400 and "cannot both be set" in resp.json()["error"]
+    status = inspector.flow("api")
+    assert status.key_rate is None and [t.type for t in status.types] == ["mail"]
+
+
+def test_metrics_carry_the_type_limits(http: httpx.Client, client: Client) -> None:
+    crm = TypeLimits(rate="10/s", burst=2, concurrency=3)
+    mail = TypeLimits(concurrency=1)
+    client.set_flow("api", FlowLimits(types={"sync:crm": crm, "mail": mail}))
+    text = http.get("/metrics").text
+    assert 'rq_sched_flow_type_rate_per_second{queue="api",type="sync:crm"} 10.0' in text
+    assert 'rq_sched_flow_type_tokens{queue="api",type="sync:crm"} 2.0' in text
+    assert 'rq_sched_flow_type_concurrency_cap{queue="api",type="sync:crm"} 3.0' in text
+    assert 'rq_sched_flow_type_concurrency_cap{queue="api",type="mail"} 1.0' in text
+    assert 'rq_sched_flow_type_running{queue="api",type="mail"} 0.0' in text
+    assert 'rq_sched_flow_type_pending{queue="api",type="sync:crm"} 0.0' in text
+    assert 'rq_sched_flow_type_rate_per_second{queue="api",type="mail"}' not in text
