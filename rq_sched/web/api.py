@@ -145,9 +145,9 @@ async def flow(request: Request) -> Response:
     whether ready tasks wait for a slot, and its limited task types (``types``). POST with a
     JSON body ``{"rate": "100/s", "burst": 1, "concurrency": 5, "key_rate": "10/s",
     "key_burst": 1, "key_concurrency": 1, "key_hold_on_retry": true, "types": {"sync:crm":
-    {"rate": "10/s", "burst": 1, "concurrency": 2}}}`` replaces them (a missing or null field:
-    no such limit; ``{}`` removes every limit but the types'). ``types``, when given, replaces
-    the per-type limits (``{}`` or null removes them); when absent they stay as they are."""
+    {"rate": "10/s", "burst": 1, "concurrency": 2}}}`` replaces them all, as a whole (a
+    missing or null field, ``types`` too: no such limit; ``{}`` removes every limit); to change
+    one limit, send the others as ``GET`` shows them."""
     inspector = _inspector(request)
     name = _param(request, "queue")
     if request.method == "GET":
@@ -158,11 +158,9 @@ async def flow(request: Request) -> Response:
         raise ValidationError(
             f"unknown flow fields {sorted(unknown)}; use {', '.join(sorted(_FLOW_FIELDS))}"
         )
-    given_types = _type_limits(body["types"]) if "types" in body else None
+    types = _type_limits(body.get("types"))
 
     def replace() -> FlowStatus:
-        # Read before writing, so a change of the other limits keeps the types' limits.
-        types = inspector.flow(name).type_limits() if given_types is None else given_types
         limits = FlowLimits(
             rate=body.get("rate"),
             burst=body.get("burst", 1),
@@ -171,7 +169,7 @@ async def flow(request: Request) -> Response:
             key_burst=body.get("key_burst", 1),
             key_concurrency=body.get("key_concurrency"),
             key_hold_on_retry=body.get("key_hold_on_retry", False),
-            types=types,
+            types=types or None,
         )
         return inspector.set_flow(name, limits)
 

@@ -114,20 +114,24 @@ def test_per_key_limits_and_keys_in_the_api_and_metrics(
     assert inspector.flow("api").key_concurrency == 1
 
 
-def test_changing_the_queue_limits_through_the_api_keeps_the_type_limits(
+def test_a_post_replaces_every_limit_type_limits_too(
     http: httpx.Client, inspector: Inspector
 ) -> None:
     crm = TypeLimits(rate="10/s", burst=2, concurrency=3)
-    inspector.set_flow("api", FlowLimits(rate="100/s", types={"sync:crm": crm}))
-    resp = http.post(
-        "/api/queue/flow", params={"queue": "api"}, json={"rate": "5/s"}, headers=MUTATE
-    )
+    inspector.set_flow("api", FlowLimits(rate="100/s", concurrency=4, types={"sync:crm": crm}))
+    shown = http.get("/api/queue/flow", params={"queue": "api"}).json()
+    types = {t["type"]: {k: t[k] for k in ("rate", "burst", "concurrency")} for t in shown["types"]}
+    body = {"rate": "5/s", "types": types}  # what GET shows, one limit changed
+    resp = http.post("/api/queue/flow", params={"queue": "api"}, json=body, headers=MUTATE)
     assert resp.status_code == 200, resp.text
     status = inspector.flow("api")
-    assert status.rate == "5/s"
+    assert (status.rate, status.concurrency) == ("5/s", None)  # not sent: no such limit
     assert [(t.type, t.rate, t.burst, t.concurrency) for t in status.types] == [
         ("sync:crm", "10/s", 2, 3)
     ]
+    resp = http.post("/api/queue/flow", params={"queue": "api"}, json={}, headers=MUTATE)
+    assert resp.status_code == 200, resp.text
+    assert inspector.flow("api").types == ()
 
 
 def test_type_limits_are_set_shown_and_removed_through_the_api(
@@ -201,9 +205,8 @@ def test_type_limits_and_per_key_limits_on_one_queue_get_a_400(
     http: httpx.Client, inspector: Inspector
 ) -> None:
     inspector.set_flow("api", FlowLimits(types={"mail": TypeLimits(concurrency=1)}))
-    resp = http.post(
-        "/api/queue/flow", params={"queue": "api"}, json={"key_rate": "1/s"}, headers=MUTATE
-    )
+    body = {"key_rate": "1/s", "types": {"mail": {"concurrency": 2}}}
+    resp = http.post("/api/queue/flow", params={"queue": "api"}, json=body, headers=MUTATE)
     assert resp.status_code == 400 and "cannot both be set" in resp.json()["error"]
     status = inspector.flow("api")
     assert status.key_rate is None and [t.type for t in status.types] == ["mail"]
