@@ -91,9 +91,9 @@ else
   local L = keyed_limits(flow)
   if L.types then
     -- The lane a task of a limited type is served in (nil: its own key's, or none).
-    L.flow, L.marker = flow, marker
+    L.flow, L.marker, L.lanes, L.types_seen = flow, marker, {}, {}
     L.lane_of = function(id)
-      return keyed_type_lane(flow, keyed_type_of(redis.call('HGET', msg, id)))
+      return keyed_type_lane(flow, keyed_type_of(redis.call('HGET', msg, id)), L.types_seen)
     end
   end
   keyed_due(kready, kring, kwait, kstate, marker, now)
@@ -118,7 +118,7 @@ else
         local moved = false
         if L.types then
           -- A task of a limited type goes to its type's lane, whatever its key.
-          local lane, lane_d = keyed_type_lane(flow, keyed_type_of(message))
+          local lane, lane_d = keyed_type_lane(flow, keyed_type_of(message), L.types_seen)
           if lane and not (member and string.sub(member, 1, 16) == lane_d) then
             if member then
               keyed_rehome(kready, kring, kwait, kstate, marker, id, member, lane, now)

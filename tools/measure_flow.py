@@ -2,8 +2,8 @@
 """Measure what each flow limit kind costs, on a private redis-server started for the run.
 
 For each kind (none, a rate limit, a concurrency cap, both, keyed tasks over 10 or 10,000 keys
-with and without per-key limits; all set high enough never to hold anything back, so only their
-bookkeeping is measured):
+with and without per-key limits, a per-type rate and cap; all set high enough never to hold
+anything back, so only their bookkeeping is measured):
 
 * the dequeue script alone: Redis CPU time per call (``INFO commandstats``) while one client
   drains N pending tasks in batches of 100 and acknowledges them;
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import redis
 
-from rq_sched import Client, FlowLimits, NewTask, Router, Server, ops, scripts
+from rq_sched import Client, FlowLimits, NewTask, Router, Server, TypeLimits, ops, scripts
 from rq_sched.keys import QueueKeys
 from rq_sched.local_redis import RedisServer
 
@@ -49,6 +49,11 @@ KINDS: dict[str, tuple[FlowLimits | None, int]] = {
     "keyed-10k+limits": (
         FlowLimits(key_rate="1000000/s", key_burst=1000, key_concurrency=100_000),
         10_000,
+    ),
+    # The drained type limited (its tasks go through the type's lane).
+    "type rate+cap": (
+        FlowLimits(types={"noop": TypeLimits(rate="1000000/s", burst=1000, concurrency=100_000)}),
+        0,
     ),
 }
 """Each kind: the flow limits set, and how many fairness keys the tasks use (0: unkeyed)."""
@@ -67,7 +72,7 @@ def evalsha_usec(r: redis.Redis) -> tuple[int, int]:
 
 def script_cost(r: redis.Redis, kind: str, n: int) -> float:
     """Redis µs per dequeue call of 100 tasks (acks excluded)."""
-    keys = QueueKeys(f"m{kind.replace('+', '')}{time.monotonic_ns()}", "q")
+    keys = QueueKeys(f"m{kind.replace('+', '').replace(' ', '-')}{time.monotonic_ns()}", "q")
     client = Client(r, namespace=keys.namespace)
     limits, keyed = KINDS[kind]
     if limits is not None:
@@ -90,7 +95,7 @@ def script_cost(r: redis.Redis, kind: str, n: int) -> float:
 
 def drain_rate(url: str, kind: str, n: int) -> float:
     """Tasks/s one worker server drains ``n`` no-op tasks at."""
-    namespace = f"d{kind.replace('+', '')}{time.monotonic_ns()}"
+    namespace = f"d{kind.replace('+', '').replace(' ', '-')}{time.monotonic_ns()}"
     r = redis.Redis.from_url(url)
     client = Client(r, namespace=namespace)
     limits, keyed = KINDS[kind]

@@ -147,25 +147,46 @@ local KEYED_TYPE_PREFIX = '\0type\0'
 
 -- The lane a task of `task_type` must be served in (the implicit key's text and digest), when
 -- the queue's flow hash limits that type; else nil.
-local function keyed_type_lane(flow, task_type)
-  if not task_type or not redis.call('HGET', flow, 'T:' .. task_type) then
+-- `memo` (optional) remembers the answers within one script call.
+local function keyed_type_lane(flow, task_type, memo)
+  if not task_type then
     return nil
   end
-  local key = KEYED_TYPE_PREFIX .. task_type
-  return key, string.sub(redis.sha1hex(key), 1, 16)
+  local known = memo and memo[task_type]
+  if known == nil then
+    known = false
+    if redis.call('HGET', flow, 'T:' .. task_type) then
+      local key = KEYED_TYPE_PREFIX .. task_type
+      known = {key, string.sub(redis.sha1hex(key), 1, 16)}
+    end
+    if memo then
+      memo[task_type] = known
+    end
+  end
+  if not known then
+    return nil
+  end
+  return known[1], known[2]
 end
 
 -- The limits of lane `d` when it is a limited type's ("interval|burst|cap" in the flow hash's
--- D:<d>), else the per-key defaults `L`.
+-- D:<d>), else the per-key defaults `L` (`L.lanes` remembers them within one script call).
 local function keyed_lane_limits(flow, d, L)
-  local spec = redis.call('HGET', flow, 'D:' .. d)
-  if not spec then
-    return L
+  local known = L.lanes and L.lanes[d]
+  if known ~= nil then
+    return known
   end
-  local interval, burst, cap = string.match(spec, '^([^|]*)|([^|]*)|([^|]*)')
-  local T = {cap = tonumber(cap), interval = tonumber(interval), hold = false}
-  if T.interval then
-    T.tau = ((tonumber(burst) or 1) - 1) * T.interval + FLOW_JITTER_MS
+  local spec = redis.call('HGET', flow, 'D:' .. d)
+  local T = L
+  if spec then
+    local interval, burst, cap = string.match(spec, '^([^|]*)|([^|]*)|([^|]*)')
+    T = {cap = tonumber(cap), interval = tonumber(interval), hold = false}
+    if T.interval then
+      T.tau = ((tonumber(burst) or 1) - 1) * T.interval + FLOW_JITTER_MS
+    end
+  end
+  if L.lanes then
+    L.lanes[d] = T
   end
   return T
 end
@@ -354,7 +375,10 @@ local function keyed_next(kready, kring, kwait, kstate, L, now, head)
     local lane, lane_d = nil, nil
     if L.types and member then
       M = keyed_lane_limits(L.flow, d, L)
-      lane, lane_d = L.lane_of(string.sub(member, 29))
+      if M == L then
+        -- A user key's lane (a type's lane holds only tasks of its type).
+        lane, lane_d = L.lane_of(string.sub(member, 29))
+      end
     end
     local counts = redis.call('HMGET', kstate, 'a:' .. d, 'r:' .. d)
     local running = tonumber(counts[1] or 0)
