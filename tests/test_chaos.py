@@ -67,6 +67,11 @@ def test_soak_with_basic_faults_audits_clean(tmp_path: Path) -> None:
     assert sum(result["faults"].values()) >= 10, result["faults"]
     assert result["outcomes"].get("done", 0) >= 200, result["outcomes"]
     assert result["outcomes"].get("archived (failed)", 0) > 0  # failures were part of the mix
+    # Debounce and throttle calls collided in their windows, and were audited.
+    windows = result["windows"]
+    assert windows.get("debounce: replaced the waiting task's message", 0) > 0, windows
+    assert windows.get("throttle: dropped", 0) > 0, windows
+    assert windows.get("runs checked for their payload", 0) > 0, windows
 
 
 @pytest.mark.slow

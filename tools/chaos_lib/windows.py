@@ -200,6 +200,6 @@ def read_keys(direct: redis.Redis, namespace: str) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for i, (kind, key, _) in enumerate(names):
         value, ttl = replies[2 * i], replies[2 * i + 1]
-        if value is not None:
+        if value is not None and ttl != -2:  # -2: expired between the GET and the PTTL
             found[key] = {"kind": kind, "id": value.decode(), "pttl": int(ttl)}
     return found

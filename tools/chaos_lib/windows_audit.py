@@ -285,6 +285,9 @@ class WindowAudit:
                 dropped = final["dropped"] and final["id"] != call.own
                 what = "dropped" if dropped else "kept"
             c[f"{call.kind}: {what}"] += 1
+            lost = sum(1 for line in call.lines if line["res"] == "unknown")
+            if lost:
+                c[f"{call.kind}: attempts whose reply was lost"] += lost
         tasks = {a["id"] for call in self.calls.values() for a in call.answers if a["id"]}
         c["debounce: tasks (one per window)"] = sum(1 for t in tasks if t.startswith("db:"))
         superseded = sum(
