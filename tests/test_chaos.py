@@ -7,7 +7,8 @@ fixed so a failure here replays with ``tools/chaos --seed N`` and the same optio
 The first test runs the fault kinds the first landing already survived; the second the kinds
 it did not (issue 10: poison messages, bad outcomes, stale leases after loop stalls, clock
 skew, stalled and blackholed connections, cancels with dead workers), all together. Both take
-every operator action, cancels included.
+every operator action, cancels included, and both make debounce and throttle calls, audited by
+their own rules (docs/chaos.md, "Debounce and throttle"; tested in test_chaos_windows.py).
 """
 
 from __future__ import annotations

@@ -198,6 +198,21 @@ def test_a_run_of_another_calls_payload_is_a_violation() -> None:
     assert set(found) == {"wrong_payload", "payload_ran_twice"}
 
 
+def test_a_resent_call_may_run_its_payload_in_the_window_it_replaced_and_in_its_own() -> None:
+    # Its first attempt replaced the waiting task's message, the reply was lost, the task was
+    # forwarded, and the second attempt found no task waiting: it opened a window of its own.
+    h = History()
+    h.call("db:p1:1", 0.0, answer="db:p1:1", replaced=False)
+    h.call("db:p1:2", 0.5, answer=None)
+    h.call("db:p1:2", 1.5, answer="db:p1:2", replaced=False)
+    h.run("db:p1:1", 1.1, payload_of="db:p1:2")
+    h.run("db:p1:2", 2.6, payload_of="db:p1:2")
+    result = h.audit()
+    assert window_violations(result) == {}
+    assert result.windows["payload ran in two tasks after a lost reply"] == 1
+    assert result.windows["debounce: attempts whose reply was lost"] == 1
+
+
 def test_two_tasks_kept_in_one_throttle_window_and_a_drop_after_it_are_violations() -> None:
     h = History()
     h.call("th:p1:1", 0.0, kind="throttle", answer="th:p1:1", dropped=False)
