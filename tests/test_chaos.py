@@ -7,7 +7,8 @@ fixed so a failure here replays with ``tools/chaos --seed N`` and the same optio
 The first test runs the fault kinds the first landing already survived; the second the kinds
 it did not (issue 10: poison messages, bad outcomes, stale leases after loop stalls, clock
 skew, stalled and blackholed connections, cancels with dead workers), all together. Both take
-every operator action, cancels included.
+every operator action, cancels included, and both make debounce and throttle calls, audited by
+their own rules (docs/chaos.md, "Debounce and throttle"; tested in test_chaos_windows.py).
 """
 
 from __future__ import annotations
@@ -67,6 +68,11 @@ def test_soak_with_basic_faults_audits_clean(tmp_path: Path) -> None:
     assert sum(result["faults"].values()) >= 10, result["faults"]
     assert result["outcomes"].get("done", 0) >= 200, result["outcomes"]
     assert result["outcomes"].get("archived (failed)", 0) > 0  # failures were part of the mix
+    # Debounce and throttle calls collided in their windows, and were audited.
+    windows = result["windows"]
+    assert windows.get("debounce: replaced the waiting task's message", 0) > 0, windows
+    assert windows.get("throttle: dropped", 0) > 0, windows
+    assert windows.get("runs checked for their payload", 0) > 0, windows
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ from typing import Any
 
 from chaos_lib.plan import LEASE
 from chaos_lib.run import Snapshot
+from chaos_lib.windows_audit import WindowAudit
 from rq_sched.errors import CorruptTaskError
 from rq_sched.message import decode
 
@@ -51,6 +52,8 @@ class Run:
     stall: float = 0.0
     cancelled_at_start: bool = False
     final: bool = False
+    call: str | None = None
+    """The debounce or throttle call whose payload the run carries (``windows.py``)."""
 
 
 @dataclass
@@ -62,6 +65,8 @@ class Result:
     violations: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: defaultdict(list))
     info: dict[str, Any] = field(default_factory=dict)
     faults: Counter[str] = field(default_factory=Counter)
+    windows: Counter[str] = field(default_factory=Counter)
+    """Debounce and throttle calls by answer (``windows_audit.py``)."""
 
     def violate(self, kind: str, task: str, detail: str) -> None:
         self.violations[kind].append((task, detail))
@@ -88,6 +93,7 @@ class Audit:
         self.ticks: Counter[str] = Counter()
         self.tick_walls: defaultdict[str, list[float]] = defaultdict(list)
         self._index(events)
+        self.windows = WindowAudit(self, events)
 
     # -- reading the ledger ---------------------------------------------------------------------
 
@@ -150,6 +156,7 @@ class Audit:
                     ev["max_retry"],
                     stall=float(ev.get("stall") or 0),
                     cancelled_at_start=bool(ev.get("cancelled_at_start")),
+                    call=ev.get("call"),
                 )
                 self.runs[(ev["q"], task_id)].append(current)
                 if current.stall:
@@ -230,6 +237,7 @@ class Audit:
         self._check_store(states)
         self._check_ticks()
         self._check_counters()
+        self.windows.check()
         return self.result
 
     def _check_runs(self, key: tuple[str, str]) -> None:

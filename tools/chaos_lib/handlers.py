@@ -49,6 +49,9 @@ def _worker_pid() -> int:
 def _log(event: str, task: Task, **fields: Any) -> None:
     book = ledger()
     if book is not None:
+        call = _spec(task).get("c")
+        if event == "start" and call is not None:
+            fields["call"] = call  # a debounce or throttle call: whose payload this run has
         book.write(
             event,
             wpid=_worker_pid(),

@@ -21,6 +21,7 @@ def print_report(result: Result, *, seed: int, aof: str, wall: float) -> None:
     _table("tasks by final state (acknowledged enqueues)", sorted(result.outcomes.items()))
     _table("faults injected", sorted(result.faults.items()))
     _table("extra runs by cause", sorted(result.extra_runs.items()))
+    _table("debounce and throttle calls", sorted(result.windows.items()))
     _table("figures", [(k, v) for k, v in result.info.items()])
     violations = sorted((k, len(v)) for k, v in result.violations.items())
     _table("violations", violations)
@@ -42,6 +43,7 @@ def summary(result: Result, *, seed: int, aof: str) -> dict[str, Any]:
         "outcomes": dict(result.outcomes),
         "faults": dict(result.faults),
         "extra_runs": dict(result.extra_runs),
+        "windows": dict(result.windows),
         "violations": {k: len(v) for k, v in result.violations.items()},
         "examples": {k: v[:5] for k, v in result.violations.items()},
         "info": result.info,

@@ -23,6 +23,7 @@ from typing import Any
 from chaos_lib import handlers
 from chaos_lib.ledger import Ledger
 from chaos_lib.plan import QUEUES, TaskPlanner, physical_of
+from chaos_lib.windows import WindowPlanner, acall_burst, call_burst
 from rq_sched import (
     AsyncClient,
     Client,
@@ -94,6 +95,7 @@ class _Producing:
     def __init__(self, args: argparse.Namespace) -> None:
         self.book = Ledger(args.ledger, args.name)
         self.planner = TaskPlanner(random.Random(args.seed), prefix=args.name)
+        self.windows = WindowPlanner(args.seed, args.name)  # debounce and throttle bursts
         self.until = args.until
         self.pause = 1.0 / args.rate
 
@@ -139,6 +141,7 @@ def run_producer(args: argparse.Namespace) -> int:
     client = Client.from_url(args.url, namespace=args.ns)
     try:
         while time.time() < state.until:
+            call_burst(client, state.book, state.windows.burst())
             mode, tasks = state.planner.next()
             if mode == "bulk":
                 _bulk(client, state, tasks)
@@ -201,6 +204,7 @@ def run_async_producer(args: argparse.Namespace) -> int:
         client = AsyncClient.from_url(args.url, namespace=args.ns)
         try:
             while time.time() < state.until:
+                await acall_burst(client, state.book, state.windows.burst())
                 _, tasks = state.planner.next(bulk=False)
                 task = tasks[0]
                 try:

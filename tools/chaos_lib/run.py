@@ -28,6 +28,7 @@ from chaos_lib.plan import ALL_PHYSICAL, LEASE, QUEUES, SHARDED, Fault, fault_sc
 from chaos_lib.procs import Proc, wait_all
 from chaos_lib.proxy import Proxy
 from chaos_lib.roles import BIG_ARCHIVE, OPS
+from chaos_lib.windows import read_keys
 from rq_sched import Inspector, RqSchedError
 from rq_sched.keys import QueueKeys
 from rq_sched.local_redis import RedisServer, free_port
@@ -68,6 +69,8 @@ class Snapshot:
     queues: dict[str, dict[str, Any]] = field(default_factory=dict)
     servers: list[dict[str, Any]] = field(default_factory=list)
     worker_pids: list[int] = field(default_factory=list)
+    windows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The debounce and throttle keys left (``windows.read_keys``)."""
 
 
 class Soak:
@@ -466,6 +469,7 @@ class Soak:
                 }
             )
         snap.worker_pids = [p.pid for p in self.procs.values() if p.role == "worker" and p.alive()]
+        snap.windows = read_keys(self.direct, self.namespace)
         return snap
 
     def _teardown(self) -> None:
