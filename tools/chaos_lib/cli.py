@@ -35,7 +35,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         description="Chaos soak with an audit: run workers, producers, schedulers and an "
         "operator while injecting faults, then account for every task.",
     )
-    parser.add_argument("--duration", type=float, default=120.0, help="seconds of chaos")
+    parser.add_argument(
+        "--duration", type=float, default=None, help="seconds of chaos (120; 45 with --quick)"
+    )
     parser.add_argument("--seed", type=int, help="replay the fault schedule of this seed")
     parser.add_argument("--aof", choices=("always", "everysec"), default="always")
     parser.add_argument("--quick", action="store_true", help="a CI-sized run (45 s of chaos)")
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.audit_only:
         return audit_only(args.audit_only, args.aof)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
-    duration = 45.0 if args.quick and args.duration == 120.0 else args.duration
+    duration = args.duration if args.duration is not None else 45.0 if args.quick else 120.0
     run_dir = args.dir or Path(tempfile.mkdtemp(prefix="rq-sched-chaos-"))
     settings = Settings(
         seed=seed,
