@@ -89,9 +89,11 @@ if not keyed then
   left = redis.call('LLEN', pending)
 else
   local L = keyed_limits(flow)
+  if L.lanes then
+    L.flow, L.marker, L.seen, L.types_seen = flow, marker, {}, {}
+  end
   if L.types then
     -- The lane a task of a limited type is served in (nil: its own key's, or none).
-    L.flow, L.marker, L.lanes, L.types_seen = flow, marker, {}, {}
     L.lane_of = function(id)
       return keyed_type_lane(flow, keyed_type_of(redis.call('HGET', msg, id)), L.types_seen)
     end

@@ -14,7 +14,8 @@
 --   (keyed ready tasks included), Redis TIME in ms as a string, {keyed ready tasks, keys in the
 --   round robin, keys waiting for a token of their rate (of the first 1,000 kwait entries)},
 --   {per limited task type: {type, "interval|burst|cap|rate", ready tasks in its lane, running
---   from its lane, its lane's tat or false, 'c'/'w' when its lane waits for a slot/a token}}}
+--   from its lane, its lane's tat or false, 'c'/'w' when its lane waits for a slot/a token}},
+--   {key, its limits, key, its limits ...: the keys with limits of their own}}
 --@include redis_time
 --@include keyed
 local fields = redis.call('HMGET', KEYS[1], 'interval', 'burst', 'max_active', 'tat', 'held',
@@ -28,9 +29,15 @@ for _, d in ipairs(redis.call('ZRANGE', KEYS[6], 0, 999)) do
   end
 end
 local types = {}
+local own = {}
 local flow = redis.call('HGETALL', KEYS[1])
 for i = 1, #flow, 2 do
   local t = string.match(flow[i], '^T:(.*)$')
+  local k = string.match(flow[i], '^K:(.*)$')
+  if k then
+    own[#own + 1] = k
+    own[#own + 1] = flow[i + 1]
+  end
   if t then
     local _, d = keyed_type_lane(KEYS[1], t)
     local lane = redis.call('HMGET', KEYS[7], 'n:' .. d, 'a:' .. d, 'r:' .. d, 'p:' .. d)
@@ -38,4 +45,4 @@ for i = 1, #flow, 2 do
   end
 end
 return {fields, redis.call('ZCARD', KEYS[2]), redis.call('LLEN', KEYS[3]) + keyed,
-  tostring(redis_now_ms()), {keyed, redis.call('ZCARD', KEYS[5]), waiting}, types}
+  tostring(redis_now_ms()), {keyed, redis.call('ZCARD', KEYS[5]), waiting}, types, own}

@@ -19,9 +19,10 @@
 -- ARGV[7] per key: most tasks of one key leased at once, or "" for no per-key cap
 -- ARGV[8] per key: the rate as written, or ""
 -- ARGV[9] "1": a task waiting for a retry keeps its key's slot (key_hold_on_retry), else ""
--- ARGV[10..] per task type, three each: the type, its limits "interval|burst|cap|rate" (empty
---   parts for none), and the digest of its lane (lua/includes/keyed.lua, keyed_type_lane);
---   stored as T:<type> and D:<digest>, with `types` counting them
+-- ARGV[10..] per lane with limits of its own, four each: "T" (a task type) or "K" (a fairness
+--   key), its name, its limits "interval|burst|cap|rate|weight" (empty parts for none), and the
+--   digest of its lane (lua/includes/keyed.lua); stored as T:<type> or K:<key>, and D:<digest>,
+--   with `types` and `key_limits` counting them
 -- Returns: 1 when the limits changed, 0 when they were already these
 --@include marker
 --@include redis_time
@@ -44,14 +45,17 @@ for i = 1, #fields do
     wanted[fields[i]] = ARGV[i]
   end
 end
-local types = 0
-for i = 10, #ARGV, 3 do
-  wanted['T:' .. ARGV[i]] = ARGV[i + 1]
-  wanted['D:' .. ARGV[i + 2]] = ARGV[i + 1]
-  types = types + 1
+local counts = {T = 0, K = 0}
+for i = 10, #ARGV, 4 do
+  wanted[ARGV[i] .. ':' .. ARGV[i + 1]] = ARGV[i + 2]
+  wanted['D:' .. ARGV[i + 3]] = ARGV[i + 2]
+  counts[ARGV[i]] = counts[ARGV[i]] + 1
 end
-if types > 0 then
-  wanted['types'] = tostring(types)
+if counts.T > 0 then
+  wanted['types'] = tostring(counts.T)
+end
+if counts.K > 0 then
+  wanted['key_limits'] = tostring(counts.K)
 end
 
 -- The limits' state (not limits): the rate's tat, the timer, the cap's held flag.

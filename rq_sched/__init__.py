@@ -36,7 +36,7 @@ from rq_sched.errors import (
     WriteRefusedError,
     WrongKeyTypeError,
 )
-from rq_sched.flow import FlowLimits, FlowStatus, TypeLimits, TypeStatus
+from rq_sched.flow import FlowLimits, FlowStatus, KeyLimits, TypeLimits, TypeStatus
 
 # Inspecting and operating queues
 from rq_sched.inspector import (
@@ -92,6 +92,7 @@ __all__ = [  # noqa: RUF022 -- grouped by area, sorted within each group
     "DailyStats",
     "FlowKeys",
     "FlowStatus",
+    "KeyLimits",
     "TypeLimits",
     "TypeStatus",
     "Inspector",

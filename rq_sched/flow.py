@@ -19,149 +19,63 @@ ending script wakes one worker through the marker). See docs/flow.md.
 
 from __future__ import annotations
 
-import hashlib
-import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from rq_sched import scripts
-from rq_sched.durations import parse_duration_ms
 from rq_sched.errors import ValidationError
 from rq_sched.keys import QueueKeys
-from rq_sched.options import check_type
+from rq_sched.lanes import (
+    MAX_KEY_LIMITS,
+    MAX_TYPE_LIMITS,
+    TYPE_LANE_PREFIX,
+    KeyLimits,
+    TypeLimits,
+    TypeStatus,
+    check_keys,
+    check_types,
+    key_limits_from,
+    lane_digest,
+    type_lane_digest,
+    type_status,
+)
+from rq_sched.rates import (
+    JITTER_MS,
+    MAX_LIMIT,
+    MAX_PERIOD_MS,
+    MAX_RATE_PER_S,
+    check_count,
+    gcra_tokens,
+    number,
+    parse_rate,
+    text,
+)
 from rq_sched.scripts import Call, SyncRedis
 
-MAX_RATE_PER_S = 1_000_000
-"""The highest rate accepted (one task start per microsecond)."""
-MAX_PERIOD_MS = 366 * 86_400_000
-"""The longest rate period accepted (a year)."""
-MAX_LIMIT = 1_000_000
-"""The largest burst or concurrency cap accepted."""
-JITTER_MS = 20
-"""Lateness a token tolerates (``FLOW_JITTER_MS`` in ``lua/includes/flow.lua``): a worker
-woken for the next token reaches Redis a few ms after its time, and a strict GCRA would lose
-that time on every token."""
-
-_RATE = re.compile(r"\s*(\d+)\s*/\s*(\S+)\s*")
-_UNITS_MS = {
-    "ms": 1,
-    "s": 1000,
-    "sec": 1000,
-    "second": 1000,
-    "m": 60_000,
-    "min": 60_000,
-    "minute": 60_000,
-    "h": 3_600_000,
-    "hour": 3_600_000,
-    "d": 86_400_000,
-    "day": 86_400_000,
-}
-
-
-def parse_rate(text: object) -> tuple[int, int]:
-    """``"100/s"`` -> (100, 1000): a count of task starts per period in ms.
-
-    The period is a unit (``ms s sec second m min minute h hour d day``) or a duration such as
-    ``"30s"`` or ``"1h30m"`` (``"10/30s"``).
-
-    Raises:
-        ValidationError: not such a rate, a count of 0, or out of range (faster than
-            :data:`MAX_RATE_PER_S` per second, or a period longer than a year).
-    """
-    if not isinstance(text, str):
-        raise ValidationError(f"rate must be a string such as '100/s' or '5000/min', got {text!r}")
-    match = _RATE.fullmatch(text)
-    if match is None:
-        raise ValidationError(
-            f"rate {text!r} is not a rate; write a count per period, e.g. '100/s', "
-            "'5000/min', '10/30s' or '2/h'"
-        )
-    count = int(match.group(1))
-    unit = match.group(2).lower()
-    unit = unit[:-1] if unit.endswith("s") and unit[:-1] in _UNITS_MS and len(unit) > 2 else unit
-    if unit in _UNITS_MS:
-        period_ms = _UNITS_MS[unit]
-    else:
-        try:
-            period_ms = parse_duration_ms(unit)
-        except ValidationError:
-            raise ValidationError(
-                f"rate {text!r}: unknown period {match.group(2)!r}; use s, min, h, d or a "
-                "duration such as '30s'"
-            ) from None
-    if count < 1:
-        raise ValidationError(
-            f"rate {text!r}: the count must be at least 1 (to stop a queue, pause it)"
-        )
-    if not 1 <= period_ms <= MAX_PERIOD_MS:
-        raise ValidationError(f"rate {text!r}: the period must be from 1 ms to a year")
-    if count * 1000 > MAX_RATE_PER_S * period_ms:
-        raise ValidationError(
-            f"rate {text!r} is faster than the limit of {MAX_RATE_PER_S} per second"
-        )
-    return count, period_ms
-
-
-MAX_TYPE_LIMITS = 256
-"""The most task types one queue may limit."""
-TYPE_LANE_PREFIX = "\x00type\x00"
-"""Prefix of the implicit fairness key a limited type's tasks are served under
-(``KEYED_TYPE_PREFIX`` in ``lua/includes/keyed.lua``); user keys refuse control characters, so
-none can be one."""
-
-
-@dataclass(frozen=True, slots=True)
-class TypeLimits:
-    """The limits of one task type within a queue (``FlowLimits(types={...})``).
-
-    ``rate``/``burst`` as a queue's, counted over that type's task starts only; ``concurrency``:
-    most tasks of that type running at once, across all workers. At least one is set.
-    """
-
-    rate: str | None = None
-    burst: int = 1
-    concurrency: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.rate is not None:
-            parse_rate(self.rate)
-        _check_count(self.burst, "burst")
-        if self.concurrency is not None:
-            _check_count(self.concurrency, "concurrency")
-        if self.rate is None and self.concurrency is None:
-            raise ValidationError(
-                "TypeLimits needs a rate or a concurrency (e.g. TypeLimits(rate='10/s') or "
-                "TypeLimits(concurrency=2)); to lift a type's limits, leave it out of types"
-            )
-
-    @property
-    def interval_ms(self) -> float | None:
-        """Milliseconds between task starts of the type, or None without a rate limit."""
-        if self.rate is None:
-            return None
-        count, period_ms = parse_rate(self.rate)
-        return period_ms / count
-
-    def spec(self) -> str:
-        """The limits as stored: ``"interval|burst|cap|rate"`` (empty parts for none)."""
-        interval = self.interval_ms
-        return "|".join(
-            (
-                "" if interval is None else repr(interval),
-                str(self.burst) if interval is not None else "",
-                "" if self.concurrency is None else str(self.concurrency),
-                self.rate or "",
-            )
-        )
-
-
-def type_lane_digest(task_type: str) -> str:
-    """The digest of the lane a limited type's tasks are served in (``keyed_type_lane``)."""
-    lane = (TYPE_LANE_PREFIX + task_type).encode("utf-8")
-    return hashlib.sha1(lane, usedforsecurity=False).hexdigest()[:16]
+__all__ = [
+    "JITTER_MS",
+    "MAX_KEY_LIMITS",
+    "MAX_LIMIT",
+    "MAX_PERIOD_MS",
+    "MAX_RATE_PER_S",
+    "MAX_TYPE_LIMITS",
+    "TYPE_LANE_PREFIX",
+    "FlowLimits",
+    "FlowStatus",
+    "Hold",
+    "KeyLimits",
+    "TypeLimits",
+    "TypeStatus",
+    "check_limits",
+    "dequeue_hold",
+    "parse_rate",
+    "read_status",
+    "set_flow",
+    "status_from",
+    "type_lane_digest",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +97,10 @@ class FlowLimits:
     type's tasks are served in a lane of their own, in order, taking turns with the queue's
     other tasks and keys; so per-type limits cannot be combined with per-key limits (a keyed
     task of a limited type is served in its type's lane, outside its key's).
+
+    Per key, limits other than the defaults: ``keys={"tenant:vip": KeyLimits(concurrency=10,
+    weight=4)}`` gives a key its own rate, burst and cap instead of ``key_*`` (a field left
+    None: no such limit for it), and a weight: its share of the round robin.
     """
 
     rate: str | None = None
@@ -193,27 +111,31 @@ class FlowLimits:
     key_concurrency: int | None = None
     key_hold_on_retry: bool = False
     types: Mapping[str, TypeLimits] | None = None
+    keys: Mapping[str, KeyLimits] | None = None
 
     def __post_init__(self) -> None:
         if self.types is not None:
-            object.__setattr__(self, "types", _check_types(self.types) or None)
-        if self.types and (self.key_rate is not None or self.key_concurrency is not None):
+            object.__setattr__(self, "types", check_types(self.types) or None)
+        if self.keys is not None:
+            object.__setattr__(self, "keys", check_keys(self.keys) or None)
+        key_limits = self.key_rate is not None or self.key_concurrency is not None or self.keys
+        if self.types and key_limits:
             raise ValidationError(
-                "per-type limits (types=) and per-key limits (key_rate, key_concurrency) "
+                "per-type limits (types=) and per-key limits (key_rate, key_concurrency, keys) "
                 "cannot both be set on one queue: a keyed task of a limited type is served in "
                 "its type's lane, outside its key's; put the limited type in a queue of its "
                 "own (enqueue(..., queue=...)) and limit it there"
             )
         if self.rate is not None:
             parse_rate(self.rate)
-        _check_count(self.burst, "burst")
+        check_count(self.burst, "burst")
         if self.concurrency is not None:
-            _check_count(self.concurrency, "concurrency")
+            check_count(self.concurrency, "concurrency")
         if self.key_rate is not None:
             parse_rate(self.key_rate)
-        _check_count(self.key_burst, "key_burst")
+        check_count(self.key_burst, "key_burst")
         if self.key_concurrency is not None:
-            _check_count(self.key_concurrency, "key_concurrency")
+            check_count(self.key_concurrency, "key_concurrency")
         if not isinstance(self.key_hold_on_retry, bool):
             raise ValidationError(
                 f"key_hold_on_retry must be True or False, got {self.key_hold_on_retry!r}"
@@ -248,37 +170,7 @@ class FlowLimits:
             and self.key_rate is None
             and self.key_concurrency is None
             and not self.types
-        )
-
-
-def _check_types(types: object) -> dict[str, TypeLimits]:
-    if not isinstance(types, Mapping):
-        raise ValidationError(
-            "types must map task types to rq_sched.TypeLimits, e.g. "
-            f"types={{'sync:crm': TypeLimits(rate='10/s')}}, got {types!r}"
-        )
-    if len(types) > MAX_TYPE_LIMITS:
-        raise ValidationError(
-            f"types limits {len(types)} task types; a queue may limit at most "
-            f"{MAX_TYPE_LIMITS} (give the busiest types queues of their own)"
-        )
-    checked: dict[str, TypeLimits] = {}
-    for task_type, limits in types.items():
-        name = check_type(task_type)
-        if not isinstance(limits, TypeLimits):
-            raise ValidationError(
-                f"types[{task_type!r}] must be rq_sched.TypeLimits(rate=..., burst=..., "
-                f"concurrency=...), got {limits!r}"
-            )
-        checked[name] = limits
-    return dict(sorted(checked.items()))
-
-
-def _check_count(value: object, name: str) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_LIMIT:
-        raise ValidationError(
-            f"{name} must be an int from 1 to {MAX_LIMIT}, got {value!r}"
-            + (" (for no cap, pass None)" if name.endswith("concurrency") else "")
+            and not self.keys
         )
 
 
@@ -317,7 +209,12 @@ def set_flow(keys: QueueKeys, limits: FlowLimits) -> Call:
             *(
                 part
                 for task_type, type_limits in (limits.types or {}).items()
-                for part in (task_type, type_limits.spec(), type_lane_digest(task_type))
+                for part in ("T", task_type, type_limits.spec(), type_lane_digest(task_type))
+            ),
+            *(
+                part
+                for key, key_limits in (limits.keys or {}).items()
+                for part in ("K", key, key_limits.spec(), lane_digest(key))
             ),
         ),
     )
@@ -344,28 +241,6 @@ def dequeue_hold(reply: object) -> Hold | None:
     reason = last[0].decode() if isinstance(last[0], bytes) else str(last[0])
     wait_ms = int(last[1])
     return Hold(reason, None if wait_ms < 0 else wait_ms / 1000)
-
-
-@dataclass(frozen=True, slots=True)
-class TypeStatus:
-    """One limited task type of a queue: its limits and its lane now."""
-
-    type: str
-    rate: str | None
-    interval_ms: float | None
-    burst: int
-    concurrency: int | None
-    pending: int
-    """Its ready tasks in its lane (tasks of the type still in the pending list, not yet
-    reached by a dequeue, are counted in the queue's pending only)."""
-    running: int
-    """Its tasks running now that were started under its limits."""
-    state: str
-    """"ready" (its turn comes), "capped" (waits for a running task of the type to end),
-    "rate" (waits for its next token), or "idle" (no ready task in its lane)."""
-    tokens: int | None = None
-    """Tasks of the type its rate lets start right now (None without a rate)."""
-    next_token_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -400,6 +275,8 @@ class FlowStatus:
     """Keys held by their rate limit until their next token."""
     types: tuple[TypeStatus, ...] = ()
     """The limited task types (``FlowLimits.types``), by name."""
+    keys: Mapping[str, KeyLimits] | None = None
+    """The keys with limits of their own (``FlowLimits.keys``), by key."""
 
     @property
     def limited(self) -> bool:
@@ -412,19 +289,23 @@ class FlowStatus:
     def type_limits(self) -> dict[str, TypeLimits]:
         """The per-type limits as set (``FlowLimits.types``), to carry them over unchanged when
         other limits of the queue are changed."""
-        return {
-            t.type: TypeLimits(rate=t.rate, burst=t.burst, concurrency=t.concurrency)
-            for t in self.types
-        }
+        return {t.type: t.limits for t in self.types}
 
 
 def read_status(redis: SyncRedis, keys: QueueKeys) -> FlowStatus:
     """The flow status of one queue, read by one script (``lua/flow_status.lua``) at one instant
     of the Redis clock that judges the limits."""
     call = (scripts.load("flow_status"), (keys.flow, keys.lease, keys.pending, *keys.keyed), ())
-    raw, active, pending, now_ms, keyed, types = scripts.run(redis, *call)
+    raw, active, pending, now_ms, keyed, types, *rest = scripts.run(redis, *call)
     return status_from(
-        keys.queue, raw, int(active), int(pending), float(now_ms), keyed=keyed, types=types
+        keys.queue,
+        raw,
+        int(active),
+        int(pending),
+        float(now_ms),
+        keyed=keyed,
+        types=types,
+        key_limits=rest[0] if rest else (),
     )
 
 
@@ -437,17 +318,23 @@ def status_from(
     *,
     keyed: Sequence[Any] = (0, 0, 0),
     types: Sequence[Any] = (),
+    key_limits: Sequence[Any] = (),
 ) -> FlowStatus:
     """Build a :class:`FlowStatus` from the flow hash fields (interval, burst, max_active, tat,
     held, rate, key_interval, key_burst, key_max_active, key_rate, key_hold) and the counts
     (``keyed``: keyed ready tasks, keys in turn, keys waiting for a token; ``pending``
-    includes the first); ``now_ms`` is Redis TIME."""
-    interval = _number(raw[0])
-    burst = int(_number(raw[1]) or 1)
-    cap = _number(raw[2])
-    tokens, next_at = _tokens(interval, burst, _number(raw[3]) or 0.0, now_ms)
-    key_interval = _number(raw[6]) if len(raw) > 6 else None
-    key_cap = _number(raw[8]) if len(raw) > 8 else None
+    includes the first); ``now_ms`` is Redis TIME. ``types``: rows of the limited types;
+    ``key_limits``: key, spec, key, spec ... of the keys with limits of their own."""
+    interval = number(raw[0])
+    burst = int(number(raw[1]) or 1)
+    cap = number(raw[2])
+    tokens, next_at = gcra_tokens(interval, burst, number(raw[3]) or 0.0, now_ms)
+    key_interval = number(raw[6]) if len(raw) > 6 else None
+    key_cap = number(raw[8]) if len(raw) > 8 else None
+    own = {
+        text(key_limits[i]) or "": key_limits_from(key_limits[i + 1])
+        for i in range(0, len(key_limits) - 1, 2)
+    }
     rate_text = raw[5].decode() if isinstance(raw[5], bytes) else raw[5]
     if interval is not None and not rate_text:
         rate_text = f"1/{interval:g}ms"
@@ -462,80 +349,14 @@ def status_from(
         active=active,
         pending=pending,
         held=raw[4] not in (None, b"", ""),
-        key_rate=_text(raw[9]) if key_interval is not None else None,
+        key_rate=text(raw[9]) if key_interval is not None else None,
         key_interval_ms=key_interval,
-        key_burst=int(_number(raw[7]) or 1),
+        key_burst=int(number(raw[7]) or 1),
         key_concurrency=None if key_cap is None else int(key_cap),
-        key_hold_on_retry=_text(raw[10]) == "1",
+        key_hold_on_retry=text(raw[10]) == "1",
         keyed_pending=int(keyed[0]),
         keys_ready=int(keyed[1]),
         keys_waiting=int(keyed[2]),
-        types=tuple(sorted((_type_status(row, now_ms) for row in types), key=lambda t: t.type)),
+        types=tuple(sorted((type_status(row, now_ms) for row in types), key=lambda t: t.type)),
+        keys=dict(sorted(own.items())) or None,
     )
-
-
-def _tokens(
-    interval: float | None, burst: int, tat: float, now_ms: float
-) -> tuple[int | None, datetime | None]:
-    """Tokens a GCRA (``interval`` ms, ``burst``, state ``tat``) holds at ``now_ms``, and when
-    the next is due if it holds none."""
-    if interval is None or interval <= 0:
-        return None, None
-    tau = (burst - 1) * interval + JITTER_MS
-    theoretical = max(tat, now_ms)
-    tokens = max(0, math.floor((now_ms + tau - theoretical) / interval) + 1)
-    if tokens:
-        return tokens, None
-    return 0, datetime.fromtimestamp((theoretical - tau) / 1000, UTC)
-
-
-def _type_status(row: Sequence[Any], now_ms: float) -> TypeStatus:
-    """One row of ``flow_status.lua``'s types: type, spec, ready, running, tat, parked."""
-    task_type = _text(row[0]) or ""
-    interval_text, burst_text, cap_text, rate_text = ((_text(row[1]) or "").split("|") + [""] * 4)[
-        :4
-    ]
-    interval = _number(interval_text) if interval_text else None
-    burst = int(_number(burst_text) or 1) if burst_text else 1
-    cap = int(cap_text) if cap_text.isdigit() else None
-    pending = int(_number(row[2]) or 0)
-    parked = _text(row[5]) if len(row) > 5 else None
-    tokens, next_at = _tokens(
-        interval, burst, (_number(row[4]) or 0.0) if len(row) > 4 else 0.0, now_ms
-    )
-    if pending == 0:
-        state = "idle"
-    elif parked == "c":
-        state = "capped"
-    elif parked == "w":
-        state = "rate"
-    else:
-        state = "ready"
-    return TypeStatus(
-        type=task_type,
-        rate=(rate_text or f"1/{interval:g}ms") if interval is not None else None,
-        interval_ms=interval,
-        burst=burst,
-        concurrency=cap,
-        pending=pending,
-        running=int(_number(row[3]) or 0),
-        state=state,
-        tokens=tokens,
-        next_token_at=next_at,
-    )
-
-
-def _text(raw: object) -> str | None:
-    if raw is None:
-        return None
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def _number(raw: object) -> float | None:
-    if raw is None:
-        return None
-    try:
-        value = float(raw.decode() if isinstance(raw, bytes) else str(raw))
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None

@@ -169,24 +169,27 @@ local function keyed_type_lane(flow, task_type, memo)
   return known[1], known[2]
 end
 
--- The limits of lane `d` when it is a limited type's ("interval|burst|cap" in the flow hash's
--- D:<d>), else the per-key defaults `L` (`L.lanes` remembers them within one script call).
+-- The limits of lane `d` when it has its own (a limited type's or a key's:
+-- "interval|burst|cap|rate|weight" in the flow hash's D:<d>), else the per-key defaults `L`
+-- (`L.seen`, when set, remembers them within one script call).
 local function keyed_lane_limits(flow, d, L)
-  local known = L.lanes and L.lanes[d]
+  local known = L.seen and L.seen[d]
   if known ~= nil then
     return known
   end
   local spec = redis.call('HGET', flow, 'D:' .. d)
   local T = L
   if spec then
-    local interval, burst, cap = string.match(spec, '^([^|]*)|([^|]*)|([^|]*)')
-    T = {cap = tonumber(cap), interval = tonumber(interval), hold = false}
+    local interval, burst, cap, _, weight = string.match(spec,
+      '^([^|]*)|([^|]*)|([^|]*)|([^|]*)|?([^|]*)')
+    T = {cap = tonumber(cap), interval = tonumber(interval), hold = L.hold,
+         weight = tonumber(weight) or 1}
     if T.interval then
       T.tau = ((tonumber(burst) or 1) - 1) * T.interval + FLOW_JITTER_MS
     end
   end
-  if L.lanes then
-    L.lanes[d] = T
+  if L.seen then
+    L.seen[d] = T
   end
   return T
 end
@@ -320,9 +323,11 @@ end
 -- The per-key limits stored with the queue's flow limits, or nil for none.
 local function keyed_limits(flow)
   local f = redis.call('HMGET', flow, 'key_max_active', 'key_interval', 'key_burst', 'key_hold',
-                       'types')
-  local L = {cap = tonumber(f[1]), interval = tonumber(f[2]), hold = f[4] == '1',
+                       'types', 'key_limits')
+  local L = {cap = tonumber(f[1]), interval = tonumber(f[2]), hold = f[4] == '1', weight = 1,
              types = tonumber(f[5] or 0) > 0}
+  -- Lanes with limits of their own (types', keys'): looked up per lane visited.
+  L.lanes = L.types or tonumber(f[6] or 0) > 0
   if L.interval then
     L.tau = ((tonumber(f[3]) or 1) - 1) * L.interval + FLOW_JITTER_MS
   end
@@ -373,9 +378,9 @@ local function keyed_next(kready, kring, kwait, kstate, L, now, head)
     local member = redis.call('ZRANGEBYLEX', kready, '[' .. d, '[' .. d .. '\255', 'LIMIT', 0, 1)[1]
     local M = L
     local lane, lane_d = nil, nil
-    if L.types and member then
+    if L.lanes and member then
       M = keyed_lane_limits(L.flow, d, L)
-      if M == L then
+      if L.types and M == L then
         -- A user key's lane (a type's lane holds only tasks of its type).
         lane, lane_d = L.lane_of(string.sub(member, 29))
       end
@@ -405,7 +410,8 @@ local function keyed_next(kready, kring, kwait, kstate, L, now, head)
         redis.call('HSET', kstate, 'r:' .. d, tostring(tat + M.interval))
       end
       if keyed_count(kstate, 'n:' .. d, -1) > 0 then
-        redis.call('ZADD', kring, vt + 1, d)
+        -- A lane of weight w takes w turns per turn of a weight-1 lane.
+        redis.call('ZADD', kring, vt + 1 / M.weight, d)
       else
         redis.call('ZREM', kring, d)
       end
