@@ -30,6 +30,7 @@ from rq_sched import (
     EnqueueManyError,
     FlowLimits,
     Inspector,
+    KeyLimits,
     NewTask,
     RqSchedError,
     Scheduler,
@@ -283,7 +284,16 @@ FLOWS = (
     FlowLimits(key_concurrency=1, key_hold_on_retry=True),
     FlowLimits(key_concurrency=2, key_rate="40/s", key_burst=4),
     FlowLimits(rate="300/s", burst=30, key_concurrency=1),
-    FlowLimits(types={handlers.THREAD: TypeLimits(concurrency=2)}),
+    FlowLimits(
+        key_concurrency=1,
+        key_hold_on_retry=True,
+        keys={
+            "tenant:0": KeyLimits(concurrency=3, weight=3),
+            "tenant:1": KeyLimits(rate="30/s", burst=3, weight=2),
+            "tenant:2": KeyLimits(),
+        },
+    ),
+    FlowLimits(types={handlers.THREAD: TypeLimits(concurrency=2, weight=2)}),
     FlowLimits(
         rate="300/s",
         burst=30,
@@ -294,8 +304,9 @@ FLOWS = (
     ),
     None,
 )
-"""Flow limits the operator sets on the "chaos" queue (None removes them): the queue's, per key,
-and per task type (a limited type's tasks, keyed or not, move to their type's lane)."""
+"""Flow limits the operator sets on the "chaos" queue (None removes them): the queue's, per key
+(defaults, and keys with limits and weights of their own), and per task type (a limited type's
+tasks, keyed or not, move to their type's lane)."""
 BULK = (
     ("chaos", "archived", "run"),
     ("chaos", "retry", "archive"),
