@@ -19,7 +19,7 @@ from rq_sched import aggregation, batch, dedup, ops, shards, workflows
 from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.durability import ReplicaWait
 from rq_sched.errors import DUPLICATE, ValidationError, error_for_code
-from rq_sched.flow import FlowLimits, check_limits
+from rq_sched.flow import FlowLimits, check_limits, refuse_sharded
 from rq_sched.keys import GlobalKeys, QueueKeys, check_namespace
 from rq_sched.models import NewTask, TaskInfo
 from rq_sched.options import Prepared, check_stored_queue, prepare, refuse_key_with
@@ -205,11 +205,7 @@ class Producer:
             ValidationError: ``queue`` is sharded (a limit kept per shard would not be the
                 queue's limit).
         """
-        if self.shard_map.n(queue) > 1:
-            raise ValidationError(
-                f"queue {queue!r} is sharded: flow limits cannot span its shards (each is its "
-                "own slot); limit an unsharded queue, or set the queue back to 1 shard"
-            )
+        refuse_sharded(queue, self.shard_map.n(queue))
 
     def unregistered(self, queues: Iterable[str]) -> list[str]:
         """Queues this client has not yet added to the registry of queue names."""
