@@ -220,6 +220,20 @@ def set_flow(keys: QueueKeys, limits: FlowLimits) -> Call:
     )
 
 
+def refuse_sharded(queue: str, shards: int) -> None:
+    """Refuse flow limits for ``queue`` when it is stored as ``shards`` > 1 shards.
+
+    Raises:
+        ValidationError: ``queue`` is sharded (a limit kept per shard would not be the
+            queue's limit).
+    """
+    if shards > 1:
+        raise ValidationError(
+            f"queue {queue!r} is sharded: flow limits cannot span its shards (each is its "
+            "own slot); limit an unsharded queue, or set the queue back to 1 shard"
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class Hold:
     """Why a dequeue left ready tasks behind, and how long the caller may sleep."""

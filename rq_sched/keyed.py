@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rq_sched.flow import JITTER_MS, TYPE_LANE_PREFIX
+from rq_sched.flow import JITTER_MS, TYPE_LANE_PREFIX, read_status
 from rq_sched.keys import QueueKeys
 from rq_sched.scripts import SyncRedis
 
@@ -50,6 +50,17 @@ class FlowKeys:
     """How many keys have ready or running tasks."""
     keys: list[KeyStatus]
     """The ones with the most ready tasks (then the most running), as many as asked for."""
+
+
+def read_keys_now(redis: SyncRedis, keys: QueueKeys, limit: int) -> FlowKeys:
+    """:func:`read_keys` with each key's tokens counted now: the queue's per-key rate read from
+    its flow limits, the time from Redis ``TIME``."""
+    status = read_status(redis, keys)
+    interval = status.key_interval_ms
+    rate = None if interval is None else (interval, status.key_burst)
+    seconds, micros = redis.time()
+    now_ms = seconds * 1000 + micros / 1000
+    return read_keys(redis, keys, limit, rate=rate, now_ms=now_ms)
 
 
 def read_keys(

@@ -1,5 +1,5 @@
-"""Operator actions on many tasks, or on a whole queue: bulk run / delete / archive per state,
-cancelling an active task, and deleting a queue.
+"""Operator actions on many tasks, or on a whole queue: bulk run / delete / archive per state
+(over every shard of a sharded queue), cancelling an active task, and deleting a queue.
 
 Bulk actions never run one unbounded script: they read the state's ids a bounded batch at a
 time and run the same per-task scripts as the single-task actions, a batch per pipeline. Tasks
@@ -106,6 +106,36 @@ def bulk(
     if limit is not None:  # the caller loops: say what is left (keyed ready tasks included)
         remaining = int(count_state(redis, keys, state))
     return BulkResult(keys.queue, state, action, done, skipped, trimmed, remaining)
+
+
+def bulk_each(
+    redis: SyncRedis,
+    queues: Sequence[QueueKeys],
+    state: TaskState,
+    action: str,
+    *,
+    now_s: float,
+    limits: ops.ArchiveLimits,
+    limit: int | None,
+) -> list[BulkResult]:
+    """:func:`bulk` on each of ``queues`` (the shards of one queue) in turn; ``limit`` is
+    shared, each queue taking what the ones before it left."""
+    parts: list[BulkResult] = []
+    budget = limit
+    for keys in queues:
+        part = bulk(
+            redis,
+            keys,
+            state,
+            action,
+            now_s=now_s,
+            limits=limits,
+            limit=None if budget is None else max(budget, 0),
+        )
+        parts.append(part)
+        if budget is not None:
+            budget -= part.done + part.skipped
+    return parts
 
 
 def _window(

@@ -1,9 +1,11 @@
 """Admin queries and operator actions on queues and tasks (the dashboard and CLI build on it).
 
 Kept apart from the hot path (client, worker): everything here reads a bounded amount of data
-per call and may take a few round trips. :class:`Inspector` is the one public entry point; the
-work is split by seam into ``lists`` (queue reads), ``actions`` (bulk and
-queue-wide actions) and ``processes`` (servers, scheduler, Redis INFO).
+per call and may take a few round trips. :class:`Inspector` is the one public entry point: it
+checks names, finds a sharded queue's shards and delegates the work. Reads: ``lists`` (queue
+stats, history, pages), ``record`` (one task's whole record), ``waiting``, ``minutes``,
+``processes`` (servers, scheduler, Redis INFO). Operations: ``task_actions`` (one task, a
+selection), ``actions`` (bulk and queue-wide actions), ``entries`` (periodic entries).
 """
 
 from __future__ import annotations
@@ -13,18 +15,18 @@ from collections.abc import Sequence
 from typing import Any, Self
 
 from rq_sched import flow as flow_ops
-from rq_sched import ops, scripts, shards
+from rq_sched import ops, shards
 from rq_sched.client import Client
-from rq_sched.clock import Clock, from_ms, to_ms, use_clock
+from rq_sched.clock import Clock, to_ms, use_clock
 from rq_sched.connection import connect, translate_errors
-from rq_sched.errors import TaskNotFoundError, TaskStateError, ValidationError, raise_for_code
+from rq_sched.errors import TaskNotFoundError, ValidationError
 from rq_sched.flow import FlowLimits, FlowStatus
 from rq_sched.inspector import actions as inspector_actions
 from rq_sched.inspector import entries as inspector_entries
 from rq_sched.inspector import lists as inspector_lists
 from rq_sched.inspector import minutes as inspector_minutes
 from rq_sched.inspector import processes as inspector_processes
-from rq_sched.inspector import sharded
+from rq_sched.inspector import record, sharded, task_actions
 from rq_sched.inspector import waiting as inspector_waiting
 from rq_sched.inspector.models import (
     BulkResult,
@@ -38,17 +40,10 @@ from rq_sched.inspector.models import (
     TaskPage,
     TypeBreakdown,
 )
-from rq_sched.keyed import FlowKeys, read_keys
+from rq_sched.inspector.task_actions import MAX_SELECTION  # noqa: F401 - importable here as before
+from rq_sched.keyed import FlowKeys, read_keys_now
 from rq_sched.keys import DEFAULT_NAMESPACE, GlobalKeys, QueueKeys, check_namespace
-from rq_sched.message import decode, unique_of
-from rq_sched.models import (
-    AttemptError,
-    ParentInfo,
-    QueueInfo,
-    TaskInfo,
-    TaskState,
-    current_progress,
-)
+from rq_sched.models import QueueInfo, TaskInfo, TaskState
 from rq_sched.options import check_count, check_stored_id, check_stored_queue
 from rq_sched.scripts import Call, SyncRedis
 
@@ -56,15 +51,6 @@ log = logging.getLogger(__name__)
 
 MAX_KEYS_SHOWN = 1000
 """Most fairness keys :meth:`Inspector.flow_keys` lists in one call."""
-MAX_SELECTION = 500
-"""Most task ids one selection action takes (one page at the largest page size)."""
-_ZSET_STATES = (
-    TaskState.ACTIVE,
-    TaskState.SCHEDULED,
-    TaskState.RETRY,
-    TaskState.ARCHIVED,
-    TaskState.COMPLETED,
-)
 
 
 class Inspector:
@@ -149,63 +135,7 @@ class Inspector:
             CorruptTaskError: the stored message cannot be decoded.
         """
         queue = self._where(queue, task_id)
-        keys = self.keys(queue)
-        with translate_errors(self.redis):
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hget(keys.msg, task_id)
-            for key in (keys.lease, keys.scheduled, keys.retry, keys.archived, keys.completed):
-                pipe.zscore(key, task_id)
-            pipe.hget(keys.lost, task_id)
-            pipe.hget(keys.result, task_id)
-            pipe.hget(keys.token, task_id)
-            pipe.hget(keys.progress, task_id)
-            data, *scores, lost, result, token, progress = pipe.execute()
-        if data is None:
-            if inspector_waiting.is_waiting(self.redis, keys, task_id):
-                raise TaskNotFoundError(
-                    f"task {task_id!r} in queue {queue!r} is waiting for its parents (it has no "
-                    f"state until they are final): see `rq-sched waiting {queue}`"
-                )
-            raise TaskNotFoundError(f"no task {task_id!r} in queue {queue!r}")
-        message = decode(data, task_id=task_id)
-        state, score = next(
-            ((s, sc) for s, sc in zip(_ZSET_STATES, scores, strict=True) if sc is not None),
-            (TaskState.PENDING, None),
-        )
-        due = inspector_lists.when(score)
-        return TaskInfo(
-            id=task_id,
-            queue=queue,
-            type=message.type,
-            state=state,
-            process_at=due if state in (TaskState.SCHEDULED, TaskState.RETRY) else None,
-            payload=message.payload,
-            max_retry=message.max_retry,
-            retry_count=message.retried,
-            last_error=message.last_error,
-            last_failed_at=from_ms(message.last_failed_at) if message.last_failed_at else None,
-            errors=[
-                AttemptError(attempt, from_ms(at) if at else None, text)
-                for attempt, at, text in message.attempt_errors()
-            ],
-            next_process_at=due if state in (TaskState.SCHEDULED, TaskState.RETRY) else None,
-            timeout=message.timeout or None,
-            deadline=from_ms(message.deadline) if message.deadline else None,
-            retention=float(message.retention) or None,
-            unique=message.unique is not None,
-            headers=dict(message.headers or {}),
-            enqueued_at=from_ms(message.enqueued_at) if message.enqueued_at else None,
-            lease_expires_at=due if state is TaskState.ACTIVE else None,
-            lost_count=inspector_lists.count(lost),
-            result=result,
-            expires_at=due if state is TaskState.COMPLETED else None,
-            progress=current_progress(progress, token) if state is TaskState.ACTIVE else None,
-            parents=[
-                ParentInfo(queue, parent_id, outcome, data if isinstance(data, str) else None)
-                for outcome, data, queue, parent_id in message.parents or ()
-            ],
-            key=message.key,
-        )
+        return record.read_task(self.redis, self.keys(queue), task_id)
 
     def waiting(self, queue: str, limit: int = 100) -> list[inspector_waiting.WaitingTask]:
         """Up to ``limit`` tasks of ``queue`` held until their parents are final (enqueued
@@ -255,12 +185,7 @@ class Inspector:
         if not 1 <= limit <= MAX_KEYS_SHOWN:
             raise ValidationError(f"limit must be from 1 to {MAX_KEYS_SHOWN}, got {limit}")
         with translate_errors(self.redis):
-            status = flow_ops.read_status(self.redis, keys)
-            interval = status.key_interval_ms
-            rate = None if interval is None else (interval, status.key_burst)
-            seconds, micros = self.redis.time()
-            now_ms = seconds * 1000 + micros / 1000
-            return read_keys(self.redis, keys, limit, rate=rate, now_ms=now_ms)
+            return read_keys_now(self.redis, keys, limit)
 
     def set_flow(self, queue: str, limits: FlowLimits | None) -> FlowStatus:
         """Replace the flow limits of ``queue`` at run time (None removes them); every
@@ -271,11 +196,7 @@ class Inspector:
             ValidationError: ``limits`` is not a :class:`~rq_sched.FlowLimits`, or the queue
                 is sharded (nothing written).
         """
-        if len(self.physical_queues(queue)) > 1:
-            raise ValidationError(
-                f"queue {queue!r} is sharded: flow limits cannot span its shards (each is its "
-                "own slot); limit an unsharded queue, or set the queue back to 1 shard"
-            )
+        flow_ops.refuse_sharded(queue, len(self.physical_queues(queue)))
         keys = self.keys(queue)
         checked = FlowLimits() if limits is None else flow_ops.check_limits(limits)
         self._run(flow_ops.set_flow(keys, checked), queue, "")
@@ -290,13 +211,7 @@ class Inspector:
             TaskStateError: the task is active (cancel it instead).
         """
         queue = self._where(queue, task_id)
-        with translate_errors(self.redis):
-            held = inspector_waiting.is_waiting(self.redis, self.keys(queue), task_id)
-        if held:
-            self._run(ops.dep_drop(self.keys(queue), task_id), queue, task_id)
-            return
-        unique = self._unique_of(queue, task_id)
-        self._run(ops.delete(self.keys(queue), task_id, unique), queue, task_id)
+        task_actions.delete(self.redis, self.keys(queue), task_id)
 
     def run_task(self, queue: str, task_id: str) -> None:
         """Make a scheduled, retry or archived task ready now.
@@ -319,16 +234,8 @@ class Inspector:
             TaskNotFoundError: no such task.
             TaskStateError: the task is active, archived or completed.
         """
-        queue = self._where(queue, task_id)
-        unique = self._unique_of(queue, task_id)
-        call = ops.archive(
-            self.keys(queue),
-            task_id,
-            unique=unique,
-            now_s=self.clock.now(),
-            limits=self.archive_limits,
-        )
-        return int(self._run(call, queue, task_id)[1])
+        keys = self.keys(self._where(queue, task_id))
+        return task_actions.archive(self.redis, keys, task_id, self.clock, self.archive_limits)
 
     def archive_limits_of(self, queue: str) -> ops.ArchiveLimits:
         """The archive limits in force for ``queue``: those its workers stored, else this
@@ -392,11 +299,7 @@ class Inspector:
             raise ValidationError("give a task id to look for")
         check_stored_id(task_id)
         names = self._registry()
-        with translate_errors(self.redis):
-            pipe = self.redis.pipeline(transaction=False)
-            for name in names:
-                pipe.hexists(self.keys(name).msg, task_id)
-            found = pipe.execute()
+        found = record.holders(self.redis, [self.keys(name) for name in names], task_id)
         out = []
         for name, present in zip(names, found, strict=True):
             if present:
@@ -498,22 +401,16 @@ class Inspector:
         parsed, name = inspector_actions.check_bulk(state, action)
         if limit is not None and check_count(limit, "limit") < 1:
             raise ValidationError(f"limit must be at least 1, got {limit}")
-        parts: list[BulkResult] = []
-        budget = limit  # a sharded queue's shards share it, taken in turn
         with translate_errors(self.redis):
-            for physical in self.physical_queues(queue):
-                part = inspector_actions.bulk(
-                    self.redis,
-                    self.keys(physical),
-                    parsed,
-                    name,
-                    now_s=self.clock.now(),
-                    limits=self.archive_limits,
-                    limit=None if budget is None else max(budget, 0),
-                )
-                parts.append(part)
-                if budget is not None:
-                    budget -= part.done + part.skipped
+            parts = inspector_actions.bulk_each(
+                self.redis,
+                [self.keys(physical) for physical in self.physical_queues(queue)],
+                parsed,
+                name,
+                now_s=self.clock.now(),
+                limits=self.archive_limits,
+                limit=limit,  # a sharded queue's shards share it, taken in turn
+            )
         return parts[0] if len(parts) == 1 else sharded.combine_bulk(queue, parts)
 
     def act_on(self, queue: str, task_ids: Sequence[str], action: str) -> SelectionResult:
@@ -529,23 +426,9 @@ class Inspector:
             "delete": self.delete_task,
             "cancel": self.cancel_task,
         }
-        if action not in actions:
-            raise ValidationError(f"unknown action {action!r}; use run, archive, delete or cancel")
-        if not 1 <= len(task_ids) <= MAX_SELECTION:
-            raise ValidationError(f"select between 1 and {MAX_SELECTION} tasks")
+        task_actions.check_selection(actions, task_ids, action)
         self.keys(queue)
-        for task_id in task_ids:
-            check_stored_id(task_id)  # all checked before any is acted on
-        done: list[str] = []
-        failed: dict[str, str] = {}
-        for task_id in task_ids:
-            try:
-                actions[action](queue, str(task_id))
-            except (TaskNotFoundError, TaskStateError) as exc:
-                failed[str(task_id)] = str(exc)
-            else:
-                done.append(str(task_id))
-        return SelectionResult(queue, action, done, failed)
+        return task_actions.select(actions[action], queue, task_ids, action)
 
     def type_breakdown(self, queue: str) -> TypeBreakdown:
         """Tasks per type and state of ``queue``, over a bounded sample of each state."""
@@ -661,20 +544,10 @@ class Inspector:
             return inspector_processes.read_redis_info(self.redis)
 
     def _unique_of(self, queue: str, task_id: str) -> str | None:
-        with translate_errors(self.redis):
-            data = self.redis.hget(self.keys(queue).msg, task_id)
-        if data is None:
-            raise TaskNotFoundError(f"no task {task_id!r} in queue {queue!r}")
-        # Not decode(): a corrupt message must not stop an operator deleting or archiving it.
-        return unique_of(data) if data else None  # type: ignore[arg-type]
+        return task_actions.unique(self.redis, self.keys(queue), task_id)
 
     def _run(self, call: Call, queue: str, task_id: str) -> Any:
-        script, keys, args = call
-        with translate_errors(self.redis):
-            reply = scripts.run(self.redis, script, keys, args)
-        if isinstance(reply, int):
-            raise_for_code(reply, queue=queue, task_id=task_id)
-        return reply
+        return task_actions.run(self.redis, call, queue, task_id)
 
 
 def _usable_queue(raw: bytes | str) -> str | None:
