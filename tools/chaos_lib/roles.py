@@ -343,14 +343,17 @@ class Operator:
             if action in allowed:
                 self.single(action)
 
-    def flow_step(self, *, first: bool = False) -> None:
+    def flow_step(self, *, first: bool = False, limits: FlowLimits | None = None) -> None:
         """Now and then change the flow limits of the "chaos" queue at run time (a cap, a
         rate, both, per-key limits, none): whatever they are, no task may be lost or run twice
         for it. The first step sets strict per-key order, so every soak runs keyed tasks under
         per-key limits for a while."""
-        if "flow" not in self.args.ops or (not first and self.flow_rng.random() >= 0.05):
+        if "flow" not in self.args.ops:
             return
-        limits = FLOWS[3] if first else self.flow_rng.choice(FLOWS)
+        if limits is None:
+            if not first and self.flow_rng.random() >= 0.05:
+                return
+            limits = FLOWS[3] if first else self.flow_rng.choice(FLOWS)
         try:
             self.inspector.set_flow("chaos", limits)
             res = "ok"
@@ -488,8 +491,14 @@ def run_operator(args: argparse.Namespace) -> int:
     operator.book.write("proc_start", role="operator")
     try:
         operator.flow_step(first=True)
+        # Every soak also runs a while under keys with limits and weights of their own, and
+        # under per-type limits, whatever the random changes pick.
+        start = time.time()
+        forced = [(start + (args.until - start) * k / 3, FLOWS[i]) for k, i in ((1, 6), (2, 8))]
         while time.time() < args.until:
             operator.step()
+            if forced and time.time() >= forced[0][0]:
+                operator.flow_step(limits=forced.pop(0)[1])
             operator.flow_step()
             time.sleep(operator.rng.uniform(0.2, 0.8) / args.rate)
     finally:
