@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 
 import redis
 
-from rq_sched import Client, FlowLimits, NewTask, Router, Task
+from rq_sched import Client, FlowLimits, KeyLimits, NewTask, Router, Task
 from rq_sched.keys import QueueKeys
 from tests.worker_support import (
     Recorder,
@@ -93,6 +93,30 @@ def test_fifty_keys_with_skewed_backlogs_are_served_evenly_over_three_workers(
         f"{served['k0']}), max/min ratio {ratio:.2f}"
     )
     assert ratio <= 1.5, counts
+    assert idle(r, QueueKeys(namespace, "default"))
+
+
+def test_weighted_keys_are_served_in_proportion_to_their_weights_over_two_workers(
+    redis_url: str, r: redis.Redis, namespace: str
+) -> None:
+    ledger = f"{namespace}:ledger"
+    client = Client(r, namespace=namespace)
+    client.set_flow(
+        "default",
+        FlowLimits(key_concurrency=2, keys={"gold": KeyLimits(weight=3, concurrency=6)}),
+    )
+    tasks = [(f"{key}-{i}", key) for key in ("gold", "basic", "plain") for i in range(240)]
+    enqueue(client, tasks, {"url": redis_url, "ledger": ledger})
+    with worker_processes(redis_url, namespace, 2, "--concurrency", "4"):
+        wait_until(lambda: r.llen(ledger) >= 2 * len(tasks), timeout=120, what="every task run")
+    starts = sorted((e[2], e[4]) for e in entries(r, ledger) if e[0] == "s")
+    until = min(
+        at for at, key in starts if key == "gold" and at == max(a for a, k in starts if k == "gold")
+    )  # while every key was backlogged: until gold started its last task
+    served = Counter(key for at, key in starts if at < until)
+    share = served["gold"] / ((served["basic"] + served["plain"]) / 2)
+    print(f"\nweights 3 / 1 / 1 over 2 workers x 4 slots: starts {dict(served)}, share {share:.2f}")
+    assert 2.5 <= share <= 3.5, served
     assert idle(r, QueueKeys(namespace, "default"))
 
 
