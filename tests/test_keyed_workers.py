@@ -110,9 +110,8 @@ def test_weighted_keys_are_served_in_proportion_to_their_weights_over_two_worker
     with worker_processes(redis_url, namespace, 2, "--concurrency", "4"):
         wait_until(lambda: r.llen(ledger) >= 2 * len(tasks), timeout=120, what="every task run")
     starts = sorted((e[2], e[4]) for e in entries(r, ledger) if e[0] == "s")
-    until = min(
-        at for at, key in starts if key == "gold" and at == max(a for a, k in starts if k == "gold")
-    )  # while every key was backlogged: until gold started its last task
+    # While every key was backlogged: until gold started its last task.
+    until = max(at for at, key in starts if key == "gold")
     served = Counter(key for at, key in starts if at < until)
     share = served["gold"] / ((served["basic"] + served["plain"]) / 2)
     print(f"\nweights 3 / 1 / 1 over 2 workers x 4 slots: starts {dict(served)}, share {share:.2f}")
