@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from rq_sched import Client, FlowLimits, Inspector, TypeLimits, ValidationError
+from rq_sched import Client, FlowLimits, Inspector, KeyLimits, TypeLimits, ValidationError
 from rq_sched.cli import main
 from rq_sched.keys import QueueKeys
 
@@ -218,3 +218,36 @@ def test_flow_refuses_bad_type_options_and_writes_nothing(
     assert message in err
     assert type_limits(inspector) == [("sync:crm", "10/s", 2, 3)]
     assert inspector.flow("api").key_rate is None
+
+
+VIP = KeyLimits(rate="50/s", burst=5, concurrency=10, weight=4)
+
+
+def own_keys(inspector: Inspector, queue: str = "api") -> dict[str, KeyLimits]:
+    return dict(inspector.flow(queue).keys or {})
+
+
+def test_changing_the_queue_limits_keeps_the_keys_own_limits(
+    cli: Any, inspector: Inspector
+) -> None:
+    inspector.set_flow("api", FlowLimits(key_concurrency=1, keys={"tenant:vip": VIP}))
+    code, _, err = cli("flow", "api", "--rate", "5/s")
+    assert code == 0, err
+    assert inspector.flow("api").rate == "5/s"
+    assert own_keys(inspector) == {"tenant:vip": VIP}
+    code, _, err = cli("flow", "api", "--no-key-concurrency")
+    assert code == 0, err
+    assert own_keys(inspector) == {"tenant:vip": VIP}
+
+
+def test_changing_a_types_limits_keeps_its_weight(cli: Any, inspector: Inspector) -> None:
+    heavy = TypeLimits(rate="10/s", concurrency=3, weight=5)
+    inspector.set_flow("api", FlowLimits(rate="1/s", types={"sync:crm": heavy}))
+    code, _, err = cli("flow", "api", "--type", "sync:crm", "--type-burst", "2")
+    assert code == 0, err
+    assert inspector.flow("api").type_limits() == {
+        "sync:crm": TypeLimits(rate="10/s", burst=2, concurrency=3, weight=5)
+    }
+    code, _, err = cli("flow", "api", "--rate", "2/s")
+    assert code == 0, err
+    assert inspector.flow("api").type_limits()["sync:crm"].weight == 5

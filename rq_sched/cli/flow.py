@@ -96,6 +96,8 @@ def _changed(current: FlowStatus, args: argparse.Namespace) -> FlowLimits:
         key_hold_on_retry=hold and key_cap is not None,
         # The types' limits stay as they are unless named (FlowLimits replaces them all).
         types=_changed_types(current, args),
+        # So do the keys' own limits (FlowLimits replaces them all too).
+        keys=current.keys,
     )
 
 
@@ -167,7 +169,10 @@ def _change_type(types: dict[str, TypeLimits], args: argparse.Namespace) -> None
         return
     try:
         types[name] = TypeLimits(
-            rate=rate, burst=_given(args.type_burst, old.burst if old else 1), concurrency=cap
+            rate=rate,
+            burst=_given(args.type_burst, old.burst if old else 1),
+            concurrency=cap,
+            weight=old.weight if old else 1,
         )
     except ValidationError as exc:
         raise ValidationError(f"--type {name}: {exc}") from None
