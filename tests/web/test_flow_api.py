@@ -301,3 +301,21 @@ def test_a_bad_type_weight_gets_a_400_and_writes_nothing(
     resp = http.post("/api/queue/flow", params={"queue": "api"}, json=body, headers=MUTATE)
     assert resp.status_code == 400 and "cannot both be set" in resp.json()["error"]
     assert inspector.flow("api").types == () and inspector.flow("api").keys is None
+
+
+def test_metrics_carry_the_type_weights_and_the_keys_own_limits(
+    http: httpx.Client, client: Client, inspector: Inspector
+) -> None:
+    vip = KeyLimits(rate="50/s", burst=5, concurrency=10, weight=4)
+    client.set_flow(
+        "api", FlowLimits(key_concurrency=1, keys={"tenant:vip": vip, "ops": KeyLimits()})
+    )
+    client.set_flow("crm", FlowLimits(types={"sync:crm": TypeLimits(concurrency=1, weight=3)}))
+    text = http.get("/metrics").text
+    assert 'rq_sched_flow_type_weight{queue="crm",type="sync:crm"} 3.0' in text
+    assert 'rq_sched_flow_key_own_rate_per_second{key="tenant:vip",queue="api"} 50.0' in text
+    assert 'rq_sched_flow_key_own_concurrency_cap{key="tenant:vip",queue="api"} 10.0' in text
+    assert 'rq_sched_flow_key_own_weight{key="tenant:vip",queue="api"} 4.0' in text
+    assert 'rq_sched_flow_key_own_weight{key="ops",queue="api"} 1.0' in text
+    assert 'rq_sched_flow_key_own_rate_per_second{key="ops"' not in text  # exempt: no rate
+    assert "at most 1000 keys per queue" in text
