@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import redis
 
-from rq_sched import Client, FlowLimits, Inspector, TypeLimits, ValidationError
+from rq_sched import Client, FlowLimits, Inspector, KeyLimits, TypeLimits, ValidationError
 from rq_sched.cli import main
 from rq_sched.keys import QueueKeys
 
@@ -158,8 +158,8 @@ def test_flow_sets_changes_and_removes_a_types_limits_option_by_option(
     assert type_limits(inspector) == [("sync:crm", "10/s", 1, 2)]
     words = " ".join(out.split())
     assert "1 limited task type(s):" in words
-    assert "type rate burst cap in lane running tokens state next token" in words
-    assert "sync:crm 10/s 1 2 0 0 1 idle -" in words
+    assert "type rate burst cap weight in lane running tokens state next token" in words
+    assert "sync:crm 10/s 1 2 1 0 0 1 idle -" in words
     code, out, err = cli("flow", "api", "--type", "sync:crm", "--type-burst", "5")
     assert code == 0, err
     assert type_limits(inspector) == [("sync:crm", "10/s", 5, 2)]  # only the burst changed
@@ -218,3 +218,134 @@ def test_flow_refuses_bad_type_options_and_writes_nothing(
     assert message in err
     assert type_limits(inspector) == [("sync:crm", "10/s", 2, 3)]
     assert inspector.flow("api").key_rate is None
+
+
+VIP = KeyLimits(rate="50/s", burst=5, concurrency=10, weight=4)
+
+
+def own_keys(inspector: Inspector, queue: str = "api") -> dict[str, KeyLimits]:
+    return dict(inspector.flow(queue).keys or {})
+
+
+def test_changing_the_queue_limits_keeps_the_keys_own_limits(
+    cli: Any, inspector: Inspector
+) -> None:
+    inspector.set_flow("api", FlowLimits(key_concurrency=1, keys={"tenant:vip": VIP}))
+    code, _, err = cli("flow", "api", "--rate", "5/s")
+    assert code == 0, err
+    assert inspector.flow("api").rate == "5/s"
+    assert own_keys(inspector) == {"tenant:vip": VIP}
+    code, _, err = cli("flow", "api", "--no-key-concurrency")
+    assert code == 0, err
+    assert own_keys(inspector) == {"tenant:vip": VIP}
+
+
+def test_changing_a_types_limits_keeps_its_weight(cli: Any, inspector: Inspector) -> None:
+    heavy = TypeLimits(rate="10/s", concurrency=3, weight=5)
+    inspector.set_flow("api", FlowLimits(rate="1/s", types={"sync:crm": heavy}))
+    code, _, err = cli("flow", "api", "--type", "sync:crm", "--type-burst", "2")
+    assert code == 0, err
+    assert inspector.flow("api").type_limits() == {
+        "sync:crm": TypeLimits(rate="10/s", burst=2, concurrency=3, weight=5)
+    }
+    code, _, err = cli("flow", "api", "--rate", "2/s")
+    assert code == 0, err
+    assert inspector.flow("api").type_limits()["sync:crm"].weight == 5
+
+
+def test_flow_sets_changes_and_removes_a_keys_own_limits_option_by_option(
+    cli: Any, inspector: Inspector
+) -> None:
+    inspector.set_flow("api", FlowLimits(key_rate="10/s", key_burst=2, key_concurrency=1))
+    code, out, err = cli("flow", "api", "--for-key", "tenant:vip", "--for-key-weight", "4")
+    assert code == 0, err
+    # A key new to --for-key starts from the per-key defaults: only its weight differs.
+    assert own_keys(inspector) == {"tenant:vip": KeyLimits("10/s", 2, 1, weight=4)}
+    words = " ".join(out.split())
+    assert "1 key(s) with limits of their own" in words
+    assert "key rate burst cap weight tenant:vip 10/s 2 1 4" in words
+    code, _, err = cli(
+        "flow", "api", "--for-key", "tenant:vip", "--for-key-rate", "50/s", "--for-key-burst", "5"
+    )
+    assert code == 0, err
+    code, _, err = cli("flow", "api", "--for-key", "tenant:vip", "--for-key-concurrency", "10")
+    assert code == 0, err
+    assert own_keys(inspector) == {"tenant:vip": VIP}
+    code, out, err = cli("flow", "api", "--for-key", "ops", "--no-for-key-rate", "--json")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["key_limits"]["ops"] == {
+        "rate": None,
+        "burst": 1,
+        "concurrency": 1,
+        "weight": 1,
+        "interval_ms": None,
+    }
+    assert shown["key_limits"]["tenant:vip"]["weight"] == 4
+    assert (shown["keys"]["total"], shown["keys"]["keys"]) == (0, [])  # the busiest, as before
+    code, _, err = cli("flow", "api", "--for-key", "ops", "--no-for-key-concurrency")
+    assert code == 0, err
+    assert own_keys(inspector)["ops"] == KeyLimits()  # exempt from the defaults
+    code, out, err = cli("flow", "api", "--no-for-key", "ops", "--no-for-key", "tenant:vip")
+    assert code == 0, err
+    assert own_keys(inspector) == {}
+    assert "limits of their own" not in out
+    status = inspector.flow("api")
+    assert (status.key_rate, status.key_burst, status.key_concurrency) == ("10/s", 2, 1)
+
+
+def test_a_key_new_to_for_key_starts_from_the_defaults_set_in_the_same_command(
+    cli: Any, inspector: Inspector
+) -> None:
+    code, _, err = cli(
+        "flow", "api", "--key-concurrency", "1", "--for-key", "vip", "--for-key-weight", "3"
+    )
+    assert code == 0, err
+    assert own_keys(inspector) == {"vip": KeyLimits(concurrency=1, weight=3)}
+
+
+def test_flow_sets_a_types_weight(cli: Any, inspector: Inspector) -> None:
+    inspector.set_flow("api", FlowLimits(types={"sync:crm": CRM}))
+    code, out, err = cli("flow", "api", "--type", "sync:crm", "--type-weight", "3")
+    assert code == 0, err
+    assert inspector.flow("api").type_limits() == {
+        "sync:crm": TypeLimits(rate="10/s", burst=2, concurrency=3, weight=3)
+    }
+    assert "sync:crm 10/s 2 3 3 0 0" in " ".join(out.split())
+    code, out, err = cli("flow", "api", "--json")
+    assert json.loads(out)["types"][0]["weight"] == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--for-key-rate", "10/s"), "--for-key-rate set(s) one key's own limits: name it"),
+        (("--no-for-key-concurrency",), "name it with --for-key KEY"),
+        (("--for-key", "vip"), "give one of them"),
+        (("--for-key", "new", "--for-key-burst", "3"), "give the key a rate too"),
+        (("--for-key", "vip", "--for-key-rate", "0/s"), "--for-key vip: rate '0/s'"),
+        (("--for-key", "vip", "--for-key-concurrency", "0"), "concurrency must be an int"),
+        (("--for-key", "vip", "--for-key-weight", "0"), "weight must be an int from 1"),
+        (("--for-key", "vip", "--for-key-rate", "1/s", "--no-for-key-rate"), "contradict"),
+        (("--no-for-key", "other"), "'other' has no limits of its own on queue 'api'"),
+        (("--for-key", "vip", "--for-key-weight", "2", "--no-for-key", "vip"), "both changed"),
+        (("--for-key", "", "--for-key-weight", "2"), "key must be a non-empty str"),
+        (("--type", "mail", "--type-rate", "1/s"), "cannot both be set"),
+    ],
+)
+def test_flow_refuses_bad_key_options_and_writes_nothing(
+    cli: Any, argv: tuple[str, ...], message: str, inspector: Inspector
+) -> None:
+    inspector.set_flow("api", FlowLimits(key_concurrency=1, keys={"vip": VIP}))
+    code, _, err = cli("flow", "api", *argv)
+    assert code == 2, err
+    assert message in err
+    status = inspector.flow("api")
+    assert (status.keys, status.key_concurrency, status.types) == ({"vip": VIP}, 1, ())
+
+
+def test_flow_refuses_a_weight_for_a_type_without_limits(cli: Any, inspector: Inspector) -> None:
+    code, _, err = cli("flow", "api", "--type", "mail", "--type-weight", "2")
+    assert code == 2, err
+    assert "give it a rate or a cap too" in err
+    assert inspector.flow("api").types == ()

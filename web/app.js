@@ -380,6 +380,7 @@
       taskTable(r, page),
       pager(r, page)),
       flowTypesCard(r, detail.flow),
+      flowKeysCard(detail.flow),
       shardsCard(stats),
       typesCard(r, types),
       minuteCharts(minutes, info.queue),
@@ -414,7 +415,10 @@
   function flowLine(flow) {
     const keyed = flow && (flow.key_rate !== null || flow.key_concurrency !== null);
     const typed = flow && flow.types.length > 0;
-    if (!flow || (flow.rate === null && flow.concurrency === null && !keyed && !typed)) return null;
+    const owned = flow && flow.keys ? Object.keys(flow.keys).length : 0;
+    if (!flow || (flow.rate === null && flow.concurrency === null && !keyed && !typed && !owned)) {
+      return null;
+    }
     const parts = [];
     if (flow.rate !== null) {
       parts.push(`rate ${flow.rate} (burst ${flow.burst}), ${flow.tokens} token(s) now`);
@@ -432,6 +436,7 @@
       parts.push(`per key ${each.join(", ")}, ${flow.keys_waiting} key(s) waiting for a token`);
     }
     if (typed) parts.push(`${flow.types.length} task type(s) limited`);
+    if (owned) parts.push(`${owned} key(s) with limits of their own`);
     return h("div", { class: "muted", "data-flow": "" }, "flow: " + parts.join(" · "));
   }
 
@@ -439,11 +444,13 @@
   // null if it limits none.
   function flowTypesCard(r, flow) {
     if (!flow || !flow.types.length) return null;
-    const heads = ["Type", "Rate", "Cap", "In lane", "Running", "Tokens", "State", "Next token"];
+    const heads = ["Type", "Rate", "Cap", "Weight", "In lane", "Running", "Tokens", "State",
+      "Next token"];
     const rows = flow.types.map((t) => h("tr", { "data-key": "ft:" + t.type, "data-flow-type": t.type },
       cell("Type", { class: "type" }, link(queueHash(r, { type: t.type, page: 1 }), t.type)),
       cell("Rate", {}, t.rate === null ? "none" : `${t.rate} (burst ${t.burst})`),
       cell("Cap", { class: "num" }, t.concurrency === null ? "none" : String(t.concurrency)),
+      cell("Weight", { class: "num" }, String(t.weight)),
       cell("In lane", { class: "num" }, String(t.pending)),
       cell("Running", { class: "num" }, String(t.running)),
       cell("Tokens", { class: "num" }, t.tokens === null ? "" : String(t.tokens)),
@@ -453,11 +460,34 @@
     return h("div", { class: "card", id: "flow-types" },
       h("h2", {}, "Task type limits"),
       h("table", { class: "cards" }, h("thead", {}, h("tr", {}, heads.map((name) => h("th", {
-        class: ["Cap", "In lane", "Running", "Tokens"].includes(name) ? "num" : null }, name)))),
+        class: ["Cap", "Weight", "In lane", "Running", "Tokens"].includes(name) ? "num" : null },
+      name)))),
       h("tbody", {}, rows)),
       h("p", { class: "muted small" }, "A limited type's ready tasks wait in a lane of their "
         + "own (in lane), taking turns with the queue's other tasks. Change the limits with "
         + "rq-sched flow QUEUE --type TYPE --type-rate ... or POST /api/queue/flow."));
+  }
+
+  // The keys with limits of their own (FlowLimits.keys) instead of the per-key defaults, with
+  // their weights; null if the queue gives none.
+  function flowKeysCard(flow) {
+    if (!flow || !flow.keys || !Object.keys(flow.keys).length) return null;
+    const heads = ["Key", "Rate", "Cap", "Weight"];
+    const rows = Object.entries(flow.keys).map(([key, k]) => h("tr", {
+      "data-key": "fk:" + key, "data-flow-key": key },
+      cell("Key", { class: "name" }, key),
+      cell("Rate", {}, k.rate === null ? "none" : `${k.rate} (burst ${k.burst})`),
+      cell("Cap", { class: "num" }, k.concurrency === null ? "none" : String(k.concurrency)),
+      cell("Weight", { class: "num" }, String(k.weight))));
+    return h("div", { class: "card", id: "flow-keys" },
+      h("h2", {}, "Keys with limits of their own"),
+      h("table", { class: "cards" }, h("thead", {}, h("tr", {}, heads.map((name) => h("th", {
+        class: name === "Key" || name === "Rate" ? null : "num" }, name)))),
+      h("tbody", {}, rows)),
+      h("p", { class: "muted small" }, "These keys have these limits instead of the per-key "
+        + "defaults (none: no such limit), and take weight turns of the round robin per turn "
+        + "of a weight-1 key. Change them with rq-sched flow QUEUE --for-key KEY "
+        + "--for-key-weight N ... or POST /api/queue/flow."));
   }
 
   // Per-key limits and the busiest fairness keys (enqueue(key=...)); null if the queue has none.

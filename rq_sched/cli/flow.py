@@ -1,17 +1,26 @@
 """``rq-sched flow``: show or change a queue's flow limits (rate limit, concurrency cap, the
-per-key limits of its keyed tasks, and the limits of single task types) at run time. Options
-given change only what they name; the rest of the stored limits stay. The status lists the
-limited task types and the keys with the most waiting tasks.
+per-key limits of its keyed tasks, the limits of single task types and of single keys) at run
+time. Options given change only what they name; the rest of the stored limits stay. The status
+lists the limited task types, the keys with limits of their own and the keys with the most
+waiting tasks. The per-type and per-key options live in :mod:`rq_sched.cli.flow_lanes`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
+from rq_sched.cli import flow_lanes
 from rq_sched.cli.admin import _command, render_table
-from rq_sched.errors import ValidationError
-from rq_sched.flow import FlowLimits, FlowStatus, TypeLimits
+from rq_sched.cli.flow_lanes import (
+    changed_keys,
+    changed_types,
+    describe_key_limits,
+    describe_types,
+    lanes_named,
+)
+from rq_sched.flow import FlowLimits, FlowStatus, KeyLimits
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.inspector.models import jsonable
 from rq_sched.keyed import FlowKeys
@@ -36,19 +45,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     flow.add_argument("--no-key-rate", action="store_true", help="remove the per-key rate")
     flow.add_argument("--no-key-concurrency", action="store_true", help="remove the per-key cap")
-    flow.add_argument("--type", metavar="TYPE", help="the task type the --type-* options limit")
-    flow.add_argument("--type-rate", help="task starts per period of that type, e.g. 10/s")
-    flow.add_argument("--type-burst", type=int, help="starts of that type allowed at once")
-    flow.add_argument("--type-concurrency", type=int, help="most tasks of that type running")
-    flow.add_argument("--no-type-rate", action="store_true", help="remove that type's rate")
-    flow.add_argument("--no-type-concurrency", action="store_true", help="remove that type's cap")
-    flow.add_argument(
-        "--no-type",
-        action="append",
-        default=[],
-        metavar="TYPE",
-        help="remove every limit of that task type (repeatable)",
-    )
+    flow_lanes.add_arguments(flow)
     flow.add_argument("--keys", type=int, default=10, help="keys listed (most waiting first)")
     flow.add_argument("--clear", action="store_true", help="remove every flow limit")
 
@@ -64,113 +61,46 @@ def _flow(inspector: Inspector, args: argparse.Namespace) -> Any:
         args.key_hold_on_retry,
     )
     removals = (args.no_rate, args.no_concurrency, args.no_key_rate, args.no_key_concurrency)
-    types_named = args.type is not None or bool(_type_options(args)) or bool(args.no_type)
-    if args.clear or any(v is not None for v in changes) or any(removals) or types_named:
+    if args.clear or any(v is not None for v in changes) or any(removals) or lanes_named(args):
         limits = None if args.clear else _changed(inspector.flow(args.queue), args)
         status = inspector.set_flow(args.queue, limits)
     else:
         status = inspector.flow(args.queue)
     keys = inspector.flow_keys(args.queue, args.keys)
     if args.json:
-        # The status's own fields as before, with the busiest keys added.
-        return {**jsonable(status), "keys": jsonable(keys)}
+        # The status's own fields, with the busiest keys under "keys" (as before the keys'
+        # own limits came) and the keys' own limits (FlowStatus.keys) under "key_limits".
+        shown = jsonable(status)
+        return {**shown, "key_limits": shown["keys"], "keys": jsonable(keys)}
     text = describe(status)
-    if status.types:
-        text += "\n" + describe_types(status)
+    for table in (describe_types(status), describe_key_limits(status)):
+        if table:
+            text += "\n" + table
     return text + "\n" + describe_keys(keys)
 
 
 def _changed(current: FlowStatus, args: argparse.Namespace) -> FlowLimits:
+    key_rate = None if args.no_key_rate else _given(args.key_rate, current.key_rate)
     key_cap = (
         None if args.no_key_concurrency else _given(args.key_concurrency, current.key_concurrency)
     )
     hold = _given(args.key_hold_on_retry, current.key_hold_on_retry)
-    return FlowLimits(
+    limits = FlowLimits(
         rate=None if args.no_rate else _given(args.rate, current.rate),
         burst=_given(args.burst, current.burst),
         concurrency=None if args.no_concurrency else _given(args.concurrency, current.concurrency),
-        key_rate=None if args.no_key_rate else _given(args.key_rate, current.key_rate),
+        key_rate=key_rate,
         key_burst=_given(args.key_burst, current.key_burst),
         key_concurrency=key_cap,
         # Removing the per-key cap removes the hold that needs it.
         key_hold_on_retry=hold and key_cap is not None,
         # The types' limits stay as they are unless named (FlowLimits replaces them all).
-        types=_changed_types(current, args),
+        types=changed_types(current, args),
     )
-
-
-def _type_options(args: argparse.Namespace) -> list[str]:
-    """The --type-* options given, by name."""
-    given = {
-        "--type-rate": args.type_rate is not None,
-        "--type-burst": args.type_burst is not None,
-        "--type-concurrency": args.type_concurrency is not None,
-        "--no-type-rate": args.no_type_rate,
-        "--no-type-concurrency": args.no_type_concurrency,
-    }
-    return [name for name, on in given.items() if on]
-
-
-def _changed_types(current: FlowStatus, args: argparse.Namespace) -> dict[str, TypeLimits]:
-    """The queue's per-type limits with ``--type``/``--type-*`` and ``--no-type`` applied.
-
-    Raises:
-        ValidationError: a --type-* option without --type (or the reverse), a type both
-            changed and removed, or removed while it has no limits.
-    """
-    types = current.type_limits()
-    options = _type_options(args)
-    if options and args.type is None:
-        raise ValidationError(
-            f"{', '.join(options)} limit(s) one task type: name it with --type TYPE"
-        )
-    if args.type is not None and not options:
-        raise ValidationError(
-            "--type names the task type that --type-rate, --type-burst, --type-concurrency, "
-            "--no-type-rate or --no-type-concurrency change; give one of them (to remove "
-            "all of its limits: --no-type TYPE)"
-        )
-    for name in args.no_type:
-        if name == args.type:
-            raise ValidationError(f"task type {name!r} is both changed (--type) and removed")
-        if types.pop(name, None) is None:
-            limited = ", ".join(types) or "none"
-            raise ValidationError(
-                f"task type {name!r} has no limits on queue {current.queue!r} to remove "
-                f"(limited types: {limited})"
-            )
-    if args.type is not None:
-        _change_type(types, args)
-    return types
-
-
-def _change_type(types: dict[str, TypeLimits], args: argparse.Namespace) -> None:
-    """Merge the --type-* options into the limits of ``args.type`` (in ``types``)."""
-    name = args.type
-    old = types.get(name)
-    rate = None if args.no_type_rate else _given(args.type_rate, old and old.rate)
-    cap = (
-        None if args.no_type_concurrency else _given(args.type_concurrency, old and old.concurrency)
-    )
-    if rate is None and args.type_burst is not None:
-        raise ValidationError(
-            f"--type-burst sets how many tasks of {name!r} its rate lets start at once: "
-            "give the type a rate too (--type-rate, e.g. 10/s)"
-        )
-    if rate is None and cap is None:
-        if old is None:
-            raise ValidationError(
-                f"task type {name!r} has no limits to remove; set some with --type-rate or "
-                "--type-concurrency"
-            )
-        del types[name]  # neither limit is left: the type is served as any other
-        return
-    try:
-        types[name] = TypeLimits(
-            rate=rate, burst=_given(args.type_burst, old.burst if old else 1), concurrency=cap
-        )
-    except ValidationError as exc:
-        raise ValidationError(f"--type {name}: {exc}") from None
+    # So do the keys' own; a key new to --for-key starts from the per-key defaults being set
+    # (checked above).
+    defaults = KeyLimits(limits.key_rate, limits.key_burst, limits.key_concurrency)
+    return dataclasses.replace(limits, keys=changed_keys(current, args, defaults))
 
 
 def _given(value: Any, current: Any) -> Any:
@@ -212,42 +142,6 @@ def describe(status: FlowStatus) -> str:
             ["keys waiting for a token", str(status.keys_waiting)],
         ]
     return f"queue {status.queue}\n" + render_table(["", ""], rows)
-
-
-def describe_types(status: FlowStatus) -> str:
-    """The limited task types as a table (empty when the queue limits none)."""
-    rows = []
-    for t in status.types:
-        due = "-"
-        if t.next_token_at is not None:
-            due = t.next_token_at.strftime("%H:%M:%S.%f")[:-3] + " UTC"
-        rows.append(
-            [
-                t.type,
-                t.rate or "none",
-                str(t.burst) if t.rate is not None else "-",
-                "none" if t.concurrency is None else str(t.concurrency),
-                str(t.pending),
-                str(t.running),
-                "-" if t.tokens is None else str(t.tokens),
-                t.state,
-                due,
-            ]
-        )
-    if not rows:
-        return ""
-    headers = [
-        "type",
-        "rate",
-        "burst",
-        "cap",
-        "in lane",
-        "running",
-        "tokens",
-        "state",
-        "next token",
-    ]
-    return f"{len(rows)} limited task type(s):\n" + render_table(headers, rows)
 
 
 def describe_keys(keys: FlowKeys) -> str:

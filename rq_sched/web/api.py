@@ -27,7 +27,7 @@ from rq_sched.errors import (
     TaskStateError,
     ValidationError,
 )
-from rq_sched.flow import FlowLimits, FlowStatus, TypeLimits
+from rq_sched.flow import FlowLimits, FlowStatus, KeyLimits, TypeLimits
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.inspector.models import jsonable, task_json
 from rq_sched.models import TaskState
@@ -142,12 +142,15 @@ async def pause(request: Request) -> Response:
 
 async def flow(request: Request) -> Response:
     """GET /api/queue/flow?queue=q: the queue's flow limits, tokens now, running count,
-    whether ready tasks wait for a slot, and its limited task types (``types``). POST with a
-    JSON body ``{"rate": "100/s", "burst": 1, "concurrency": 5, "key_rate": "10/s",
-    "key_burst": 1, "key_concurrency": 1, "key_hold_on_retry": true, "types": {"sync:crm":
-    {"rate": "10/s", "burst": 1, "concurrency": 2}}}`` replaces them all, as a whole (a
-    missing or null field, ``types`` too: no such limit; ``{}`` removes every limit); to change
-    one limit, send the others as ``GET`` shows them."""
+    whether ready tasks wait for a slot, its limited task types (``types``) and the keys with
+    limits of their own (``keys``: key -> limits, null for none). POST with a JSON body
+    ``{"rate": "100/s", "burst": 1, "concurrency": 5, "key_rate": "10/s", "key_burst": 1,
+    "key_concurrency": 1, "key_hold_on_retry": true, "keys": {"tenant:vip": {"rate": "50/s",
+    "burst": 5, "concurrency": 10, "weight": 4}}}`` (or ``"types": {"sync:crm": {"rate":
+    "10/s", "burst": 1, "concurrency": 2, "weight": 1}}`` instead of the per-key limits)
+    replaces them all, as a whole (a missing or null field, ``types`` and ``keys`` too: no
+    such limit; ``{}`` removes every limit); to change one limit, send the others as ``GET``
+    shows them."""
     inspector = _inspector(request)
     name = _param(request, "queue")
     if request.method == "GET":
@@ -158,7 +161,8 @@ async def flow(request: Request) -> Response:
         raise ValidationError(
             f"unknown flow fields {sorted(unknown)}; use {', '.join(sorted(_FLOW_FIELDS))}"
         )
-    types = _type_limits(body.get("types"))
+    types = _lane_limits(body.get("types"), "types", "task types", TypeLimits)
+    keys = _lane_limits(body.get("keys"), "keys", "fairness keys", KeyLimits)
 
     def replace() -> FlowStatus:
         limits = FlowLimits(
@@ -170,6 +174,7 @@ async def flow(request: Request) -> Response:
             key_concurrency=body.get("key_concurrency"),
             key_hold_on_retry=body.get("key_hold_on_retry", False),
             types=types or None,
+            keys=keys or None,
         )
         return inspector.set_flow(name, limits)
 
@@ -186,46 +191,51 @@ _FLOW_FIELDS = frozenset(
         "key_concurrency",
         "key_hold_on_retry",
         "types",
+        "keys",
     }
 )
-_TYPE_FIELDS = frozenset({"rate", "burst", "concurrency"})
-_TYPES_EXAMPLE = '{"sync:crm": {"rate": "10/s", "burst": 1, "concurrency": 2}}'
+_LANE_FIELDS = frozenset({"rate", "burst", "concurrency", "weight"})
+_LANE_EXAMPLE = '{"rate": "10/s", "burst": 1, "concurrency": 2, "weight": 1}'
+_LANE_NAMED = {"types": "sync:crm", "keys": "tenant:vip"}
+Lane = TypeVar("Lane", TypeLimits, KeyLimits)
 
 
-def _type_limits(raw: object) -> dict[str, TypeLimits]:
-    """The ``types`` field of a flow POST as :class:`TypeLimits` by task type (null: none).
+def _lane_limits(raw: object, field: str, what: str, make: type[Lane]) -> dict[str, Lane]:
+    """The ``types`` or ``keys`` field of a flow POST as ``make`` (:class:`TypeLimits` or
+    :class:`KeyLimits`) by task type or key (null: none).
 
     Raises:
-        ValidationError: not an object of objects with only rate, burst and concurrency, or
-            limits that :class:`TypeLimits` refuses.
+        ValidationError: not an object of objects with only rate, burst, concurrency and
+            weight, or limits that ``make`` refuses.
     """
     if raw is None:
         return {}
     if not isinstance(raw, dict):
         raise ValidationError(
-            f"types must map task types to their limits, e.g. {_TYPES_EXAMPLE}, got {raw!r}"
+            f"{field} must map {what} to their limits, e.g. "
+            f'{{"{_LANE_NAMED[field]}": {_LANE_EXAMPLE}}}, got {raw!r}'
         )
-    limits: dict[str, TypeLimits] = {}
-    for task_type, fields in raw.items():
+    limits: dict[str, Lane] = {}
+    for name, fields in raw.items():
         if not isinstance(fields, dict):
             raise ValidationError(
-                f"types[{task_type!r}] must be an object such as "
-                f'{{"rate": "10/s", "burst": 1, "concurrency": 2}}, got {fields!r}'
+                f"{field}[{name!r}] must be an object such as {_LANE_EXAMPLE}, got {fields!r}"
             )
-        unknown = set(fields) - _TYPE_FIELDS
+        unknown = set(fields) - _LANE_FIELDS
         if unknown:
             raise ValidationError(
-                f"types[{task_type!r}]: unknown fields {sorted(unknown)}; use burst, "
-                "concurrency, rate"
+                f"{field}[{name!r}]: unknown fields {sorted(unknown)}; use "
+                f"{', '.join(sorted(_LANE_FIELDS))}"
             )
         try:
-            limits[task_type] = TypeLimits(
+            limits[name] = make(
                 rate=fields.get("rate"),
                 burst=fields.get("burst", 1),
                 concurrency=fields.get("concurrency"),
+                weight=fields.get("weight", 1),
             )
         except ValidationError as exc:
-            raise ValidationError(f"types[{task_type!r}]: {exc}") from None
+            raise ValidationError(f"{field}[{name!r}]: {exc}") from None
     return limits
 
 

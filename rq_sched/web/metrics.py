@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rq_sched.errors import RqSchedError
-from rq_sched.flow import FlowStatus
+from rq_sched.flow import MAX_KEY_LIMITS, FlowStatus
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.models import TaskState
 
@@ -84,7 +84,7 @@ class QueueCollector(Collector):
 
 def flow_metrics(inspector: Inspector, queues: list[str]) -> Iterator[Metric]:
     """Flow limits of the queues that have any: rate, tokens now, cap, tasks held; per key;
-    and per limited task type."""
+    per limited task type; and per key with limits of its own."""
     rate = GaugeMetricFamily(
         "rq_sched_flow_rate_per_second", "Rate limit: task starts per second", labels=["queue"]
     )
@@ -121,6 +121,7 @@ def flow_metrics(inspector: Inspector, queues: list[str]) -> Iterator[Metric]:
         labels=["queue"],
     )
     by_type = TypeGauges()
+    by_key = KeyGauges()
     for queue in queues:
         try:
             status = inspector.flow(queue)
@@ -128,6 +129,7 @@ def flow_metrics(inspector: Inspector, queues: list[str]) -> Iterator[Metric]:
             log.warning("metrics scrape could not read the flow limits of %s: %s", queue, exc)
             continue
         by_type.add(status)
+        by_key.add(status)
         if status.interval_ms is not None:
             rate.add_metric([queue], 1000 / status.interval_ms)
             tokens.add_metric([queue], status.tokens or 0)
@@ -144,6 +146,7 @@ def flow_metrics(inspector: Inspector, queues: list[str]) -> Iterator[Metric]:
             keys_waiting.add_metric([queue], status.keys_waiting)
     yield from (rate, tokens, cap, held, key_rate, key_cap, keyed, keys_ready, keys_waiting)
     yield from by_type.families()
+    yield from by_key.families()
 
 
 class TypeGauges:
@@ -176,6 +179,11 @@ class TypeGauges:
             "Ready tasks of a limited type in its lane (also in pending)",
             labels=labels,
         )
+        self.weight = GaugeMetricFamily(
+            "rq_sched_flow_type_weight",
+            "Turns of the round robin a limited type's lane takes per turn of a weight-1 lane",
+            labels=labels,
+        )
 
     def add(self, status: FlowStatus) -> None:
         """Add the limited types of one queue."""
@@ -188,9 +196,48 @@ class TypeGauges:
                 self.cap.add_metric(labels, t.concurrency)
             self.running.add_metric(labels, t.running)
             self.pending.add_metric(labels, t.pending)
+            self.weight.add_metric(labels, t.weight)
 
     def families(self) -> tuple[Metric, ...]:
-        return (self.rate, self.tokens, self.cap, self.running, self.pending)
+        return (self.rate, self.tokens, self.cap, self.running, self.pending, self.weight)
+
+
+class KeyGauges:
+    """The gauges of the keys with limits of their own (``FlowLimits.keys``), labelled by
+    queue and key: at most ``MAX_KEY_LIMITS`` series per queue and gauge."""
+
+    def __init__(self) -> None:
+        labels = ["queue", "key"]
+        bound = f"at most {MAX_KEY_LIMITS} keys per queue"
+        self.rate = GaugeMetricFamily(
+            "rq_sched_flow_key_own_rate_per_second",
+            f"A key's own rate limit: task starts per second of the key ({bound})",
+            labels=labels,
+        )
+        self.cap = GaugeMetricFamily(
+            "rq_sched_flow_key_own_concurrency_cap",
+            f"A key's own cap: most tasks of the key running at once ({bound})",
+            labels=labels,
+        )
+        self.weight = GaugeMetricFamily(
+            "rq_sched_flow_key_own_weight",
+            f"Turns of the round robin a key with limits of its own takes per turn of a "
+            f"weight-1 key ({bound})",
+            labels=labels,
+        )
+
+    def add(self, status: FlowStatus) -> None:
+        """Add the keys with limits of their own of one queue."""
+        for key, limits in (status.keys or {}).items():
+            labels = [status.queue, key]
+            if limits.interval_ms is not None:
+                self.rate.add_metric(labels, 1000 / limits.interval_ms)
+            if limits.concurrency is not None:
+                self.cap.add_metric(labels, limits.concurrency)
+            self.weight.add_metric(labels, limits.weight)
+
+    def families(self) -> tuple[Metric, ...]:
+        return (self.rate, self.cap, self.weight)
 
 
 def registry_for(inspector: Inspector) -> CollectorRegistry:

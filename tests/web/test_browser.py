@@ -646,7 +646,7 @@ def test_a_queue_page_shows_its_limited_task_types(
         page.locator('tr[data-queue="team-t"] a').first.click()
         expect(page.locator("main [data-flow]")).to_have_text("flow: 1 task type(s) limited")
         row = page.locator('#flow-types tr[data-flow-type="sync:crm"] td')
-        expect(row).to_have_text(["sync:crm", "1/h (burst 2)", "3", "0", "0", "2", "idle", ""])
+        expect(row).to_have_text(["sync:crm", "1/h (burst 2)", "3", "1", "0", "0", "2", "idle", ""])
         no_overflow(page)
         page.set_viewport_size({"width": 390, "height": 844})  # the table becomes cards
         expect(row.nth(1)).to_have_text("1/h (burst 2)")

@@ -8,7 +8,7 @@ import httpx
 import pytest
 import redis
 
-from rq_sched import Client, FlowLimits, Inspector, TypeLimits
+from rq_sched import Client, FlowLimits, Inspector, KeyLimits, TypeLimits
 from rq_sched.keys import QueueKeys
 from rq_sched.web import create_app
 from tests.web.serve import serving
@@ -224,3 +224,98 @@ def test_metrics_carry_the_type_limits(http: httpx.Client, client: Client) -> No
     assert 'rq_sched_flow_type_running{queue="api",type="mail"} 0.0' in text
     assert 'rq_sched_flow_type_pending{queue="api",type="sync:crm"} 0.0' in text
     assert 'rq_sched_flow_type_rate_per_second{queue="api",type="mail"}' not in text
+
+
+VIP = {"rate": "50/s", "burst": 5, "concurrency": 10, "weight": 4}
+
+
+def test_keys_own_limits_are_set_shown_and_removed_through_the_api(
+    http: httpx.Client, client: Client, inspector: Inspector
+) -> None:
+    client.enqueue("t", 1, queue="api", key="tenant:vip")
+    body = {"key_concurrency": 1, "keys": {"tenant:vip": VIP, "ops": {}}}
+    resp = http.post("/api/queue/flow", params={"queue": "api"}, json=body, headers=MUTATE)
+    assert resp.status_code == 200, resp.text
+    assert inspector.flow("api").keys == {
+        "ops": KeyLimits(),  # no field: exempt from the per-key defaults
+        "tenant:vip": KeyLimits(rate="50/s", burst=5, concurrency=10, weight=4),
+    }
+    flow = http.get("/api/queue/flow", params={"queue": "api"}).json()
+    assert flow["keys"] == {
+        "ops": {"rate": None, "burst": 1, "concurrency": None, "weight": 1, "interval_ms": None},
+        "tenant:vip": {**VIP, "interval_ms": 20.0},
+    }
+    detail = http.get("/api/queue", params={"queue": "api"}).json()
+    assert detail["flow"]["keys"]["tenant:vip"]["weight"] == 4
+    resp = http.post(
+        "/api/queue/flow", params={"queue": "api"}, json={"key_rate": "1/s"}, headers=MUTATE
+    )
+    assert resp.status_code == 200 and resp.json()["keys"] is None  # a POST replaces them all
+    assert inspector.flow("api").keys is None
+
+
+def test_a_types_weight_is_set_and_shown_through_the_api(
+    http: httpx.Client, inspector: Inspector
+) -> None:
+    body = {"types": {"sync:crm": {"concurrency": 2, "weight": 3}}}
+    resp = http.post("/api/queue/flow", params={"queue": "api"}, json=body, headers=MUTATE)
+    assert resp.status_code == 200, resp.text
+    assert inspector.flow("api").type_limits() == {"sync:crm": TypeLimits(concurrency=2, weight=3)}
+    (crm,) = http.get("/api/queue/flow", params={"queue": "api"}).json()["types"]
+    assert (crm["type"], crm["concurrency"], crm["weight"]) == ("sync:crm", 2, 3)
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (["tenant:vip"], "keys must map fairness keys to their limits"),
+        ({"tenant:vip": 4}, "keys['tenant:vip'] must be an object"),
+        ({"tenant:vip": {"share": 3}}, "unknown fields ['share']"),
+        ({"tenant:vip": {"weight": 0}}, "weight must be an int from 1"),
+        ({"tenant:vip": {"weight": 2.5}}, "weight must be an int from 1"),
+        ({"tenant:vip": {"rate": "0/s"}}, "at least 1"),
+        ({"tenant:vip": {"concurrency": 0}}, "concurrency must be an int"),
+        ({"": {"weight": 2}}, "key must be a non-empty str"),
+        ({f"k{n}": {} for n in range(1001)}, "at most 1000"),
+    ],
+)
+def test_bad_key_limits_get_a_400_and_write_nothing(
+    http: httpx.Client, inspector: Inspector, keys: object, message: str
+) -> None:
+    inspector.set_flow("api", FlowLimits(keys={"old": KeyLimits(weight=2)}))
+    resp = http.post(
+        "/api/queue/flow", params={"queue": "api"}, json={"keys": keys}, headers=MUTATE
+    )
+    assert resp.status_code == 400
+    assert message in resp.json()["error"]
+    assert inspector.flow("api").keys == {"old": KeyLimits(weight=2)}
+
+
+def test_a_bad_type_weight_gets_a_400_and_writes_nothing(
+    http: httpx.Client, inspector: Inspector
+) -> None:
+    body = {"types": {"mail": {"concurrency": 1, "weight": 1001}}}
+    resp = http.post("/api/queue/flow", params={"queue": "api"}, json=body, headers=MUTATE)
+    assert resp.status_code == 400 and "weight must be an int" in resp.json()["error"]
+    body = {"keys": {"vip": {"weight": 2}}, "types": {"mail": {"concurrency": 1}}}
+    resp = http.post("/api/queue/flow", params={"queue": "api"}, json=body, headers=MUTATE)
+    assert resp.status_code == 400 and "cannot both be set" in resp.json()["error"]
+    assert inspector.flow("api").types == () and inspector.flow("api").keys is None
+
+
+def test_metrics_carry_the_type_weights_and_the_keys_own_limits(
+    http: httpx.Client, client: Client, inspector: Inspector
+) -> None:
+    vip = KeyLimits(rate="50/s", burst=5, concurrency=10, weight=4)
+    client.set_flow(
+        "api", FlowLimits(key_concurrency=1, keys={"tenant:vip": vip, "ops": KeyLimits()})
+    )
+    client.set_flow("crm", FlowLimits(types={"sync:crm": TypeLimits(concurrency=1, weight=3)}))
+    text = http.get("/metrics").text
+    assert 'rq_sched_flow_type_weight{queue="crm",type="sync:crm"} 3.0' in text
+    assert 'rq_sched_flow_key_own_rate_per_second{key="tenant:vip",queue="api"} 50.0' in text
+    assert 'rq_sched_flow_key_own_concurrency_cap{key="tenant:vip",queue="api"} 10.0' in text
+    assert 'rq_sched_flow_key_own_weight{key="tenant:vip",queue="api"} 4.0' in text
+    assert 'rq_sched_flow_key_own_weight{key="ops",queue="api"} 1.0' in text
+    assert 'rq_sched_flow_key_own_rate_per_second{key="ops"' not in text  # exempt: no rate
+    assert "at most 1000 keys per queue" in text
