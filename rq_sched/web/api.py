@@ -150,13 +150,14 @@ async def flow(request: Request) -> Response:
     "10/s", "burst": 1, "concurrency": 2, "weight": 1}}`` instead of the per-key limits)
     replaces them all, as a whole (a missing or null field, ``types`` and ``keys`` too: no
     such limit; ``{}`` removes every limit); to change one limit, send the others as ``GET``
-    shows them."""
+    shows them: a ``GET`` body posted back as it is changes nothing (its read-only fields,
+    such as ``tokens`` or ``pending``, are ignored, and ``types`` may be ``GET``'s list)."""
     inspector = _inspector(request)
     name = _param(request, "queue")
     if request.method == "GET":
         return _ok(await _call(inspector.flow, name))
     body = await _json_body(request)
-    unknown = set(body) - _FLOW_FIELDS
+    unknown = set(body) - _FLOW_FIELDS - _FLOW_SHOWN
     if unknown:
         raise ValidationError(
             f"unknown flow fields {sorted(unknown)}; use {', '.join(sorted(_FLOW_FIELDS))}"
@@ -194,7 +195,28 @@ _FLOW_FIELDS = frozenset(
         "keys",
     }
 )
+_FLOW_SHOWN = frozenset(
+    {
+        "queue",
+        "interval_ms",
+        "tokens",
+        "next_token_at",
+        "active",
+        "pending",
+        "held",
+        "key_interval_ms",
+        "keyed_pending",
+        "keys_ready",
+        "keys_waiting",
+        "limited",
+        "key_limited",
+    }
+)
+"""Fields ``GET`` shows that say where the limits stand, not what they are: ignored in a POST."""
 _LANE_FIELDS = frozenset({"rate", "burst", "concurrency", "weight"})
+_LANE_SHOWN = frozenset(
+    {"type", "interval_ms", "pending", "running", "state", "tokens", "next_token_at", "limits"}
+)
 _LANE_EXAMPLE = '{"rate": "10/s", "burst": 1, "concurrency": 2, "weight": 1}'
 _LANE_NAMED = {"types": "sync:crm", "keys": "tenant:vip"}
 Lane = TypeVar("Lane", TypeLimits, KeyLimits)
@@ -210,6 +232,13 @@ def _lane_limits(raw: object, field: str, what: str, make: type[Lane]) -> dict[s
     """
     if raw is None:
         return {}
+    if field == "types" and isinstance(raw, list):  # as GET shows them: [{"type": ...}, ...]
+        if not all(isinstance(row, dict) and isinstance(row.get("type"), str) for row in raw):
+            raise ValidationError(
+                f'types as a list must hold objects with a "type", e.g. [{{"type": '
+                f'"sync:crm", "rate": "10/s"}}], got {raw!r}'
+            )
+        raw = {row["type"]: row for row in raw}
     if not isinstance(raw, dict):
         raise ValidationError(
             f"{field} must map {what} to their limits, e.g. "
@@ -221,7 +250,7 @@ def _lane_limits(raw: object, field: str, what: str, make: type[Lane]) -> dict[s
             raise ValidationError(
                 f"{field}[{name!r}] must be an object such as {_LANE_EXAMPLE}, got {fields!r}"
             )
-        unknown = set(fields) - _LANE_FIELDS
+        unknown = set(fields) - _LANE_FIELDS - _LANE_SHOWN
         if unknown:
             raise ValidationError(
                 f"{field}[{name!r}]: unknown fields {sorted(unknown)}; use "

@@ -180,7 +180,8 @@ def test_type_limits_are_set_shown_and_removed_through_the_api(
 @pytest.mark.parametrize(
     ("types", "message"),
     [
-        (["sync:crm"], "types must map task types to their limits"),
+        (["sync:crm"], 'types as a list must hold objects with a "type"'),
+        ("sync:crm", "types must map task types to their limits"),
         ({"sync:crm": "10/s"}, "must be an object"),
         ({"sync:crm": {"speed": 3}}, "unknown fields ['speed']"),
         ({"sync:crm": {}}, "needs a rate or a concurrency"),
@@ -319,3 +320,30 @@ def test_metrics_carry_the_type_weights_and_the_keys_own_limits(
     assert 'rq_sched_flow_key_own_weight{key="ops",queue="api"} 1.0' in text
     assert 'rq_sched_flow_key_own_rate_per_second{key="ops"' not in text  # exempt: no rate
     assert "at most 1000 keys per queue" in text
+
+
+def test_a_get_body_posted_back_as_it_is_changes_nothing(
+    http: httpx.Client, client: Client, inspector: Inspector
+) -> None:
+    inspector.set_flow(
+        "api",
+        FlowLimits(rate="100/s", burst=3, concurrency=4, types={"mail": TypeLimits(rate="5/s")}),
+    )
+    client.enqueue("mail", 1, queue="api")
+    inspector.set_flow(
+        "other", FlowLimits(key_concurrency=2, keys={"vip": KeyLimits(concurrency=5, weight=3)})
+    )
+    for queue in ("api", "other"):
+        before = inspector.flow(queue)
+        shown = http.get("/api/queue/flow", params={"queue": queue}).json()
+        resp = http.post("/api/queue/flow", params={"queue": queue}, json=shown, headers=MUTATE)
+        assert resp.status_code == 200, resp.text
+        after = inspector.flow(queue)
+        assert (after.rate, after.burst, after.concurrency, after.key_concurrency) == (
+            before.rate,
+            before.burst,
+            before.concurrency,
+            before.key_concurrency,
+        )
+        assert after.type_limits() == before.type_limits()
+        assert after.keys == before.keys
