@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rq_sched.cli.admin import _command, render_table
+from rq_sched.cli.runner import _command
+from rq_sched.cli.tables import render_table
 from rq_sched.errors import ValidationError
 from rq_sched.flow import FlowLimits, FlowStatus, TypeLimits
 from rq_sched.inspector.inspector import Inspector
