@@ -8,9 +8,9 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from rq_sched.cli import admin, dev, dq, flow, scheduler, web, worker
+from rq_sched.cli import admin, dev, dq, enqueue, flow, scheduler, web, worker
 
-_MODULES = (dev, worker, scheduler, web, admin, flow, dq)
+_MODULES = (dev, worker, scheduler, web, admin, enqueue, flow, dq)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,26 +1,18 @@
-"""Operations subcommands: look at queues, tasks, servers and cron entries, act on them, and
-enqueue a task from the shell. Human tables by default; ``--json`` prints the same data the
-dashboard's API returns, for scripts.
+"""Operations subcommands: look at queues, tasks, servers and cron entries, and act on them.
+Human tables by default; ``--json`` prints the same data the dashboard's API returns, for
+scripts. How each one runs is :mod:`rq_sched.cli.runner`; ``rq-sched enqueue`` is
+:mod:`rq_sched.cli.enqueue`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from rq_sched.cli.common import add_redis_options, complain, fail, say
-from rq_sched.client import Client
-from rq_sched.durations import parse_duration_ms
-from rq_sched.errors import (
-    RedisUnavailableError,
-    RqSchedError,
-    TaskNotFoundError,
-    ValidationError,
-)
+from rq_sched.cli.runner import _command, _confirmed
+from rq_sched.cli.tables import ago, duration, render_table, when
+from rq_sched.errors import RqSchedError, ValidationError
 from rq_sched.inspector.actions import BULK_ACTIONS
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.inspector.models import (
@@ -32,7 +24,6 @@ from rq_sched.inspector.models import (
 )
 from rq_sched.models import ScheduleRecord, TaskInfo, TaskState, json_default
 
-Handler = Callable[[Inspector, argparse.Namespace], Any]
 STATES = [s.value for s in TaskState]
 TASK_ACTIONS = ("run", "delete", "archive", "cancel")
 
@@ -82,80 +73,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cron.add_argument("entry", nargs="?", help="with pause/resume: the entry's id or name")
     stats = _command(sub, "stats", "totals over all queues, daily history, Redis", _stats)
     stats.add_argument("--days", type=int, default=7, help="days of history (%(default)s)")
-    _register_enqueue(sub)
-
-
-def _command(
-    sub: argparse._SubParsersAction[argparse.ArgumentParser],
-    name: str,
-    help_text: str,
-    handler: Handler,
-) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=help_text[0].upper() + help_text[1:])
-    add_redis_options(parser)
-    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
-    parser.set_defaults(handler=lambda args: _run(handler, args))
-    return parser
-
-
-def _run(handler: Handler, args: argparse.Namespace) -> int:
-    try:
-        inspector = Inspector.from_url(args.url, cluster=args.cluster, namespace=args.namespace)
-    except ValueError as exc:
-        return fail(f"bad --url {args.url!r}: {exc}")
-    try:
-        result = handler(inspector, args)
-    except ValidationError as exc:
-        return fail(str(exc))
-    except RedisUnavailableError as exc:
-        return complain(_unreachable(args, exc))
-    except RqSchedError as exc:
-        return complain(str(exc))
-    finally:
-        inspector.close()
-    if args.json:
-        print(json.dumps(jsonable(result), indent=2))  # json escapes control characters
-    elif isinstance(result, str):
-        say(result)
-    return 0
-
-
-def _acts(args: argparse.Namespace) -> bool:
-    """Whether the command changes anything (else it only reads)."""
-    return args.command in ("pause", "unpause") or bool(
-        getattr(args, "delete", False)
-        or getattr(args, "bulk", None)
-        or getattr(args, "shards", None) is not None
-        or getattr(args, "action", None)
-    )
-
-
-def _unreachable(args: argparse.Namespace, exc: RedisUnavailableError) -> str:
-    # The shared message advises retrying writes with the same task_id; that fits enqueue,
-    # not a read, and an operator action needs a look before it is repeated.
-    cause = exc.__cause__ or exc
-    text = (
-        f"cannot talk to Redis at {args.url} ({cause}). Is redis-server running and the URL "
-        "right? `rq-sched dev` starts a private one."
-    )
-    if _acts(args):
-        text += " If the connection dropped mid-action, look at the queue before repeating it."
-    return text
-
-
-def _confirmed(args: argparse.Namespace, what: str) -> None:
-    """Refuse a destructive command unless --yes was given or a person at a terminal says yes.
-
-    Raises:
-        ValidationError: not confirmed.
-    """
-    if args.yes:
-        return
-    if sys.stdin.isatty() and sys.stdout.isatty():
-        answer = input(f"{what}? Type yes to go on: ")
-        if answer.strip().lower() == "yes":
-            return
-    raise ValidationError(f"not confirmed: {what}; add --yes to do it without a question")
 
 
 def _queues(inspector: Inspector, args: argparse.Namespace) -> Any:
@@ -429,208 +346,3 @@ def _stats(inspector: Inspector, args: argparse.Namespace) -> Any:
             render_table(["REDIS", "VERSION", "MEMORY"], redis_rows),
         ]
     )
-
-
-def _register_enqueue(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "enqueue",
-        help="enqueue one task",
-        description="Enqueue a task of TYPE with a JSON payload, now or later.",
-    )
-    parser.add_argument("type")
-    parser.add_argument("payload", nargs="?", help="JSON, e.g. '{\"to\": 42}' (default: null)")
-    add_redis_options(parser)
-    parser.add_argument("--queue", default="default")
-    later = parser.add_mutually_exclusive_group()
-    later.add_argument("--in", dest="process_in", metavar="DURATION", help="e.g. 30s, 5m, 1h30m")
-    later.add_argument("--at", dest="process_at", metavar="ISO", help="e.g. 2030-01-01T09:00Z")
-    parser.add_argument("--max-retry", type=int, default=25)
-    parser.add_argument("--task-id", help="your own id (idempotent enqueue)")
-    parser.add_argument("--unique", metavar="DURATION", help="refuse duplicates for this long")
-    parser.add_argument("--retention", metavar="DURATION", help="keep the completed task")
-    parser.add_argument("--timeout", metavar="DURATION", help="limit on one attempt")
-    dedup = parser.add_mutually_exclusive_group()
-    dedup.add_argument(
-        "--debounce",
-        metavar="KEY",
-        help="run once per --window under KEY: the newest call's task wins, at the window's end",
-    )
-    dedup.add_argument(
-        "--throttle",
-        metavar="KEY",
-        help="keep the first call under KEY per --window and drop the rest (reported)",
-    )
-    parser.add_argument("--window", metavar="DURATION", help="for --debounce / --throttle")
-    parser.add_argument("--json", action="store_true", help="print the task as JSON")
-    parser.set_defaults(handler=_enqueue)
-
-
-def _enqueue(args: argparse.Namespace) -> int:
-    try:
-        options = _enqueue_options(args)
-        window = _dedup_window(args)
-        client = Client.from_url(args.url, cluster=args.cluster, namespace=args.namespace)
-    except ValidationError as exc:
-        return fail(str(exc))
-    try:
-        if window is not None:
-            return _enqueue_deduplicated(client, args, options, window)
-        info = client.enqueue(args.type, options.pop("payload"), **options)
-    except ValidationError as exc:
-        return fail(str(exc))
-    except RqSchedError as exc:
-        return complain(str(exc))
-    finally:
-        client.close()
-    if args.json:
-        print(json.dumps(task_json(info), indent=2))
-    else:
-        due = f" due {when(info.next_process_at, None)}" if info.next_process_at else ""
-        say(f"enqueued {info.id} ({info.type}) on {info.queue}: {info.state.value}{due}")
-    return 0
-
-
-def _dedup_window(args: argparse.Namespace) -> float | None:
-    """The --window of a --debounce / --throttle call (None for a plain enqueue)."""
-    key = args.debounce if args.debounce is not None else args.throttle
-    if key is None:
-        if args.window is not None:
-            raise ValidationError("--window goes with --debounce KEY or --throttle KEY")
-        return None
-    if args.window is None:
-        raise ValidationError("--debounce and --throttle need --window, e.g. --window 30s")
-    option = "--debounce" if args.debounce is not None else "--throttle"
-    if args.debounce is not None and (args.process_in or args.process_at or args.unique):
-        raise ValidationError(
-            "--debounce runs the task at the window's end: leave out --in, --at and --unique"
-        )
-    if args.throttle is not None and args.unique:
-        raise ValidationError("--throttle already keeps one task per window: leave out --unique")
-    window = _seconds(args.window, "--window")
-    assert window is not None  # args.window is set
-    if not window > 0:
-        raise ValidationError(f"{option}: --window must be longer than 0, e.g. 30s")
-    return window
-
-
-def _enqueue_deduplicated(
-    client: Client, args: argparse.Namespace, options: dict[str, Any], window: float
-) -> int:
-    """``rq-sched enqueue --debounce KEY`` / ``--throttle KEY``: what happened, and the task."""
-    payload = options.pop("payload")
-    if args.debounce is not None:
-        for unused in ("process_in", "process_at", "unique"):
-            options.pop(unused)
-        debounced = client.debounce(args.type, payload, key=args.debounce, window=window, **options)
-        task_id: str | None = debounced.id
-        what = "replaced the waiting task" if debounced.replaced else "enqueued"
-        outcome = {"debounced": True, "replaced": debounced.replaced}
-    else:
-        options.pop("unique")
-        throttled = client.throttle(args.type, payload, key=args.throttle, window=window, **options)
-        task_id = throttled.id
-        what = "dropped: the window keeps" if throttled.dropped else "enqueued"
-        outcome = {"throttled": True, "dropped": throttled.dropped}
-    info = None
-    if task_id is not None:
-        inspector = Inspector(client.redis, namespace=client.namespace)
-        try:
-            info = inspector.get_task(args.queue, task_id)
-        except TaskNotFoundError:  # it ran and was not kept, meanwhile
-            info = None
-    if args.json:
-        print(json.dumps({**outcome, "task": task_json(info) if info else None}, indent=2))
-    elif info is None:
-        say(f"{what} no task (the window's task has ended)")
-    else:
-        due = f" due {when(info.next_process_at, None)}" if info.next_process_at else ""
-        say(f"{what} {info.id} ({info.type}) on {info.queue}: {info.state.value}{due}")
-    return 0
-
-
-def _enqueue_options(args: argparse.Namespace) -> dict[str, Any]:
-    try:
-        payload = json.loads(args.payload) if args.payload is not None else None
-    except ValueError as exc:
-        raise ValidationError(
-            f"payload must be JSON ({exc}); quote strings, e.g. '\"hello\"' or '{{\"to\": 42}}'"
-        ) from None
-    return {
-        "payload": payload,
-        "queue": args.queue,
-        "process_in": _seconds(args.process_in, "--in"),
-        "process_at": _instant(args.process_at),
-        "max_retry": args.max_retry,
-        "task_id": args.task_id,
-        "unique": _seconds(args.unique, "--unique"),
-        "retention": _seconds(args.retention, "--retention"),
-        "timeout": _seconds(args.timeout, "--timeout"),
-    }
-
-
-def _seconds(text: str | None, option: str) -> float | None:
-    if text is None:
-        return None
-    try:
-        return parse_duration_ms(text) / 1000
-    except ValidationError as exc:
-        raise ValidationError(f"{option}: {exc}") from None
-
-
-def _instant(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise ValidationError(
-            f"--at {text!r} is not an ISO 8601 time; write e.g. 2030-01-01T09:00:00Z"
-        ) from None
-    if at.tzinfo is None:
-        raise ValidationError(
-            f"--at {text!r} has no UTC offset; add one, e.g. {text}Z or {text}+02:00"
-        )
-    return at.astimezone(UTC)
-
-
-def render_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """Columns padded to their widest cell; control characters in cells shown escaped."""
-    cells = [[_printable(c) for c in row] for row in [headers, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
-
-
-def _printable(text: str) -> str:
-    # Task data is user data: a payload must not move the operator's cursor or clear the screen.
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def duration(seconds: float) -> str:
-    """``3725.0`` -> ``1h2m``; short and rounded, for tables."""
-    seconds = abs(seconds)
-    if seconds < 1:
-        return "0s" if seconds == 0 else f"{seconds * 1000:.0f}ms"
-    parts = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if seconds >= size:
-            count, seconds = divmod(seconds, size)
-            parts.append(f"{int(count)}{unit}")
-    return "".join(parts[:2])
-
-
-def when(at: datetime | None, now: float | None) -> str:
-    """A UTC time, with how far from ``now`` it is ("in 5m" / "5m ago") when now is given."""
-    if at is None:
-        return ""
-    text = at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
-    if now is None:
-        return text
-    delta = at.timestamp() - now
-    return f"{text} ({'in ' + duration(delta) if delta >= 0 else duration(delta) + ' ago'})"
-
-
-def ago(at: datetime, now: float) -> str:
-    """How long ago ``at`` was, e.g. ``5m3s``."""
-    return duration(now - at.timestamp())

@@ -12,7 +12,6 @@ import dataclasses
 from typing import Any
 
 from rq_sched.cli import flow_lanes
-from rq_sched.cli.admin import _command, render_table
 from rq_sched.cli.flow_lanes import (
     changed_keys,
     changed_types,
@@ -20,6 +19,8 @@ from rq_sched.cli.flow_lanes import (
     describe_types,
     lanes_named,
 )
+from rq_sched.cli.runner import _command
+from rq_sched.cli.tables import render_table
 from rq_sched.flow import FlowLimits, FlowStatus, KeyLimits
 from rq_sched.inspector.inspector import Inspector
 from rq_sched.inspector.models import jsonable

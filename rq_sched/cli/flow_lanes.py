@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rq_sched.cli.admin import render_table
+from rq_sched.cli.tables import render_table
 from rq_sched.errors import ValidationError
 from rq_sched.flow import FlowStatus, KeyLimits, TypeLimits
 
