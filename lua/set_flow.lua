@@ -89,6 +89,22 @@ local now = redis_now_ms()
 for _, d in ipairs(redis.call('ZRANGE', kring, 0, -1)) do
   redis.call('HDEL', kstate, 'r:' .. d)
 end
+-- The lanes of the types limited before and after (at most 256 each), wherever they are: one
+-- whose tasks all run, or one waiting at its cap, is in neither the ring nor kwait, and would
+-- otherwise keep the old rate's debt.
+local lanes = {}
+for i = 1, #stored, 2 do
+  local d = string.match(stored[i], '^D:(.*)$')
+  if d then
+    lanes[#lanes + 1] = 'r:' .. d
+  end
+end
+for i = 12, #ARGV, 3 do
+  lanes[#lanes + 1] = 'r:' .. ARGV[i]
+end
+if #lanes > 0 then
+  redis.call('HDEL', kstate, unpack(lanes))
+end
 for _, d in ipairs(redis.call('ZRANGE', kwait, 0, -1)) do
   redis.call('ZREM', kwait, d)
   redis.call('HDEL', kstate, 'r:' .. d)
