@@ -390,6 +390,12 @@ local function keyed_next(kready, kring, kwait, kstate, L, now, head)
     local tat = nil
     if M.interval then
       tat = math.max(tonumber(counts[2] or 0), now)
+      if tat > now + M.tau + M.interval then
+        -- A debt these limits could not have left (after a start at or before now, tat is at
+        -- most now + tau + interval): the old limits' (set_flow does not reach a key whose
+        -- tasks all run). The key starts afresh.
+        tat = now
+      end
     end
     if not member then
       redis.call('ZREM', kring, d)
