@@ -10,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from rq_sched import FlowLimits, Inspector, TypeLimits
+from rq_sched import FlowLimits, Inspector, TypeLimits, ops
 from rq_sched.cli import main
-from tests.script_support import Store
-from tests.test_type_limits import done, ids, lane, limit, put, store, take, types
+from rq_sched.flow import Hold
+from rq_sched.message import decode
+from tests.script_support import NOW_MS, Store
+from tests.test_type_limits import done, idle, ids, lane, limit, put, store, take, types
 
 __all__ = ["store"]  # the fixture, shared with tests/test_type_limits.py
 
@@ -103,3 +105,106 @@ def test_a_looser_key_rate_applies_at_once_while_the_keys_tasks_all_run(store: S
     assert ids(leased) == ["k1", "k2"]
     assert hold is None
     done(store, k0, *leased)
+
+
+# -- attacks that held (kept as regression tests) ---------------------------------------------
+
+
+def test_a_retry_hold_of_per_key_limits_is_given_back_when_types_replace_them(
+    store: Store,
+) -> None:
+    limit(store, FlowLimits(key_concurrency=1, key_hold_on_retry=True))
+    put(store, "k0", "k1", key="tenant-1")
+    (k0,), _ = take(store, 5)
+    message = decode(k0.data).failed("boom", NOW_MS)
+    call = ops.retry(store.keys, k0.id, k0.token, encoded=message.encode(), due_ms=1, now_s=0)
+    assert store.run(call) == 2  # waits for its retry, holding tenant-1's slot
+    assert take(store, 5)[0] == []
+    limit(store, types(api=TypeLimits(concurrency=1)))
+    store.run(ops.forward(store.keys, NOW_MS * 2))
+    started = []
+    for _ in range(3):
+        leased, _ = take(store, 5)
+        assert len(leased) <= 1  # the type's cap
+        started += ids(leased)
+        done(store, *leased)
+    assert sorted(started) == ["k0", "k1"]
+    assert idle(store)
+
+
+@pytest.mark.parametrize("name", ["é" * 40, "x" * 255, "é" * 200, "日本:sync", "a|b", "T:x"])
+def test_odd_type_names_get_their_lane(store: Store, name: str) -> None:
+    # str8 and str16 type headers, multi-byte UTF-8, the flow hash's own separators.
+    limit(store, FlowLimits(types={name: TypeLimits(concurrency=1)}))
+    put(store, "a0", "a1", task_type=name)
+    leased, hold = take(store, 5)
+    assert ids(leased) == ["a0"]
+    assert hold == Hold("cap", None)
+    done(store, *leased)
+    leased, _ = take(store, 5)
+    assert ids(leased) == ["a1"]
+    done(store, *leased)
+    assert idle(store)
+
+
+@pytest.mark.parametrize("action", ["delete", "archive"])
+def test_bulk_actions_over_pending_reach_a_types_lane(store: Store, action: str) -> None:
+    limit(store, types(api=TypeLimits(concurrency=1)))
+    put(store, "a0", "a1", "a2")
+    (a0,), _ = take(store, 1)
+    put(store, "a3")  # still in the pending list
+    inspector = Inspector(store.r, namespace=store.keys.namespace)
+    page = inspector.list_tasks("q", "pending", size=50, task_type="api")
+    assert [t.id for t in page.tasks] == ["a3", "a1", "a2"]
+    assert inspector.bulk("q", "pending", action).done == 3
+    done(store, a0)
+    assert idle(store)
+    assert take(store, 5) == ([], None)
+
+
+def test_a_task_archived_from_a_types_lane_and_run_again_rejoins_it(store: Store) -> None:
+    limit(store, types(api=TypeLimits(concurrency=1)))
+    put(store, "a0", "a1", "a2")
+    (a0,), _ = take(store, 5)
+    inspector = Inspector(store.r, namespace=store.keys.namespace)
+    inspector.archive_task("q", "a1")
+    assert lane(store) == {"n": "1", "a": "1", "p": "c"}
+    inspector.run_task("q", "a1")
+    done(store, a0)
+    started = []
+    for _ in range(3):
+        leased, _ = take(store, 5)
+        assert len(leased) <= 1
+        started += ids(leased)
+        done(store, *leased)
+    assert started == ["a2", "a1"]  # run again: at the end of its type's lane
+    assert idle(store)
+
+
+def test_the_queues_cap_and_a_types_cap_hold_together(store: Store) -> None:
+    limit(store, FlowLimits(concurrency=1, types={"api": TypeLimits(concurrency=1)}))
+    put(store, "a0", "a1")
+    put(store, "o0", task_type="other")
+    started = []
+    for _ in range(3):
+        leased, hold = take(store, 5)
+        assert len(leased) == 1
+        started += ids(leased)
+        assert hold == (Hold("cap", None) if len(started) < 3 else None)
+        done(store, *leased)
+    assert sorted(started) == ["a0", "a1", "o0"]
+    assert idle(store)
+
+
+def test_a_message_corrupt_after_its_type_is_started_from_its_lane(store: Store) -> None:
+    # Its type reads, the rest does not: it is served under its type's cap, and the worker
+    # archives it as corrupt (archive_active gives the lane's slot back).
+    limit(store, types(api=TypeLimits(concurrency=1)))
+    put(store, "a0", "a1")
+    raw = store.r.hget(store.keys.msg, "a0")
+    assert isinstance(raw, bytes)
+    store.r.hset(store.keys.msg, "a0", raw[:6] + b"\xc1\xc1")
+    leased, hold = take(store, 5)
+    assert ids(leased) == ["a0"]
+    assert hold == Hold("cap", None)
+    assert lane(store) == {"n": "1", "a": "1", "p": "c"}
