@@ -208,3 +208,19 @@ def test_a_message_corrupt_after_its_type_is_started_from_its_lane(store: Store)
     assert ids(leased) == ["a0"]
     assert hold == Hold("cap", None)
     assert lane(store) == {"n": "1", "a": "1", "p": "c"}
+
+
+def test_a_types_lane_is_not_counted_among_the_queues_keys(store: Store) -> None:
+    # FlowStatus.keyed_pending / keys_ready / keys_waiting (CLI, metrics) count keys' tasks.
+    limit(store, types(api=TypeLimits(concurrency=1), pdf=TypeLimits(rate="1/h")))
+    put(store, "a0", "a1", "a2")
+    put(store, "p0", "p1", task_type="pdf")
+    put(store, "k0", "k1", task_type="other", key="tenant-1")
+    take(store, 10)
+    status = Inspector(store.r, namespace=store.keys.namespace).flow("q")
+    assert [(t.type, t.pending, t.state) for t in status.types] == [
+        ("api", 2, "capped"),
+        ("pdf", 1, "rate"),
+    ]
+    assert status.pending == 3
+    assert (status.keyed_pending, status.keys_ready, status.keys_waiting) == (0, 0, 0)
