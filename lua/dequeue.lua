@@ -116,7 +116,12 @@ else
         -- Its old place in its key's order if it had one (a retry, a run again); its key
         -- from its message (the key's text may have been dropped while the key was idle).
         local member = redis.call('HGET', kstate, 't:' .. id)
-        local key = keyed_key_of(message)
+        local key
+        if member then
+          key = keyed_member_key(member, message)
+        else
+          key = keyed_key_of(message)
+        end
         local moved = false
         if L.types then
           -- A task of a limited type goes to its type's lane, whatever its key.

@@ -224,3 +224,25 @@ def test_a_types_lane_is_not_counted_among_the_queues_keys(store: Store) -> None
     ]
     assert status.pending == 3
     assert (status.keyed_pending, status.keys_ready, status.keys_waiting) == (0, 0, 0)
+
+
+def test_a_keyed_retry_coming_back_to_its_types_lane_keeps_the_lane_out_of_the_keys(
+    store: Store,
+) -> None:
+    # The lane went idle while the retry waited (its text dropped); the retry comes back
+    # through the pending list to its old place in the lane, and the lane must not take the
+    # task's own key's name (flow_keys would list the type's backlog as that key's).
+    limit(store, types(api=TypeLimits(concurrency=1)))
+    put(store, "a0", "a1", key="tenant-1")
+    (a0,), _ = take(store, 5)
+    message = decode(a0.data).failed("boom", NOW_MS)
+    call = ops.retry(store.keys, a0.id, a0.token, encoded=message.encode(), due_ms=1, now_s=0)
+    assert store.run(call) == 2
+    (a1,), _ = take(store, 5)
+    done(store, a1)  # the lane is idle now
+    store.run(ops.forward(store.keys, NOW_MS * 2))
+    leased, _ = take(store, 1)  # the intake puts a0 back in its lane, and starts it
+    assert ids(leased) == ["a0"]
+    inspector = Inspector(store.r, namespace=store.keys.namespace)
+    assert [(k.key, k.running) for k in inspector.flow_keys("q").keys] == []
+    assert [(t.type, t.running) for t in inspector.flow("q").types] == [("api", 1)]

@@ -169,6 +169,20 @@ local function keyed_type_lane(flow, task_type, memo)
   return known[1], known[2]
 end
 
+-- The text of the lane a ready task's old place (`member`) is in: its type's lane (whether the
+-- type is limited still or not), else its key from its message. Recorded as the lane's text
+-- when the lane had gone idle meanwhile (so a type's lane never takes a user key's name).
+local function keyed_member_key(member, message)
+  local t = keyed_type_of(message)
+  if t then
+    local lane = KEYED_TYPE_PREFIX .. t
+    if keyed_digest(lane) == string.sub(member, 1, 16) then
+      return lane
+    end
+  end
+  return keyed_key_of(message)
+end
+
 -- The limits of lane `d` when it has its own (a limited type's or a key's:
 -- "interval|burst|cap|rate|weight" in the flow hash's D:<d>), else the per-key defaults `L`
 -- (`L.seen`, when set, remembers them within one script call).
