@@ -89,8 +89,13 @@ if not keyed then
   left = redis.call('LLEN', pending)
 else
   local L = keyed_limits(flow)
+  L.flow, L.marker = flow, marker
   if L.lanes then
-    L.flow, L.marker, L.seen, L.types_seen = flow, marker, {}, {}
+    L.seen, L.types_seen = {}, {}
+  end
+  -- The key a task carries in its message (nil: none).
+  L.home_of = function(id)
+    return keyed_key_of(redis.call('HGET', msg, id))
   end
   if L.types then
     -- The lane a task of a limited type is served in (nil: its own key's, or none).

@@ -246,3 +246,23 @@ def test_a_keyed_retry_coming_back_to_its_types_lane_keeps_the_lane_out_of_the_k
     inspector = Inspector(store.r, namespace=store.keys.namespace)
     assert [(k.key, k.running) for k in inspector.flow_keys("q").keys] == []
     assert [(t.type, t.running) for t in inspector.flow("q").types] == [("api", 1)]
+
+
+def test_per_key_limits_that_replace_type_limits_hold_for_tasks_left_in_a_types_lane(
+    store: Store,
+) -> None:
+    limit(store, types(api=TypeLimits(concurrency=2)))
+    put(store, "a0", "a1")
+    running, _ = take(store, 5)  # the type at its cap
+    put(store, "k0", "k1", key="tenant-1")
+    assert take(store, 5)[0] == []
+    put(store, "a2", "a3")
+    assert take(store, 5)[0] == []
+    assert lane(store)["n"] == "4"  # k0, k1 moved out of tenant-1's lane into the type's
+    limit(store, FlowLimits(key_concurrency=1))
+    done(store, *running)
+    put(store, "k2", task_type="other", key="tenant-1")
+    leased, _ = take(store, 10)
+    tenant = [t.id for t in leased if t.id.startswith("k")]
+    assert len(tenant) == 1, tenant  # key_concurrency=1: one task of tenant-1 at a time
+    assert {"a2", "a3"} <= set(ids(leased))  # no type limit left on api: not one at a time

@@ -183,6 +183,12 @@ local function keyed_member_key(member, message)
   return keyed_key_of(message)
 end
 
+-- Whether `d` is the lane of a task type (limited now or once), by the lane's text.
+local function keyed_is_lane(kstate, d)
+  local text = redis.call('HGET', kstate, 'k:' .. d)
+  return text and string.sub(text, 1, #KEYED_TYPE_PREFIX) == KEYED_TYPE_PREFIX
+end
+
 -- The limits of lane `d` when it has its own (a limited type's or a key's:
 -- "interval|burst|cap|rate|weight" in the flow hash's D:<d>), else the per-key defaults `L`
 -- (`L.seen`, when set, remembers them within one script call).
@@ -381,6 +387,8 @@ end
 -- be served now. `head` is the ring's head as the caller read it (ZRANGE .. WITHSCORES).
 -- With per-task-type limits (L.types), a lane's limits may be its type's, and a task whose
 -- type is limited is moved to its type's lane (`L.lane_of(id)` names it) instead of started.
+-- Under per-key limits, a type's lane left from earlier type limits is no key: its keyed
+-- tasks go back to their key's lane (`L.home_of(id)` names it), the others start freely.
 local function keyed_next(kready, kring, kwait, kstate, L, now, head)
   for _ = 1, KEYED_VISITS do
     head = head or redis.call('ZRANGE', kring, 0, 0, 'WITHSCORES')
@@ -397,6 +405,17 @@ local function keyed_next(kready, kring, kwait, kstate, L, now, head)
       if L.types and M == L then
         -- A user key's lane (a type's lane holds only tasks of its type).
         lane, lane_d = L.lane_of(string.sub(member, 29))
+      end
+    end
+    if M == L and (L.cap or L.interval) and member and keyed_is_lane(kstate, d) then
+      -- The lane of a type no longer limited, under per-key limits (which would make it one
+      -- more key): its keyed tasks go back to their own key's lane, so their key's cap
+      -- holds; the others start with no per-key limit.
+      local key = L.home_of(string.sub(member, 29))
+      if key then
+        lane, lane_d = key, keyed_digest(key)
+      else
+        M = {hold = false, weight = 1}
       end
     end
     local counts = redis.call('HMGET', kstate, 'a:' .. d, 'r:' .. d)
