@@ -26,6 +26,7 @@ from rq_sched import (
     NewTask,
     TaskState,
     TaskStateError,
+    TypeLimits,
     errors,
     ops,
     scripts,
@@ -285,3 +286,22 @@ def test_flow_limits_debounce_and_throttle_run_on_every_master(
         assert cclient.debounce("d", 2, key="k", queue=queue, window=60).id == first.id
         kept = cclient.throttle("th", 1, key="k", queue=queue, window=60)
         assert cclient.throttle("th", 2, key="k", queue=queue, window=60).id == kept.id
+
+
+def test_type_limits_run_on_every_master(
+    rc: ClusterClient, cclient: Client, cinspector: Inspector, queues: dict[str, int]
+) -> None:
+    for queue in queues:
+        keys = QueueKeys(cclient.namespace, queue)
+        cclient.set_flow(queue, FlowLimits(types={"api": TypeLimits(rate="1/h", concurrency=1)}))
+        ids = [cclient.enqueue("api", n, queue=queue).id for n in range(3)]
+        other = cclient.enqueue("other", 0, queue=queue).id
+        reply = run(rc, ops.dequeue(keys, 30_000, 5))
+        leased = ops.parse_dequeue(reply)
+        assert sorted(t.id for t in leased) == sorted([ids[0], other])
+        (api,) = cinspector.flow(queue).types
+        assert (api.pending, api.running, api.state) == (2, 1, "capped")
+        cinspector.set_flow(queue, FlowLimits(types={"api": TypeLimits(concurrency=2)}))
+        assert run(rc, ops.done(keys, [ops.Ack(t.id, t.token) for t in leased], 0)) == [2]
+        reply = run(rc, ops.dequeue(keys, 30_000, 5))
+        assert [t.id for t in ops.parse_dequeue(reply)] == ids[1:]
