@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any
 
 from rq_sched import scripts
@@ -115,9 +116,12 @@ class FlowLimits:
 
     def __post_init__(self) -> None:
         if self.types is not None:
-            object.__setattr__(self, "types", check_types(self.types) or None)
+            # Read-only views: the checked limits cannot be changed behind the checks.
+            types = check_types(self.types)
+            object.__setattr__(self, "types", MappingProxyType(types) if types else None)
         if self.keys is not None:
-            object.__setattr__(self, "keys", check_keys(self.keys) or None)
+            keys = check_keys(self.keys)
+            object.__setattr__(self, "keys", MappingProxyType(keys) if keys else None)
         key_limits = self.key_rate is not None or self.key_concurrency is not None or self.keys
         if self.types and key_limits:
             raise ValidationError(

@@ -266,3 +266,11 @@ def test_per_key_limits_that_replace_type_limits_hold_for_tasks_left_in_a_types_
     tenant = [t.id for t in leased if t.id.startswith("k")]
     assert len(tenant) == 1, tenant  # key_concurrency=1: one task of tenant-1 at a time
     assert {"a2", "a3"} <= set(ids(leased))  # no type limit left on api: not one at a time
+
+
+def test_type_limits_cannot_be_changed_after_they_were_checked() -> None:
+    limits = FlowLimits(types={"api": TypeLimits(concurrency=1)})
+    assert limits.types is not None
+    with pytest.raises(TypeError):
+        limits.types["bad\x00type"] = 3  # type: ignore[index]
+    assert limits == FlowLimits(types={"api": TypeLimits(concurrency=1)})
