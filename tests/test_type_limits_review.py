@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis
 
-from rq_sched import FlowLimits, Inspector, TypeLimits, ops
+from rq_sched import Client, FlowLimits, Inspector, TypeLimits, ValidationError, ops
 from rq_sched.cli import main
 from rq_sched.flow import Hold
 from rq_sched.message import decode
@@ -274,3 +275,17 @@ def test_type_limits_cannot_be_changed_after_they_were_checked() -> None:
     with pytest.raises(TypeError):
         limits.types["bad\x00type"] = 3  # type: ignore[index]
     assert limits == FlowLimits(types={"api": TypeLimits(concurrency=1)})
+
+
+def test_type_limits_on_a_sharded_queue_are_refused_and_nothing_is_written(
+    inspector: Inspector, client: Client, cli: Any, r: redis.Redis, namespace: str
+) -> None:
+    inspector.set_shards("orders", 3)
+    limits = FlowLimits(types={"api": TypeLimits(concurrency=1)})
+    with pytest.raises(ValidationError, match="sharded"):
+        inspector.set_flow("orders", limits)
+    with pytest.raises(ValidationError, match="sharded"):
+        client.set_flow("orders", limits)
+    code, _, err = cli("flow", "orders", "--type", "api", "--type-concurrency", "1")
+    assert code == 2 and "sharded" in err
+    assert not [k for k in r.scan_iter(f"{namespace}:*") if b":flow" in k]
