@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from rq_sched import FlowLimits, TypeLimits, ops
+from rq_sched import FlowLimits, KeyLimits, TypeLimits, ops
 from rq_sched.message import TaskMessage, decode
 from rq_sched.options import Prepared
 from tests.script_support import NOW_MS, Store, expire_lease
@@ -103,6 +103,17 @@ class Walk:
                 FlowLimits(),
                 FlowLimits(key_concurrency=rnd.randint(1, 2), key_hold_on_retry=rnd.random() < 0.5),
                 FlowLimits(key_rate=rnd.choice(["1/h", "1000/s"]), key_concurrency=1),
+                FlowLimits(
+                    key_concurrency=rnd.choice([None, 1]),
+                    keys={
+                        k: KeyLimits(
+                            rate=rnd.choice([None, "1/h", "1000/s"]),
+                            concurrency=rnd.choice([None, 1, 2]),
+                            weight=rnd.randint(1, 3),
+                        )
+                        for k in rnd.sample([k for k in KEYS if k], 1)
+                    },
+                ),
                 FlowLimits(concurrency=rnd.randint(1, 4), types={"api": TypeLimits(concurrency=1)}),
                 FlowLimits(types={t: TypeLimits(concurrency=rnd.randint(1, 3)) for t in some}),
                 FlowLimits(
