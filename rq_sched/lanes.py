@@ -13,10 +13,10 @@ back; :mod:`rq_sched.flow` stores them with the queue's other limits.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from rq_sched.errors import ValidationError
 from rq_sched.options import check_key, check_type
@@ -150,26 +150,16 @@ def check_types(types: object) -> dict[str, TypeLimits]:
     Raises:
         ValidationError: not a mapping of task types to :class:`TypeLimits`, or too many.
     """
-    if not isinstance(types, Mapping):
-        raise ValidationError(
-            "types must map task types to rq_sched.TypeLimits, e.g. "
-            f"types={{'sync:crm': TypeLimits(rate='10/s')}}, got {types!r}"
-        )
-    if len(types) > MAX_TYPE_LIMITS:
-        raise ValidationError(
-            f"types limits {len(types)} task types; a queue may limit at most "
-            f"{MAX_TYPE_LIMITS} (give the busiest types queues of their own)"
-        )
-    checked: dict[str, TypeLimits] = {}
-    for task_type, limits in types.items():
-        name = check_type(task_type)
-        if not isinstance(limits, TypeLimits):
-            raise ValidationError(
-                f"types[{task_type!r}] must be rq_sched.TypeLimits(rate=..., burst=..., "
-                f"concurrency=...), got {limits!r}"
-            )
-        checked[name] = limits
-    return dict(sorted(checked.items()))
+    return _check_lanes(
+        types,
+        TypeLimits,
+        check_type,
+        field="types",
+        what="task types",
+        example="{'sync:crm': TypeLimits(rate='10/s')}",
+        most=MAX_TYPE_LIMITS,
+        instead="give the busiest types queues of their own",
+    )
 
 
 def check_keys(keys: object) -> dict[str, KeyLimits]:
@@ -178,26 +168,51 @@ def check_keys(keys: object) -> dict[str, KeyLimits]:
     Raises:
         ValidationError: not a mapping of fairness keys to :class:`KeyLimits`, or too many.
     """
-    if not isinstance(keys, Mapping):
+    return _check_lanes(
+        keys,
+        KeyLimits,
+        check_key,
+        field="keys",
+        what="fairness keys",
+        example="{'tenant:vip': KeyLimits(concurrency=10, weight=4)}",
+        most=MAX_KEY_LIMITS,
+        instead="set the per-key defaults, key_rate and key_concurrency, for the rest",
+    )
+
+
+Lane = TypeVar("Lane", TypeLimits, KeyLimits)
+
+
+def _check_lanes(
+    raw: object,
+    kind: type[Lane],
+    check_name: Callable[[object], str],
+    *,
+    field: str,
+    what: str,
+    example: str,
+    most: int,
+    instead: str,
+) -> dict[str, Lane]:
+    """``raw`` as a mapping of checked names to ``kind``, sorted by name."""
+    if not isinstance(raw, Mapping):
         raise ValidationError(
-            "keys must map fairness keys to rq_sched.KeyLimits, e.g. "
-            f"keys={{'tenant:vip': KeyLimits(concurrency=10, weight=4)}}, got {keys!r}"
+            f"{field} must map {what} to rq_sched.{kind.__name__}, e.g. {field}={example}, "
+            f"got {raw!r}"
         )
-    if len(keys) > MAX_KEY_LIMITS:
+    if len(raw) > most:
         raise ValidationError(
-            f"keys gives {len(keys)} keys limits of their own; a queue may give at most "
-            f"{MAX_KEY_LIMITS} (set the per-key defaults, key_rate and key_concurrency, for "
-            "the rest)"
+            f"{field} names {len(raw)} {what}; a queue may give at most {most} limits of "
+            f"their own ({instead})"
         )
-    checked: dict[str, KeyLimits] = {}
-    for key, limits in keys.items():
-        name = check_key(key)
-        if not isinstance(limits, KeyLimits):
+    checked: dict[str, Lane] = {}
+    for name, limits in raw.items():
+        if not isinstance(limits, kind):
             raise ValidationError(
-                f"keys[{key!r}] must be rq_sched.KeyLimits(rate=..., burst=..., "
+                f"{field}[{name!r}] must be rq_sched.{kind.__name__}(rate=..., burst=..., "
                 f"concurrency=..., weight=...), got {limits!r}"
             )
-        checked[name] = limits
+        checked[check_name(name)] = limits
     return dict(sorted(checked.items()))
 
 

@@ -22,9 +22,11 @@ from rq_sched import Client, FlowLimits, NewTask, Router, Task
 from rq_sched.keys import GlobalKeys, QueueKeys
 from tests.worker_support import (
     Recorder,
+    assert_one_start_per_token,
     cli_worker,
     monitored,
     running_server,
+    starts_under_a_rate,
     stop_process,
     texts,
     wait_until,
@@ -260,21 +262,5 @@ def test_a_worker_held_by_the_cap_is_woken_when_a_lease_ends_not_by_polling(
 def test_a_worker_held_by_the_rate_sleeps_until_the_next_token(
     redis_url: str, r: redis.Redis, namespace: str
 ) -> None:
-    starts = Recorder()
-    router = Router()
-
-    @router.task("rate:one")
-    async def one(task: Task) -> None:
-        starts.add(time.monotonic())
-
-    client = Client(r, namespace=namespace)
-    client.set_flow("default", FlowLimits(rate="5/s"))
-    with running_server(redis_url, router, namespace=namespace, concurrency=10) as server:
-        client.enqueue_many(NewTask(type="rate:one") for _ in range(6))
-        seen = sorted(starts.wait_for(6, timeout=10))
-        holds = server.processor.fetcher.flow_holds if server.processor else -1
-    gaps = [b - a for a, b in itertools.pairwise(seen)]
-    print(f"\n5/s: gaps {[round(g * 1000) for g in gaps]} ms, {holds} held dequeues for 6 tasks")
-    assert all(g >= 0.15 for g in gaps), gaps  # 200 ms apart (less the 20 ms allowance)
-    assert seen[-1] - seen[0] < 2.0  # woken by its timer, not its idle timeout
-    assert 0 < holds <= 12  # about one held answer per token: no polling in between
+    seen, holds = starts_under_a_rate(redis_url, r, namespace, FlowLimits(rate="5/s"))
+    assert_one_start_per_token("5/s", seen, holds)

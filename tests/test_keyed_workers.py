@@ -23,8 +23,10 @@ from rq_sched import Client, FlowLimits, KeyLimits, NewTask, Router, Task
 from rq_sched.keys import QueueKeys
 from tests.worker_support import (
     Recorder,
+    assert_one_start_per_token,
     cli_worker,
     running_server,
+    starts_under_a_rate,
     stop_process,
     texts,
     wait_until,
@@ -226,21 +228,6 @@ def test_a_worker_held_by_a_keys_cap_is_woken_when_the_keys_task_ends(
 def test_a_worker_held_by_a_keys_rate_sleeps_until_the_keys_next_token(
     redis_url: str, r: redis.Redis, namespace: str
 ) -> None:
-    starts = Recorder()
-    router = Router()
-
-    @router.task("key:rate")
-    async def one(task: Task) -> None:
-        starts.add(time.monotonic())
-
-    client = Client(r, namespace=namespace)
-    client.set_flow("default", FlowLimits(key_rate="5/s"))
-    with running_server(redis_url, router, namespace=namespace, concurrency=10) as server:
-        client.enqueue_many(NewTask(type="key:rate", key="tenant") for _ in range(6))
-        seen = sorted(starts.wait_for(6, timeout=10))
-        holds = server.processor.fetcher.flow_holds if server.processor else -1
-    gaps = [b - a for a, b in itertools.pairwise(seen)]
-    print(f"\nkey 5/s: gaps {[round(g * 1000) for g in gaps]} ms, {holds} held dequeues")
-    assert all(g >= 0.15 for g in gaps), gaps  # 200 ms apart (less the 20 ms allowance)
-    assert seen[-1] - seen[0] < 2.0  # woken by its timer, not its idle timeout
-    assert 0 < holds <= 12  # about one held answer per token: no polling in between
+    limits = FlowLimits(key_rate="5/s")
+    seen, holds = starts_under_a_rate(redis_url, r, namespace, limits, key="tenant")
+    assert_one_start_per_token("key 5/s", seen, holds)

@@ -8,21 +8,19 @@ Longer run of the rate test for the report:
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
-import time
 from collections import Counter
 
 import redis
 
-from rq_sched import Client, FlowLimits, NewTask, Router, Task, TypeLimits
+from rq_sched import Client, FlowLimits, NewTask, TypeLimits
 from rq_sched.keys import QueueKeys
 from tests.test_flow_workers import entries
 from tests.worker_support import (
-    Recorder,
+    assert_one_start_per_token,
     cli_worker,
-    running_server,
+    starts_under_a_rate,
     stop_process,
     wait_until,
     worker_processes,
@@ -135,21 +133,6 @@ def test_a_types_rate_over_three_worker_processes_holds_in_every_second(
 def test_a_worker_held_by_a_types_rate_sleeps_until_the_types_next_token(
     redis_url: str, r: redis.Redis, namespace: str
 ) -> None:
-    starts = Recorder()
-    router = Router()
-
-    @router.task("type:rate")
-    async def one(task: Task) -> None:
-        starts.add(time.monotonic())
-
-    client = Client(r, namespace=namespace)
-    client.set_flow("default", FlowLimits(types={"type:rate": TypeLimits(rate="5/s")}))
-    with running_server(redis_url, router, namespace=namespace, concurrency=10) as server:
-        client.enqueue_many(NewTask(type="type:rate") for _ in range(6))
-        seen = sorted(starts.wait_for(6, timeout=10))
-        holds = server.processor.fetcher.flow_holds if server.processor else -1
-    gaps = [b - a for a, b in itertools.pairwise(seen)]
-    print(f"\ntype 5/s: gaps {[round(g * 1000) for g in gaps]} ms, {holds} held dequeues")
-    assert all(g >= 0.15 for g in gaps), gaps  # 200 ms apart (less the 20 ms allowance)
-    assert seen[-1] - seen[0] < 2.0  # woken by its timer, not its idle timeout
-    assert 0 < holds <= 12  # about one held answer per token: no polling in between
+    limits = FlowLimits(types={"rate:one": TypeLimits(rate="5/s")})
+    seen, holds = starts_under_a_rate(redis_url, r, namespace, limits)
+    assert_one_start_per_token("type 5/s", seen, holds)

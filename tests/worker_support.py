@@ -5,11 +5,13 @@ thread-safe recorder for what handlers saw, and worker processes started from th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -232,3 +234,37 @@ def worker_processes(
         for proc in procs:
             code, err = stop_process(proc)
             assert code in (0, -signal.SIGKILL), f"worker exited {code}: {err}"
+
+
+def starts_under_a_rate(
+    url: str, r: redis.Redis, namespace: str, limits: Any, *, key: str | None = None
+) -> tuple[list[float], int]:
+    """Six no-op tasks of type ``rate:one`` (with fairness ``key``) run by one server under
+    flow ``limits`` (a rate of 5/s in the callers): their start times (monotonic, sorted) and
+    how many dequeue answers held the server back meanwhile."""
+    from rq_sched import Client, NewTask, Task  # noqa: PLC0415 - only these tests need them
+
+    starts = Recorder()
+    router = Router()
+
+    @router.task("rate:one")
+    async def one(task: Task) -> None:
+        starts.add(time.monotonic())
+
+    client = Client(r, namespace=namespace)
+    client.set_flow("default", limits)
+    with running_server(url, router, namespace=namespace, concurrency=10) as server:
+        client.enqueue_many(NewTask(type="rate:one", key=key) for _ in range(6))
+        seen = sorted(starts.wait_for(6, timeout=10))
+        holds = server.processor.fetcher.flow_holds if server.processor else -1
+    return seen, holds
+
+
+def assert_one_start_per_token(what: str, seen: list[float], holds: int) -> None:
+    """Starts 200 ms apart (a 5/s rate, less its 20 ms allowance), woken by the token's timer
+    (not an idle timeout), with about one held dequeue answer per token (no polling)."""
+    gaps = [b - a for a, b in itertools.pairwise(seen)]
+    print(f"\n{what}: gaps {[round(g * 1000) for g in gaps]} ms, {holds} held dequeues")
+    assert all(g >= 0.15 for g in gaps), gaps
+    assert seen[-1] - seen[0] < 2.0
+    assert 0 < holds <= 12
