@@ -10,11 +10,12 @@ per key, and whether a key waits for a slot of its cap or for its next token.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from rq_sched.flow import JITTER_MS, TYPE_LANE_PREFIX, read_status
+from rq_sched.flow import JITTER_MS, TYPE_LANE_PREFIX, KeyLimits, read_status
 from rq_sched.keys import QueueKeys
 from rq_sched.scripts import SyncRedis
 
@@ -60,7 +61,7 @@ def read_keys_now(redis: SyncRedis, keys: QueueKeys, limit: int) -> FlowKeys:
     rate = None if interval is None else (interval, status.key_burst)
     seconds, micros = redis.time()
     now_ms = seconds * 1000 + micros / 1000
-    return read_keys(redis, keys, limit, rate=rate, now_ms=now_ms)
+    return read_keys(redis, keys, limit, rate=rate, now_ms=now_ms, own=status.keys)
 
 
 def read_keys(
@@ -70,10 +71,12 @@ def read_keys(
     *,
     rate: tuple[float, int] | None = None,
     now_ms: float = 0.0,
+    own: Mapping[str, KeyLimits] | None = None,
 ) -> FlowKeys:
     """The keys of ``keys.queue`` with ready or running tasks, read from the per-key state (at
     most MAX_FIELDS_READ fields). With ``rate`` (the per-key interval in ms and burst) and
-    ``now_ms`` (Redis TIME), each key's tokens now are counted too."""
+    ``now_ms`` (Redis TIME), each key's tokens now are counted too; a key in ``own`` (the keys
+    with limits of their own) by its own rate."""
     _, kring, kwait, kstate = keys.keyed
     found: dict[str, dict[str, Any]] = {}
     for read, (raw_field, raw_value) in enumerate(redis.hscan_iter(kstate, count=1000)):
@@ -100,6 +103,11 @@ def read_keys(
     in_ring, waits = pipe.execute()
     out = []
     for (digest, fields), ring_score, wait_ms in zip(shown, in_ring, waits, strict=True):
+        key = fields.get("k", digest)
+        key_rate = rate
+        if own and key in own:
+            interval = own[key].interval_ms
+            key_rate = None if interval is None else (interval, own[key].burst)
         pending = int(fields.get("n", 0))
         parked = fields.get("p")
         state = "idle"
@@ -113,12 +121,14 @@ def read_keys(
             state = "ready"
         out.append(
             KeyStatus(
-                key=fields.get("k", digest),
+                key=key,
                 pending=pending,
                 running=int(fields.get("a", 0)),
                 state=state,
                 next_token_at=next_at,
-                tokens=None if rate is None else _tokens(rate, float(fields.get("r", 0)), now_ms),
+                tokens=None
+                if key_rate is None
+                else _tokens(key_rate, float(fields.get("r", 0)), now_ms),
             )
         )
     return FlowKeys(keys.queue, len(busy), out)

@@ -138,3 +138,16 @@ def test_a_types_weight_gives_its_lane_more_turns(store: Store) -> None:
     served = Counter(t.id.rstrip("0123456789") for t in leased)
     # Its lane takes two turns per turn of the unkeyed tasks.
     assert served == {"big": 20, "small": 10}, served
+
+
+def test_the_busiest_keys_show_tokens_by_each_keys_own_rate(store: Store) -> None:
+    own = {"fast": KeyLimits(rate="1000/s", burst=50), "free": KeyLimits()}
+    limit(store, FlowLimits(key_rate="1/h", keys=own))
+    put(store, ("f0", "fast"), ("f1", "fast"), ("x0", "free"), ("x1", "free"))
+    put(store, ("s0", "slow"), ("s1", "slow"))
+    take(store, 3)  # one of each: the slow key is out of tokens for an hour
+    shown = Inspector(store.r, namespace=store.keys.namespace).flow_keys("q")
+    tokens = {k.key: k.tokens for k in shown.keys}
+    assert tokens["slow"] == 0
+    assert tokens["fast"] is not None and tokens["fast"] >= 48
+    assert tokens["free"] is None  # no rate for it
