@@ -63,14 +63,8 @@ def _spec(rate: str | None, burst: int, concurrency: int | None, weight: int) ->
 
 
 @dataclass(frozen=True, slots=True)
-class TypeLimits:
-    """The limits of one task type within a queue (``FlowLimits(types={...})``).
-
-    ``rate``/``burst`` as a queue's, counted over that type's task starts only; ``concurrency``:
-    most tasks of that type running at once, across all workers. At least one is set.
-    ``weight``: the type's lane takes that many turns of the queue's round robin per turn of a
-    weight-1 lane (the unkeyed tasks, other types, keys).
-    """
+class _LaneLimits:
+    """What a lane with limits of its own has: a rate and its burst, a cap, a weight."""
 
     rate: str | None = None
     burst: int = 1
@@ -84,15 +78,10 @@ class TypeLimits:
         if self.concurrency is not None:
             check_count(self.concurrency, "concurrency")
         _check_weight(self.weight)
-        if self.rate is None and self.concurrency is None:
-            raise ValidationError(
-                "TypeLimits needs a rate or a concurrency (e.g. TypeLimits(rate='10/s') or "
-                "TypeLimits(concurrency=2)); to lift a type's limits, leave it out of types"
-            )
 
     @property
     def interval_ms(self) -> float | None:
-        """Milliseconds between task starts of the type, or None without a rate limit."""
+        """Milliseconds between task starts in the lane, or None without a rate limit."""
         return _interval_ms(self.rate)
 
     def spec(self) -> str:
@@ -101,7 +90,26 @@ class TypeLimits:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyLimits:
+class TypeLimits(_LaneLimits):
+    """The limits of one task type within a queue (``FlowLimits(types={...})``).
+
+    ``rate``/``burst`` as a queue's, counted over that type's task starts only; ``concurrency``:
+    most tasks of that type running at once, across all workers. At least one is set.
+    ``weight``: the type's lane takes that many turns of the queue's round robin per turn of a
+    weight-1 lane (the unkeyed tasks, other types, keys).
+    """
+
+    def __post_init__(self) -> None:
+        _LaneLimits.__post_init__(self)
+        if self.rate is None and self.concurrency is None:
+            raise ValidationError(
+                "TypeLimits needs a rate or a concurrency (e.g. TypeLimits(rate='10/s') or "
+                "TypeLimits(concurrency=2)); to lift a type's limits, leave it out of types"
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyLimits(_LaneLimits):
     """The limits of one fairness key, instead of the queue's per-key defaults
     (``FlowLimits(keys={"tenant:vip": KeyLimits(...)})``).
 
@@ -110,28 +118,6 @@ class KeyLimits:
     from the defaults). ``weight``: the key takes that many turns of the round robin per turn
     of a weight-1 key, so while every key is backlogged it is served that many times as often.
     """
-
-    rate: str | None = None
-    burst: int = 1
-    concurrency: int | None = None
-    weight: int = 1
-
-    def __post_init__(self) -> None:
-        if self.rate is not None:
-            parse_rate(self.rate)
-        check_count(self.burst, "burst")
-        if self.concurrency is not None:
-            check_count(self.concurrency, "concurrency")
-        _check_weight(self.weight)
-
-    @property
-    def interval_ms(self) -> float | None:
-        """Milliseconds between task starts of the key, or None without a rate limit."""
-        return _interval_ms(self.rate)
-
-    def spec(self) -> str:
-        """The limits as stored: ``"interval|burst|cap|rate|weight"`` (empty parts for none)."""
-        return _spec(self.rate, self.burst, self.concurrency, self.weight)
 
 
 def lane_digest(key: str) -> str:

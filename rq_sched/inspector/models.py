@@ -222,9 +222,10 @@ def jsonable(value: Any) -> Any:
 
 def _dataclass_dict(value: Any) -> dict[str, Any]:
     out = {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    for name, attr in vars(type(value)).items():
-        if isinstance(attr, property):  # derived fields such as QueueInfo.size
-            out[name] = jsonable(getattr(value, name))
+    for cls in reversed(type(value).__mro__):  # a base class's properties too
+        for name, attr in vars(cls).items():
+            if isinstance(attr, property):  # derived fields such as QueueInfo.size
+                out[name] = jsonable(getattr(value, name))
     return out
 
 
