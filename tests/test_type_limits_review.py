@@ -12,13 +12,13 @@ import pytest
 import redis
 
 from rq_sched import Client, FlowLimits, Inspector, TypeLimits, ValidationError, ops
-from rq_sched.cli import main
 from rq_sched.flow import Hold
 from rq_sched.message import decode
 from tests.script_support import NOW_MS, Store
+from tests.test_flow_cli import cli
 from tests.test_type_limits import done, idle, ids, lane, limit, put, store, take, types
 
-__all__ = ["store"]  # the fixture, shared with tests/test_type_limits.py
+__all__ = ["cli", "store"]  # fixtures shared with tests/test_flow_cli.py, test_type_limits.py
 
 
 def test_a_looser_type_rate_applies_at_once_while_all_its_tasks_run(store: Store) -> None:
@@ -46,52 +46,6 @@ def test_a_lane_waiting_at_its_cap_starts_afresh_under_a_looser_rate(store: Stor
     assert ids(leased) == ["a1"]
     assert hold is None
     done(store, *leased)
-
-
-@pytest.fixture
-def cli(redis_url: str, namespace: str, capsys: pytest.CaptureFixture[str]) -> Any:
-    def run(*argv: str) -> tuple[int, str, str]:
-        code = main([argv[0], "--url", redis_url, "--namespace", namespace, *argv[1:]])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
-
-
-def test_the_flow_command_keeps_the_type_limits_it_does_not_name(
-    cli: Any, inspector: Inspector
-) -> None:
-    # "Options given change only what they name; the rest of the stored limits stay."
-    inspector.set_flow("q", FlowLimits(types={"api": TypeLimits(rate="10/s", concurrency=2)}))
-    code, _, err = cli("flow", "q", "--rate", "100/s")
-    assert code == 0, err
-    status = inspector.flow("q")
-    assert status.rate == "100/s"
-    assert [(t.type, t.rate, t.concurrency) for t in status.types] == [("api", "10/s", 2)]
-
-
-def test_the_flow_command_sets_and_lifts_a_types_limits(cli: Any, inspector: Inspector) -> None:
-    # docs/flow.md: `rq-sched flow q --type T --type-rate 10/s --type-concurrency 2` (`--no-type T`)
-    code, out, err = cli(
-        "flow", "q", "--type", "sync:crm", "--type-rate", "10/s", "--type-concurrency", "2"
-    )
-    assert code == 0, err
-    assert "sync:crm" in out
-    code, out, err = cli("flow", "q", "--type", "pdf", "--type-concurrency", "1")
-    assert code == 0, err
-    status = inspector.flow("q")
-    assert [(t.type, t.rate, t.concurrency) for t in status.types] == [
-        ("pdf", None, 1),
-        ("sync:crm", "10/s", 2),
-    ]
-    code, out, err = cli("flow", "q", "--type", "sync:crm", "--type-burst", "3")
-    assert code == 0, err
-    assert inspector.flow("q").types[1].burst == 3
-    code, out, err = cli("flow", "q", "--no-type", "sync:crm")
-    assert code == 0, err
-    assert [t.type for t in inspector.flow("q").types] == ["pdf"]
-    code, _, err = cli("flow", "q", "--type-rate", "10/s")
-    assert code == 2 and "--type" in err
 
 
 def test_a_looser_key_rate_applies_at_once_while_the_keys_tasks_all_run(store: Store) -> None:
